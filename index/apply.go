@@ -1,0 +1,653 @@
+package index
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
+
+	"github.com/twinbox-mail/twinbox/maildir"
+	"github.com/twinbox-mail/twinbox/model"
+	"github.com/twinbox-mail/twinbox/sync/merge"
+	"github.com/twinbox-mail/twinbox/sync/replica"
+)
+
+// ApplyResult is the replica package's result, with a helper.
+type ApplyResult = replica.ApplyResult
+
+func skip(res *ApplyResult, format string, args ...any) {
+	res.Changed = true
+	if len(res.Skipped) < 50 {
+		res.Skipped = append(res.Skipped, fmt.Sprintf(format, args...))
+	}
+}
+
+// Progress receives body transfer progress (may be nil).
+type Progress interface {
+	Add(messages int, bytes int64)
+}
+
+var tmpSeq atomic.Uint64
+
+// Apply carries out one side's part of a plan. The durability order:
+//
+//  1. bodies are written to tmp/ of their mailbox and made durable (one
+//     syncfs for the whole batch);
+//  2. under Dovecot's uidlist lock each mailbox's files are renamed, linked
+//     or unlinked, then dovecot-keywords and dovecot-uidlist are replaced
+//     atomically and the directories fsynced;
+//  3. only then does the index record the changes (one transaction per
+//     mailbox); the peer learns of success after every mailbox is done.
+//
+// A crash at any step leaves files that the next scan reads as they are.
+func (r *Replica) Apply(ctx context.Context, sp *merge.SidePlan, src replica.BodySource) (*ApplyResult, error) {
+	res := &ApplyResult{}
+	prog := r.opt.Progress
+	defer r.fillEpochs(res)
+	if err := r.applyRenames(ctx, sp.Renames, res); err != nil {
+		return res, err
+	}
+	for _, op := range sp.Creates {
+		if err := r.applyCreate(ctx, op, res); err != nil {
+			return res, err
+		}
+	}
+	adopts := map[model.MailboxGUID]merge.Adopt{}
+	for _, a := range sp.Adopts {
+		if err := r.applyAdoptDir(ctx, a, res); err != nil {
+			return res, err
+		}
+		adopts[a.To] = a
+	}
+	tmpFiles, err := r.prepareBodies(ctx, sp, src, res, prog)
+	defer func() {
+		for _, p := range tmpFiles {
+			if p != "" {
+				os.Remove(p)
+			}
+		}
+	}()
+	if err != nil {
+		return res, err
+	}
+	k := 0
+	for i := range sp.Boxes {
+		bp := &sp.Boxes[i]
+		n := len(bp.Adds)
+		a, isAdopt := adopts[bp.GUID]
+		var ap *merge.Adopt
+		if isAdopt {
+			ap = &a
+		}
+		if err := r.applyBox(ctx, bp, ap, tmpFiles[k:k+n], res); err != nil {
+			return res, err
+		}
+		k += n
+	}
+	for _, op := range sp.Deletes {
+		if err := r.applyDelete(ctx, op, res); err != nil {
+			return res, err
+		}
+	}
+	if len(sp.Subs) > 0 {
+		if err := r.applySubs(sp.Subs); err != nil {
+			return res, err
+		}
+	}
+	if err := r.setDirtyTmp(nil); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// locate finds the directory of an index mailbox, by its recorded
+// directory first and by GUID when that no longer matches (a parent was
+// renamed under LAYOUT=fs).
+func (r *Replica) locate(b *Box) (string, error) {
+	dir := filepath.Join(r.loc.Root, b.Dir)
+	if ul, _, err := maildir.ReadUidlist(dir); err == nil && model.MailboxGUID(ul.GUID) == b.GUID {
+		return dir, nil
+	}
+	dirs, err := r.loc.ListMailboxes()
+	if err != nil {
+		return "", err
+	}
+	for _, d := range dirs {
+		if ul, _, err := maildir.ReadUidlist(d.Dir); err == nil && model.MailboxGUID(ul.GUID) == b.GUID {
+			return d.Dir, nil
+		}
+	}
+	return "", fs.ErrNotExist
+}
+
+func (r *Replica) getBox(g model.MailboxGUID) (*Box, error) {
+	var b *Box
+	err := r.store.db.View(func(tx *bolt.Tx) error {
+		var err error
+		b, err = getBox(tx, g)
+		return err
+	})
+	return b, err
+}
+
+func (r *Replica) rel(dir string) string {
+	rel, err := filepath.Rel(r.loc.Root, dir)
+	if err != nil || rel == "." {
+		return ""
+	}
+	return rel
+}
+
+func (r *Replica) tmpDirFor(g model.MailboxGUID) (string, error) {
+	name := TmpPrefix + g.String()
+	if r.loc.Layout == maildir.LayoutFS {
+		return filepath.Join(r.loc.Root, name), nil
+	}
+	return filepath.Join(r.loc.Root, "."+name), nil
+}
+
+func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *ApplyResult) error {
+	type mv struct {
+		op  merge.MailboxOp
+		box *Box
+		dir string
+		dst string
+	}
+	var mvs []*mv
+	for _, op := range ops {
+		b, err := r.getBox(op.GUID)
+		if err != nil {
+			return r.wrap(op.Name, err)
+		}
+		if b == nil {
+			return r.errf(op.Name, "rename of unknown mailbox %s", op.GUID)
+		}
+		dst, err := r.loc.MailboxDir(op.Name)
+		if err != nil {
+			return r.wrap(op.Name, err)
+		}
+		if model.NormName(op.Name) == model.NormName(b.Name) || model.IsInbox(op.Name) || model.IsInbox(b.Name) {
+			// Only the name's timestamp changes (INBOX is never renamed on
+			// disk: a client's RENAME INBOX makes a new mailbox).
+			err := r.store.db.Update(func(tx *bolt.Tx) error {
+				b, err := getBox(tx, op.GUID)
+				if err != nil || b == nil {
+					return err
+				}
+				b.NameT = op.NameT
+				return putBox(tx, b)
+			})
+			if err != nil {
+				return r.wrap(op.Name, err)
+			}
+			continue
+		}
+		mvs = append(mvs, &mv{op: op, box: b, dst: dst})
+	}
+	// Phase 1: anything whose target is taken goes to a temporary name.
+	for _, m := range mvs {
+		dir, err := r.locate(m.box)
+		if errors.Is(err, fs.ErrNotExist) {
+			m.dir = ""
+			continue // vanished: the Create path or the next scan handles it
+		} else if err != nil {
+			return r.wrap(m.box.Name, err)
+		}
+		m.dir = dir
+		if _, err := os.Lstat(m.dst); err == nil && dir != m.dst {
+			tmp, _ := r.tmpDirFor(m.box.GUID)
+			if err := os.Rename(dir, tmp); err != nil {
+				return r.wrap(m.box.Name, fmt.Errorf("renaming aside: %w", err))
+			}
+			m.dir = tmp
+		}
+	}
+	// Phase 2: renames whose target is free, repeated while that frees
+	// other targets.
+	done := make([]bool, len(mvs))
+	for progress := true; progress; {
+		progress = false
+		for i, m := range mvs {
+			if done[i] || m.dir == "" || m.dir == m.dst {
+				continue
+			}
+			if _, err := os.Lstat(m.dst); err != nil {
+				if err := r.renameOne(ctx, m.box, m.dir, m.dst, m.op); err != nil {
+					return err
+				}
+				done[i], progress = true, true
+				res.MailboxOps++
+			}
+		}
+	}
+	for i, m := range mvs {
+		if done[i] {
+			continue
+		}
+		if m.dir == "" {
+			skip(res, "rename of %q: directory not found", m.box.Name)
+			continue
+		}
+		if m.dir != m.dst {
+			skip(res, "rename of %q to %q: the target exists", m.box.Name, m.op.Name)
+			continue
+		}
+		if err := r.renameOne(ctx, m.box, m.dir, m.dst, m.op); err != nil {
+			return err
+		}
+		res.MailboxOps++
+	}
+	return nil
+}
+
+// renameOne moves one mailbox directory and records the new name.
+func (r *Replica) renameOne(ctx context.Context, box *Box, dir, dst string, op merge.MailboxOp) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dir != dst {
+		if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+			return r.wrap(op.Name, err)
+		}
+		if err := os.Rename(dir, dst); err != nil {
+			return r.wrap(box.Name, fmt.Errorf("renaming to %q: %w", op.Name, err))
+		}
+		if err := maildir.SyncDir(filepath.Dir(dst)); err != nil {
+			return r.wrap(op.Name, err)
+		}
+	}
+	err := r.store.db.Update(func(tx *bolt.Tx) error {
+		b, err := getBox(tx, box.GUID)
+		if err != nil || b == nil {
+			return err
+		}
+		b.Name, b.NameT, b.Dir = op.Name, op.NameT, r.rel(dst)
+		b.Stamp.Uidlist = 0 // re-identify on the next scan
+		return putBox(tx, b)
+	})
+	return r.wrap(op.Name, err)
+}
+
+func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, res *ApplyResult) error {
+	dir, err := r.loc.MailboxDir(op.Name)
+	if err != nil {
+		return r.wrap(op.Name, err)
+	}
+	old, err := r.getBox(op.GUID)
+	if err != nil {
+		return r.wrap(op.Name, err)
+	}
+	if old != nil && !old.Deleted && !old.Missing {
+		if d, err := r.locate(old); err == nil {
+			dir = d
+		}
+	}
+	if err := maildir.CreateMailboxDirs(dir); err != nil {
+		return r.wrap(op.Name, err)
+	}
+	lk, err := maildir.LockUidlist(ctx, dir, r.opt.LockTimeout)
+	if err != nil {
+		return r.wrap(op.Name, err)
+	}
+	defer lk.Unlock()
+	ul, _, err := maildir.ReadUidlist(dir)
+	switch {
+	case err == nil && model.MailboxGUID(ul.GUID) != op.GUID:
+		skip(res, "create of %q: the directory now holds mailbox %x", op.Name, ul.GUID)
+		return nil
+	case err == nil:
+	case errors.Is(err, fs.ErrNotExist):
+		ul = &maildir.Uidlist{Version: 3, UIDValidity: op.UIDValidity, NextUID: 1, GUID: [16]byte(op.GUID)}
+		if err := maildir.WriteUidlist(dir, ul); err != nil {
+			return r.wrap(op.Name, err)
+		}
+	default:
+		return r.wrap(op.Name, err)
+	}
+	err = r.store.db.Update(func(tx *bolt.Tx) error {
+		b, err := getBox(tx, op.GUID)
+		if err != nil {
+			return err
+		}
+		if b == nil {
+			b = &Box{Mailbox: model.Mailbox{GUID: op.GUID}}
+		}
+		if b.Missing || b.Deleted || b.UIDValidity != ul.UIDValidity {
+			bt, err := openBoxTx(tx, b)
+			if err != nil {
+				return err
+			}
+			if err := bt.resetMessages(); err != nil {
+				return err
+			}
+			b.UIDNext = 0
+		}
+		b.Name, b.NameT, b.UIDValidity, b.Dir = op.Name, op.NameT, ul.UIDValidity, r.rel(dir)
+		b.Deleted, b.DeletedT, b.Missing = false, 0, false
+		b.UIDNext = max(b.UIDNext, ul.NextUID)
+		b.Epoch = randomUint64()
+		b.Stamp = Stamp{}
+		return putBox(tx, b)
+	})
+	if err != nil {
+		return r.wrap(op.Name, err)
+	}
+	res.MailboxOps++
+	return nil
+}
+
+// applyAdoptDir puts the adopting mailbox's directory at its final name;
+// applyBox then rewrites its identity.
+func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, res *ApplyResult) error {
+	b, err := r.getBox(a.From)
+	if err != nil {
+		return r.wrap(a.Name, err)
+	}
+	if b == nil {
+		return r.errf(a.Name, "merge of unknown mailbox %s", a.From)
+	}
+	dir, err := r.locate(b)
+	if err != nil {
+		return r.wrap(b.Name, fmt.Errorf("locating mailbox to merge: %w", err))
+	}
+	dst, err := r.loc.MailboxDir(a.Name)
+	if err != nil {
+		return r.wrap(a.Name, err)
+	}
+	if dir != dst && !model.IsInbox(b.Name) {
+		if _, err := os.Lstat(dst); err == nil {
+			// A missing mailbox's leftover (empty) directory may sit there.
+			if !isEmptyMailboxDir(dst) {
+				skip(res, "merge of %q into %q: target directory in use", b.Name, a.Name)
+				return nil
+			}
+			if err := os.RemoveAll(dst); err != nil {
+				return r.wrap(a.Name, err)
+			}
+		}
+		if err := os.Rename(dir, dst); err != nil {
+			return r.wrap(b.Name, err)
+		}
+		dir = dst
+	}
+	err = r.store.db.Update(func(tx *bolt.Tx) error {
+		b, err := getBox(tx, a.From)
+		if err != nil || b == nil {
+			return err
+		}
+		b.Dir = r.rel(dir)
+		return putBox(tx, b)
+	})
+	res.MailboxOps++
+	return r.wrap(a.Name, err)
+}
+
+func isEmptyMailboxDir(dir string) bool {
+	for _, sub := range []string{"cur", "new"} {
+		ents, err := os.ReadDir(filepath.Join(dir, sub))
+		if err == nil && len(ents) > 0 {
+			return false
+		}
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		if e.IsDir() && e.Name() != "cur" && e.Name() != "new" && e.Name() != "tmp" {
+			return false
+		}
+	}
+	return true
+}
+
+// prepareBodies gets every added message's body into tmp/ of its mailbox,
+// durable, and returns the temporary paths in plan order ("" for adds
+// that could not be had).
+func (r *Replica) prepareBodies(ctx context.Context, sp *merge.SidePlan, src replica.BodySource, res *ApplyResult, prog Progress) ([]string, error) {
+	var total int
+	for _, bp := range sp.Boxes {
+		total += len(bp.Adds)
+	}
+	paths := make([]string, total)
+	if total == 0 {
+		return paths, nil
+	}
+	var refs []replica.BodyRef
+	var refIdx []int
+	var want []string
+	var dirs []string
+	k := 0
+	err := r.store.db.View(func(tx *bolt.Tx) error {
+		for _, bp := range sp.Boxes {
+			dir, err := r.boxDirForPlan(tx, sp, bp.GUID)
+			if err != nil {
+				return err
+			}
+			dirs = append(dirs, dir)
+			for _, add := range bp.Adds {
+				tmp := filepath.Join(dir, "tmp", fmt.Sprintf("twinbox.%d.%d.%s", time.Now().UnixNano(), tmpSeq.Add(1), r.opt.Hostname))
+				if local := r.localFile(tx, add.Msg.GUID, bp.GUID); local != "" {
+					if err := linkOrCopy(local, tmp); err == nil {
+						paths[k] = tmp
+						res.Linked++
+						k++
+						continue
+					}
+				}
+				refs = append(refs, replica.BodyRef{Box: add.SourceBox, UID: add.SourceUID, GUID: add.Msg.GUID, Size: add.Msg.Size})
+				refIdx = append(refIdx, k)
+				want = append(want, tmp)
+				k++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return paths, r.wrap("", err)
+	}
+	if err := r.setDirtyTmp(dirs); err != nil {
+		return paths, err
+	}
+	if len(refs) > 0 {
+		if src == nil {
+			return paths, r.errf("", "%d message bodies needed and no peer to fetch them from", len(refs))
+		}
+		err := src.Fetch(ctx, refs, func(i int, rd io.Reader) error {
+			if i < 0 || i >= len(refs) {
+				return fmt.Errorf("peer sent body %d of %d", i, len(refs))
+			}
+			n, err := writeBody(want[i], rd)
+			if err != nil {
+				os.Remove(want[i])
+				return r.wrap("", fmt.Errorf("writing message %s: %w", refs[i].GUID, err))
+			}
+			if n != refs[i].Size {
+				os.Remove(want[i])
+				skip(res, "message %s: peer sent %d bytes, expected %d", refs[i].GUID, n, refs[i].Size)
+				return nil
+			}
+			paths[refIdx[i]] = want[i]
+			res.Fetched++
+			res.Bytes += n
+			if prog != nil {
+				prog.Add(1, n)
+			}
+			return nil
+		})
+		if err != nil {
+			return paths, err
+		}
+	}
+	// Step 1 of the durability order: every body on disk before any rename.
+	if err := syncfs(r.loc.Root); err != nil {
+		return paths, r.wrap("", fmt.Errorf("flushing message bodies: %w", err))
+	}
+	return paths, nil
+}
+
+func writeBody(path string, rd io.Reader) (int64, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	n, err := io.Copy(f, rd)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return n, err
+}
+
+func syncfs(root string) error {
+	f, err := os.Open(root)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.Syncfs(int(f.Fd()))
+}
+
+func linkOrCopy(src, dst string) error {
+	if err := os.Link(src, dst); err == nil {
+		return nil
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	if _, err := writeBody(dst, in); err != nil {
+		os.Remove(dst)
+		return err
+	}
+	return os.Chtimes(dst, fi.ModTime(), fi.ModTime())
+}
+
+// localFile finds a file of this replica holding message GUID g,
+// preferring mailbox prefer.
+func (r *Replica) localFile(tx *bolt.Tx, g string, prefer model.MailboxGUID) string {
+	hits := findGUID(tx, g)
+	sort.SliceStable(hits, func(i, j int) bool { return hits[i].Box == prefer && hits[j].Box != prefer })
+	for _, h := range hits {
+		b, err := getBox(tx, h.Box)
+		if err != nil || b == nil || b.Deleted || b.Missing {
+			continue
+		}
+		bt, err := buckets(tx, h.Box, false)
+		if err != nil || bt == nil {
+			continue
+		}
+		v := bt.uid.Get(u32(h.UID))
+		if v == nil {
+			continue
+		}
+		m, err := decodeMsg(v)
+		if err != nil || m.Held || m.File == "" {
+			continue
+		}
+		p := filepath.Join(r.loc.Root, b.Dir, subdir(m.New), m.File)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+		if p := findByBase(filepath.Join(r.loc.Root, b.Dir), baseOf(m.File)); p != "" {
+			return p
+		}
+	}
+	return ""
+}
+
+// findByBase looks for a message file by base name in cur/ and new/.
+func findByBase(dir, base string) string {
+	for _, sub := range []string{"cur", "new"} {
+		ents, err := os.ReadDir(filepath.Join(dir, sub))
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if baseOf(e.Name()) == base {
+				return filepath.Join(dir, sub, e.Name())
+			}
+		}
+	}
+	return ""
+}
+
+// boxDirForPlan returns the directory a BoxPlan's mailbox lives in now.
+func (r *Replica) boxDirForPlan(tx *bolt.Tx, sp *merge.SidePlan, g model.MailboxGUID) (string, error) {
+	for _, a := range sp.Adopts {
+		if a.To == g {
+			b, err := getBox(tx, a.From)
+			if err != nil || b == nil {
+				return "", fmt.Errorf("mailbox %s to merge not in the index", a.From)
+			}
+			return filepath.Join(r.loc.Root, b.Dir), nil
+		}
+	}
+	b, err := getBox(tx, g)
+	if err != nil {
+		return "", err
+	}
+	if b == nil {
+		return "", fmt.Errorf("mailbox %s not in the index", g)
+	}
+	dir := filepath.Join(r.loc.Root, b.Dir)
+	if _, err := os.Stat(filepath.Join(dir, "tmp")); err != nil {
+		if err := maildir.CreateMailboxDirs(dir); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
+}
+
+// setDirtyTmp records which tmp/ directories may hold this process's
+// temporary files, so that a crash leaves nothing behind for long.
+func (r *Replica) setDirtyTmp(dirs []string) error {
+	return r.store.db.Update(func(tx *bolt.Tx) error {
+		if len(dirs) == 0 {
+			return tx.Bucket(bMeta).Delete([]byte("dirty_tmp"))
+		}
+		return tx.Bucket(bMeta).Put([]byte("dirty_tmp"), []byte(strings.Join(dirs, "\x00")))
+	})
+}
+
+// cleanTmp removes temporary files an interrupted apply left.
+func (r *Replica) cleanTmp() error {
+	var dirs []string
+	if err := r.store.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bMeta).Get([]byte("dirty_tmp")); v != nil {
+			dirs = strings.Split(string(v), "\x00")
+		}
+		return nil
+	}); err != nil {
+		return r.wrap("", err)
+	}
+	for _, d := range dirs {
+		if !strings.HasPrefix(d, r.loc.Root) {
+			continue
+		}
+		ents, _ := os.ReadDir(filepath.Join(d, "tmp"))
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), "twinbox.") {
+				os.Remove(filepath.Join(d, "tmp", e.Name()))
+			}
+		}
+	}
+	if len(dirs) > 0 {
+		return r.setDirtyTmp(nil)
+	}
+	return nil
+}

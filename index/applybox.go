@@ -1,0 +1,685 @@
+package index
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/twinbox-mail/twinbox/maildir"
+	"github.com/twinbox-mail/twinbox/model"
+	"github.com/twinbox-mail/twinbox/sync/merge"
+)
+
+var systemLetters = []struct {
+	f    maildir.Flags
+	name string
+}{
+	{maildir.FlagDraft, model.FlagDraft}, {maildir.FlagFlagged, model.FlagFlagged},
+	{maildir.FlagPassed, model.FlagPassed}, {maildir.FlagReplied, model.FlagAnswered},
+	{maildir.FlagSeen, model.FlagSeen}, {maildir.FlagTrashed, model.FlagDeleted},
+}
+
+// letters translates flag registers to a file name's flags and keyword
+// bits, adding keyword names to kw (at most 26 get a letter).
+func letters(f model.Flags, kw []string) (maildir.Flags, uint32, []string) {
+	var fl maildir.Flags
+	var bits uint32
+	for _, p := range systemLetters {
+		if f[p.name].Set {
+			fl |= p.f
+		}
+	}
+	for _, n := range f.SetNames() {
+		if n == "" || n[0] == '\\' || n == model.FlagPassed {
+			continue
+		}
+		idx := -1
+		for i, k := range kw {
+			if k == n {
+				idx = i
+				break
+			}
+		}
+		if idx < 0 && len(kw) < 26 && validKeyword(n) {
+			kw = append(kw, n)
+			idx = len(kw) - 1
+		}
+		if idx >= 0 && idx < 26 {
+			bits |= 1 << idx
+		}
+	}
+	return fl, bits, kw
+}
+
+// validKeyword reports whether a keyword name is an IMAP atom that can
+// live in dovecot-keywords.
+func validKeyword(n string) bool {
+	if len(n) == 0 || len(n) > 200 {
+		return false
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		if c <= ' ' || c >= 0x7f || c == '(' || c == ')' || c == '{' || c == '%' || c == '*' || c == '"' || c == '\\' || c == ']' {
+			return false
+		}
+	}
+	return true
+}
+
+// applyBox carries out the message work in one mailbox: the on-disk part
+// under Dovecot's lock, then the index part.
+func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.Adopt, tmp []string, res *ApplyResult) error {
+	srcGUID := bp.GUID
+	if adopt != nil {
+		srcGUID = adopt.From
+	}
+	box, err := r.getBox(srcGUID)
+	if err != nil {
+		return r.wrap("", err)
+	}
+	if box == nil {
+		return r.errf("", "plan for unknown mailbox %s", srcGUID)
+	}
+	name := box.Name
+	dir, err := r.locate(box)
+	if errors.Is(err, fs.ErrNotExist) && !box.Deleted {
+		// Vanished since the scan, or never made: make it now.
+		dir = filepath.Join(r.loc.Root, box.Dir)
+		if err := maildir.CreateMailboxDirs(dir); err != nil {
+			return r.wrap(name, err)
+		}
+		ul := &maildir.Uidlist{Version: 3, UIDValidity: box.UIDValidity, NextUID: 1, GUID: [16]byte(box.GUID)}
+		if err := maildir.WriteUidlist(dir, ul); err != nil {
+			return r.wrap(name, err)
+		}
+	} else if err != nil {
+		return r.wrap(name, err)
+	}
+	lk, err := maildir.LockUidlist(ctx, dir, r.opt.LockTimeout)
+	if err != nil {
+		return r.wrap(name, err)
+	}
+	defer lk.Unlock()
+
+	ul, _, err := maildir.ReadUidlist(dir)
+	if err != nil {
+		return r.wrap(name, err)
+	}
+	if model.MailboxGUID(ul.GUID) != box.GUID {
+		skip(res, "mailbox %q: the directory now holds mailbox %x", name, ul.GUID)
+		return nil
+	}
+	files, _, err := listFiles(dir)
+	if err != nil {
+		return r.wrap(name, err)
+	}
+	kw, _, err := maildir.ReadKeywords(dir)
+	if err != nil {
+		return r.wrap(name, err)
+	}
+	kwBefore := len(kw)
+
+	var old []*Msg
+	if err := r.store.db.View(func(tx *bolt.Tx) error {
+		old, err = loadMsgs(tx, box.GUID)
+		return err
+	}); err != nil {
+		return r.wrap(name, err)
+	}
+	oldBy := map[uint32]*Msg{}
+	for _, m := range old {
+		oldBy[m.UID] = m
+	}
+
+	recs := map[uint32]maildir.UidRecord{}
+	for _, rec := range ul.Records {
+		recs[rec.UID] = rec
+	}
+	guidOf := func(rec maildir.UidRecord) string {
+		if g, ok := rec.Get('G'); ok && g != "" {
+			return g
+		}
+		return baseOf(rec.FileName)
+	}
+	diskNext := ul.NextUID
+	rewriting := adopt != nil || bp.Reset
+	if rewriting {
+		diskNext = 0
+	}
+
+	// What the index must learn, filled in as the disk changes.
+	type flagRec struct {
+		uid   uint32
+		flags model.Flags
+	}
+	var (
+		expunged []merge.Expunge
+		moved    []merge.Move
+		flagged  []flagRec
+		added    []*Msg
+	)
+	final := func(uid uint32) model.Flags { // current registers by UID
+		if m := oldBy[uid]; m != nil {
+			return m.Flags
+		}
+		return nil
+	}
+
+	// 1. Expunges (and, for a reset, everything the source does not have).
+	exp := bp.Expunges
+	if bp.Reset {
+		keep := map[string]bool{}
+		for _, a := range bp.Adds {
+			keep[a.Msg.GUID] = true
+		}
+		for _, rec := range ul.Records {
+			if !keep[guidOf(rec)] {
+				exp = append(exp, merge.Expunge{UID: rec.UID, GUID: guidOf(rec)})
+			}
+		}
+	}
+	for _, e := range exp {
+		rec, ok := recs[e.UID]
+		if ok && guidOf(rec) != e.GUID {
+			skip(res, "mailbox %q UID %d: expected message %s, found %s", name, e.UID, e.GUID, guidOf(rec))
+			continue
+		}
+		if ok {
+			if f := files[baseOf(rec.FileName)]; f != nil {
+				p := filepath.Join(dir, subdir(f.inNew), f.name)
+				if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return r.wrap(name, err)
+				}
+				delete(files, baseOf(rec.FileName))
+			}
+			delete(recs, e.UID)
+		}
+		expunged = append(expunged, e)
+		res.Expunged++
+	}
+	for _, e := range bp.Release {
+		expunged = append(expunged, e)
+	}
+
+	// 2. Moves (new UIDs for messages this side already has).
+	pending := map[uint32]maildir.UidRecord{}
+	for _, mv := range bp.Moves {
+		rec, ok := recs[mv.From]
+		if !ok || guidOf(rec) != mv.GUID {
+			skip(res, "mailbox %q UID %d: message %s to renumber not found", name, mv.From, mv.GUID)
+			continue
+		}
+		delete(recs, mv.From)
+		rec.UID = mv.To
+		pending[mv.To] = rec
+		moved = append(moved, mv)
+		res.Moved++
+	}
+	if bp.Reset {
+		// Keep files the source has, under the source's UIDs.
+		byGUID := map[string]maildir.UidRecord{}
+		for _, rec := range recs {
+			byGUID[guidOf(rec)] = rec
+		}
+		recs = map[uint32]maildir.UidRecord{}
+		kept := bp.Adds[:0:0]
+		var keptTmp []string
+		for i, a := range bp.Adds {
+			if rec, ok := byGUID[a.Msg.GUID]; ok {
+				old := oldBy[rec.UID]
+				rec.UID = a.Msg.UID
+				pending[a.Msg.UID] = rec
+				m := &Msg{Message: a.Msg}
+				if old != nil {
+					m.Mtime, m.Size = old.Mtime, old.Size
+				}
+				m.File = rec.FileName
+				added = append(added, m)
+				if tmp[i] != "" {
+					os.Remove(tmp[i])
+				}
+				continue
+			}
+			kept = append(kept, a)
+			keptTmp = append(keptTmp, tmp[i])
+		}
+		adds := *bp
+		adds.Adds = kept
+		bp = &adds
+		tmp = keptTmp
+		// The kept records get their flags set below.
+		for _, m := range added {
+			bp.Flags = append(bp.Flags, merge.FlagSet{UID: m.UID, GUID: m.GUID, Flags: m.Flags})
+		}
+	}
+	for u, rec := range pending {
+		if _, taken := recs[u]; taken || (!rewriting && u < diskNext && oldBy[u] == nil && !movedFrom(moved, u)) {
+			skip(res, "mailbox %q: UID %d taken since the scan", name, u)
+			continue
+		}
+		recs[u] = rec
+	}
+
+	// 3. Flags: rename within cur/ (new/ -> cur/ when flags are set).
+	uidOfMove := map[uint32]uint32{}
+	for _, mv := range moved {
+		uidOfMove[mv.To] = mv.From
+	}
+	for _, fset := range bp.Flags {
+		rec, ok := recs[fset.UID]
+		if !ok || guidOf(rec) != fset.GUID {
+			skip(res, "mailbox %q UID %d: message %s to flag not found", name, fset.UID, fset.GUID)
+			continue
+		}
+		cur := final(fset.UID)
+		if from, ok := uidOfMove[fset.UID]; ok {
+			cur = final(from)
+		}
+		want := fset.Flags
+		if !bp.Exact {
+			want = model.Merge(cur, fset.Flags)
+		}
+		f := files[baseOf(rec.FileName)]
+		if f == nil {
+			skip(res, "mailbox %q UID %d: file of %s gone", name, fset.UID, fset.GUID)
+			continue
+		}
+		var fl maildir.Flags
+		var bits uint32
+		fl, bits, kw = letters(want, kw)
+		nf := f.fn.WithFlags(fl, bits)
+		newName := nf.String()
+		inNew := f.inNew
+		if f.inNew && (fl != 0 || bits != 0) {
+			inNew = false
+		}
+		if newName != f.name || inNew != f.inNew {
+			from := filepath.Join(dir, subdir(f.inNew), f.name)
+			to := filepath.Join(dir, subdir(inNew), newName)
+			if err := os.Rename(from, to); err != nil {
+				if errors.Is(err, fs.ErrNotExist) {
+					skip(res, "mailbox %q UID %d: file renamed under us", name, fset.UID)
+					continue
+				}
+				return r.wrap(name, err)
+			}
+			files[nf.Base] = &diskFile{name: newName, inNew: inNew, fn: nf}
+		}
+		rec.FileName = newName
+		recs[fset.UID] = rec
+		flagged = append(flagged, flagRec{uid: fset.UID, flags: want})
+		res.Flagged++
+	}
+
+	// 4. Adds: tmp/ -> cur/ (or new/), never over an existing name.
+	inList := map[string]bool{}
+	for _, rec := range recs {
+		inList[baseOf(rec.FileName)] = true
+	}
+	for _, rec := range ul.Records {
+		inList[baseOf(rec.FileName)] = true // expunged names stay taken
+	}
+	for i, a := range bp.Adds {
+		if tmp[i] == "" {
+			continue
+		}
+		u := a.Msg.UID
+		if _, taken := recs[u]; taken || (!rewriting && u < diskNext) {
+			skip(res, "mailbox %q: UID %d taken since the scan", name, u)
+			continue
+		}
+		base := a.Msg.Base
+		if base == "" {
+			base = a.Msg.GUID
+		}
+		if fn, err := maildir.ParseFileName(base); err != nil || fn.Base != base || inList[base] || files[base] != nil {
+			base = maildir.NewBase(time.Now(), r.nextSeq(), r.opt.Hostname, a.Msg.Size, a.Msg.VSize)
+		}
+		var fl maildir.Flags
+		var bits uint32
+		fl, bits, kw = letters(a.Msg.Flags, kw)
+		nf, _ := maildir.ParseFileName(base)
+		nf = nf.WithFlags(fl, bits)
+		inNew := a.Msg.New && fl == 0 && bits == 0
+		fname := base
+		if !inNew {
+			nf.HasInfo = true
+			fname = nf.String()
+		}
+		mt := time.Unix(0, a.Msg.Mtime)
+		if err := os.Chtimes(tmp[i], mt, mt); err != nil {
+			return r.wrap(name, err)
+		}
+		dst := filepath.Join(dir, subdir(inNew), fname)
+		if err := os.Link(tmp[i], dst); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				skip(res, "mailbox %q: file name %s taken", name, fname)
+				continue
+			}
+			return r.wrap(name, err)
+		}
+		os.Remove(tmp[i])
+		tmp[i] = ""
+		rec := maildir.UidRecord{UID: u, FileName: fname}
+		if base != a.Msg.GUID {
+			rec.Set('G', a.Msg.GUID)
+		}
+		recs[u] = rec
+		inList[base] = true
+		files[base] = &diskFile{name: fname, inNew: inNew, fn: nf}
+		m := &Msg{Message: a.Msg, File: fname}
+		m.Base, m.New = base, inNew
+		added = append(added, m)
+		res.Added++
+	}
+
+	// 5. Control files, then directories durable.
+	if len(kw) != kwBefore {
+		if err := maildir.WriteKeywords(dir, kw); err != nil {
+			return r.wrap(name, err)
+		}
+	}
+	nu := *ul
+	nu.Version = 3
+	nu.Records = nu.Records[:0:0]
+	var maxUID uint32
+	for _, rec := range recs {
+		nu.Records = append(nu.Records, rec)
+		maxUID = max(maxUID, rec.UID)
+	}
+	sort.Slice(nu.Records, func(i, j int) bool { return nu.Records[i].UID < nu.Records[j].UID })
+	nu.NextUID = max(diskNext, bp.UIDNext, maxUID+1)
+	if adopt != nil {
+		nu.GUID = [16]byte(adopt.To)
+		nu.UIDValidity = adopt.UIDValidity
+	}
+	if err := maildir.WriteUidlist(dir, &nu); err != nil {
+		return r.wrap(name, err)
+	}
+	for _, sub := range []string{"cur", "new"} {
+		if err := maildir.SyncDir(filepath.Join(dir, sub)); err != nil {
+			return r.wrap(name, err)
+		}
+	}
+
+	// 6. The index.
+	err = r.store.db.Update(func(tx *bolt.Tx) error {
+		b, err := getBox(tx, box.GUID)
+		if err != nil || b == nil {
+			return fmt.Errorf("mailbox %s left the index: %v", box.GUID, err)
+		}
+		if rewriting {
+			// New identity or a full rewrite: rebuild the records from what
+			// is now on disk.
+			bt, err := openBoxTx(tx, b)
+			if err != nil {
+				return err
+			}
+			if err := bt.resetMessages(); err != nil {
+				return err
+			}
+			if adopt != nil && adopt.From != adopt.To {
+				if err := tx.Bucket(bBoxes).Delete(adopt.From[:]); err != nil {
+					return err
+				}
+				_ = tx.Bucket(bMsgs).DeleteBucket(adopt.From[:])
+				if nb, err := getBox(tx, adopt.To); err == nil && nb != nil {
+					// The index knew the winner (missing here): its
+					// tombstones stay.
+					b.Mailbox.Modseq = max(b.Mailbox.Modseq, nb.Mailbox.Modseq)
+				}
+			}
+			if adopt != nil {
+				b.GUID, b.UIDValidity, b.Name, b.NameT = adopt.To, adopt.UIDValidity, adopt.Name, adopt.NameT
+				b.Deleted, b.Missing = false, false
+			}
+			b.Epoch = randomUint64()
+			b.Stamp = Stamp{}
+			bt, err = openBoxTx(tx, b)
+			if err != nil {
+				return err
+			}
+			flagsBy := map[uint32]model.Flags{}
+			for _, f := range flagged {
+				flagsBy[f.uid] = f.flags
+			}
+			addBy := map[uint32]*Msg{}
+			for _, m := range added {
+				addBy[m.UID] = m
+			}
+			movedTo := map[uint32]uint32{}
+			for _, mv := range moved {
+				movedTo[mv.To] = mv.From
+			}
+			for _, rec := range nu.Records {
+				m := addBy[rec.UID]
+				if m == nil {
+					src := oldBy[rec.UID]
+					if from, ok := movedTo[rec.UID]; ok {
+						src = oldBy[from]
+					}
+					if src == nil {
+						continue // the next scan picks it up
+					}
+					c := *src
+					m = &c
+					m.UID = rec.UID
+				}
+				if f, ok := flagsBy[rec.UID]; ok {
+					m.Flags = f
+				}
+				m.File, m.Held = rec.FileName, false
+				if err := bt.put(m); err != nil {
+					return err
+				}
+			}
+			b.UIDNext = nu.NextUID
+			b.Messages = len(nu.Records)
+			return putBox(tx, b)
+		}
+		bt, err := openBoxTx(tx, b)
+		if err != nil {
+			return err
+		}
+		for _, e := range expunged {
+			if err := bt.drop(e.UID, &model.Tombstone{GUID: e.GUID, T: r.store.stamp(tx, 0)}); err != nil {
+				return err
+			}
+		}
+		for _, mv := range moved {
+			m := oldBy[mv.From]
+			if err := bt.drop(mv.From, &model.Tombstone{GUID: mv.GUID, MovedTo: mv.To, T: r.store.stamp(tx, 0)}); err != nil {
+				return err
+			}
+			if m != nil {
+				c := *m
+				c.UID = mv.To
+				c.File = recs[mv.To].FileName
+				if err := bt.put(&c); err != nil {
+					return err
+				}
+				oldBy[mv.To] = &c
+			}
+		}
+		for _, f := range flagged {
+			m := oldBy[f.uid]
+			if m == nil {
+				if mm, err := bt.get(f.uid); err == nil && mm != nil {
+					m = mm
+				} else {
+					continue
+				}
+			}
+			c := *m
+			c.Flags = f.flags
+			c.File = recs[f.uid].FileName
+			c.New = files[baseOf(c.File)] != nil && files[baseOf(c.File)].inNew
+			if err := bt.put(&c); err != nil {
+				return err
+			}
+		}
+		// Flag changes on held messages live in the index only.
+		for _, fset := range bp.Flags {
+			if m := oldBy[fset.UID]; m != nil && m.Held {
+				c := *m
+				if bp.Exact {
+					c.Flags = fset.Flags
+				} else {
+					c.Flags = model.Merge(m.Flags, fset.Flags)
+				}
+				if err := bt.put(&c); err != nil {
+					return err
+				}
+			}
+		}
+		for _, m := range added {
+			if err := bt.put(m); err != nil {
+				return err
+			}
+		}
+		b.UIDNext = max(b.UIDNext, nu.NextUID)
+		b.Messages = len(nu.Records)
+		b.Stamp.Uidlist = 0 // we wrote it: re-read on the next scan
+		return putBox(tx, b)
+	})
+	return r.wrap(name, err)
+}
+
+func movedFrom(moved []merge.Move, u uint32) bool {
+	for _, m := range moved {
+		if m.From == u {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Replica) nextSeq() uint64 {
+	r.seq++
+	return r.seq
+}
+
+// applyDelete removes a mailbox the plan deleted, unless new mail arrived
+// in it since the scan.
+func (r *Replica) applyDelete(ctx context.Context, op merge.MailboxOp, res *ApplyResult) error {
+	b, err := r.getBox(op.GUID)
+	if err != nil {
+		return r.wrap(op.Name, err)
+	}
+	if b == nil || b.Deleted {
+		return nil
+	}
+	if model.IsInbox(b.Name) {
+		skip(res, "delete of INBOX refused")
+		return nil
+	}
+	dir, err := r.locate(b)
+	if err == nil {
+		lk, err := maildir.LockUidlist(ctx, dir, r.opt.LockTimeout)
+		if err != nil {
+			return r.wrap(b.Name, err)
+		}
+		files, _, err := listFiles(dir)
+		if err != nil {
+			lk.Unlock()
+			return r.wrap(b.Name, err)
+		}
+		if len(files) > 0 {
+			lk.Unlock()
+			skip(res, "delete of %q: %d messages arrived since the scan", b.Name, len(files))
+			return nil
+		}
+		if err := removeMailboxDir(dir, r.loc.Layout == maildir.LayoutFS); err != nil {
+			lk.Unlock()
+			return r.wrap(b.Name, err)
+		}
+		lk.Unlock()
+		_ = maildir.SyncDir(filepath.Dir(dir))
+	}
+	err = r.store.db.Update(func(tx *bolt.Tx) error {
+		b, err := getBox(tx, op.GUID)
+		if err != nil || b == nil {
+			return err
+		}
+		bt, err := openBoxTx(tx, b)
+		if err != nil {
+			return err
+		}
+		msgs, err := loadMsgs(tx, b.GUID)
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			if err := bt.drop(m.UID, &model.Tombstone{GUID: m.GUID, T: r.store.stamp(tx, 0)}); err != nil {
+				return err
+			}
+		}
+		b.Deleted, b.DeletedT, b.Missing, b.Messages = true, op.DeletedT, false, 0
+		return putBox(tx, b)
+	})
+	if err != nil {
+		return r.wrap(op.Name, err)
+	}
+	res.MailboxOps++
+	return nil
+}
+
+// removeMailboxDir deletes a mailbox's own files; under LAYOUT=fs a
+// directory that also holds child mailboxes stays.
+func removeMailboxDir(dir string, fsLayout bool) error {
+	if !fsLayout {
+		return os.RemoveAll(dir)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	children := false
+	for _, e := range ents {
+		switch {
+		case e.Name() == "cur" || e.Name() == "new" || e.Name() == "tmp" || !e.IsDir():
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		default:
+			children = true
+		}
+	}
+	if !children {
+		return os.Remove(dir)
+	}
+	return nil
+}
+
+// applySubs sets subscription registers and rewrites the subscriptions file.
+func (r *Replica) applySubs(subs []model.Subscription) error {
+	return r.store.db.Update(func(tx *bolt.Tx) error {
+		for _, s := range subs {
+			if err := putSub(tx, s); err != nil {
+				return err
+			}
+		}
+		all, err := loadSubs(tx)
+		if err != nil {
+			return err
+		}
+		var names []string
+		for _, s := range all {
+			if s.Subscribed {
+				names = append(names, s.Name)
+			}
+		}
+		sort.Strings(names)
+		if err := maildir.WriteSubscriptions(r.loc.Root, names); err != nil {
+			return r.wrap("", fmt.Errorf("writing subscriptions: %w", err))
+		}
+		return tx.Bucket(bMeta).Put([]byte("subs_stamp"), []byte(fmt.Sprint(mtimeNS(filepath.Join(r.loc.Root, "subscriptions")))))
+	})
+}

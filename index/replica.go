@@ -1,0 +1,158 @@
+package index
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/twinbox-mail/twinbox/maildir"
+)
+
+// Options configure a local replica. The zero value is usable.
+type Options struct {
+	// User names the replica's owner in errors and logs ("" for ad-hoc paths).
+	User string
+	// IndexPath is the index file; default <root>/twinbox.db.
+	IndexPath string
+	// LockTimeout bounds the wait for the replica's lock and Dovecot's
+	// dotlocks (default 30s).
+	LockTimeout time.Duration
+	// MassExpungeMin and MassExpungeFraction define a mass expunge: more
+	// than Min messages and more than Fraction of a mailbox gone in one scan
+	// (defaults 50 and 0.5). Mailboxes matching MassExpungeExempt (default:
+	// special-use \Trash and \Junk, or named Trash, Junk, Spam, Deleted
+	// Messages, Deleted Items, at any level) are never held.
+	MassExpungeMin      int
+	MassExpungeFraction float64
+	MassExpungeExempt   func(name string) bool
+	// AllowMassExpunge releases held expunges and lets this scan's through.
+	AllowMassExpunge bool
+	// Hostname goes into the names of files this replica creates.
+	Hostname string
+	Logger   *slog.Logger
+	// Now is the clock (tests).
+	Now func() time.Time
+	// Progress, if set, hears of every body fetched.
+	Progress Progress
+	// ReplicaID identifies this replica to peers (default: derived from
+	// the index's random identity, unique per root).
+	ReplicaID string
+}
+
+// Replica is one user's Maildir root and its index, opened for a sync. It
+// holds the replica's lock from Open to Close.
+type Replica struct {
+	loc   maildir.Location
+	opt   Options
+	store *Store
+	log   *slog.Logger
+	seq   uint64
+}
+
+// Open locks and opens the replica at loc.
+func Open(ctx context.Context, loc maildir.Location, opt Options) (*Replica, error) {
+	if opt.LockTimeout <= 0 {
+		opt.LockTimeout = 30 * time.Second
+	}
+	if opt.MassExpungeMin <= 0 {
+		opt.MassExpungeMin = 50
+	}
+	if opt.MassExpungeFraction <= 0 {
+		opt.MassExpungeFraction = 0.5
+	}
+	if opt.MassExpungeExempt == nil {
+		opt.MassExpungeExempt = DefaultExempt
+	}
+	if opt.Hostname == "" {
+		opt.Hostname, _ = os.Hostname()
+		if opt.Hostname == "" {
+			opt.Hostname = "localhost"
+		}
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.IndexPath == "" {
+		opt.IndexPath = filepath.Join(loc.Root, DBName)
+	}
+	if err := os.MkdirAll(loc.Root, 0o700); err != nil {
+		return nil, fmt.Errorf("%s: creating root: %w", describe(opt.User, loc.Root), err)
+	}
+	st, err := openStore(opt.IndexPath, opt.LockTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", describe(opt.User, loc.Root), err)
+	}
+	st.now = opt.Now
+	log := opt.Logger
+	if opt.User != "" {
+		log = log.With("user", opt.User)
+	}
+	r := &Replica{loc: loc, opt: opt, store: st, log: log}
+	if err := r.cleanTmp(); err != nil {
+		st.Close()
+		return nil, err
+	}
+	_ = ctx
+	return r, nil
+}
+
+// Close releases the replica's lock.
+func (r *Replica) Close() error { return r.store.Close() }
+
+// IndexID is the index's identity.
+func (r *Replica) IndexID() string { return r.store.IndexID() }
+
+// Location is the replica's mail location.
+func (r *Replica) Location() maildir.Location { return r.loc }
+
+func describe(user, root string) string {
+	if user != "" {
+		return fmt.Sprintf("user %s (%s)", user, root)
+	}
+	return root
+}
+
+// errf makes an error that names the user/root and the mailbox.
+func (r *Replica) errf(mailbox string, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	if mailbox == "" {
+		return fmt.Errorf("%s: %s", describe(r.opt.User, r.loc.Root), msg)
+	}
+	return fmt.Errorf("%s mailbox %q: %s", describe(r.opt.User, r.loc.Root), mailbox, msg)
+}
+
+func (r *Replica) wrap(mailbox string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if mailbox == "" {
+		return fmt.Errorf("%s: %w", describe(r.opt.User, r.loc.Root), err)
+	}
+	return fmt.Errorf("%s mailbox %q: %w", describe(r.opt.User, r.loc.Root), mailbox, err)
+}
+
+// DefaultExempt reports whether a mailbox is exempt from the mass-expunge
+// guard by its usual name.
+func DefaultExempt(name string) bool {
+	last := name
+	if i := strings.LastIndex(name, "/"); i >= 0 {
+		last = name[i+1:]
+	}
+	switch strings.ToLower(last) {
+	case "trash", "junk", "spam", "deleted messages", "deleted items", "junk e-mail", "junk email":
+		return true
+	}
+	return false
+}
+
+// ErrChanged is wrapped by results that saw the replica change during the
+// sync: the sync finished, but should run again.
+var ErrChanged = errors.New("mailbox changed during sync")

@@ -1,0 +1,245 @@
+package index
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/twinbox-mail/twinbox/model"
+	"github.com/twinbox-mail/twinbox/sync/merge"
+	"github.com/twinbox-mail/twinbox/sync/replica"
+)
+
+var _ replica.Replica = (*Replica)(nil)
+
+// Info identifies this replica.
+func (r *Replica) Info() replica.Info {
+	id := r.opt.ReplicaID
+	if id == "" {
+		// Ad-hoc roots: the index's own identity tells replicas apart,
+		// also two roots on one host.
+		id = "index-" + r.store.IndexID()
+	}
+	return replica.Info{ReplicaID: id, IndexID: r.store.IndexID(), User: r.opt.User, Root: r.loc.Root}
+}
+
+func pairKey(p replica.Info) string { return p.ReplicaID }
+
+// Begin scans and describes the replica.
+func (r *Replica) Begin(ctx context.Context, req replica.BeginRequest) (*replica.BeginReply, error) {
+	if req.AllowMassExpunge {
+		r.opt.AllowMassExpunge = true
+	}
+	rep := &replica.BeginReply{Info: r.Info()}
+	if !req.NoScan {
+		res, err := r.Scan(ctx)
+		if err != nil {
+			return nil, err
+		}
+		rep.Held = res.Held
+	}
+	err := r.store.db.View(func(tx *bolt.Tx) error {
+		boxes, err := allBoxes(tx)
+		if err != nil {
+			return err
+		}
+		for _, b := range boxes {
+			rep.Mailboxes = append(rep.Mailboxes, b.Mailbox)
+		}
+		if rep.Subs, err = loadSubs(tx); err != nil {
+			return err
+		}
+		if req.Peer.ReplicaID != "" {
+			rep.Pair, err = getPair(tx, pairKey(req.Peer))
+		}
+		return err
+	})
+	if err != nil {
+		return nil, r.wrap("", err)
+	}
+	return rep, nil
+}
+
+// Changes returns the records of the asked mailboxes changed after Since.
+func (r *Replica) Changes(ctx context.Context, req replica.ChangesRequest) (map[model.MailboxGUID]*merge.Contents, error) {
+	out := map[model.MailboxGUID]*merge.Contents{}
+	err := r.store.db.View(func(tx *bolt.Tx) error {
+		for _, bs := range req.Boxes {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			b, err := getBox(tx, bs.GUID)
+			if err != nil {
+				return err
+			}
+			if b == nil {
+				continue
+			}
+			c := &merge.Contents{}
+			out[bs.GUID] = c
+			bb, err := buckets(tx, bs.GUID, false)
+			if err != nil || bb == nil {
+				continue
+			}
+			if bs.Since == 0 {
+				if err := bb.uid.ForEach(func(k, v []byte) error {
+					m, err := decodeMsg(v)
+					if err != nil {
+						return err
+					}
+					c.Messages = append(c.Messages, m.Message)
+					return nil
+				}); err != nil {
+					return fmt.Errorf("mailbox %q: %w", b.Name, err)
+				}
+				if c.Tombstones, err = loadTombs(tx, bs.GUID); err != nil {
+					return err
+				}
+				continue
+			}
+			cur := bb.mod.Cursor()
+			for k, v := cur.Seek(u64(bs.Since + 1)); k != nil; k, v = cur.Next() {
+				mv := bb.uid.Get(v)
+				if mv == nil {
+					continue
+				}
+				m, err := decodeMsg(mv)
+				if err != nil {
+					return fmt.Errorf("mailbox %q UID %d: %w", b.Name, binary.BigEndian.Uint32(v), err)
+				}
+				c.Messages = append(c.Messages, m.Message)
+			}
+			tc := bb.tmod.Cursor()
+			for k, v := tc.Seek(u64(bs.Since + 1)); k != nil; k, v = tc.Next() {
+				tv := bb.tomb.Get(v)
+				if tv == nil {
+					continue
+				}
+				var t model.Tombstone
+				if err := json.Unmarshal(tv, &t); err != nil {
+					return fmt.Errorf("mailbox %q tombstone: %w", b.Name, err)
+				}
+				c.Tombstones = append(c.Tombstones, t)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, r.wrap("", err)
+	}
+	return out, nil
+}
+
+func (r *Replica) fillEpochs(res *ApplyResult) {
+	res.Epochs = map[model.MailboxGUID]uint64{}
+	_ = r.store.db.View(func(tx *bolt.Tx) error {
+		boxes, err := allBoxes(tx)
+		for _, b := range boxes {
+			res.Epochs[b.GUID] = b.Epoch
+		}
+		return err
+	})
+}
+
+// Epochs returns the current epoch of every mailbox.
+func (r *Replica) Epochs() map[model.MailboxGUID]uint64 {
+	var res ApplyResult
+	r.fillEpochs(&res)
+	return res.Epochs
+}
+
+// Commit saves the state of a finished sync with peer.
+func (r *Replica) Commit(ctx context.Context, req replica.CommitRequest) error {
+	err := r.store.db.Update(func(tx *bolt.Tx) error {
+		ps := &replica.PairState{PeerIndexID: req.Peer.IndexID, SyncID: req.SyncID, Boxes: map[model.MailboxGUID]replica.PairBoxState{}}
+		for g, base := range req.Bases {
+			b, err := getBox(tx, g)
+			if err != nil {
+				return err
+			}
+			if b == nil {
+				continue
+			}
+			pe, ok := req.PeerEpochs[g]
+			if !ok {
+				continue
+			}
+			ps.Boxes[g] = replica.PairBoxState{Base: base, Sent: b.Mailbox.Modseq, Epoch: b.Epoch, PeerEpoch: pe}
+		}
+		return putPair(tx, pairKey(req.Peer), ps)
+	})
+	return r.wrap("", err)
+}
+
+// Fetch streams bodies of this replica's messages.
+func (r *Replica) Fetch(ctx context.Context, refs []replica.BodyRef, fn func(i int, rd io.Reader) error) error {
+	for i, ref := range refs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		f, err := r.OpenBody(ref)
+		if errors.Is(err, fs.ErrNotExist) {
+			r.log.Warn("message to send is gone", "guid", ref.GUID)
+			continue
+		} else if err != nil {
+			return err
+		}
+		err = fn(i, io.LimitReader(f, ref.Size))
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// OpenBody opens the file of a message, found by mailbox and UID when they
+// still hold its GUID, else by GUID anywhere in the replica.
+func (r *Replica) OpenBody(ref replica.BodyRef) (*os.File, error) {
+	var path string
+	err := r.store.db.View(func(tx *bolt.Tx) error {
+		if b, err := getBox(tx, ref.Box); err == nil && b != nil {
+			if bb, _ := buckets(tx, ref.Box, false); bb != nil {
+				if v := bb.uid.Get(u32(ref.UID)); v != nil {
+					if m, err := decodeMsg(v); err == nil && m.GUID == ref.GUID && !m.Held {
+						dir := filepath.Join(r.loc.Root, b.Dir)
+						p := filepath.Join(dir, subdir(m.New), m.File)
+						if _, err := os.Stat(p); err == nil {
+							path = p
+							return nil
+						}
+						if p := findByBase(dir, baseOf(m.File)); p != "" {
+							path = p
+							return nil
+						}
+					}
+				}
+			}
+		}
+		path = r.localFile(tx, ref.GUID, ref.Box)
+		return nil
+	})
+	if err != nil {
+		return nil, r.wrap("", err)
+	}
+	if path == "" {
+		return nil, fs.ErrNotExist
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err != nil || fi.Size() != ref.Size {
+		f.Close()
+		return nil, fs.ErrNotExist
+	}
+	return f, nil
+}

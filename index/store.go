@@ -1,0 +1,447 @@
+package index
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/twinbox-mail/twinbox/model"
+	"github.com/twinbox-mail/twinbox/sync/replica"
+)
+
+// DBName is the index file in a replica's root (or under --index-dir).
+const DBName = "twinbox.db"
+
+// ErrLocked is returned when another process holds the user's index.
+var ErrLocked = errors.New("another twinbox process holds this replica's lock")
+
+var (
+	bMeta  = []byte("meta")
+	bBoxes = []byte("boxes")
+	bMsgs  = []byte("msgs")
+	bSubs  = []byte("subs")
+	bPeers = []byte("peers")
+	bGUIDs = []byte("guids")
+
+	bUID  = []byte("uid")
+	bMod  = []byte("mod")
+	bTomb = []byte("tomb")
+	bTMod = []byte("tmod")
+)
+
+// Box is the index's record of one mailbox: the replicated fields and what
+// the last scan saw on disk.
+type Box struct {
+	model.Mailbox
+	Dir      string   `json:"dir,omitempty"` // relative to the root; "" is INBOX
+	Keywords []string `json:"keywords,omitempty"`
+	Stamp    Stamp    `json:"stamp"`
+}
+
+// Stamp is what a scan compares to decide that a mailbox did not change.
+type Stamp struct {
+	Cur, New, Uidlist, Keywords int64 // mtimes in ns, -1 when missing
+	UidlistSize, UidlistIno     int64
+}
+
+// Msg is the index's record of one message.
+type Msg struct {
+	model.Message
+	File string `json:"file,omitempty"` // last known file name (cur/ or new/)
+}
+
+// Store is an open index. It holds the replica's lock until Close.
+type Store struct {
+	db      *bolt.DB
+	indexID string
+	now     func() time.Time
+}
+
+// openStore opens (creating if needed) the index at path, waiting up to timeout
+// for another process that holds it.
+func openStore(path string, timeout time.Duration) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	if timeout <= 0 {
+		timeout = time.Millisecond
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("opening index %s: %w", path, ErrLocked)
+		}
+		return nil, fmt.Errorf("opening index %s: %w", path, err)
+	}
+	s := &Store{db: db, now: time.Now}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bMeta, bBoxes, bMsgs, bSubs, bPeers, bGUIDs} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		m := tx.Bucket(bMeta)
+		if id := m.Get([]byte("index_id")); id != nil {
+			s.indexID = string(id)
+			return nil
+		}
+		s.indexID = randomHex(16)
+		if err := m.Put([]byte("index_id"), []byte(s.indexID)); err != nil {
+			return err
+		}
+		return m.Put([]byte("version"), []byte("1"))
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("initialising index %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// Close releases the index and its lock.
+func (s *Store) Close() error { return s.db.Close() }
+
+// IndexID is the random identity of this index: a new one means everything
+// a peer saved about this replica is stale.
+func (s *Store) IndexID() string { return s.indexID }
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+func randomUint64() uint64 {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return binary.BigEndian.Uint64(b[:]) | 1
+}
+
+// stamp returns a hybrid logical timestamp later than both the clock and
+// prev, and records it as the index's latest.
+func (s *Store) stamp(tx *bolt.Tx, prev int64) int64 {
+	m := tx.Bucket(bMeta)
+	var last int64
+	if v := m.Get([]byte("hlc")); len(v) == 8 {
+		last = int64(binary.BigEndian.Uint64(v))
+	}
+	t := s.now().UnixNano()
+	t = max(t, last+1, prev+1)
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(t))
+	_ = m.Put([]byte("hlc"), b[:])
+	return t
+}
+
+func u32(v uint32) []byte {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], v)
+	return b[:]
+}
+
+func u64(v uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], v)
+	return b[:]
+}
+
+func getBox(tx *bolt.Tx, g model.MailboxGUID) (*Box, error) {
+	v := tx.Bucket(bBoxes).Get(g[:])
+	if v == nil {
+		return nil, nil
+	}
+	var b Box
+	if err := json.Unmarshal(v, &b); err != nil {
+		return nil, fmt.Errorf("index record of mailbox %s: %w", g, err)
+	}
+	return &b, nil
+}
+
+func putBox(tx *bolt.Tx, b *Box) error {
+	v, err := json.Marshal(b)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bBoxes).Put(b.GUID[:], v)
+}
+
+func allBoxes(tx *bolt.Tx) ([]*Box, error) {
+	var out []*Box
+	err := tx.Bucket(bBoxes).ForEach(func(k, v []byte) error {
+		var b Box
+		if err := json.Unmarshal(v, &b); err != nil {
+			return fmt.Errorf("index record of mailbox %x: %w", k, err)
+		}
+		out = append(out, &b)
+		return nil
+	})
+	return out, err
+}
+
+// boxBuckets returns the per-mailbox buckets, creating them when create.
+type boxBuckets struct{ uid, mod, tomb, tmod *bolt.Bucket }
+
+func buckets(tx *bolt.Tx, g model.MailboxGUID, create bool) (*boxBuckets, error) {
+	root := tx.Bucket(bMsgs)
+	var mb *bolt.Bucket
+	if create {
+		var err error
+		if mb, err = root.CreateBucketIfNotExists(g[:]); err != nil {
+			return nil, err
+		}
+		bb := &boxBuckets{}
+		for _, p := range []struct {
+			name []byte
+			dst  **bolt.Bucket
+		}{{bUID, &bb.uid}, {bMod, &bb.mod}, {bTomb, &bb.tomb}, {bTMod, &bb.tmod}} {
+			b, err := mb.CreateBucketIfNotExists(p.name)
+			if err != nil {
+				return nil, err
+			}
+			*p.dst = b
+		}
+		return bb, nil
+	}
+	if mb = root.Bucket(g[:]); mb == nil {
+		return nil, nil
+	}
+	return &boxBuckets{uid: mb.Bucket(bUID), mod: mb.Bucket(bMod), tomb: mb.Bucket(bTomb), tmod: mb.Bucket(bTMod)}, nil
+}
+
+func decodeMsg(v []byte) (*Msg, error) {
+	var m Msg
+	if err := json.Unmarshal(v, &m); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// loadMsgs returns a mailbox's message records in UID order.
+func loadMsgs(tx *bolt.Tx, g model.MailboxGUID) ([]*Msg, error) {
+	bb, err := buckets(tx, g, false)
+	if err != nil || bb == nil {
+		return nil, err
+	}
+	var out []*Msg
+	err = bb.uid.ForEach(func(k, v []byte) error {
+		m, err := decodeMsg(v)
+		if err != nil {
+			return fmt.Errorf("mailbox %s UID %d: %w", g, binary.BigEndian.Uint32(k), err)
+		}
+		out = append(out, m)
+		return nil
+	})
+	return out, err
+}
+
+func loadTombs(tx *bolt.Tx, g model.MailboxGUID) ([]model.Tombstone, error) {
+	bb, err := buckets(tx, g, false)
+	if err != nil || bb == nil {
+		return nil, err
+	}
+	var out []model.Tombstone
+	err = bb.tomb.ForEach(func(k, v []byte) error {
+		var t model.Tombstone
+		if err := json.Unmarshal(v, &t); err != nil {
+			return fmt.Errorf("mailbox %s tombstone: %w", g, err)
+		}
+		out = append(out, t)
+		return nil
+	})
+	return out, err
+}
+
+// boxTx is a write transaction on one mailbox's records that keeps the
+// modseq and GUID indexes right.
+type boxTx struct {
+	tx  *bolt.Tx
+	box *Box
+	bb  *boxBuckets
+}
+
+func openBoxTx(tx *bolt.Tx, box *Box) (*boxTx, error) {
+	bb, err := buckets(tx, box.GUID, true)
+	if err != nil {
+		return nil, err
+	}
+	return &boxTx{tx: tx, box: box, bb: bb}, nil
+}
+
+func (t *boxTx) get(uid uint32) (*Msg, error) {
+	v := t.bb.uid.Get(u32(uid))
+	if v == nil {
+		return nil, nil
+	}
+	return decodeMsg(v)
+}
+
+func guidKey(msgGUID string, box model.MailboxGUID, uid uint32) []byte {
+	k := make([]byte, 0, len(msgGUID)+1+16+4)
+	k = append(k, msgGUID...)
+	k = append(k, 0)
+	k = append(k, box[:]...)
+	return append(k, u32(uid)...)
+}
+
+// put stores m with a new modseq.
+func (t *boxTx) put(m *Msg) error {
+	old, err := t.get(m.UID)
+	if err != nil {
+		return err
+	}
+	if old != nil {
+		_ = t.bb.mod.Delete(u64(old.Modseq))
+		if old.GUID != m.GUID {
+			_ = t.tx.Bucket(bGUIDs).Delete(guidKey(old.GUID, t.box.GUID, old.UID))
+		}
+	}
+	t.box.Modseq++
+	m.Modseq = t.box.Modseq
+	v, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	if err := t.bb.uid.Put(u32(m.UID), v); err != nil {
+		return err
+	}
+	if err := t.bb.mod.Put(u64(m.Modseq), u32(m.UID)); err != nil {
+		return err
+	}
+	_ = t.bb.tomb.Delete(u32(m.UID))
+	return t.tx.Bucket(bGUIDs).Put(guidKey(m.GUID, t.box.GUID, m.UID), nil)
+}
+
+// drop removes the message at uid and, unless tomb is nil, records tomb.
+func (t *boxTx) drop(uid uint32, tomb *model.Tombstone) error {
+	old, err := t.get(uid)
+	if err != nil {
+		return err
+	}
+	if old != nil {
+		_ = t.bb.mod.Delete(u64(old.Modseq))
+		_ = t.bb.uid.Delete(u32(uid))
+		_ = t.tx.Bucket(bGUIDs).Delete(guidKey(old.GUID, t.box.GUID, old.UID))
+	}
+	if tomb == nil {
+		return nil
+	}
+	if v := t.bb.tomb.Get(u32(uid)); v != nil {
+		var ot model.Tombstone
+		if json.Unmarshal(v, &ot) == nil {
+			_ = t.bb.tmod.Delete(u64(ot.Modseq))
+		}
+	}
+	t.box.Modseq++
+	tomb.Modseq = t.box.Modseq
+	tomb.UID = uid
+	v, err := json.Marshal(tomb)
+	if err != nil {
+		return err
+	}
+	if err := t.bb.tomb.Put(u32(uid), v); err != nil {
+		return err
+	}
+	return t.bb.tmod.Put(u64(tomb.Modseq), u32(uid))
+}
+
+// resetMessages forgets every message record (not the tombstones).
+func (t *boxTx) resetMessages() error {
+	var uids []uint32
+	if err := t.bb.uid.ForEach(func(k, _ []byte) error {
+		uids = append(uids, binary.BigEndian.Uint32(k))
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, u := range uids {
+		if err := t.drop(u, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// findGUID returns the (mailbox, UID) pairs that hold message GUID g.
+func findGUID(tx *bolt.Tx, g string) []struct {
+	Box model.MailboxGUID
+	UID uint32
+} {
+	var out []struct {
+		Box model.MailboxGUID
+		UID uint32
+	}
+	prefix := append([]byte(g), 0)
+	c := tx.Bucket(bGUIDs).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && len(k) == len(prefix)+20 && string(k[:len(prefix)]) == string(prefix); k, _ = c.Next() {
+		var e struct {
+			Box model.MailboxGUID
+			UID uint32
+		}
+		copy(e.Box[:], k[len(prefix):len(prefix)+16])
+		e.UID = binary.BigEndian.Uint32(k[len(prefix)+16:])
+		out = append(out, e)
+	}
+	return out
+}
+
+func getPair(tx *bolt.Tx, peer string) (*replica.PairState, error) {
+	v := tx.Bucket(bPeers).Get([]byte(peer))
+	if v == nil {
+		return nil, nil
+	}
+	var p replica.PairState
+	if err := json.Unmarshal(v, &p); err != nil {
+		return nil, fmt.Errorf("saved state for peer %q: %w", peer, err)
+	}
+	return &p, nil
+}
+
+func putPair(tx *bolt.Tx, peer string, p *replica.PairState) error {
+	v, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bPeers).Put([]byte(peer), v)
+}
+
+func loadSubs(tx *bolt.Tx) ([]model.Subscription, error) {
+	var out []model.Subscription
+	err := tx.Bucket(bSubs).ForEach(func(k, v []byte) error {
+		var s model.Subscription
+		if err := json.Unmarshal(v, &s); err != nil {
+			return fmt.Errorf("subscription %q: %w", k, err)
+		}
+		out = append(out, s)
+		return nil
+	})
+	return out, err
+}
+
+func putSub(tx *bolt.Tx, s model.Subscription) error {
+	v, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bSubs).Put([]byte(s.Name), v)
+}
+
+// putQuiet stores m without a new modseq (local-only fields changed).
+func (t *boxTx) putQuiet(m *Msg) error {
+	v, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return t.bb.uid.Put(u32(m.UID), v)
+}

@@ -1,0 +1,274 @@
+// Package testmail builds and changes Maildir replicas in tests the way an
+// MTA, a mail client through Dovecot, or an admin's shell would, and runs
+// syncs between them in process.
+package testmail
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twinbox-mail/twinbox/index"
+	"github.com/twinbox-mail/twinbox/maildir"
+	"github.com/twinbox-mail/twinbox/sync/session"
+)
+
+var seq atomic.Uint64
+
+// Dir returns a mailbox's directory under root (Maildir++).
+func Dir(t testing.TB, root, mailbox string) string {
+	t.Helper()
+	loc := maildir.Location{Root: root}
+	d, err := loc.MailboxDir(mailbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// Deliver writes a message into mailbox/new the way an MTA does and
+// returns its base name.
+func Deliver(t testing.TB, root, mailbox, body string) string {
+	t.Helper()
+	dir := Dir(t, root, mailbox)
+	if err := maildir.CreateMailboxDirs(dir); err != nil {
+		t.Fatal(err)
+	}
+	n := seq.Add(1)
+	msg := fmt.Sprintf("From: a@example.org\r\nTo: b@example.org\r\nSubject: test %d\r\nMessage-ID: <%d@test>\r\n\r\n%s\r\n", n, n, body)
+	base := fmt.Sprintf("%d.M%dP%d.testhost,S=%d", 1700000000+n, n, os.Getpid(), len(msg))
+	tmp := filepath.Join(dir, "tmp", base)
+	if err := os.WriteFile(tmp, []byte(msg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mt := time.Unix(1700000000+int64(n), 0)
+	if err := os.Chtimes(tmp, mt, mt); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "new", base)); err != nil {
+		t.Fatal(err)
+	}
+	return base
+}
+
+// Find returns the path of the file with the given base in a mailbox.
+func Find(t testing.TB, root, mailbox, base string) string {
+	t.Helper()
+	dir := Dir(t, root, mailbox)
+	for _, sub := range []string{"cur", "new"} {
+		ents, _ := os.ReadDir(filepath.Join(dir, sub))
+		for _, e := range ents {
+			if strings.SplitN(e.Name(), ":", 2)[0] == base {
+				return filepath.Join(dir, sub, e.Name())
+			}
+		}
+	}
+	return ""
+}
+
+// Files lists the base names of a mailbox's messages, sorted.
+func Files(t testing.TB, root, mailbox string) []string {
+	t.Helper()
+	dir := Dir(t, root, mailbox)
+	var out []string
+	for _, sub := range []string{"cur", "new"} {
+		ents, _ := os.ReadDir(filepath.Join(dir, sub))
+		for _, e := range ents {
+			out = append(out, strings.SplitN(e.Name(), ":", 2)[0])
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// SetFlags renames a message file to carry exactly the given flag letters
+// (system flags and keyword letters), as Dovecot does, under its lock.
+func SetFlags(t testing.TB, root, mailbox, base, letters string) {
+	t.Helper()
+	p := Find(t, root, mailbox, base)
+	if p == "" {
+		t.Fatalf("no message %s in %s", base, mailbox)
+	}
+	dir := Dir(t, root, mailbox)
+	lk, err := maildir.LockUidlist(context.Background(), dir, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lk.Unlock()
+	l := []byte(letters)
+	sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
+	np := filepath.Join(dir, "cur", base+":2,"+string(l))
+	if err := os.Rename(p, np); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Expunge removes a message file.
+func Expunge(t testing.TB, root, mailbox, base string) {
+	t.Helper()
+	p := Find(t, root, mailbox, base)
+	if p == "" {
+		t.Fatalf("no message %s in %s", base, mailbox)
+	}
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Sync runs one in-process sync between two roots (a backup when backup).
+func Sync(t testing.TB, a, b string, opt session.Options) *session.Summary {
+	t.Helper()
+	s, err := TrySync(a, b, opt)
+	if err != nil {
+		t.Fatalf("sync %s %s: %v", a, b, err)
+	}
+	return s
+}
+
+// TrySync is Sync returning the error.
+func TrySync(a, b string, opt session.Options) (*session.Summary, error) {
+	ctx := context.Background()
+	ra, err := index.Open(ctx, maildir.Location{Root: a}, index.Options{LockTimeout: 10 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	defer ra.Close()
+	rb, err := index.Open(ctx, maildir.Location{Root: b}, index.Options{LockTimeout: 10 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	defer rb.Close()
+	return session.Run(ctx, ra, rb, opt)
+}
+
+// Check returns the differences between two roots.
+func Check(t testing.TB, a, b string) []string {
+	t.Helper()
+	ctx := context.Background()
+	ra, err := index.Open(ctx, maildir.Location{Root: a}, index.Options{LockTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Close()
+	rb, err := index.Open(ctx, maildir.Location{Root: b}, index.Options{LockTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rb.Close()
+	d, err := session.Check(ctx, ra, rb, session.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// Converged fails the test unless a and b are identical.
+func Converged(t testing.TB, a, b string) {
+	t.Helper()
+	if d := Check(t, a, b); len(d) > 0 {
+		t.Fatalf("replicas differ:\n%s", strings.Join(d, "\n"))
+	}
+}
+
+// UIDs returns UID -> base name of a mailbox as its dovecot-uidlist says.
+func UIDs(t testing.TB, root, mailbox string) map[uint32]string {
+	t.Helper()
+	ul, _, err := maildir.ReadUidlist(Dir(t, root, mailbox))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[uint32]string{}
+	for _, r := range ul.Records {
+		g := strings.SplitN(r.FileName, ":", 2)[0]
+		if v, ok := r.Get('G'); ok {
+			g = v
+		}
+		out[r.UID] = g
+	}
+	return out
+}
+
+// Uidlist reads a mailbox's dovecot-uidlist.
+func Uidlist(t testing.TB, root, mailbox string) *maildir.Uidlist {
+	t.Helper()
+	ul, _, err := maildir.ReadUidlist(Dir(t, root, mailbox))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ul
+}
+
+// Flags returns the flag part (after ":2,") of a message's file name.
+func Flags(t testing.TB, root, mailbox, base string) string {
+	t.Helper()
+	p := Find(t, root, mailbox, base)
+	if p == "" {
+		t.Fatalf("no message %s in %s of %s", base, mailbox, root)
+	}
+	name := filepath.Base(p)
+	if i := strings.Index(name, ":2,"); i >= 0 {
+		return name[i+3:]
+	}
+	return ""
+}
+
+// Keywords returns a mailbox's dovecot-keywords list.
+func Keywords(t testing.TB, root, mailbox string) []string {
+	t.Helper()
+	kw, _, err := maildir.ReadKeywords(Dir(t, root, mailbox))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kw
+}
+
+// WriteKeywords replaces a mailbox's dovecot-keywords list.
+func WriteKeywords(t testing.TB, root, mailbox string, kw []string) {
+	t.Helper()
+	if err := maildir.WriteKeywords(Dir(t, root, mailbox), kw); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// DeleteWithIntent removes a folder the way Dovecot's DELETE does: the
+// directory goes and dovecot.mailbox.log records the mailbox GUID.
+func DeleteWithIntent(t testing.TB, root, mailbox string) {
+	t.Helper()
+	dir := Dir(t, root, mailbox)
+	ul := Uidlist(t, root, mailbox)
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := maildir.AppendMailboxLog(root, []maildir.LogRecord{{Type: 1, GUID: ul.GUID, Time: time.Now()}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Rename moves a folder's directory (a plain mv; Dovecot's RENAME is the
+// same on disk plus a log record).
+func Rename(t testing.TB, root, from, to string) {
+	t.Helper()
+	if err := os.Rename(Dir(t, root, from), Dir(t, root, to)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Mailboxes lists the mailbox names under root.
+func Mailboxes(t testing.TB, root string) []string {
+	t.Helper()
+	ds, err := maildir.Location{Root: root}.ListMailboxes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, d := range ds {
+		out = append(out, d.Name)
+	}
+	return out
+}

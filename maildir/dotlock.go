@@ -1,0 +1,294 @@
+package maildir
+
+import (
+	"context"
+	crand "crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Dovecot's stale timeouts: a dotlock that has not changed for this long,
+// while the file it protects has not changed either, may be taken over.
+const (
+	UidlistLockStale       = 120 * time.Second // MAILDIR_UIDLIST_LOCK_STALE_TIMEOUT
+	SubscriptionsLockStale = 30 * time.Second  // SUBSCRIPTION_FILE_CHANGE_TIMEOUT
+)
+
+var (
+	// ErrLockTimeout: the dotlock stayed held by someone else until the
+	// timeout.
+	ErrLockTimeout = errors.New("timed out waiting for the dotlock")
+	// ErrLockLost: our dotlock file was removed or replaced by someone
+	// else (who decided it was stale).
+	ErrLockLost = errors.New("dotlock was taken over by someone else")
+)
+
+// Tunables; tests shorten them.
+var (
+	refreshInterval = 10 * time.Second       // how often a held lock is touched
+	retryMax        = 100 * time.Millisecond // longest sleep between attempts
+)
+
+// Dotlock is a held Dovecot dotlock: a file "<name>.lock" created with
+// O_EXCL next to the file it protects. While it is held a goroutine touches
+// it every 10 s, so that nobody (Dovecot included) takes it for stale.
+//
+// The lock file holds "twinbox <pid> <random token>". Dovecot writes
+// "<pid>:<host>" and, finding that form in a lock older than 2 s with its own
+// host name, takes the lock over at once if no such process runs; without the
+// ":" it judges our lock by its age only, so a PID from another PID namespace
+// (a container) can never make it steal a live lock. The token tells our lock
+// from one that replaced it, even when the file system reuses the inode.
+type Dotlock struct {
+	path  string      // the lock file
+	fi    os.FileInfo // identity (device, inode) of our lock file
+	token string      // the lock file's content
+
+	stop chan struct{}
+	done chan struct{}
+
+	mu       sync.Mutex
+	lost     error
+	unlocked bool
+}
+
+// LockUidlist takes dir/dovecot-uidlist.lock, the lock Dovecot holds while
+// it scans or changes a Maildir. It retries (sleeping at most 100 ms at a
+// time) until timeout or ctx ends; timeout <= 0 means one attempt. A lock
+// whose mtime is older than 120 s, while dovecot-uidlist has not changed for
+// 120 s either, is stale: it is removed, if it is still the same file, and
+// taking the lock is tried again. The error names the lock file and wraps
+// ErrLockTimeout, ctx.Err() or the I/O error. ctx only bounds the wait; the
+// lock is held until Unlock.
+func LockUidlist(ctx context.Context, dir string, timeout time.Duration) (*Dotlock, error) {
+	return lockFile(ctx, filepath.Join(dir, UidlistName), UidlistLockStale, timeout)
+}
+
+// lockFile takes protected+".lock".
+func lockFile(ctx context.Context, protected string, stale, timeout time.Duration) (*Dotlock, error) {
+	lockPath := protected + ".lock"
+	deadline := time.Now().Add(timeout)
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("locking %s: %w", lockPath, err)
+		}
+		d, err := tryLock(lockPath)
+		if err == nil {
+			return d, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("locking %s: %w", lockPath, err)
+		}
+		broken, held, err := breakStale(lockPath, protected, stale)
+		if err != nil {
+			return nil, fmt.Errorf("locking %s: %w", lockPath, err)
+		}
+		if broken {
+			// As Dovecot does: give another process that found the same
+			// stale lock time to finish its unlink before we create ours,
+			// or it could unlink our fresh lock.
+			if err := sleepCtx(ctx, jitter()); err != nil {
+				return nil, fmt.Errorf("locking %s: %w", lockPath, err)
+			}
+			continue
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			if held.IsZero() {
+				return nil, fmt.Errorf("locking %s: %w", lockPath, ErrLockTimeout)
+			}
+			return nil, fmt.Errorf("locking %s: %w (lock file last touched %s ago)",
+				lockPath, ErrLockTimeout, time.Since(held).Round(time.Second))
+		}
+		if err := sleepCtx(ctx, min(jitter(), left)); err != nil {
+			return nil, fmt.Errorf("locking %s: %w", lockPath, err)
+		}
+	}
+}
+
+// jitter is a random wait between retryMax/2 and retryMax.
+func jitter() time.Duration {
+	return retryMax/2 + time.Duration(rand.Int64N(int64(retryMax/2)+1))
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func tryLock(lockPath string) (*Dotlock, error) {
+	f, err := os.OpenFile(lockPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	var rnd [8]byte
+	_, _ = crand.Read(rnd[:])
+	token := fmt.Sprintf("twinbox %d %x", os.Getpid(), rnd)
+	_, err = f.WriteString(token)
+	var fi os.FileInfo
+	if err == nil {
+		fi, err = f.Stat()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(lockPath)
+		return nil, err
+	}
+	d := &Dotlock{
+		path:  lockPath,
+		fi:    fi,
+		token: token,
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
+	}
+	go d.refresh()
+	return d, nil
+}
+
+// breakStale removes lockPath if it is stale. It reports whether it did (or
+// the lock vanished meanwhile: try again at once) and, if not, the lock's
+// mtime.
+func breakStale(lockPath, protected string, stale time.Duration) (broken bool, mtime time.Time, err error) {
+	fi, err := os.Lstat(lockPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return true, time.Time{}, nil
+	}
+	if err != nil {
+		return false, time.Time{}, err
+	}
+	if time.Since(fi.ModTime()) <= stale {
+		return false, fi.ModTime(), nil
+	}
+	// Dovecot also looks at the protected file: if it changed recently,
+	// its holder is alive.
+	if pfi, err := os.Stat(protected); err == nil && time.Since(pfi.ModTime()) <= stale {
+		return false, fi.ModTime(), nil
+	}
+	again, err := os.Lstat(lockPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return true, time.Time{}, nil
+	}
+	if err != nil {
+		return false, time.Time{}, err
+	}
+	if !os.SameFile(fi, again) || !again.ModTime().Equal(fi.ModTime()) {
+		return false, again.ModTime(), nil // replaced or touched meanwhile
+	}
+	if err := os.Remove(lockPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, time.Time{}, fmt.Errorf("removing stale lock: %w", err)
+	}
+	return true, time.Time{}, nil
+}
+
+func (d *Dotlock) refresh() {
+	defer close(d.done)
+	t := time.NewTicker(refreshInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.stop:
+			return
+		case <-t.C:
+			if err := d.touch(); err != nil {
+				d.mu.Lock()
+				d.lost = err
+				d.mu.Unlock()
+				return
+			}
+		}
+	}
+}
+
+// touch sets the lock file's times to now, if it is still ours.
+func (d *Dotlock) touch() error {
+	if err := d.verify(); err != nil {
+		return err
+	}
+	now := time.Now()
+	if err := os.Chtimes(d.path, now, now); err != nil {
+		return fmt.Errorf("refreshing %s: %w", d.path, err)
+	}
+	return nil
+}
+
+// verify checks that the lock file is still the one we created: same
+// device and inode, and our token inside.
+func (d *Dotlock) verify() error {
+	fi, err := os.Lstat(d.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%s: %w (removed)", d.path, ErrLockLost)
+	}
+	if err != nil {
+		return fmt.Errorf("checking %s: %w", d.path, err)
+	}
+	if !os.SameFile(fi, d.fi) {
+		return fmt.Errorf("%s: %w (replaced)", d.path, ErrLockLost)
+	}
+	data, err := os.ReadFile(d.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%s: %w (removed)", d.path, ErrLockLost)
+	}
+	if err != nil {
+		return fmt.Errorf("checking %s: %w", d.path, err)
+	}
+	if string(data) != d.token {
+		return fmt.Errorf("%s: %w (replaced)", d.path, ErrLockLost)
+	}
+	return nil
+}
+
+// Path is the lock file's path.
+func (d *Dotlock) Path() string { return d.path }
+
+// Check reports whether the lock is still ours: nil, or an error wrapping
+// ErrLockLost. Call it right before a change that relies on the lock.
+func (d *Dotlock) Check() error {
+	d.mu.Lock()
+	lost, unlocked := d.lost, d.unlocked
+	d.mu.Unlock()
+	if unlocked {
+		return fmt.Errorf("%s: %w (unlocked)", d.path, ErrLockLost)
+	}
+	if lost != nil {
+		return lost
+	}
+	return d.verify()
+}
+
+// Unlock stops the refresher and removes the lock file if it is still ours.
+// If someone else removed or replaced it, their file is left alone and the
+// error wraps ErrLockLost: whatever was done under the lock may have raced
+// with them. Calling Unlock again does nothing.
+func (d *Dotlock) Unlock() error {
+	d.mu.Lock()
+	if d.unlocked {
+		d.mu.Unlock()
+		return nil
+	}
+	d.unlocked = true
+	d.mu.Unlock()
+
+	close(d.stop)
+	<-d.done
+	if err := d.verify(); err != nil {
+		return fmt.Errorf("unlocking: %w", err)
+	}
+	if err := os.Remove(d.path); err != nil {
+		return fmt.Errorf("unlocking %s: %w", d.path, err)
+	}
+	return nil
+}

@@ -1,0 +1,653 @@
+package merge
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/twinbox-mail/twinbox/model"
+)
+
+// box is one final mailbox while the plan is being made.
+type box struct {
+	guid   model.MailboxGUID
+	rec    [2]*model.Mailbox // this GUID's record on each side
+	losers [2]*model.Mailbox // a mailbox of that side that merges into this one
+	name   string
+	nameT  int64
+	uidv   uint32
+	// void marks a side whose UIDs for this mailbox do not count: its records
+	// were made under another UIDVALIDITY (a merge, or a GUID seen with two
+	// UIDVALIDITYs).
+	void [2]bool
+}
+
+func (b *box) has(s int) bool { return b.rec[s] != nil }
+
+// alive reports whether side s holds the mailbox as a live one (in this
+// GUID or as a mailbox that merges into it).
+func (b *box) alive(s int) bool {
+	return (b.rec[s] != nil && !b.rec[s].Deleted) || b.losers[s] != nil
+}
+
+func (b *box) deletedOn(s int) bool { return b.rec[s] != nil && b.rec[s].Deleted }
+
+// Merge computes the plan that makes sides a and b equal.
+func Merge(a, b *Side, opt Options) (*Plan, error) {
+	sides := [2]*Side{a, b}
+	for i, s := range sides {
+		if err := validate(s); err != nil {
+			return nil, fmt.Errorf("replica %q: %w", sides[i].ReplicaID, err)
+		}
+	}
+	if opt.Backup {
+		return mergeBackup(sides, opt)
+	}
+	plan := &Plan{}
+	boxes := resolveMailboxes(sides, plan)
+	for _, bx := range boxes {
+		mergeBox(sides, bx, opt, plan)
+	}
+	mergeSubs(sides, plan)
+	return plan, nil
+}
+
+func validate(s *Side) error {
+	seen := map[model.MailboxGUID]bool{}
+	for i := range s.Mailboxes {
+		mb := &s.Mailboxes[i]
+		if mb.GUID.IsZero() {
+			return fmt.Errorf("mailbox %q has no GUID", mb.Name)
+		}
+		if seen[mb.GUID] {
+			return fmt.Errorf("mailbox GUID %s listed twice", mb.GUID)
+		}
+		seen[mb.GUID] = true
+		if mb.Name == "" {
+			return fmt.Errorf("mailbox %s has no name", mb.GUID)
+		}
+	}
+	for g, c := range s.Contents {
+		if !seen[g] {
+			return fmt.Errorf("contents for unknown mailbox %s", g)
+		}
+		uids := map[uint32]bool{}
+		guids := map[string]bool{}
+		for _, m := range c.Messages {
+			if m.UID == 0 || m.GUID == "" {
+				return fmt.Errorf("mailbox %s: message with UID %d GUID %q", g, m.UID, m.GUID)
+			}
+			if uids[m.UID] {
+				return fmt.Errorf("mailbox %s: UID %d listed twice", g, m.UID)
+			}
+			if guids[m.GUID] {
+				return fmt.Errorf("mailbox %s: message GUID %q listed twice", g, m.GUID)
+			}
+			uids[m.UID] = true
+			guids[m.GUID] = true
+		}
+		for _, t := range c.Tombstones {
+			if t.UID == 0 || uids[t.UID] {
+				return fmt.Errorf("mailbox %s: tombstone for UID %d clashes", g, t.UID)
+			}
+			uids[t.UID] = true
+		}
+	}
+	return nil
+}
+
+// resolveMailboxes matches mailboxes by GUID, merges names, and resolves
+// name collisions by merging or renaming aside. It returns the final
+// mailboxes in GUID order.
+func resolveMailboxes(sides [2]*Side, plan *Plan) []*box {
+	byGUID := map[model.MailboxGUID]*box{}
+	for s, sd := range sides {
+		for i := range sd.Mailboxes {
+			mb := &sd.Mailboxes[i]
+			bx := byGUID[mb.GUID]
+			if bx == nil {
+				bx = &box{guid: mb.GUID}
+				byGUID[mb.GUID] = bx
+			}
+			bx.rec[s] = mb
+		}
+	}
+	var all []*box
+	for _, bx := range byGUID {
+		for s := 0; s < 2; s++ {
+			r := bx.rec[s]
+			if r == nil {
+				continue
+			}
+			if bx.name == "" || nameNewer(r.NameT, r.Name, bx.nameT, bx.name) {
+				bx.name, bx.nameT = model.NormName(r.Name), r.NameT
+			}
+		}
+		// One GUID with two UIDVALIDITYs: the lower wins, the other side's
+		// UIDs are void.
+		switch {
+		case bx.rec[0] != nil && bx.rec[1] != nil && bx.rec[0].UIDValidity != bx.rec[1].UIDValidity:
+			if bx.rec[0].UIDValidity < bx.rec[1].UIDValidity {
+				bx.uidv, bx.void[1] = bx.rec[0].UIDValidity, true
+			} else {
+				bx.uidv, bx.void[0] = bx.rec[1].UIDValidity, true
+			}
+		case bx.rec[0] != nil:
+			bx.uidv = bx.rec[0].UIDValidity
+		default:
+			bx.uidv = bx.rec[1].UIDValidity
+		}
+		all = append(all, bx)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].guid.Less(all[j].guid) })
+
+	// Name collisions among mailboxes that are (or may stay) alive.
+	groups := map[string][]*box{}
+	var names []string
+	for _, bx := range all {
+		if !bx.alive(0) && !bx.alive(1) {
+			continue
+		}
+		if groups[bx.name] == nil {
+			names = append(names, bx.name)
+		}
+		groups[bx.name] = append(groups[bx.name], bx)
+	}
+	sort.Strings(names)
+	used := map[string]bool{}
+	for _, bx := range all {
+		used[bx.name] = true
+	}
+	var merged []*box
+	for _, n := range names {
+		g := groups[n]
+		if len(g) < 2 {
+			continue
+		}
+		// The keeper: the lowest GUID known to both sides; else the one
+		// that has handed out the most UIDs (an empty mailbox made by a
+		// first scan never costs the other side its UIDs), then the lowest.
+		keeper := g[0]
+		for _, bx := range g[1:] {
+			if uidsUsed(bx) > uidsUsed(keeper) {
+				keeper = bx
+			}
+		}
+		for _, bx := range g {
+			if bx.has(0) && bx.has(1) {
+				keeper = bx
+				break
+			}
+		}
+		for _, bx := range g {
+			if bx == keeper {
+				continue
+			}
+			if s, ok := mergeable(keeper, bx); ok {
+				keeper.losers[s] = bx.rec[s]
+				keeper.void[s] = true
+				merged = append(merged, bx)
+				plan.Merged = append(plan.Merged, fmt.Sprintf("%s %s -> %s", n, bx.guid, keeper.guid))
+				continue
+			}
+			// Rename aside, deterministically.
+			hexg := bx.guid.String()
+			for l := 8; ; l += 4 {
+				cand := fmt.Sprintf("%s-%s", n, hexg[:min(l, len(hexg))])
+				if !used[cand] || l >= len(hexg) {
+					bx.name = cand
+					used[cand] = true
+					break
+				}
+			}
+			// The rename must win over both sides' names: stamp it after them.
+			bx.nameT = maxT(bx) + 1
+		}
+	}
+	out := all[:0]
+	for _, bx := range all {
+		isMerged := false
+		for _, m := range merged {
+			if m == bx {
+				isMerged = true
+			}
+		}
+		if !isMerged {
+			out = append(out, bx)
+		}
+	}
+	return out
+}
+
+func uidsUsed(bx *box) uint32 {
+	var n uint32
+	for s := 0; s < 2; s++ {
+		if bx.rec[s] != nil {
+			n = max(n, bx.rec[s].UIDNext)
+		}
+	}
+	return n
+}
+
+func maxT(bx *box) int64 {
+	var t int64
+	for s := 0; s < 2; s++ {
+		if bx.rec[s] != nil && bx.rec[s].NameT > t {
+			t = bx.rec[s].NameT
+		}
+	}
+	return t
+}
+
+// mergeable reports whether loser can merge into keeper, and on which side
+// the loser lives: it must be a live mailbox of one side only, and that side
+// must not hold the keeper as a live mailbox with a directory.
+func mergeable(keeper, loser *box) (int, bool) {
+	for s := 0; s < 2; s++ {
+		o := 1 - s
+		if !(loser.has(s) && !loser.has(o)) || loser.rec[s].Deleted || keeper.losers[s] != nil {
+			continue
+		}
+		k := keeper.rec[s]
+		if k == nil || k.Deleted || k.Missing {
+			return s, true
+		}
+	}
+	return 0, false
+}
+
+func nameNewer(t1 int64, n1 string, t2 int64, n2 string) bool {
+	if t1 != t2 {
+		return t1 > t2
+	}
+	return n1 > n2
+}
+
+// sideBox is one side's records of one final mailbox.
+type sideBox struct {
+	next  uint32
+	slots map[uint32]*rec     // non-void records by UID
+	guids map[string]*inst    // live instances by message GUID
+	exp   map[string][]uint32 // expunge tombstones by GUID
+	moved map[uint32]uint32   // retired UID -> UID it moved to
+	// mailbox GUID the records currently live under (the loser's GUID when
+	// this side adopts)
+	src model.MailboxGUID
+}
+
+type rec struct {
+	guid string
+	tomb *model.Tombstone
+	inst *inst
+}
+
+type inst struct {
+	msg     model.Message
+	void    bool // UID does not count
+	implied bool // not reported: known to equal the other side's record
+	killed  bool
+	final   uint32
+}
+
+func newSideBox() *sideBox {
+	return &sideBox{slots: map[uint32]*rec{}, guids: map[string]*inst{}, exp: map[string][]uint32{}, moved: map[uint32]uint32{}}
+}
+
+func (sb *sideBox) addMsg(m model.Message, void bool) {
+	in := &inst{msg: m, void: void}
+	if old, ok := sb.guids[m.GUID]; ok {
+		// The same GUID from the mailbox and from a merging loser: keep
+		// the non-void one.
+		if !old.void || void {
+			return
+		}
+	}
+	sb.guids[m.GUID] = in
+	if !void {
+		sb.slots[m.UID] = &rec{guid: m.GUID, inst: in}
+	}
+}
+
+func (sb *sideBox) addTomb(t model.Tombstone) {
+	tt := t
+	if _, ok := sb.slots[t.UID]; !ok {
+		sb.slots[t.UID] = &rec{guid: t.GUID, tomb: &tt}
+	}
+	if t.MovedTo == 0 {
+		sb.exp[t.GUID] = append(sb.exp[t.GUID], t.UID)
+	} else {
+		sb.moved[t.UID] = t.MovedTo
+	}
+}
+
+// free reports whether UID u on this side can name message g: it names g
+// already, or it is unused (no record, and not below the side's UIDNEXT,
+// since a UID below UIDNEXT may have been used and expunged unseen, and
+// Dovecot never takes a new UID below its UIDNEXT).
+func (sb *sideBox) free(u uint32, g string) bool {
+	r, ok := sb.slots[u]
+	if !ok {
+		return u >= sb.next
+	}
+	return r.inst != nil && r.guid == g
+}
+
+func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
+	var sb [2]*sideBox
+	for s := 0; s < 2; s++ {
+		sb[s] = newSideBox()
+		if r := bx.rec[s]; r != nil {
+			sb[s].next = r.UIDNext
+			sb[s].src = r.GUID
+			if c := sides[s].Contents[bx.guid]; c != nil {
+				for _, m := range c.Messages {
+					sb[s].addMsg(m, bx.void[s])
+				}
+				if !bx.void[s] {
+					for _, t := range c.Tombstones {
+						sb[s].addTomb(t)
+					}
+				} else {
+					for _, t := range c.Tombstones {
+						if t.MovedTo == 0 {
+							sb[s].exp[t.GUID] = append(sb[s].exp[t.GUID], 0)
+						}
+					}
+				}
+			}
+		}
+		if l := bx.losers[s]; l != nil {
+			sb[s].src = l.GUID
+			if l.UIDNext > sb[s].next && !bx.void[s] {
+				sb[s].next = l.UIDNext
+			}
+			if c := sides[s].Contents[l.GUID]; c != nil {
+				for _, m := range c.Messages {
+					sb[s].addMsg(m, true)
+				}
+			}
+		}
+		if bx.void[s] {
+			// UIDs under another UIDVALIDITY say nothing about this one.
+			sb[s].next = 0
+		}
+	}
+
+	// Incremental: records one side reported below the common base that the
+	// other side did not report are unchanged there.
+	base, incremental := opt.Base[bx.guid]
+	if incremental && !bx.void[0] && !bx.void[1] && bx.has(0) && bx.has(1) {
+		for s := 0; s < 2; s++ {
+			o := 1 - s
+			var uids []uint32
+			for u := range sb[s].slots {
+				uids = append(uids, u)
+			}
+			sort.Slice(uids, func(i, j int) bool { return uids[i] < uids[j] })
+			for _, u := range uids {
+				r := sb[s].slots[u]
+				if u >= base {
+					continue
+				}
+				if _, ok := sb[o].slots[u]; ok {
+					continue
+				}
+				if _, ok := sb[o].guids[r.guid]; ok {
+					continue
+				}
+				m := model.Message{UID: u, GUID: r.guid}
+				if r.inst != nil {
+					m = r.inst.msg
+					m.Flags = nil
+					m.Held = false
+				}
+				in := &inst{msg: m, implied: true}
+				sb[o].guids[r.guid] = in
+				sb[o].slots[u] = &rec{guid: r.guid, inst: in}
+			}
+		}
+	}
+
+	// Kill what the other side expunged.
+	for s := 0; s < 2; s++ {
+		o := 1 - s
+		for g, in := range sb[s].guids {
+			uids, ok := sb[o].exp[g]
+			if !ok {
+				continue
+			}
+			if in.void || bx.void[o] {
+				in.killed = true
+				continue
+			}
+			for _, u0 := range uids {
+				if reaches(u0, in.msg.UID, sb[0].moved, sb[1].moved) {
+					in.killed = true
+					break
+				}
+			}
+		}
+	}
+
+	// Surviving GUIDs, in GUID order.
+	var guids []string
+	seen := map[string]bool{}
+	for s := 0; s < 2; s++ {
+		for g, in := range sb[s].guids {
+			// A killed instance does not stop the GUID from surviving in
+			// the other side's instance (a message expunged and copied back
+			// into the mailbox by a client keeps its GUID).
+			if !in.killed && !seen[g] {
+				seen[g] = true
+				guids = append(guids, g)
+			}
+		}
+	}
+	sort.Strings(guids)
+
+	taken := map[uint32]bool{}
+	final := map[string]uint32{}
+	var fresh []string
+	var maxUID uint32
+	for s := 0; s < 2; s++ {
+		for u := range sb[s].slots {
+			maxUID = max(maxUID, u)
+		}
+	}
+	for _, g := range guids {
+		var u [2]uint32
+		for s := 0; s < 2; s++ {
+			if in, ok := sb[s].guids[g]; ok && !in.void && !in.killed {
+				u[s] = in.msg.UID
+			}
+		}
+		var cands []uint32
+		switch {
+		case u[0] != 0 && u[0] == u[1]:
+			cands = []uint32{u[0]}
+		case u[0] != 0 && u[1] != 0:
+			hi, lo := max(u[0], u[1]), min(u[0], u[1])
+			cands = []uint32{hi, lo}
+		case u[0] != 0:
+			cands = []uint32{u[0]}
+		case u[1] != 0:
+			cands = []uint32{u[1]}
+		}
+		placed := false
+		for _, c := range cands {
+			if !taken[c] && sb[0].free(c, g) && sb[1].free(c, g) {
+				final[g], taken[c], placed = c, true, true
+				break
+			}
+		}
+		if !placed {
+			fresh = append(fresh, g)
+		}
+	}
+	next := max(sb[0].next, sb[1].next, maxUID+1)
+	if next == 0 {
+		next = 1
+	}
+	for _, g := range fresh {
+		final[g] = next
+		next++
+		// Renumbering counts only for messages a client already knew by a
+		// UID: both-sides void (merge) renumbers are expected.
+		for s := 0; s < 2; s++ {
+			if in, ok := sb[s].guids[g]; ok && !in.void && !in.killed {
+				plan.Renumbered++
+				break
+			}
+		}
+	}
+
+	// Final flags per GUID.
+	flags := map[string]model.Flags{}
+	for _, g := range guids {
+		var f model.Flags
+		for s := 0; s < 2; s++ {
+			if in, ok := sb[s].guids[g]; ok && !in.killed {
+				f = model.Merge(f, in.msg.Flags)
+			}
+		}
+		flags[g] = f
+	}
+
+	finalAlive := len(guids) > 0 || (!bx.deletedOn(0) && !bx.deletedOn(1))
+	if !finalAlive {
+		// Deleted on purpose and nothing the deleter never saw survives.
+		for s := 0; s < 2; s++ {
+			if bx.alive(s) {
+				bp := BoxPlan{GUID: bx.guid}
+				for _, g := range sortedKeys(sb[s].guids) {
+					addExpunge(&bp, sb[s].guids[g])
+				}
+				if !bp.Empty() {
+					plan.Sides[s].Boxes = append(plan.Sides[s].Boxes, bp)
+				}
+				var dt int64
+				for t := 0; t < 2; t++ {
+					if bx.deletedOn(t) {
+						dt = max(dt, bx.rec[t].DeletedT)
+					}
+				}
+				plan.Sides[s].Deletes = append(plan.Sides[s].Deletes, MailboxOp{GUID: bx.guid, Name: bx.name, DeletedT: dt})
+			}
+		}
+		return
+	}
+
+	for s := 0; s < 2; s++ {
+		o := 1 - s
+		sp := &plan.Sides[s]
+		switch {
+		case bx.losers[s] != nil:
+			sp.Adopts = append(sp.Adopts, Adopt{From: bx.losers[s].GUID, To: bx.guid, Name: bx.name, NameT: bx.nameT, UIDValidity: bx.uidv})
+		case bx.rec[s] == nil || bx.rec[s].Deleted || bx.rec[s].Missing:
+			sp.Creates = append(sp.Creates, MailboxOp{GUID: bx.guid, Name: bx.name, NameT: bx.nameT, UIDValidity: bx.uidv})
+		case bx.void[s]:
+			sp.Adopts = append(sp.Adopts, Adopt{From: bx.guid, To: bx.guid, Name: bx.name, NameT: bx.nameT, UIDValidity: bx.uidv})
+		case bx.rec[s].Name != bx.name || bx.rec[s].NameT != bx.nameT:
+			sp.Renames = append(sp.Renames, MailboxOp{GUID: bx.guid, Name: bx.name, NameT: bx.nameT, UIDValidity: bx.uidv})
+		}
+
+		bp := BoxPlan{GUID: bx.guid, UIDNext: next}
+		if bx.rec[s] == nil || bx.void[s] || sb[s].next < next {
+			bp.BumpNext = true
+		}
+		for _, g := range sortedKeys(sb[s].guids) {
+			in := sb[s].guids[g]
+			if in.killed {
+				addExpunge(&bp, in)
+			}
+		}
+		for _, g := range guids {
+			fu, ff := final[g], flags[g]
+			in, ok := sb[s].guids[g]
+			if !ok || in.killed {
+				src, sok := sb[o].guids[g]
+				if !sok || src.killed || src.msg.Held {
+					continue // nothing to copy from: stays held over there
+				}
+				m := src.msg
+				m.UID, m.Flags, m.Modseq, m.Held = fu, ff, 0, false
+				bp.Adds = append(bp.Adds, Add{Msg: m, SourceBox: sb[o].src, SourceUID: src.msg.UID})
+				continue
+			}
+			if in.void || in.msg.UID != fu {
+				bp.Moves = append(bp.Moves, Move{GUID: g, From: in.msg.UID, To: fu})
+			}
+			if !model.Equal(in.msg.Flags, ff) {
+				bp.Flags = append(bp.Flags, FlagSet{UID: fu, GUID: g, Flags: ff})
+			}
+		}
+		for _, g := range guids {
+			if in, ok := sb[s].guids[g]; ok && in.msg.Held && !in.killed {
+				plan.Held[s]++
+			}
+		}
+		if !bp.Empty() {
+			sp.Boxes = append(sp.Boxes, bp)
+		}
+	}
+}
+
+func addExpunge(bp *BoxPlan, in *inst) {
+	e := Expunge{UID: in.msg.UID, GUID: in.msg.GUID}
+	if in.msg.Held {
+		bp.Release = append(bp.Release, e)
+	} else {
+		bp.Expunges = append(bp.Expunges, e)
+	}
+}
+
+// reaches reports whether UID from leads to UID to through sync renumberings.
+func reaches(from, to uint32, m0, m1 map[uint32]uint32) bool {
+	u := from
+	for i := 0; i < 64; i++ {
+		if u == to {
+			return true
+		}
+		n, ok := m0[u]
+		if !ok {
+			n, ok = m1[u]
+		}
+		if !ok || n == u {
+			return false
+		}
+		u = n
+	}
+	return false
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func mergeSubs(sides [2]*Side, plan *Plan) {
+	var cur [2]map[string]model.Subscription
+	win := map[string]model.Subscription{}
+	for s := 0; s < 2; s++ {
+		cur[s] = map[string]model.Subscription{}
+		for _, sub := range sides[s].Subs {
+			cur[s][sub.Name] = sub
+			if w, ok := win[sub.Name]; !ok || sub.Newer(w) {
+				win[sub.Name] = sub
+			}
+		}
+	}
+	for _, n := range sortedKeys(win) {
+		w := win[n]
+		for s := 0; s < 2; s++ {
+			if c, ok := cur[s][n]; !ok && !w.Subscribed && w.T == 0 {
+				continue
+			} else if !ok || c != w {
+				plan.Sides[s].Subs = append(plan.Sides[s].Subs, w)
+			}
+		}
+	}
+}

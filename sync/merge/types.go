@@ -1,0 +1,164 @@
+// Package merge is twinbox's sync engine: pure functions from what two
+// replicas report (their mailboxes, subscriptions and the message records
+// and tombstones that changed since their last sync, or all of them) to one
+// plan that makes both replicas equal.
+//
+// There is no I/O, no clock and no goroutine here. The same inputs give the
+// same plan whichever side started the sync: callers order the two sides by
+// replica ID, and every tie is broken by data (GUIDs, names, timestamps),
+// never by which side is "local".
+//
+// The rules (docs/design.md has the reasoning, the contract the promises):
+//
+//  1. Mailboxes are matched by GUID. Names merge last-writer-wins on
+//     (NameT, Name). Two live mailboxes that end with one name are merged
+//     when each was created on one side only (contract §3.4); otherwise the
+//     one with the higher GUID is renamed aside with a "-<guid8>" suffix.
+//  2. A deleted mailbox stays deleted only if no message survives in it:
+//     messages the deleting side never saw bring it back (contract §5).
+//  3. Expunge tombstones kill the instance they name (GUID and UID,
+//     following sync renumberings). An expunge beats a flag change.
+//  4. UIDs: a message keeps its UID when the other side has no different
+//     message or tombstone at that UID; otherwise, and for messages of a
+//     mailbox whose UIDVALIDITY is being replaced, it gets a fresh UID at or
+//     above both sides' UIDNEXT, fresh UIDs handed out in GUID order.
+//  5. Flags and keywords merge per name, last writer wins (model.FlagVal).
+//  6. Subscriptions merge per name, last writer wins.
+//
+// In backup mode side 0 is the source and side 1 becomes its copy.
+package merge
+
+import "github.com/twinbox-mail/twinbox/model"
+
+// Side is what one replica reports for a sync.
+type Side struct {
+	ReplicaID string
+	Mailboxes []model.Mailbox
+	Subs      []model.Subscription
+	// Contents holds, per mailbox GUID, the records to merge: all of them, or
+	// in an incremental sync only those changed since the last sync.
+	Contents map[model.MailboxGUID]*Contents
+}
+
+// Contents is one mailbox's message records and tombstones on one side.
+type Contents struct {
+	Messages   []model.Message
+	Tombstones []model.Tombstone
+}
+
+// Options steer a merge.
+type Options struct {
+	Backup bool // side 0 is the source, side 1 the copy
+	// Base holds, for mailboxes synced incrementally, the UIDNEXT both sides
+	// agreed on at their last sync: records below it that one side did not
+	// report are known to be the same on both. Mailboxes absent from Base are
+	// compared in full.
+	Base map[model.MailboxGUID]uint32
+}
+
+// Plan is what both sides must do, index 0 and 1 as the sides were given.
+type Plan struct {
+	Sides [2]SidePlan
+	// Held counts messages held back by a mass-expunge guard, per side.
+	Held [2]int
+	// Renumbered counts messages that got a fresh UID (UID conflicts).
+	Renumbered int
+	// Merged lists mailbox merges (contract §3.4), as "loser -> winner".
+	Merged []string
+}
+
+// SidePlan is one side's part of a plan, in the order it must be applied:
+// mailbox renames, creates and adoptions, then per-mailbox message work
+// (adds, moves, flags, expunges), then mailbox deletes and subscriptions.
+type SidePlan struct {
+	Renames []MailboxOp
+	Creates []MailboxOp
+	Adopts  []Adopt
+	Boxes   []BoxPlan
+	Deletes []MailboxOp
+	Subs    []model.Subscription
+}
+
+// MailboxOp names a mailbox and what it must look like.
+type MailboxOp struct {
+	GUID        model.MailboxGUID
+	Name        string
+	NameT       int64
+	UIDValidity uint32
+	DeletedT    int64 // for deletes
+}
+
+// Adopt turns this side's mailbox From into the mailbox To (GUID and
+// UIDVALIDITY of the winner of a merge); its messages are renumbered by the
+// BoxPlan that follows.
+type Adopt struct {
+	From        model.MailboxGUID
+	To          model.MailboxGUID
+	Name        string
+	NameT       int64
+	UIDValidity uint32
+}
+
+// BoxPlan is the message work in one mailbox on one side.
+type BoxPlan struct {
+	GUID     model.MailboxGUID
+	UIDNext  uint32 // the mailbox's UIDNEXT after the sync (never lower)
+	Reset    bool   // backup: rewrite the mailbox's UID list from scratch
+	BumpNext bool   // UIDNext is above this side's current UIDNEXT
+	Exact    bool   // backup: Flags replace the registers instead of merging
+	Adds     []Add
+	Moves    []Move
+	Flags    []FlagSet
+	Expunges []Expunge
+	Release  []Expunge // held records to drop (the message is gone on both)
+}
+
+// Add is a message this side must get. Source names where the body is: the
+// other side's mailbox and UID (the receiving side may find the GUID among
+// its own files first and link it instead).
+type Add struct {
+	Msg        model.Message // final UID and flags
+	SourceBox  model.MailboxGUID
+	SourceUID  uint32
+	SourceHeld bool
+}
+
+// Move gives a message of this side a new UID (the old one is retired).
+type Move struct {
+	GUID     string
+	From, To uint32
+}
+
+// FlagSet merges Flags into the message at UID (exact in backup mode).
+type FlagSet struct {
+	UID   uint32
+	GUID  string
+	Flags model.Flags
+}
+
+// Expunge removes the message at UID.
+type Expunge struct {
+	UID  uint32
+	GUID string
+}
+
+// Empty reports whether the side has nothing to do.
+func (p *SidePlan) Empty() bool {
+	if len(p.Renames)+len(p.Creates)+len(p.Adopts)+len(p.Deletes)+len(p.Subs) > 0 {
+		return false
+	}
+	for _, b := range p.Boxes {
+		if !b.Empty() {
+			return false
+		}
+	}
+	return true
+}
+
+// Empty reports whether the mailbox has no message work (UIDNEXT aside).
+func (b *BoxPlan) Empty() bool {
+	return !b.Reset && !b.BumpNext && len(b.Adds)+len(b.Moves)+len(b.Flags)+len(b.Expunges)+len(b.Release) == 0
+}
+
+// Empty reports whether neither side has anything to do.
+func (p *Plan) Empty() bool { return p.Sides[0].Empty() && p.Sides[1].Empty() }

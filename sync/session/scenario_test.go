@@ -1,0 +1,481 @@
+package session_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twinbox-mail/twinbox/internal/testmail"
+	"github.com/twinbox-mail/twinbox/sync/session"
+)
+
+func roots(t *testing.T) (string, string) {
+	d := t.TempDir()
+	return filepath.Join(d, "a"), filepath.Join(d, "b")
+}
+
+func sync2(t *testing.T, a, b string) *session.Summary {
+	t.Helper()
+	s := testmail.Sync(t, a, b, session.Options{})
+	if s.Changed {
+		t.Fatalf("sync reported changes during sync: %v %v", s.ResultA.Skipped, s.ResultB.Skipped)
+	}
+	return s
+}
+
+// settle syncs until converged, then checks idempotence.
+func settle(t *testing.T, a, b string) {
+	t.Helper()
+	sync2(t, a, b)
+	testmail.Converged(t, a, b)
+	assertIdle(t, a, b)
+}
+
+// assertIdle checks that a sync of converged replicas does nothing and
+// changes no file.
+func assertIdle(t *testing.T, a, b string) {
+	t.Helper()
+	before := snapshot(t, a) + snapshot(t, b)
+	s := sync2(t, a, b)
+	for _, r := range []*struct {
+		name string
+		res  any
+	}{{"A", s.ResultA}, {"B", s.ResultB}} {
+		_ = r
+	}
+	if n := s.ResultA.Added + s.ResultB.Added + s.ResultA.Flagged + s.ResultB.Flagged + s.ResultA.Expunged + s.ResultB.Expunged + s.ResultA.Moved + s.ResultB.Moved + s.ResultA.MailboxOps + s.ResultB.MailboxOps; n != 0 {
+		t.Fatalf("idle sync did %d things: A=%+v B=%+v", n, s.ResultA, s.ResultB)
+	}
+	if after := snapshot(t, a) + snapshot(t, b); after != before {
+		t.Fatalf("idle sync changed files:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// snapshot lists every file with size and mtime, index excluded.
+func snapshot(t *testing.T, root string) string {
+	t.Helper()
+	var sb strings.Builder
+	filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || fi.IsDir() || strings.HasPrefix(fi.Name(), "twinbox.") {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, p)
+		fmt.Fprintf(&sb, "%s %d %d\n", rel, fi.Size(), fi.ModTime().UnixNano())
+		return nil
+	})
+	return sb.String()
+}
+
+func TestFirstSyncIntoEmpty(t *testing.T) {
+	a, b := roots(t)
+	var want []string
+	for i := 0; i < 5; i++ {
+		want = append(want, testmail.Deliver(t, a, "INBOX", "hello"))
+	}
+	testmail.Deliver(t, a, "Work", "work mail")
+	// A's UIDs before B exists.
+	sync2(t, a, filepath.Join(t.TempDir(), "scratch"))
+	before := testmail.UIDs(t, a, "INBOX")
+	settle(t, a, b)
+	slices.Sort(want)
+	if got := testmail.Files(t, b, "INBOX"); !reflect.DeepEqual(got, want) {
+		t.Fatalf("B INBOX = %v, want %v (same base names)", got, want)
+	}
+	// A's UIDs did not change: B took A's mailbox identity.
+	ua, ub := testmail.UIDs(t, a, "INBOX"), testmail.UIDs(t, b, "INBOX")
+	if !reflect.DeepEqual(ua, ub) || !reflect.DeepEqual(ua, before) || len(ua) != 5 {
+		t.Fatalf("UIDs before=%v A=%v B=%v", before, ua, ub)
+	}
+}
+
+func TestSameNextUIDOnBothSides(t *testing.T) {
+	a, b := roots(t)
+	common := testmail.Deliver(t, a, "INBOX", "common")
+	settle(t, a, b)
+	ma := testmail.Deliver(t, a, "INBOX", "only on A")
+	mb := testmail.Deliver(t, b, "INBOX", "only on B")
+	s := sync2(t, a, b)
+	if s.Renumbered != 2 {
+		t.Errorf("renumbered %d messages, want 2", s.Renumbered)
+	}
+	testmail.Converged(t, a, b)
+	u := testmail.UIDs(t, a, "INBOX")
+	// UID 2 was given to different messages on each side: both get new
+	// UIDs >= 3, in GUID order; UID 1 keeps its message.
+	lo, hi := min(ma, mb), max(ma, mb)
+	want := map[uint32]string{1: common, 3: lo, 4: hi}
+	if !reflect.DeepEqual(u, want) {
+		t.Fatalf("UIDs = %v, want %v", u, want)
+	}
+	if n := testmail.Uidlist(t, a, "INBOX").NextUID; n != 5 {
+		t.Fatalf("UIDNEXT = %d, want 5", n)
+	}
+	assertIdle(t, a, b)
+}
+
+func TestSeenAndFlaggedBothSurvive(t *testing.T) {
+	a, b := roots(t)
+	m := testmail.Deliver(t, a, "INBOX", "x")
+	settle(t, a, b)
+	testmail.SetFlags(t, a, "INBOX", m, "S")
+	testmail.SetFlags(t, b, "INBOX", m, "F")
+	settle(t, a, b)
+	for _, r := range []string{a, b} {
+		if f := testmail.Flags(t, r, "INBOX", m); f != "FS" {
+			t.Fatalf("%s: flags %q, want FS", r, f)
+		}
+	}
+}
+
+func TestSetAndClearLaterWins(t *testing.T) {
+	a, b := roots(t)
+	m := testmail.Deliver(t, a, "INBOX", "x")
+	testmail.SetFlags(t, a, "INBOX", m, "S")
+	settle(t, a, b)
+	testmail.SetFlags(t, a, "INBOX", m, "")      // cleared on A first
+	time.Sleep(2 * time.Millisecond)             // the scan stamps the change; order it
+	sync2(t, a, filepath.Join(t.TempDir(), "x")) // A's scan records the clear now
+	testmail.SetFlags(t, b, "INBOX", m, "SR")    // B: \Answered set later, \Seen kept
+	settle(t, a, b)
+	for _, r := range []string{a, b} {
+		if f := testmail.Flags(t, r, "INBOX", m); f != "R" && f != "RS" {
+			t.Fatalf("%s: flags %q", r, f)
+		}
+	}
+}
+
+func TestExpungeBeatsFlagChange(t *testing.T) {
+	a, b := roots(t)
+	m := testmail.Deliver(t, a, "INBOX", "x")
+	keep := testmail.Deliver(t, a, "INBOX", "y")
+	settle(t, a, b)
+	testmail.Expunge(t, a, "INBOX", m)
+	testmail.SetFlags(t, b, "INBOX", m, "FS")
+	settle(t, a, b)
+	if got := testmail.Files(t, b, "INBOX"); !reflect.DeepEqual(got, []string{keep}) {
+		t.Fatalf("B INBOX = %v, want only %s", got, keep)
+	}
+}
+
+func TestFolderRmRfIsRestored(t *testing.T) {
+	a, b := roots(t)
+	m1 := testmail.Deliver(t, a, "Work", "1")
+	m2 := testmail.Deliver(t, a, "Work", "2")
+	settle(t, a, b)
+	guid := testmail.Uidlist(t, a, "Work").GUID
+	uids := testmail.UIDs(t, a, "Work")
+	if err := os.RemoveAll(testmail.Dir(t, b, "Work")); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, a, b)
+	want := []string{m1, m2}
+	slices.Sort(want)
+	if got := testmail.Files(t, b, "Work"); !reflect.DeepEqual(got, want) {
+		t.Fatalf("B Work = %v, want %v", got, want)
+	}
+	if g := testmail.Uidlist(t, b, "Work").GUID; g != guid {
+		t.Fatalf("restored mailbox has GUID %x, want %x", g, guid)
+	}
+	if u := testmail.UIDs(t, b, "Work"); !reflect.DeepEqual(u, uids) {
+		t.Fatalf("restored UIDs %v, want %v", u, uids)
+	}
+}
+
+func TestWholeRootRmRfIsRestored(t *testing.T) {
+	a, b := roots(t)
+	testmail.Deliver(t, a, "INBOX", "1")
+	testmail.Deliver(t, a, "Work/Projects", "2")
+	settle(t, a, b)
+	snap := testmail.UIDs(t, a, "INBOX")
+	if err := os.RemoveAll(b); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, a, b)
+	if u := testmail.UIDs(t, b, "INBOX"); !reflect.DeepEqual(u, snap) {
+		t.Fatalf("B INBOX UIDs %v, want %v", u, snap)
+	}
+	if u := testmail.UIDs(t, a, "INBOX"); !reflect.DeepEqual(u, snap) {
+		t.Fatalf("A INBOX UIDs changed: %v, want %v", u, snap)
+	}
+}
+
+func TestLostUidlistIsRestoredFromIndex(t *testing.T) {
+	a, b := roots(t)
+	testmail.Deliver(t, a, "Work", "1")
+	testmail.Deliver(t, a, "Work", "2")
+	settle(t, a, b)
+	ul := testmail.Uidlist(t, b, "Work")
+	if err := os.Remove(filepath.Join(testmail.Dir(t, b, "Work"), "dovecot-uidlist")); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, a, b)
+	nu := testmail.Uidlist(t, b, "Work")
+	if nu.GUID != ul.GUID || nu.UIDValidity != ul.UIDValidity {
+		t.Fatalf("uidlist not restored: GUID %x V %d, was %x V %d", nu.GUID, nu.UIDValidity, ul.GUID, ul.UIDValidity)
+	}
+}
+
+func TestLostUidlistAndIndexMerges(t *testing.T) {
+	a, b := roots(t)
+	m1 := testmail.Deliver(t, a, "Work", "1")
+	testmail.Deliver(t, a, "Work", "2")
+	settle(t, a, b)
+	// B loses the uidlist and its index: Dovecot-style regeneration gives a
+	// new GUID; the mailbox merges with A's copy, nothing lost.
+	os.Remove(filepath.Join(testmail.Dir(t, b, "Work"), "dovecot-uidlist"))
+	os.Remove(filepath.Join(b, "twinbox.db"))
+	m3 := testmail.Deliver(t, b, "Work", "3")
+	settle(t, a, b)
+	files := testmail.Files(t, a, "Work")
+	if len(files) != 3 || !slices.Contains(files, m1) || !slices.Contains(files, m3) {
+		t.Fatalf("A Work = %v", files)
+	}
+}
+
+func TestRenameByMvAndByDovecotLog(t *testing.T) {
+	a, b := roots(t)
+	m := testmail.Deliver(t, a, "Old", "x")
+	testmail.Deliver(t, a, "Other", "y")
+	settle(t, a, b)
+	testmail.Rename(t, a, "Old", "New")
+	testmail.Rename(t, b, "Other", "Renamed")
+	settle(t, a, b)
+	for _, r := range []string{a, b} {
+		got := testmail.Mailboxes(t, r)
+		want := []string{"INBOX", "New", "Renamed"}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: mailboxes %v, want %v", r, got, want)
+		}
+		if f := testmail.Files(t, r, "New"); !reflect.DeepEqual(f, []string{m}) {
+			t.Fatalf("%s New = %v", r, f)
+		}
+	}
+}
+
+func TestRenameWhileMailArrivesInOldName(t *testing.T) {
+	a, b := roots(t)
+	testmail.Deliver(t, a, "Old", "x")
+	settle(t, a, b)
+	testmail.Rename(t, a, "Old", "New")
+	late := testmail.Deliver(t, b, "Old", "arrived on B under the old name")
+	settle(t, a, b)
+	for _, r := range []string{a, b} {
+		if got := testmail.Mailboxes(t, r); !reflect.DeepEqual(got, []string{"INBOX", "New"}) {
+			t.Fatalf("%s: mailboxes %v", r, got)
+		}
+		if !slices.Contains(testmail.Files(t, r, "New"), late) {
+			t.Fatalf("%s: late message not in New", r)
+		}
+	}
+}
+
+func TestConcurrentRenames(t *testing.T) {
+	a, b := roots(t)
+	testmail.Deliver(t, a, "X", "x")
+	testmail.Deliver(t, a, "Y", "y")
+	settle(t, a, b)
+	// The same mailbox renamed on both sides: the later rename wins.
+	testmail.Rename(t, a, "X", "FromA")
+	sync2(t, a, filepath.Join(t.TempDir(), "c")) // A's scan stamps its rename first
+	time.Sleep(2 * time.Millisecond)
+	testmail.Rename(t, b, "X", "FromB")
+	// Two mailboxes renamed to one name: one is renamed aside.
+	testmail.Rename(t, a, "Y", "Same")
+	testmail.Deliver(t, b, "Same", "new on B")
+	settle(t, a, b)
+	got := testmail.Mailboxes(t, a)
+	if !slices.Contains(got, "FromB") || slices.Contains(got, "FromA") {
+		t.Fatalf("mailboxes %v: want the later rename FromB", got)
+	}
+	if !slices.Contains(got, "Same") {
+		t.Fatalf("mailboxes %v", got)
+	}
+}
+
+func TestSameFolderCreatedOnBothSides(t *testing.T) {
+	a, b := roots(t)
+	ma := testmail.Deliver(t, a, "Lists", "from A")
+	mb := testmail.Deliver(t, b, "Lists", "from B")
+	settle(t, a, b)
+	want := []string{ma, mb}
+	slices.Sort(want)
+	for _, r := range []string{a, b} {
+		if got := testmail.Files(t, r, "Lists"); !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s Lists = %v, want %v", r, got, want)
+		}
+	}
+}
+
+func TestDeleteWithIntentKeepsUnseenMail(t *testing.T) {
+	a, b := roots(t)
+	testmail.Deliver(t, a, "Proj", "old 1")
+	testmail.Deliver(t, a, "Proj", "old 2")
+	settle(t, a, b)
+	testmail.DeleteWithIntent(t, a, "Proj")
+	late := testmail.Deliver(t, b, "Proj", "arrived on B after the delete")
+	settle(t, a, b)
+	for _, r := range []string{a, b} {
+		if got := testmail.Files(t, r, "Proj"); !reflect.DeepEqual(got, []string{late}) {
+			t.Fatalf("%s Proj = %v, want only the late message", r, got)
+		}
+	}
+}
+
+func TestDeleteWithIntentReplicates(t *testing.T) {
+	a, b := roots(t)
+	testmail.Deliver(t, a, "Proj", "old 1")
+	settle(t, a, b)
+	testmail.DeleteWithIntent(t, a, "Proj")
+	settle(t, a, b)
+	for _, r := range []string{a, b} {
+		if got := testmail.Mailboxes(t, r); !reflect.DeepEqual(got, []string{"INBOX"}) {
+			t.Fatalf("%s: mailboxes %v", r, got)
+		}
+	}
+}
+
+func TestMassExpungeHeld(t *testing.T) {
+	a, b := roots(t)
+	var ms []string
+	for i := 0; i < 60; i++ {
+		ms = append(ms, testmail.Deliver(t, a, "Archive", fmt.Sprint(i)))
+	}
+	settle(t, a, b)
+	for _, m := range ms {
+		testmail.Expunge(t, a, "Archive", m)
+	}
+	s := testmail.Sync(t, a, b, session.Options{})
+	if len(s.Held) != 1 || s.Held[0].Count != 60 {
+		t.Fatalf("held = %+v, want 60 in Archive", s.Held)
+	}
+	if n := len(testmail.Files(t, b, "Archive")); n != 60 {
+		t.Fatalf("B lost %d messages to a held mass expunge", 60-n)
+	}
+	// Still held on the next sync.
+	s = testmail.Sync(t, a, b, session.Options{})
+	if len(s.Held) != 1 {
+		t.Fatalf("held expunges forgotten: %+v", s.Held)
+	}
+	s = testmail.Sync(t, a, b, session.Options{AllowMassExpunge: true})
+	if n := len(testmail.Files(t, b, "Archive")); n != 0 {
+		t.Fatalf("released mass expunge left %d messages on B", n)
+	}
+	testmail.Converged(t, a, b)
+}
+
+func TestKeywordsWithDifferentLetters(t *testing.T) {
+	a, b := roots(t)
+	m := testmail.Deliver(t, a, "INBOX", "x")
+	settle(t, a, b)
+	testmail.WriteKeywords(t, a, "INBOX", []string{"Work", "$Label1"})
+	testmail.WriteKeywords(t, b, "INBOX", []string{"Home", "Work"})
+	testmail.SetFlags(t, a, "INBOX", m, "Sb") // $Label1
+	settle(t, a, b)
+	kb := testmail.Keywords(t, b, "INBOX")
+	f := testmail.Flags(t, b, "INBOX", m)
+	var names []string
+	for _, c := range f {
+		if c >= 'a' && c <= 'z' {
+			names = append(names, kb[c-'a'])
+		}
+	}
+	if !reflect.DeepEqual(names, []string{"$Label1"}) || !strings.Contains(f, "S") {
+		t.Fatalf("B flags %q keywords %v -> %v, want $Label1 and S", f, kb, names)
+	}
+}
+
+func TestMoreThan26Keywords(t *testing.T) {
+	a, b := roots(t)
+	m := testmail.Deliver(t, a, "INBOX", "x")
+	settle(t, a, b)
+	var kw []string
+	var letters []byte
+	for i := 0; i < 26; i++ {
+		kw = append(kw, fmt.Sprintf("kw%02d", i))
+		letters = append(letters, byte('a'+i))
+	}
+	testmail.WriteKeywords(t, a, "INBOX", kw)
+	testmail.SetFlags(t, a, "INBOX", m, string(letters))
+	settle(t, a, b)
+	if f := testmail.Flags(t, b, "INBOX", m); len(f) != 26 {
+		t.Fatalf("B has %d keyword letters, want 26", len(f))
+	}
+}
+
+func TestBackupMakesExactCopy(t *testing.T) {
+	a, b := roots(t)
+	testmail.Deliver(t, a, "INBOX", "1")
+	m := testmail.Deliver(t, a, "Work", "2")
+	testmail.SetFlags(t, a, "Work", m, "S")
+	testmail.Deliver(t, b, "INBOX", "B's own")
+	testmail.Deliver(t, b, "Junk", "B's junk")
+	s := testmail.Sync(t, a, b, session.Options{Backup: true})
+	if s.Changed {
+		t.Fatalf("backup skipped steps: %v", s.ResultB.Skipped)
+	}
+	testmail.Converged(t, a, b)
+	if got := testmail.Mailboxes(t, b); !reflect.DeepEqual(got, []string{"INBOX", "Work"}) {
+		t.Fatalf("B mailboxes %v", got)
+	}
+	s = testmail.Sync(t, a, b, session.Options{Backup: true})
+	if s.ResultB.Added+s.ResultB.Expunged+s.ResultB.Flagged != 0 || s.ResultA.Added+s.ResultA.Expunged != 0 {
+		t.Fatalf("second backup did work: A=%+v B=%+v", s.ResultA, s.ResultB)
+	}
+}
+
+func TestMoveBetweenFoldersIsLinkedNotSent(t *testing.T) {
+	a, b := roots(t)
+	m := testmail.Deliver(t, a, "INBOX", "to be moved")
+	settle(t, a, b)
+	// A client moves it: Dovecot hardlinks (same base name) and expunges.
+	src := testmail.Find(t, a, "INBOX", m)
+	dst := testmail.Dir(t, a, "Archive")
+	os.MkdirAll(filepath.Join(dst, "cur"), 0o700)
+	os.MkdirAll(filepath.Join(dst, "new"), 0o700)
+	os.MkdirAll(filepath.Join(dst, "tmp"), 0o700)
+	if err := os.Link(src, filepath.Join(dst, "cur", filepath.Base(src))); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(src)
+	s := sync2(t, a, b)
+	if s.ResultB.Fetched != 0 || s.ResultB.Linked != 1 {
+		t.Fatalf("move: B fetched %d, linked %d; want 0 and 1", s.ResultB.Fetched, s.ResultB.Linked)
+	}
+	testmail.Converged(t, a, b)
+	assertIdle(t, a, b)
+}
+
+func TestThreeReplicas(t *testing.T) {
+	d := t.TempDir()
+	a, b, c := filepath.Join(d, "a"), filepath.Join(d, "b"), filepath.Join(d, "c")
+	testmail.Deliver(t, a, "INBOX", "a1")
+	testmail.Deliver(t, b, "INBOX", "b1")
+	testmail.Deliver(t, c, "Work", "c1")
+	for i := 0; i < 2; i++ {
+		sync2(t, a, b)
+		sync2(t, b, c)
+		sync2(t, c, a)
+	}
+	testmail.Converged(t, a, b)
+	testmail.Converged(t, b, c)
+}
+
+func TestSyncWithItselfRefused(t *testing.T) {
+	a, _ := roots(t)
+	testmail.Deliver(t, a, "INBOX", "x")
+	sync2(t, a, filepath.Join(t.TempDir(), "scratch")) // gives a its index
+	cp := filepath.Join(t.TempDir(), "copy")
+	if err := os.CopyFS(cp, os.DirFS(a)); err != nil {
+		t.Fatal(err)
+	}
+	// A copied root carries the same index, so the same replica ID.
+	_, err := testmail.TrySync(a, cp, session.Options{})
+	if err == nil || !strings.Contains(err.Error(), "same replica ID") {
+		t.Fatalf("sync with a copy of itself: %v", err)
+	}
+}
