@@ -3,6 +3,8 @@ module github.com/twinbox-mail/twinbox
 go 1.26.8
 
 require (
+	github.com/alecthomas/kong v1.17.0
 	go.etcd.io/bbolt v1.5.0
 	golang.org/x/sys v0.50.0
+	golang.org/x/term v0.48.0
 )

@@ -130,7 +130,9 @@ func uidlistErr(line int, format string, args ...any) error {
 //     accepts it and raises NEXTUID to the last UID + 1, and so does this.
 //   - Record extension fields whose key is not 'A'..'Z' are dropped
 //     (Dovecot drops them with a warning); a version 3 record must have
-//     " :" and a non-empty file name; file names may not contain "/" or NUL.
+//     " :" and a non-empty file name; file names may not contain "/" or NUL
+//     nor start with ":". A CR anywhere but before the "\n" is an error
+//     (Dovecot never lists a file whose name has one).
 //   - When two records name the same base, the earlier one is dropped and
 //     the later UID wins, as in Dovecot.
 //
@@ -139,6 +141,11 @@ func ParseUidlist(data []byte) (*Uidlist, error) {
 	lines := splitLines(data, false)
 	if len(lines) == 0 {
 		return nil, uidlistErr(1, "missing header line")
+	}
+	for i, line := range lines {
+		if strings.IndexByte(line, '\r') >= 0 {
+			return nil, uidlistErr(i+1, "stray CR")
+		}
 	}
 	u := &Uidlist{}
 	hdr := lines[0]
@@ -236,6 +243,9 @@ func ParseUidlist(data []byte) (*Uidlist, error) {
 		}
 		if strings.ContainsAny(rest, "/\x00") {
 			return nil, uidlistErr(lineNo, "UID %d: file name %q contains \"/\" or NUL", uid, rest)
+		}
+		if rest[0] == ':' {
+			return nil, uidlistErr(lineNo, "UID %d: file name %q has an empty base", uid, rest)
 		}
 		rec.FileName = rest
 		base := rec.Base()

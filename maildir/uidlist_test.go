@@ -206,6 +206,10 @@ func TestParseUidlistErrors(t *testing.T) {
 		{hdr + "1 :a/b\n", 2, "contains"},
 		{hdr + "1 :../x\n", 2, "contains"},
 		{hdr + "1 :a\x00b\n", 2, "contains"},
+		{hdr + "1 ::2,S\n", 2, "empty base"},
+		{hdr + "1 :a\r\r\n", 2, "stray CR"},
+		{hdr + "1 :a\rb\n", 2, "stray CR"},
+		{"3 V7 N10 x\r\r\n", 1, "stray CR"},
 		{"1 7 10\n10 a\n", 2, "not below NEXTUID"},
 		{"1 7 10\n3 \n", 2, "empty file name"},
 	}

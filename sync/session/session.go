@@ -21,6 +21,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"time"
@@ -41,6 +42,15 @@ type Options struct {
 	AllowMassExpunge bool     // release held expunges
 	Include          []string // mailbox name patterns (* and %); empty = all
 	Exclude          []string
+	// Progress, if set, hears the size of the transfer once the plan is
+	// known and of every body as it streams.
+	Progress Progress
+}
+
+// Progress receives transfer progress.
+type Progress interface {
+	Planned(messages int, bytes int64)
+	Add(messages int, bytes int64)
 }
 
 // Summary reports a sync.
@@ -140,10 +150,25 @@ func Run(ctx context.Context, a, b replica.Replica, opt Options) (*Summary, erro
 	}
 
 	// Apply: B first (for a remote B that is one streamed exchange), then A.
-	if sum.ResultB, err = b.Apply(ctx, pb, a); err != nil {
+	var srcA, srcB replica.BodySource = a, b
+	if opt.Progress != nil {
+		var n int
+		var bytes int64
+		for _, sp := range []*merge.SidePlan{pa, pb} {
+			for _, bp := range sp.Boxes {
+				for _, ad := range bp.Adds {
+					n++
+					bytes += ad.Msg.Size
+				}
+			}
+		}
+		opt.Progress.Planned(n, bytes)
+		srcA, srcB = &counting{a, opt.Progress}, &counting{b, opt.Progress}
+	}
+	if sum.ResultB, err = b.Apply(ctx, pb, srcA); err != nil {
 		return sum, err
 	}
-	if sum.ResultA, err = a.Apply(ctx, pa, b); err != nil {
+	if sum.ResultA, err = a.Apply(ctx, pa, srcB); err != nil {
 		return sum, err
 	}
 	sum.Changed = sum.ResultA.Changed || sum.ResultB.Changed
@@ -159,6 +184,32 @@ func Run(ctx context.Context, a, b replica.Replica, opt Options) (*Summary, erro
 	}
 	sum.Duration = time.Since(start)
 	return sum, nil
+}
+
+// counting reports bodies as they stream through a BodySource.
+type counting struct {
+	src  replica.BodySource
+	prog Progress
+}
+
+func (c *counting) Fetch(ctx context.Context, refs []replica.BodyRef, fn func(i int, r io.Reader) error) error {
+	return c.src.Fetch(ctx, refs, func(i int, r io.Reader) error {
+		cr := &countReader{r: r}
+		err := fn(i, cr)
+		c.prog.Add(1, cr.n)
+		return err
+	})
+}
+
+type countReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 func where(i replica.Info) string {

@@ -1,0 +1,171 @@
+// Command twinbox keeps a user's mail identical on two or more Maildir
+// replicas, every one of them writable: master/master replication beside a
+// running Dovecot. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kong"
+)
+
+// Exit codes, stable and documented (dsync's, plus 3).
+const (
+	exitOK      = 0
+	exitError   = 1
+	exitChanged = 2 // finished, but the replicas changed during the sync: run again
+	exitHeld    = 3 // finished, but a mass expunge was held back: see the summary
+)
+
+var version = "dev"
+
+const exitHelp = `Exit codes:
+  0  synced (for check: identical)
+  1  error (for check: the replicas differ)
+  2  finished, but changes happened during the sync: run it again
+  3  finished, but a mass expunge was held back (see the summary; release
+     it with --allow-mass-expunge)`
+
+// CLI is the command line.
+type CLI struct {
+	Verbose bool `short:"v" help:"Log what happens (to stderr)." env:"TWINBOX_VERBOSE"`
+
+	Sync    SyncCmd    `cmd:"" help:"Two-way (master/master) sync of two replicas."`
+	Backup  BackupCmd  `cmd:"" help:"One-way: make DST identical to SRC."`
+	Check   CheckCmd   `cmd:"" help:"Report whether two replicas are identical (exit 1 if not)."`
+	Serve   ServeCmd   `cmd:"" help:"Speak the sync protocol on stdin/stdout for one replica (the far end of a sync)."`
+	Demo    DemoCmd    `cmd:"" help:"Make two replicas in a fresh directory, change both, sync, and show the result."`
+	Version VersionCmd `cmd:"" help:"Print the version."`
+}
+
+// exitError carries an exit code out of a command.
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("exit %d", int(e)) }
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	var cli CLI
+	parser, err := kong.New(&cli,
+		kong.Name("twinbox"),
+		kong.Description("Master/master replication of Maildir mail stores, beside Dovecot.\n\n"+exitHelp),
+		kong.UsageOnError(),
+		kong.Exit(func(code int) { panic(exitCode(code)) }),
+	)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "twinbox:", err)
+		return exitError
+	}
+	code := exitOK
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				if c, ok := r.(exitCode); ok {
+					code = int(c)
+					return
+				}
+				panic(r)
+			}
+		}()
+		kctx, err := parser.Parse(args)
+		if err != nil {
+			parser.Errorf("%s", err)
+			code = exitError
+			return
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		level := slog.LevelWarn
+		if cli.Verbose {
+			level = slog.LevelInfo
+		}
+		g := &globals{ctx: ctx, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})), verbose: cli.Verbose}
+		err = kctx.Run(g)
+		var ec exitCode
+		switch {
+		case errors.As(err, &ec):
+			code = int(ec)
+		case err != nil:
+			fmt.Fprintln(os.Stderr, "twinbox:", err)
+			code = exitError
+		}
+	}()
+	return code
+}
+
+// globals is what every command gets.
+type globals struct {
+	ctx     context.Context
+	log     *slog.Logger
+	verbose bool
+}
+
+// VersionCmd prints the version.
+type VersionCmd struct{}
+
+func (VersionCmd) Run(g *globals) error {
+	fmt.Println("twinbox", version)
+	return nil
+}
+
+// syncFlags are shared by sync and backup.
+type syncFlags struct {
+	Exclude          []string      `help:"Skip mailboxes matching PATTERN (* any, % any but /); repeatable." placeholder:"PATTERN" env:"TWINBOX_EXCLUDE"`
+	Include          []string      `help:"Only mailboxes matching PATTERN; repeatable." placeholder:"PATTERN" env:"TWINBOX_INCLUDE"`
+	Full             bool          `help:"Ignore the saved sync state and compare everything." env:"TWINBOX_FULL"`
+	DryRun           bool          `name:"dry-run" help:"Print the plan and change nothing." env:"TWINBOX_DRY_RUN"`
+	LockTimeout      time.Duration `name:"lock-timeout" default:"30s" help:"How long to wait for the replicas' locks." env:"TWINBOX_LOCK_TIMEOUT"`
+	AllowMassExpunge bool          `name:"allow-mass-expunge" help:"Replicate expunges held back as a mass expunge." env:"TWINBOX_ALLOW_MASS_EXPUNGE"`
+	JSON             bool          `name:"json" help:"Print a machine-readable summary on stdout." env:"TWINBOX_JSON"`
+	IndexA           string        `name:"index-a" help:"Index file of the first replica (default: <root>/twinbox.db)." env:"TWINBOX_INDEX_A"`
+	IndexB           string        `name:"index-b" help:"Index file of the second replica (default: <root>/twinbox.db)." env:"TWINBOX_INDEX_B"`
+}
+
+// SyncCmd is `twinbox sync A B`.
+type SyncCmd struct {
+	A string `arg:"" help:"First replica: a Maildir root, maildir:PATH[:LAYOUT=fs][:UTF8], or exec:COMMAND (a program speaking the protocol on stdio)."`
+	B string `arg:"" help:"Second replica, as A."`
+	syncFlags
+}
+
+func (c *SyncCmd) Run(g *globals) error { return runSync(g, c.A, c.B, c.syncFlags, false) }
+
+// BackupCmd is `twinbox backup SRC DST`.
+type BackupCmd struct {
+	Src string `arg:"" help:"Source replica."`
+	Dst string `arg:"" help:"Destination replica: becomes identical to SRC."`
+	syncFlags
+}
+
+func (c *BackupCmd) Run(g *globals) error { return runSync(g, c.Src, c.Dst, c.syncFlags, true) }
+
+// CheckCmd is `twinbox check A B`.
+type CheckCmd struct {
+	A           string        `arg:"" help:"First replica."`
+	B           string        `arg:"" help:"Second replica."`
+	Exclude     []string      `help:"Skip mailboxes matching PATTERN; repeatable." placeholder:"PATTERN"`
+	Include     []string      `help:"Only mailboxes matching PATTERN; repeatable." placeholder:"PATTERN"`
+	LockTimeout time.Duration `name:"lock-timeout" default:"30s" help:"How long to wait for the replicas' locks." env:"TWINBOX_LOCK_TIMEOUT"`
+	JSON        bool          `name:"json" help:"Print the differences as JSON."`
+}
+
+func (c *CheckCmd) Run(g *globals) error { return runCheck(g, c) }
+
+// ServeCmd is `twinbox serve`.
+type ServeCmd struct {
+	Root        string        `required:"" help:"The replica to serve: a Maildir root or maildir:PATH[:LAYOUT=fs][:UTF8]." env:"TWINBOX_ROOT"`
+	Index       string        `help:"Index file (default: <root>/twinbox.db)." env:"TWINBOX_INDEX"`
+	LockTimeout time.Duration `name:"lock-timeout" default:"30s" help:"How long to wait for the replica's lock." env:"TWINBOX_LOCK_TIMEOUT"`
+}
+
+func (c *ServeCmd) Run(g *globals) error { return runServe(g, c) }

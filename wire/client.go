@@ -1,0 +1,269 @@
+package wire
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sync/atomic"
+
+	"github.com/twinbox-mail/twinbox/model"
+	"github.com/twinbox-mail/twinbox/sync/merge"
+	"github.com/twinbox-mail/twinbox/sync/replica"
+)
+
+// Client is a replica on the far side of a connection.
+type Client struct {
+	c      *conn
+	rw     io.ReadWriteCloser
+	info   replica.Info
+	closed atomic.Bool
+	stop   func() bool
+	// RoundTrips counts requests this client sent (each one waits for its
+	// reply; a sync needs the same number whatever the mailbox sizes).
+	RoundTrips int
+}
+
+var _ replica.Replica = (*Client)(nil)
+
+// Dial runs the handshake on rw (already connected) for user, presenting
+// self. Cancelling ctx closes rw, which ends any call in progress.
+func Dial(ctx context.Context, rw io.ReadWriteCloser, user string, self replica.Info) (*Client, error) {
+	cl := &Client{c: newConn(rw), rw: rw}
+	cl.stop = context.AfterFunc(ctx, func() { rw.Close() })
+	if err := cl.c.writeMsg(fHello, hello{Proto: "twinbox", Min: Version, Max: Version, User: user, Replica: self}); err != nil {
+		cl.abort()
+		return nil, fmt.Errorf("handshake: %w", err)
+	}
+	t, b, err := cl.c.readMsg()
+	if err != nil {
+		cl.abort()
+		return nil, fmt.Errorf("handshake: %w", err)
+	}
+	if t != fHello {
+		cl.abort()
+		if t == fError {
+			return nil, fmt.Errorf("peer refused: %s", errText(b))
+		}
+		return nil, protoErr("handshake: got frame %q", t)
+	}
+	var h struct {
+		hello
+		Replica replica.Info `json:"replica"`
+	}
+	if err := json.Unmarshal(b, &h); err != nil {
+		cl.abort()
+		return nil, protoErr("handshake: %v", err)
+	}
+	if h.Error != "" {
+		cl.abort()
+		return nil, fmt.Errorf("peer refused: %s", h.Error)
+	}
+	if h.Proto != "twinbox" || h.Min > Version || h.Max < Version {
+		cl.abort()
+		return nil, protoErr("peer speaks %q versions %d-%d, this build %d", h.Proto, h.Min, h.Max, Version)
+	}
+	cl.info = h.Replica
+	return cl, nil
+}
+
+func errText(b []byte) string {
+	var e errorMsg
+	if json.Unmarshal(b, &e) == nil && e.Message != "" {
+		return e.Message
+	}
+	return string(b)
+}
+
+func (cl *Client) abort() {
+	cl.closed.Store(true)
+	cl.stop()
+	cl.rw.Close()
+}
+
+// Info is the server's replica identity from the handshake.
+func (cl *Client) Info() replica.Info { return cl.info }
+
+// Counters reports frames and bytes each way.
+func (cl *Client) Counters() (framesIn, framesOut, bytesIn, bytesOut int64) {
+	return cl.c.FramesIn, cl.c.FramesOut, cl.c.BytesIn, cl.c.BytesOut
+}
+
+func (cl *Client) send(op string, args any) error {
+	raw, err := json.Marshal(args)
+	if err != nil {
+		return err
+	}
+	cl.RoundTrips++
+	return cl.c.writeMsg(fRequest, request{Op: op, Args: raw})
+}
+
+// reply waits for the reply of the current call.
+func (cl *Client) reply(op string, out any) error {
+	t, b, err := cl.c.readMsg()
+	if err != nil {
+		return fmt.Errorf("peer %s: %s: %w", cl.info.ReplicaID, op, err)
+	}
+	switch t {
+	case fReply:
+		if out == nil {
+			return nil
+		}
+		if err := json.Unmarshal(b, out); err != nil {
+			return protoErr("%s reply: %v", op, err)
+		}
+		return nil
+	case fError:
+		return &PeerError{Op: op, Msg: errText(b)}
+	default:
+		return protoErr("%s: unexpected frame %q", op, t)
+	}
+}
+
+// PeerError is an error the peer reported.
+type PeerError struct{ Op, Msg string }
+
+func (e *PeerError) Error() string { return fmt.Sprintf("peer: %s", e.Msg) }
+
+func (cl *Client) call(op string, args, out any) error {
+	if err := cl.send(op, args); err != nil {
+		return fmt.Errorf("peer %s: %s: %w", cl.info.ReplicaID, op, err)
+	}
+	return cl.reply(op, out)
+}
+
+// Begin asks the server to scan and describe its replica.
+func (cl *Client) Begin(ctx context.Context, req replica.BeginRequest) (*replica.BeginReply, error) {
+	var out replica.BeginReply
+	if err := cl.call("begin", req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Changes fetches records.
+func (cl *Client) Changes(ctx context.Context, req replica.ChangesRequest) (map[model.MailboxGUID]*merge.Contents, error) {
+	out := map[model.MailboxGUID]*merge.Contents{}
+	if err := cl.call("changes", req, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Apply sends the plan; while the server applies it, it fetches the bodies
+// it lacks from src through this connection.
+func (cl *Client) Apply(ctx context.Context, plan *merge.SidePlan, src replica.BodySource) (*replica.ApplyResult, error) {
+	if err := cl.send("apply", plan); err != nil {
+		return nil, fmt.Errorf("peer %s: apply: %w", cl.info.ReplicaID, err)
+	}
+	for {
+		t, b, err := cl.c.readMsg()
+		if err != nil {
+			return nil, fmt.Errorf("peer %s: apply: %w", cl.info.ReplicaID, err)
+		}
+		switch t {
+		case fReply:
+			var out replica.ApplyResult
+			if err := json.Unmarshal(b, &out); err != nil {
+				return nil, protoErr("apply reply: %v", err)
+			}
+			return &out, nil
+		case fError:
+			return nil, &PeerError{Op: "apply", Msg: errText(b)}
+		case fRequest:
+			var rq request
+			if err := json.Unmarshal(b, &rq); err != nil || rq.Op != "fetch" {
+				return nil, protoErr("apply: peer sent request %q", rq.Op)
+			}
+			var refs []replica.BodyRef
+			if err := json.Unmarshal(rq.Args, &refs); err != nil {
+				return nil, protoErr("fetch request: %v", err)
+			}
+			if err := serveBodies(ctx, cl.c, src, refs); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, protoErr("apply: unexpected frame %q", t)
+		}
+	}
+}
+
+// serveBodies streams the bodies of refs from src, then a reply; a failure
+// of src is reported to the peer as an error frame.
+func serveBodies(ctx context.Context, c *conn, src replica.BodySource, refs []replica.BodyRef) error {
+	var werr error
+	err := src.Fetch(ctx, refs, func(i int, r io.Reader) error {
+		if i < 0 || i >= len(refs) {
+			return fmt.Errorf("body index %d out of range", i)
+		}
+		werr = c.writeBody(i, refs[i].Size, r)
+		return werr
+	})
+	if werr != nil {
+		return werr // the stream is broken mid-body: nothing more to say
+	}
+	if err != nil {
+		_ = c.writeMsg(fError, errorMsg{Message: err.Error()})
+		return err
+	}
+	return c.writeMsg(fReply, struct{}{})
+}
+
+// Fetch streams bodies from the server.
+func (cl *Client) Fetch(ctx context.Context, refs []replica.BodyRef, fn func(i int, r io.Reader) error) error {
+	if err := cl.send("fetch", refs); err != nil {
+		return fmt.Errorf("peer %s: fetch: %w", cl.info.ReplicaID, err)
+	}
+	return receiveBodies(cl.c, len(refs), fn)
+}
+
+// receiveBodies reads bodies until the closing reply.
+func receiveBodies(c *conn, n int, fn func(i int, r io.Reader) error) error {
+	for {
+		t, b, err := c.readMsg()
+		if err != nil {
+			return err
+		}
+		switch t {
+		case fReply:
+			return nil
+		case fError:
+			return &PeerError{Op: "fetch", Msg: errText(b)}
+		case fBody:
+			var h bodyHdr
+			if err := json.Unmarshal(b, &h); err != nil {
+				return protoErr("body header: %v", err)
+			}
+			if h.I < 0 || h.I >= n || h.Size < 0 {
+				return protoErr("body header %d/%d of %d bytes", h.I, n, h.Size)
+			}
+			br := &bodyReader{c: c, left: h.Size}
+			if err := fn(h.I, br); err != nil {
+				return err
+			}
+			if err := br.drain(); err != nil {
+				return err
+			}
+		default:
+			return protoErr("fetch: unexpected frame %q", t)
+		}
+	}
+}
+
+// Commit records the sync on the server.
+func (cl *Client) Commit(ctx context.Context, req replica.CommitRequest) error {
+	return cl.call("commit", req, nil)
+}
+
+// Close ends the session: the server releases its replica.
+func (cl *Client) Close() error {
+	if cl.closed.Swap(true) {
+		return nil
+	}
+	err := cl.call("close", struct{}{}, nil)
+	cl.stop()
+	if cerr := cl.rw.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -1,0 +1,165 @@
+package wire
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/twinbox-mail/twinbox/sync/merge"
+	"github.com/twinbox-mail/twinbox/sync/replica"
+)
+
+// Opener opens (and locks) the replica of user for a connecting peer. Its
+// error is sent to the peer, so it must not reveal more than the peer may
+// know.
+type Opener func(ctx context.Context, user string, peer replica.Info) (replica.Replica, error)
+
+// Serve speaks the protocol on rw until the peer closes the session or the
+// stream ends. It never panics on bad input: a malformed frame ends the
+// session with an error.
+func Serve(ctx context.Context, rw io.ReadWriter, open Opener, log *slog.Logger) (err error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := newConn(rw)
+	t, b, err := c.readMsg()
+	if err != nil {
+		return fmt.Errorf("handshake: %w", err)
+	}
+	if t != fHello {
+		return protoErr("handshake: got frame %q", t)
+	}
+	var h struct {
+		hello
+		Replica replica.Info `json:"replica"`
+	}
+	if err := json.Unmarshal(b, &h); err != nil {
+		return protoErr("handshake: %v", err)
+	}
+	if h.Proto != "twinbox" || h.Min > Version || h.Max < Version {
+		msg := fmt.Sprintf("this server speaks twinbox protocol version %d, the client %q %d-%d", Version, h.Proto, h.Min, h.Max)
+		_ = c.writeMsg(fHello, hello{Proto: "twinbox", Min: Version, Max: Version, Error: msg})
+		return protoErr("%s", msg)
+	}
+	rep, err := open(ctx, h.User, h.Replica)
+	if err != nil {
+		_ = c.writeMsg(fHello, hello{Proto: "twinbox", Min: Version, Max: Version, Error: err.Error()})
+		return err
+	}
+	defer func() {
+		if cerr := rep.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	log = log.With("user", h.User, "peer", h.Replica.ReplicaID)
+	if err := c.writeMsg(fHello, hello{Proto: "twinbox", Min: Version, Max: Version, Replica: rep.Info()}); err != nil {
+		return err
+	}
+	cb := &callback{c: c}
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		t, b, err := c.readMsg()
+		if errors.Is(err, io.EOF) {
+			return nil // the peer went away; the next sync converges
+		}
+		if err != nil {
+			return err
+		}
+		if t != fRequest {
+			return protoErr("expected a request, got frame %q", t)
+		}
+		var rq request
+		if err := json.Unmarshal(b, &rq); err != nil {
+			return protoErr("request: %v", err)
+		}
+		var out any
+		var callErr error
+		switch rq.Op {
+		case "begin":
+			var a replica.BeginRequest
+			if callErr = decode(rq.Args, &a); callErr == nil {
+				out, callErr = rep.Begin(ctx, a)
+			}
+		case "changes":
+			var a replica.ChangesRequest
+			if callErr = decode(rq.Args, &a); callErr == nil {
+				out, callErr = rep.Changes(ctx, a)
+			}
+		case "apply":
+			var a merge.SidePlan
+			if callErr = decode(rq.Args, &a); callErr == nil {
+				out, callErr = rep.Apply(ctx, &a, cb)
+				if cb.broken != nil {
+					return cb.broken
+				}
+			}
+		case "fetch":
+			var refs []replica.BodyRef
+			if callErr = decode(rq.Args, &refs); callErr == nil {
+				if err := serveBodies(ctx, c, rep, refs); err != nil {
+					return err
+				}
+				continue
+			}
+		case "commit":
+			var a replica.CommitRequest
+			if callErr = decode(rq.Args, &a); callErr == nil {
+				callErr = rep.Commit(ctx, a)
+				out = struct{}{}
+			}
+		case "close":
+			return c.writeMsg(fReply, struct{}{})
+		default:
+			callErr = protoErr("unknown request %q", rq.Op)
+		}
+		if callErr != nil {
+			log.Warn("request failed", "op", rq.Op, "err", callErr)
+			if err := c.writeMsg(fError, errorMsg{Message: callErr.Error()}); err != nil {
+				return err
+			}
+			if errors.Is(callErr, ErrProtocol) {
+				return callErr
+			}
+			continue
+		}
+		if err := c.writeMsg(fReply, out); err != nil {
+			return err
+		}
+	}
+}
+
+func decode(raw json.RawMessage, v any) error {
+	if err := json.Unmarshal(raw, v); err != nil {
+		return protoErr("arguments: %v", err)
+	}
+	return nil
+}
+
+// callback is the client's body source, reached through the connection
+// while the server applies a plan.
+type callback struct {
+	c      *conn
+	broken error
+}
+
+func (cb *callback) Fetch(ctx context.Context, refs []replica.BodyRef, fn func(i int, r io.Reader) error) error {
+	raw, err := json.Marshal(refs)
+	if err != nil {
+		return err
+	}
+	if err := cb.c.writeMsg(fRequest, request{Op: "fetch", Args: raw}); err != nil {
+		cb.broken = err
+		return err
+	}
+	err = receiveBodies(cb.c, len(refs), fn)
+	var pe *PeerError
+	if err != nil && !errors.As(err, &pe) {
+		cb.broken = err // the stream is out of step: end the session
+	}
+	return err
+}
