@@ -52,6 +52,10 @@ var tmpSeq atomic.Uint64
 // A crash at any step leaves files that the next scan reads as they are.
 func (r *Replica) Apply(ctx context.Context, sp *merge.SidePlan, src replica.BodySource) (*ApplyResult, error) {
 	res := &ApplyResult{}
+	if err := merge.ValidatePlan(sp); err != nil {
+		r.fillEpochs(res)
+		return res, r.wrap("", fmt.Errorf("refusing a plan: %w", err))
+	}
 	prog := r.opt.Progress
 	defer r.fillEpochs(res)
 	if err := r.applyRenames(ctx, sp.Renames, res); err != nil {

@@ -170,11 +170,11 @@ type Mailbox struct {
 	// Epoch changes whenever this replica's record of the mailbox's contents
 	// was reset (directory vanished, control files lost): saved sync state
 	// that names another epoch is stale.
-	Epoch     uint64 `json:"epoch"`
-	Deleted   bool   `json:"deleted,omitempty"`
-	DeletedT  int64  `json:"deleted_t,omitempty"`
-	Special   string `json:"special,omitempty"` // \Trash, \Junk (local hint)
-	Messages  int    `json:"messages"`          // live messages, for reports
+	Epoch    uint64 `json:"epoch"`
+	Deleted  bool   `json:"deleted,omitempty"`
+	DeletedT int64  `json:"deleted_t,omitempty"`
+	Special  string `json:"special,omitempty"` // \Trash, \Junk (local hint)
+	Messages int    `json:"messages"`          // live messages, for reports
 	// Missing marks a live mailbox whose directory vanished without a
 	// recorded delete: its contents were reset and it will be refilled.
 	Missing bool `json:"missing,omitempty"`

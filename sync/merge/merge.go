@@ -62,8 +62,8 @@ func validate(s *Side) error {
 			return fmt.Errorf("mailbox GUID %s listed twice", mb.GUID)
 		}
 		seen[mb.GUID] = true
-		if mb.Name == "" {
-			return fmt.Errorf("mailbox %s has no name", mb.GUID)
+		if err := ValidName(mb.Name); err != nil {
+			return fmt.Errorf("mailbox %s: %w", mb.GUID, err)
 		}
 	}
 	for g, c := range s.Contents {
@@ -73,8 +73,11 @@ func validate(s *Side) error {
 		uids := map[uint32]bool{}
 		guids := map[string]bool{}
 		for _, m := range c.Messages {
-			if m.UID == 0 || m.GUID == "" {
-				return fmt.Errorf("mailbox %s: message with UID %d GUID %q", g, m.UID, m.GUID)
+			if m.UID == 0 {
+				return fmt.Errorf("mailbox %s: message with UID 0", g)
+			}
+			if err := ValidGUID(m.GUID); err != nil {
+				return fmt.Errorf("mailbox %s UID %d: %w", g, m.UID, err)
 			}
 			if uids[m.UID] {
 				return fmt.Errorf("mailbox %s: UID %d listed twice", g, m.UID)
@@ -86,6 +89,9 @@ func validate(s *Side) error {
 			guids[m.GUID] = true
 		}
 		for _, t := range c.Tombstones {
+			if err := ValidGUID(t.GUID); err != nil {
+				return fmt.Errorf("mailbox %s tombstone UID %d: %w", g, t.UID, err)
+			}
 			if t.UID == 0 || uids[t.UID] {
 				return fmt.Errorf("mailbox %s: tombstone for UID %d clashes", g, t.UID)
 			}
