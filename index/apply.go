@@ -620,6 +620,16 @@ func (r *Replica) boxDirForPlan(tx *bolt.Tx, sp *merge.SidePlan, g model.Mailbox
 // setDirtyTmp records which tmp/ directories may hold this process's
 // temporary files, so that a crash leaves nothing behind for long.
 func (r *Replica) setDirtyTmp(dirs []string) error {
+	if len(dirs) == 0 {
+		dirty := false
+		_ = r.store.db.View(func(tx *bolt.Tx) error {
+			dirty = tx.Bucket(bMeta).Get([]byte("dirty_tmp")) != nil
+			return nil
+		})
+		if !dirty {
+			return nil
+		}
+	}
 	return r.store.db.Update(func(tx *bolt.Tx) error {
 		if len(dirs) == 0 {
 			return tx.Bucket(bMeta).Delete([]byte("dirty_tmp"))

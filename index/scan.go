@@ -148,21 +148,8 @@ func (r *Replica) Scan(ctx context.Context) (*ScanResult, error) {
 			return err
 		}
 		for _, b := range all {
-			if b.Deleted {
-				continue
-			}
-			msgs, err := loadMsgs(tx, b.GUID)
-			if err != nil {
-				return err
-			}
-			n := 0
-			for _, m := range msgs {
-				if m.Held {
-					n++
-				}
-			}
-			if n > 0 {
-				res.Held = append(res.Held, replica.HeldInfo{Mailbox: b.Name, Count: n})
+			if !b.Deleted && b.Held > 0 {
+				res.Held = append(res.Held, replica.HeldInfo{Mailbox: b.Name, Count: b.Held})
 			}
 		}
 		return nil
@@ -559,6 +546,13 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 		box.Keywords = kw
 		box.Stamp = st
 		box.Messages = len(seen)
+		box.Held = 0
+		for _, m := range old {
+			if m.Held && !seen[m.UID] && !r.opt.AllowMassExpunge {
+				box.Held++
+			}
+		}
+		box.Held += held
 		return putBox(tx, box)
 	})
 	if err != nil {
@@ -665,11 +659,17 @@ func (r *Replica) scanSubs() (bool, error) {
 	path := filepath.Join(r.loc.Root, "subscriptions")
 	m := mtimeNS(path)
 	changed := false
+	same := false
+	_ = r.store.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bMeta).Get([]byte("subs_stamp"))
+		same = v != nil && string(v) == strconv.FormatInt(m, 10)
+		return nil
+	})
+	if same {
+		return false, nil
+	}
 	err := r.store.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bMeta)
-		if v := meta.Get([]byte("subs_stamp")); v != nil && string(v) == strconv.FormatInt(m, 10) {
-			return nil
-		}
 		var names []string
 		if m != -1 {
 			var err error

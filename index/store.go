@@ -43,6 +43,7 @@ type Box struct {
 	model.Mailbox
 	Dir      string   `json:"dir,omitempty"` // relative to the root; "" is INBOX
 	Keywords []string `json:"keywords,omitempty"`
+	Held     int      `json:"held,omitempty"` // messages held back by the mass-expunge guard
 	Stamp    Stamp    `json:"stamp"`
 }
 

@@ -137,6 +137,11 @@ func tryLock(lockPath string) (*Dotlock, error) {
 	_, _ = crand.Read(rnd[:])
 	token := fmt.Sprintf("twinbox %d %x", os.Getpid(), rnd)
 	_, err = f.WriteString(token)
+	if err == nil {
+		// Run as root, give the lock to the mailbox's owner: Dovecot
+		// watches the lock file with inotify while it waits.
+		err = chownLike(lockPath, "", filepath.Dir(lockPath))
+	}
 	var fi os.FileInfo
 	if err == nil {
 		fi, err = f.Stat()

@@ -24,10 +24,10 @@ type LogType uint8
 
 const (
 	LogDeleteMailbox LogType = 1 // GUID: the mailbox GUID
-	LogDeleteDir     LogType = 2 // GUID: MailboxNameHash of the directory's name
-	LogRename        LogType = 3 // GUID: MailboxNameHash of the new name
-	LogSubscribe     LogType = 4 // GUID: MailboxNameHash of the name
-	LogUnsubscribe   LogType = 5 // GUID: MailboxNameHash of the name
+	LogDeleteDir     LogType = 2 // GUID: MailboxNameHash(name); also follows a delete-mailbox
+	LogRename        LogType = 3 // GUID: MailboxNameHash(new name)
+	LogSubscribe     LogType = 4 // GUID: MailboxNameHash(name)
+	LogUnsubscribe   LogType = 5 // GUID: MailboxNameHash(name)
 	LogCreateDir     LogType = 6 // in Dovecot's enum; its log reader rejects it (see AppendMailboxLog)
 )
 
@@ -179,9 +179,11 @@ func AppendMailboxLog(root string, recs []LogRecord) error {
 }
 
 // MailboxNameHash is Dovecot's mailbox_name_get_sha128: the first 16 bytes
-// of the SHA-1 of a mailbox's storage name (the name as the storage spells
-// it: layout separator, modified UTF-7 unless UTF8). It is the GUID of
-// rename, delete-dir and (un)subscribe records.
+// of the SHA-1 of a mailbox name, the GUID of rename, delete-dir and
+// (un)subscribe records. Dovecot 2.3 hashes the name as IMAP clients see it:
+// UTF-8 (not modified UTF-7), with the namespace's hierarchy separator
+// ("Entwürfe/Sub" with separator "/"; checked against Dovecot 2.3.19). With a
+// namespace separator other than "/", convert the name before hashing.
 func MailboxNameHash(storageName string) [16]byte {
 	sum := sha1.Sum([]byte(storageName))
 	var g [16]byte

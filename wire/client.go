@@ -35,7 +35,7 @@ func Dial(ctx context.Context, rw io.ReadWriteCloser, user string, self replica.
 		cl.abort()
 		return nil, fmt.Errorf("handshake: %w", err)
 	}
-	t, b, err := cl.c.readMsg()
+	t, b, err := cl.c.readMsgLimit(maxHello)
 	if err != nil {
 		cl.abort()
 		return nil, fmt.Errorf("handshake: %w", err)
@@ -60,8 +60,11 @@ func Dial(ctx context.Context, rw io.ReadWriteCloser, user string, self replica.
 		return nil, fmt.Errorf("peer refused: %s", h.Error)
 	}
 	if h.Proto != "twinbox" || h.Min > Version || h.Max < Version {
+		err := protoErr("peer speaks %q versions %d-%d, this build %d", h.Proto, h.Min, h.Max, Version)
+		// Tell the server why we hang up, so that its log says so too.
+		_ = cl.c.writeMsg(fError, errorMsg{Message: fmt.Sprintf("client refused: this client speaks twinbox protocol version %d, the server %q %d-%d", Version, h.Proto, h.Min, h.Max)})
 		cl.abort()
-		return nil, protoErr("peer speaks %q versions %d-%d, this build %d", h.Proto, h.Min, h.Max, Version)
+		return nil, err
 	}
 	cl.info = h.Replica
 	return cl, nil
@@ -214,11 +217,15 @@ func (cl *Client) Fetch(ctx context.Context, refs []replica.BodyRef, fn func(i i
 	if err := cl.send("fetch", refs); err != nil {
 		return fmt.Errorf("peer %s: fetch: %w", cl.info.ReplicaID, err)
 	}
-	return receiveBodies(cl.c, len(refs), fn)
+	return receiveBodies(cl.c, refs, fn)
 }
 
-// receiveBodies reads bodies until the closing reply.
-func receiveBodies(c *conn, n int, fn func(i int, r io.Reader) error) error {
+// receiveBodies reads the bodies of refs until the closing reply. A body
+// must be one that was asked for, at most once, and of the size asked for:
+// a peer cannot make the receiver take more bytes than it expects.
+func receiveBodies(c *conn, refs []replica.BodyRef, fn func(i int, r io.Reader) error) error {
+	n := len(refs)
+	seen := make([]bool, n)
 	for {
 		t, b, err := c.readMsg()
 		if err != nil {
@@ -236,6 +243,13 @@ func receiveBodies(c *conn, n int, fn func(i int, r io.Reader) error) error {
 			}
 			if h.I < 0 || h.I >= n || h.Size < 0 {
 				return protoErr("body header %d/%d of %d bytes", h.I, n, h.Size)
+			}
+			if seen[h.I] {
+				return protoErr("body %d/%d (message %s) sent twice", h.I, n, refs[h.I].GUID)
+			}
+			seen[h.I] = true
+			if h.Size != refs[h.I].Size {
+				return protoErr("body %d/%d (message %s) announced as %d bytes, %d were asked for", h.I, n, refs[h.I].GUID, h.Size, refs[h.I].Size)
 			}
 			br := &bodyReader{c: c, left: h.Size}
 			if err := fn(h.I, br); err != nil {

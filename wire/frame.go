@@ -47,11 +47,22 @@ const (
 	MaxMessage = 512 << 20 // largest JSON message (many parts)
 )
 
+// maxHello bounds the handshake message: a peer that has not yet said who
+// it is cannot make us buffer more than one frame.
+const maxHello = MaxFrame
+
 // ErrProtocol marks a malformed or hostile stream.
 var ErrProtocol = errors.New("protocol error")
 
 func protoErr(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, args...))
+}
+
+// truncated is a stream that ended inside a frame. It is a protocol error
+// that also wraps io.ErrUnexpectedEOF: the peer is gone, so there is no one
+// to tell.
+func truncated(what string) error {
+	return fmt.Errorf("%w: truncated %s: %w", ErrProtocol, what, io.ErrUnexpectedEOF)
 }
 
 // conn reads and writes frames. It is not safe for concurrent use: one
@@ -61,6 +72,7 @@ type conn struct {
 	w   *bufio.Writer
 	hdr [5]byte
 	buf []byte
+	out []byte // body chunk buffer, reused
 	// Counters for reports.
 	FramesIn, FramesOut int64
 	BytesIn, BytesOut   int64
@@ -94,7 +106,7 @@ func (c *conn) flush() error { return c.w.Flush() }
 func (c *conn) readFrame() (byte, []byte, error) {
 	if _, err := io.ReadFull(c.r, c.hdr[:]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return 0, nil, protoErr("truncated frame header")
+			return 0, nil, truncated("frame header")
 		}
 		return 0, nil, err
 	}
@@ -114,7 +126,7 @@ func (c *conn) readFrame() (byte, []byte, error) {
 	c.buf = c.buf[:n]
 	if _, err := io.ReadFull(c.r, c.buf); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return 0, nil, protoErr("truncated frame")
+			return 0, nil, truncated("frame")
 		}
 		return 0, nil, err
 	}
@@ -147,15 +159,18 @@ func (c *conn) writeMsg(t byte, v any) error {
 
 // readMsg reads the next JSON message, joining parts. It returns the
 // frame type of its last part and the raw JSON.
-func (c *conn) readMsg() (byte, []byte, error) {
+func (c *conn) readMsg() (byte, []byte, error) { return c.readMsgLimit(MaxMessage) }
+
+// readMsgLimit is readMsg for a message of at most limit bytes.
+func (c *conn) readMsgLimit(limit int) (byte, []byte, error) {
 	var acc []byte
 	for {
 		t, p, err := c.readFrame()
 		if err != nil {
 			return 0, nil, err
 		}
-		if len(acc)+len(p) > MaxMessage {
-			return 0, nil, protoErr("message exceeds %d bytes", MaxMessage)
+		if len(acc)+len(p) > limit {
+			return 0, nil, protoErr("message exceeds %d bytes", limit)
 		}
 		switch t {
 		case fPart:
@@ -257,7 +272,10 @@ func (c *conn) writeBody(i int, size int64, r io.Reader) error {
 	if err := c.writeFrame(fBody, hb); err != nil {
 		return err
 	}
-	buf := make([]byte, ChunkSize)
+	if c.out == nil {
+		c.out = make([]byte, ChunkSize)
+	}
+	buf := c.out
 	left := size
 	for left > 0 {
 		n, err := io.ReadFull(r, buf[:min(int64(len(buf)), left)])

@@ -19,25 +19,36 @@ type Opener func(ctx context.Context, user string, peer replica.Info) (replica.R
 
 // Serve speaks the protocol on rw until the peer closes the session or the
 // stream ends. It never panics on bad input: a malformed frame ends the
-// session with an error.
+// session with an error, which the peer is told of when it can still listen.
+//
+// Requests must come in the order of a sync (replica.Replica): "begin"
+// first, "changes" before "apply", "apply" before "commit"; "fetch" after
+// "begin". A request out of order is a protocol error.
 func Serve(ctx context.Context, rw io.ReadWriter, open Opener, log *slog.Logger) (err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := newConn(rw)
-	t, b, err := c.readMsg()
+	t, b, err := c.readMsgLimit(maxHello)
 	if err != nil {
+		if errors.Is(err, ErrProtocol) && !errors.Is(err, io.ErrUnexpectedEOF) {
+			_ = c.writeMsg(fError, errorMsg{Message: "handshake: " + err.Error()})
+		}
 		return fmt.Errorf("handshake: %w", err)
 	}
 	if t != fHello {
-		return protoErr("handshake: got frame %q", t)
+		err := protoErr("handshake: got frame %q, want a hello", t)
+		_ = c.writeMsg(fError, errorMsg{Message: err.Error()})
+		return err
 	}
 	var h struct {
 		hello
 		Replica replica.Info `json:"replica"`
 	}
 	if err := json.Unmarshal(b, &h); err != nil {
-		return protoErr("handshake: %v", err)
+		err := protoErr("handshake: %v", err)
+		_ = c.writeMsg(fError, errorMsg{Message: err.Error()})
+		return err
 	}
 	if h.Proto != "twinbox" || h.Min > Version || h.Max < Version {
 		msg := fmt.Sprintf("this server speaks twinbox protocol version %d, the client %q %d-%d", Version, h.Proto, h.Min, h.Max)
@@ -59,6 +70,14 @@ func Serve(ctx context.Context, rw io.ReadWriter, open Opener, log *slog.Logger)
 		return err
 	}
 	cb := &callback{c: c}
+	// What the session has done so far, for the order of requests.
+	var begun, changed, applied bool
+	// refuse ends the session on a protocol error, telling the peer.
+	refuse := func(err error) error {
+		log.Warn("protocol error", "err", err)
+		_ = c.writeMsg(fError, errorMsg{Message: err.Error()})
+		return err
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -68,35 +87,56 @@ func Serve(ctx context.Context, rw io.ReadWriter, open Opener, log *slog.Logger)
 			return nil // the peer went away; the next sync converges
 		}
 		if err != nil {
+			if errors.Is(err, ErrProtocol) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				return refuse(err)
+			}
 			return err
 		}
+		if t == fError {
+			return fmt.Errorf("peer gave up: %s", errText(b))
+		}
 		if t != fRequest {
-			return protoErr("expected a request, got frame %q", t)
+			return refuse(protoErr("expected a request, got frame %q", t))
 		}
 		var rq request
 		if err := json.Unmarshal(b, &rq); err != nil {
-			return protoErr("request: %v", err)
+			return refuse(protoErr("request: %v", err))
 		}
 		var out any
 		var callErr error
+		switch {
+		case rq.Op == "close":
+		case rq.Op != "begin" && !begun:
+			return refuse(protoErr("request %q before \"begin\"", rq.Op))
+		case rq.Op == "apply" && !changed:
+			return refuse(protoErr("request \"apply\" before \"changes\""))
+		case rq.Op == "commit" && !applied:
+			return refuse(protoErr("request \"commit\" before \"apply\""))
+		}
 		switch rq.Op {
 		case "begin":
 			var a replica.BeginRequest
 			if callErr = decode(rq.Args, &a); callErr == nil {
 				out, callErr = rep.Begin(ctx, a)
+				begun = begun || callErr == nil
 			}
 		case "changes":
 			var a replica.ChangesRequest
 			if callErr = decode(rq.Args, &a); callErr == nil {
 				out, callErr = rep.Changes(ctx, a)
+				changed = changed || callErr == nil
 			}
 		case "apply":
 			var a merge.SidePlan
 			if callErr = decode(rq.Args, &a); callErr == nil {
 				out, callErr = rep.Apply(ctx, &a, cb)
 				if cb.broken != nil {
-					return cb.broken
+					// The body stream is out of step (and the peer may
+					// still be writing it): nothing more can be said.
+					log.Warn("apply: body stream broken", "err", cb.broken)
+					return fmt.Errorf("apply: %w", cb.broken)
 				}
+				applied = applied || callErr == nil
 			}
 		case "fetch":
 			var refs []replica.BodyRef
@@ -156,7 +196,7 @@ func (cb *callback) Fetch(ctx context.Context, refs []replica.BodyRef, fn func(i
 		cb.broken = err
 		return err
 	}
-	err = receiveBodies(cb.c, len(refs), fn)
+	err = receiveBodies(cb.c, refs, fn)
 	var pe *PeerError
 	if err != nil && !errors.As(err, &pe) {
 		cb.broken = err // the stream is out of step: end the session

@@ -518,7 +518,10 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 		flags[g] = f
 	}
 
-	finalAlive := len(guids) > 0 || (!bx.deletedOn(0) && !bx.deletedOn(1))
+	// A live mailbox of one side that merges into this one keeps it alive
+	// even when empty: the deleting side never saw it (dropping the merge
+	// here would leave the loser planned nowhere).
+	finalAlive := len(guids) > 0 || bx.losers[0] != nil || bx.losers[1] != nil || (!bx.deletedOn(0) && !bx.deletedOn(1))
 	if !finalAlive {
 		// Deleted on purpose and nothing the deleter never saw survives.
 		for s := 0; s < 2; s++ {

@@ -1,6 +1,7 @@
 package session_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twinbox-mail/twinbox/index"
 	"github.com/twinbox-mail/twinbox/internal/testmail"
+	"github.com/twinbox-mail/twinbox/maildir"
 	"github.com/twinbox-mail/twinbox/sync/session"
 )
 
@@ -478,4 +481,46 @@ func TestSyncWithItselfRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "same replica ID") {
 		t.Fatalf("sync with a copy of itself: %v", err)
 	}
+}
+
+// scan brings a replica's index up to date with its disk, as the start of
+// a sync (or an interrupted one) does.
+func scan(t *testing.T, root string) {
+	t.Helper()
+	r, err := index.Open(context.Background(), maildir.Location{Root: root}, index.Options{LockTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Scan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Found by the property test: a folder deleted with intent on A, rm -rf'd
+// on B and then made anew on B (empty). B's new mailbox merges into the
+// deleted one; the merge must keep it alive and bring it to A in one sync.
+func TestEmptyFolderRecreatedOverDeletedOne(t *testing.T) {
+	a, b := roots(t)
+	if err := maildir.CreateMailboxDirs(testmail.Dir(t, a, "Lists")); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, a, b)
+	if err := os.RemoveAll(testmail.Dir(t, b, "Lists")); err != nil {
+		t.Fatal(err)
+	}
+	testmail.DeleteWithIntent(t, a, "Lists")
+	scan(t, a)
+	scan(t, b)
+	if err := maildir.CreateMailboxDirs(testmail.Dir(t, b, "Lists")); err != nil {
+		t.Fatal(err)
+	}
+	sync2(t, b, a)
+	testmail.Converged(t, a, b)
+	for _, r := range []string{a, b} {
+		if got := testmail.Mailboxes(t, r); !reflect.DeepEqual(got, []string{"INBOX", "Lists"}) {
+			t.Fatalf("%s: mailboxes %v", r, got)
+		}
+	}
+	assertIdle(t, a, b)
 }

@@ -172,7 +172,10 @@ func Run(ctx context.Context, a, b replica.Replica, opt Options) (*Summary, erro
 		return sum, err
 	}
 	sum.Changed = sum.ResultA.Changed || sum.ResultB.Changed
-	if !sum.Changed {
+	// Nothing to do and every mailbox synced from valid saved state: that
+	// state is still right, and a no-change sync writes nothing at all.
+	unchanged := plan.Empty() && sum.Full == 0 && len(keep) > 0
+	if !sum.Changed && !unchanged {
 		id := newSyncID()
 		bases := finalBases(boxesA, boxesB, plan, sum.ResultA.Epochs, sum.ResultB.Epochs)
 		if err := a.Commit(ctx, replica.CommitRequest{Peer: rb.Info, SyncID: id, Bases: bases, PeerEpochs: sum.ResultB.Epochs}); err != nil {

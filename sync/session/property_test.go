@@ -1,0 +1,1043 @@
+package session_test
+
+// The property test of issue 2: random histories on two and three real
+// Maildir replicas, with interrupted syncs, checked against the contract.
+//
+// Every case draws 2 or 3 replicas (roots under /dev/shm when it exists)
+// and runs a random sequence of actions, each on a random replica:
+//
+//   - deliver a message (a unique body token) into INBOX or a folder
+//   - set or clear a system flag, add or remove a keyword (renames in cur/
+//     under Dovecot's dotlock; keywords through dovecot-keywords)
+//   - expunge a message (unlink), move it to another folder (hard link with
+//     the same base name into the target's cur/, keywords translated, then
+//     unlink: what Dovecot does)
+//   - create an empty folder, rename one (mv of the directory), delete one
+//     with intent (Dovecot's DELETE: rm -rf plus a dovecot.mailbox.log
+//     record), rm -rf one without intent, rm -rf the whole root
+//   - lose the index (remove twinbox.db)
+//   - sync a random ordered pair, possibly interrupted by a fault injected
+//     at one step: Begin, Changes, Apply before it starts, a body source
+//     that fails after k bodies, a context cancelled after k bodies, or
+//     Commit of one side (faulty below wraps both sides; one is armed).
+//
+// Checked after every action:
+//
+//   - UIDs: on each replica, a (mailbox GUID, UIDVALIDITY, UID) read from a
+//     dovecot-uidlist never names two message GUIDs over the whole history
+//     (contract §3.1). The map is per replica and forgets only what nothing
+//     on that replica remembers any more: everything when the root is
+//     wiped; mailboxes with no uidlist on disk when the index is lost.
+//   - A message GUID always names one body token, and a token one GUID
+//     (identities converge, §2).
+//   - Nothing is lost by a sync: every message that "must survive" (below)
+//     is on some replica's disk. A successful sync (no error, no steps
+//     skipped) leaves the pair identical (session.Check finds nothing).
+//
+// After the history, pairwise syncs without faults (at most 4 rounds over
+// all pairs) must make every pair identical; then every message that must
+// survive is present on every replica, and one more sync of every pair
+// does nothing and changes no file (§6).
+//
+// What must survive. A token starts as "must survive" and leaves that
+// state only as follows; tokens that left it are not checked (they may be
+// present or gone):
+//
+//   - doomed: it was deliberately destroyed on some replica: expunged, or
+//     on the disk of a folder that replica deleted with intent. (The
+//     contract lets such a message go, and keeps it only when the other
+//     side changed it in ways we do not track, e.g. moved it.)
+//   - excused: an rm -rf (of a folder or of the root) took its last copy:
+//     after that action it is on no replica's disk. Nothing can bring it
+//     back (a body reappearing is itself a failure).
+//   - excused too: it was ever moved (a move is a deliberate expunge of the
+//     source instance, which replicates) and an rm -rf removed one of its
+//     files. Its survival then depended on the copy in the target folder,
+//     which was not deliberately destroyed but may have been the only copy
+//     the expunge does not kill. This is conservative, not exact.
+//
+// Everything else must survive: a message carried out to another replica
+// before its folder was rm -rf'd is restored; index loss loses nothing;
+// mail that arrived on one side of a delete-with-intent that the deleting
+// side never had comes back.
+//
+// Mass expunge: a case delivers at most maxPropMessages (40) messages, so
+// no folder ever loses more than 50 in one scan and the guard (more than 50
+// and more than half) never triggers; AllowMassExpunge is never needed.
+//
+// Budget: propChecks cases by default (about a minute on two cores);
+// -rapid.checks=N overrides it, TWINBOX_LONG=1 multiplies it by 20
+// (TWINBOX_LONG=N, N>1, by N). -rapid.steps sets the average number of
+// actions per case (rapid's default, 30). A failure prints the seed and the
+// shrunk history (-rapid.seed=S reproduces it; mailbox GUIDs are random, so
+// a few failures need a couple of tries).
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"pgregory.net/rapid"
+
+	"github.com/twinbox-mail/twinbox/index"
+	"github.com/twinbox-mail/twinbox/internal/testmail"
+	"github.com/twinbox-mail/twinbox/maildir"
+	"github.com/twinbox-mail/twinbox/model"
+	"github.com/twinbox-mail/twinbox/sync/merge"
+	"github.com/twinbox-mail/twinbox/sync/replica"
+	"github.com/twinbox-mail/twinbox/sync/session"
+)
+
+const (
+	propChecks      = 100
+	maxPropMessages = 40
+	tokenMarker     = "twinbox-prop-token:"
+)
+
+var (
+	propBoxes    = []string{"INBOX", "Work", "Lists", "a", "a/b", "Archive/2024"}
+	propKeywords = []string{"$Label1", "Todo", "Later", "$Forwarded"}
+	propLetters  = []byte("SRFTD")
+)
+
+func TestPropertyRandomHistories(t *testing.T) {
+	setPropChecks(t)
+	base := propBaseDir(t)
+	rapid.Check(t, func(rt *rapid.T) {
+		w := newPropWorld(t, rt, base)
+		rt.Repeat(w.actions())
+		w.finish()
+	})
+}
+
+// setPropChecks sets rapid's number of cases for this test: propChecks
+// unless -rapid.checks or RAPID_CHECKS says otherwise, times the
+// TWINBOX_LONG factor.
+func setPropChecks(t *testing.T) {
+	f := flag.Lookup("rapid.checks")
+	if f == nil {
+		return
+	}
+	old := f.Value.String()
+	n := propChecks
+	if _, ok := os.LookupEnv("RAPID_CHECKS"); ok || explicitFlag("rapid.checks") {
+		n, _ = strconv.Atoi(old)
+	}
+	if v := os.Getenv("TWINBOX_LONG"); v != "" && v != "0" {
+		mult, err := strconv.Atoi(v)
+		if err != nil || mult < 2 {
+			mult = 20
+		}
+		n *= mult
+	}
+	if err := f.Value.Set(strconv.Itoa(n)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Value.Set(old) })
+	// No fail files in the source tree unless asked for: the seed that
+	// rapid prints reproduces a failure.
+	if nf := flag.Lookup("rapid.nofailfile"); nf != nil && !explicitFlag("rapid.nofailfile") {
+		if _, ok := os.LookupEnv("RAPID_NOFAILFILE"); !ok {
+			oldNF := nf.Value.String()
+			_ = nf.Value.Set("true")
+			t.Cleanup(func() { _ = nf.Value.Set(oldNF) })
+		}
+	}
+}
+
+func explicitFlag(name string) bool {
+	set := false
+	flag.Visit(func(fl *flag.Flag) {
+		if fl.Name == name {
+			set = true
+		}
+	})
+	return set
+}
+
+func propBaseDir(t *testing.T) string {
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		if d, err := os.MkdirTemp("/dev/shm", "twinbox-prop-"); err == nil {
+			t.Cleanup(func() { os.RemoveAll(d) })
+			return d
+		}
+	}
+	return t.TempDir()
+}
+
+// propTB lets testmail's helpers (which take a testing.TB) fail the rapid
+// case instead of the whole test.
+type propTB struct {
+	testing.TB
+	rt *rapid.T
+}
+
+func (p propTB) Helper()                           {}
+func (p propTB) Fatal(args ...any)                 { p.rt.Fatal(args...) }
+func (p propTB) Fatalf(format string, args ...any) { p.rt.Fatalf(format, args...) }
+func (p propTB) Error(args ...any)                 { p.rt.Error(args...) }
+func (p propTB) Errorf(format string, args ...any) { p.rt.Errorf(format, args...) }
+func (p propTB) FailNow()                          { p.rt.FailNow() }
+func (p propTB) Fail()                             { p.rt.Fail() }
+func (p propTB) Log(args ...any)                   { p.rt.Log(args...) }
+func (p propTB) Logf(format string, args ...any)   { p.rt.Logf(format, args...) }
+
+type propToken struct {
+	doomed  bool // deliberately destroyed somewhere: may be gone
+	moved   bool // ever the source of a move
+	excused bool // an rm -rf may have taken the copy it depended on
+	gone    bool // on no disk: it can never come back
+}
+
+func (k *propToken) mustSurvive() bool { return !k.doomed && !k.excused }
+
+type propUIDKey struct {
+	replica, incarnation int
+	box                  [16]byte
+	uidValidity, uid     uint32
+}
+
+type propWorld struct {
+	rt     *rapid.T
+	tb     testing.TB
+	roots  []string
+	incarn []int
+	toks   map[string]*propToken
+	next   int
+	uids   map[propUIDKey]string
+	// message GUID <-> token, over the whole history
+	guidTok map[string]string
+	tokGUID map[string]string
+	step    int
+}
+
+func newPropWorld(t *testing.T, rt *rapid.T, base string) *propWorld {
+	n := rapid.IntRange(2, 3).Draw(rt, "replicas")
+	dir, err := os.MkdirTemp(base, "case-")
+	if err != nil {
+		rt.Fatal(err)
+	}
+	rt.Cleanup(func() { os.RemoveAll(dir) })
+	w := &propWorld{
+		rt: rt, tb: propTB{TB: t, rt: rt},
+		toks: map[string]*propToken{}, uids: map[propUIDKey]string{},
+		guidTok: map[string]string{}, tokGUID: map[string]string{},
+		incarn: make([]int, n),
+	}
+	for i := 0; i < n; i++ {
+		w.roots = append(w.roots, filepath.Join(dir, string(rune('A'+i))))
+	}
+	return w
+}
+
+func (w *propWorld) name(r int) string { return string(rune('A' + r)) }
+
+func (w *propWorld) logf(format string, args ...any) {
+	w.step++
+	w.rt.Logf("%3d: %s", w.step, fmt.Sprintf(format, args...))
+}
+
+func (w *propWorld) actions() map[string]func(*rapid.T) {
+	return map[string]func(*rapid.T){
+		"":             func(*rapid.T) { w.check() },
+		"deliver":      w.deliver,
+		"deliver2":     w.deliver,
+		"flag":         w.flag,
+		"keyword":      w.keyword,
+		"expunge":      w.expunge,
+		"move":         w.move,
+		"create":       w.create,
+		"rename":       w.rename,
+		"deleteIntent": w.deleteIntent,
+		"rmrf":         w.rmrf,
+		"wipeRoot":     w.wipe,
+		"loseIndex":    w.loseIndex,
+		"sync":         w.syncAction,
+		"sync2":        w.syncAction,
+		"sync3":        w.syncAction,
+		"sync4":        w.syncAction,
+	}
+}
+
+// ---- the disk as it is ----
+
+type propMsg struct {
+	replica int
+	box     string // mailbox name
+	dir     string // mailbox directory
+	sub     string // cur or new
+	file    string
+	base    string
+	guid    string // from the uidlist; the base when not listed yet
+	tok     string
+}
+
+func (m propMsg) path() string { return filepath.Join(m.dir, m.sub, m.file) }
+
+type propBox struct {
+	name string
+	dir  string
+	ul   *maildir.Uidlist // nil when missing
+}
+
+func (w *propWorld) boxes(r int) []propBox {
+	ds, err := maildir.Location{Root: w.roots[r]}.ListMailboxes()
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		w.rt.Fatal(err)
+	}
+	var out []propBox
+	for _, d := range ds {
+		b := propBox{name: d.Name, dir: d.Dir}
+		ul, _, err := maildir.ReadUidlist(d.Dir)
+		if err == nil {
+			b.ul = ul
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			w.rt.Fatalf("replica %s mailbox %q: %v", w.name(r), d.Name, err)
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+func (w *propWorld) hasBox(r int, name string) bool {
+	for _, b := range w.boxes(r) {
+		if b.name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// msgs lists replica r's message files, in mailbox and file name order.
+func (w *propWorld) msgs(r int) []propMsg {
+	var out []propMsg
+	for _, b := range w.boxes(r) {
+		guids := map[string]string{}
+		if b.ul != nil {
+			for _, rec := range b.ul.Records {
+				guids[rec.Base()] = rec.GUID()
+			}
+		}
+		for _, sub := range []string{"cur", "new"} {
+			ents, _ := os.ReadDir(filepath.Join(b.dir, sub))
+			for _, e := range ents {
+				fn, err := maildir.ParseFileName(e.Name())
+				if err != nil {
+					continue
+				}
+				m := propMsg{replica: r, box: b.name, dir: b.dir, sub: sub, file: e.Name(), base: fn.Base}
+				data, err := os.ReadFile(m.path())
+				if err != nil {
+					w.rt.Fatal(err)
+				}
+				i := bytes.Index(data, []byte(tokenMarker))
+				if i < 0 {
+					w.rt.Fatalf("replica %s: %s has no token", w.name(r), m.path())
+				}
+				tok := data[i+len(tokenMarker):]
+				if j := bytes.IndexByte(tok, '\r'); j >= 0 {
+					tok = tok[:j]
+				}
+				m.tok = string(tok)
+				m.guid = m.base
+				if g, ok := guids[m.base]; ok {
+					m.guid = g
+				}
+				out = append(out, m)
+			}
+		}
+	}
+	return out
+}
+
+// where maps each token to the replicas whose disks hold it.
+func (w *propWorld) where() map[string][]int {
+	out := map[string][]int{}
+	for r := range w.roots {
+		seen := map[string]bool{}
+		for _, m := range w.msgs(r) {
+			if !seen[m.tok] {
+				seen[m.tok] = true
+				out[m.tok] = append(out[m.tok], r)
+			}
+		}
+	}
+	return out
+}
+
+// ---- invariants ----
+
+func (w *propWorld) check() {
+	for r := range w.roots {
+		for _, b := range w.boxes(r) {
+			if b.ul == nil {
+				continue
+			}
+			for _, rec := range b.ul.Records {
+				k := propUIDKey{replica: r, incarnation: w.incarn[r], box: b.ul.GUID, uidValidity: b.ul.UIDValidity, uid: rec.UID}
+				g := rec.GUID()
+				if old, ok := w.uids[k]; ok && old != g {
+					w.rt.Fatalf("replica %s mailbox %q (%x, UIDVALIDITY %d): UID %d named %s, now names %s",
+						w.name(r), b.name, b.ul.GUID, b.ul.UIDValidity, rec.UID, w.describeGUID(old), w.describeGUID(g))
+				}
+				w.uids[k] = g
+			}
+		}
+		for _, m := range w.msgs(r) {
+			if t, ok := w.guidTok[m.guid]; ok && t != m.tok {
+				w.rt.Fatalf("replica %s %s: message GUID %s holds %s, earlier %s", w.name(r), m.path(), m.guid, m.tok, t)
+			}
+			w.guidTok[m.guid] = m.tok
+			if g, ok := w.tokGUID[m.tok]; ok && g != m.guid {
+				w.rt.Fatalf("replica %s %s: %s has GUID %s, earlier %s", w.name(r), m.path(), m.tok, m.guid, g)
+			}
+			w.tokGUID[m.tok] = m.guid
+		}
+	}
+	where := w.where()
+	for _, tok := range w.tokens() {
+		k := w.toks[tok]
+		if k.gone && len(where[tok]) > 0 {
+			w.rt.Fatalf("%s was gone from every replica and came back", tok)
+		}
+		if k.mustSurvive() && len(where[tok]) == 0 {
+			w.rt.Fatalf("%s (must survive) is on no replica any more", tok)
+		}
+		if len(where[tok]) == 0 {
+			k.gone = true
+		}
+	}
+}
+
+func (w *propWorld) describeGUID(g string) string {
+	if t, ok := w.guidTok[g]; ok {
+		return fmt.Sprintf("%s (%s)", g, t)
+	}
+	return g
+}
+
+func (w *propWorld) tokens() []string {
+	out := make([]string, 0, len(w.toks))
+	for t := range w.toks {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// excuse marks what an rm -rf took: tokens now on no disk, and moved
+// tokens that lost a file (removed lists the tokens of the removed files).
+func (w *propWorld) excuse(removed []string) {
+	where := w.where()
+	for _, tok := range removed {
+		if k := w.toks[tok]; k.moved && !k.excused {
+			k.excused = true
+			w.rt.Logf("     %s excused (moved, and a copy was rm -rf'd)", tok)
+		}
+	}
+	for _, tok := range w.tokens() {
+		if k := w.toks[tok]; !k.gone && len(where[tok]) == 0 {
+			k.gone = true
+			if !k.excused {
+				k.excused = true
+				w.rt.Logf("     %s excused (its last copy was rm -rf'd)", tok)
+			}
+		}
+	}
+}
+
+// ---- actions ----
+
+func (w *propWorld) drawReplica(t *rapid.T) int {
+	return rapid.IntRange(0, len(w.roots)-1).Draw(t, "replica")
+}
+
+func (w *propWorld) drawMsg(t *rapid.T, r int) propMsg {
+	ms := w.msgs(r)
+	if len(ms) == 0 {
+		t.Skip("no message")
+	}
+	return ms[rapid.IntRange(0, len(ms)-1).Draw(t, "msg")]
+}
+
+func (w *propWorld) drawFolder(t *rapid.T, r int) propBox {
+	var fs []propBox
+	for _, b := range w.boxes(r) {
+		if b.name != "INBOX" {
+			fs = append(fs, b)
+		}
+	}
+	if len(fs) == 0 {
+		t.Skip("no folder")
+	}
+	return fs[rapid.IntRange(0, len(fs)-1).Draw(t, "folder")]
+}
+
+func (w *propWorld) deliver(t *rapid.T) {
+	r := w.drawReplica(t)
+	box := rapid.SampledFrom(propBoxes).Draw(t, "box")
+	if w.next >= maxPropMessages {
+		t.Skip("enough messages")
+	}
+	tok := fmt.Sprintf("m%02d", w.next)
+	w.next++
+	w.toks[tok] = &propToken{}
+	base := testmail.Deliver(w.tb, w.roots[r], box, tokenMarker+tok)
+	w.logf("%s: deliver %s to %q (%s)", w.name(r), tok, box, base)
+}
+
+// relabel renames a message file, under the uidlist dotlock, to carry the
+// flags change makes of its current ones.
+func (w *propWorld) relabel(m propMsg, change func(fn maildir.FileName, kw []string) (maildir.FileName, []string)) {
+	lk, err := maildir.LockUidlist(context.Background(), m.dir, 10*time.Second)
+	if err != nil {
+		w.rt.Fatal(err)
+	}
+	defer lk.Unlock()
+	kw, _, err := maildir.ReadKeywords(m.dir)
+	if err != nil {
+		w.rt.Fatal(err)
+	}
+	fn, err := maildir.ParseFileName(m.file)
+	if err != nil {
+		w.rt.Fatal(err)
+	}
+	nfn, nkw := change(fn, kw)
+	if len(nkw) != len(kw) {
+		if err := maildir.WriteKeywords(m.dir, nkw); err != nil {
+			w.rt.Fatal(err)
+		}
+	}
+	nf := nfn.WithFlags(nfn.Flags, nfn.Keywords)
+	if err := os.Rename(m.path(), filepath.Join(m.dir, "cur", nf.String())); err != nil {
+		w.rt.Fatal(err)
+	}
+}
+
+func (w *propWorld) flag(t *rapid.T) {
+	r := w.drawReplica(t)
+	m := w.drawMsg(t, r)
+	letter := rapid.SampledFrom(propLetters).Draw(t, "letter")
+	set := rapid.Bool().Draw(t, "set")
+	w.logf("%s: %s %c on %s in %q", w.name(r), setWord(set), letter, m.tok, m.box)
+	w.relabel(m, func(fn maildir.FileName, kw []string) (maildir.FileName, []string) {
+		bit := letterFlag(letter)
+		if set {
+			fn.Flags |= bit
+		} else {
+			fn.Flags &^= bit
+		}
+		return fn, kw
+	})
+}
+
+func letterFlag(c byte) maildir.Flags {
+	switch c {
+	case 'D':
+		return maildir.FlagDraft
+	case 'F':
+		return maildir.FlagFlagged
+	case 'R':
+		return maildir.FlagReplied
+	case 'S':
+		return maildir.FlagSeen
+	case 'T':
+		return maildir.FlagTrashed
+	}
+	panic("no flag " + string(c))
+}
+
+func setWord(set bool) string {
+	if set {
+		return "set"
+	}
+	return "clear"
+}
+
+func (w *propWorld) keyword(t *rapid.T) {
+	r := w.drawReplica(t)
+	m := w.drawMsg(t, r)
+	name := rapid.SampledFrom(propKeywords).Draw(t, "keyword")
+	set := rapid.Bool().Draw(t, "set")
+	w.logf("%s: %s keyword %s on %s in %q", w.name(r), setWord(set), name, m.tok, m.box)
+	w.relabel(m, func(fn maildir.FileName, kw []string) (maildir.FileName, []string) {
+		i := -1
+		for j, k := range kw {
+			if k == name {
+				i = j
+			}
+		}
+		if i < 0 {
+			if !set {
+				return fn, kw
+			}
+			kw = append(append([]string(nil), kw...), name)
+			i = len(kw) - 1
+		}
+		if i < 26 {
+			if set {
+				fn.Keywords |= 1 << i
+			} else {
+				fn.Keywords &^= 1 << i
+			}
+		}
+		return fn, kw
+	})
+}
+
+func (w *propWorld) expunge(t *rapid.T) {
+	r := w.drawReplica(t)
+	m := w.drawMsg(t, r)
+	w.logf("%s: expunge %s from %q", w.name(r), m.tok, m.box)
+	if err := os.Remove(m.path()); err != nil {
+		w.rt.Fatal(err)
+	}
+	w.toks[m.tok].doomed = true
+}
+
+func (w *propWorld) move(t *rapid.T) {
+	r := w.drawReplica(t)
+	m := w.drawMsg(t, r)
+	var targets []propBox
+	for _, b := range w.boxes(r) {
+		if b.name != m.box {
+			targets = append(targets, b)
+		}
+	}
+	if len(targets) == 0 {
+		t.Skip("no other mailbox")
+	}
+	dst := targets[rapid.IntRange(0, len(targets)-1).Draw(t, "target")]
+	for _, o := range w.msgs(r) {
+		if o.box == dst.name && o.base == m.base {
+			t.Skip("target holds the base name")
+		}
+	}
+	w.logf("%s: move %s from %q to %q", w.name(r), m.tok, m.box, dst.name)
+	// Keywords by name: the target's letters may differ.
+	srcKw, _, err := maildir.ReadKeywords(m.dir)
+	if err != nil {
+		w.rt.Fatal(err)
+	}
+	lk, err := maildir.LockUidlist(context.Background(), dst.dir, 10*time.Second)
+	if err != nil {
+		w.rt.Fatal(err)
+	}
+	dstKw, _, err := maildir.ReadKeywords(dst.dir)
+	if err != nil {
+		lk.Unlock()
+		w.rt.Fatal(err)
+	}
+	n := len(dstKw)
+	fn, _ := maildir.ParseFileName(m.file)
+	var bits uint32
+	for i := 0; i < 26 && i < len(srcKw); i++ {
+		if fn.Keywords&(1<<i) == 0 {
+			continue
+		}
+		j := -1
+		for k, name := range dstKw {
+			if name == srcKw[i] {
+				j = k
+			}
+		}
+		if j < 0 {
+			dstKw = append(dstKw, srcKw[i])
+			j = len(dstKw) - 1
+		}
+		if j < 26 {
+			bits |= 1 << j
+		}
+	}
+	if len(dstKw) != n {
+		if err := maildir.WriteKeywords(dst.dir, dstKw); err != nil {
+			lk.Unlock()
+			w.rt.Fatal(err)
+		}
+	}
+	nf := fn.WithFlags(fn.Flags, bits)
+	err = os.Link(m.path(), filepath.Join(dst.dir, "cur", nf.String()))
+	lk.Unlock()
+	if err != nil {
+		w.rt.Fatal(err)
+	}
+	if err := os.Remove(m.path()); err != nil {
+		w.rt.Fatal(err)
+	}
+	w.toks[m.tok].moved = true
+}
+
+func (w *propWorld) create(t *rapid.T) {
+	r := w.drawReplica(t)
+	name := rapid.SampledFrom(propBoxes[1:]).Draw(t, "name")
+	if w.hasBox(r, name) {
+		t.Skip("exists")
+	}
+	w.logf("%s: create %q", w.name(r), name)
+	if err := maildir.CreateMailboxDirs(testmail.Dir(w.tb, w.roots[r], name)); err != nil {
+		w.rt.Fatal(err)
+	}
+}
+
+func (w *propWorld) rename(t *rapid.T) {
+	r := w.drawReplica(t)
+	b := w.drawFolder(t, r)
+	to := rapid.SampledFrom(propBoxes[1:]).Draw(t, "to")
+	dst := testmail.Dir(w.tb, w.roots[r], to)
+	if _, err := os.Lstat(dst); err == nil {
+		t.Skip("target exists")
+	}
+	w.logf("%s: mv %q %q", w.name(r), b.name, to)
+	if err := os.Rename(b.dir, dst); err != nil {
+		w.rt.Fatal(err)
+	}
+}
+
+func (w *propWorld) deleteIntent(t *rapid.T) {
+	r := w.drawReplica(t)
+	b := w.drawFolder(t, r)
+	if b.ul == nil || b.ul.GUID == [16]byte{} {
+		t.Skip("no uidlist: Dovecot never knew it")
+	}
+	var gone []string
+	for _, m := range w.msgs(r) {
+		if m.box == b.name {
+			w.toks[m.tok].doomed = true
+			gone = append(gone, m.tok)
+		}
+	}
+	w.logf("%s: DELETE %q (%x) with %v", w.name(r), b.name, b.ul.GUID, gone)
+	testmail.DeleteWithIntent(w.tb, w.roots[r], b.name)
+}
+
+func (w *propWorld) rmrf(t *rapid.T) {
+	r := w.drawReplica(t)
+	b := w.drawFolder(t, r)
+	var gone []string
+	for _, m := range w.msgs(r) {
+		if m.box == b.name {
+			gone = append(gone, m.tok)
+		}
+	}
+	w.logf("%s: rm -rf %q with %v", w.name(r), b.name, gone)
+	if err := os.RemoveAll(b.dir); err != nil {
+		w.rt.Fatal(err)
+	}
+	w.excuse(gone)
+}
+
+func (w *propWorld) wipe(t *rapid.T) {
+	r := w.drawReplica(t)
+	var gone []string
+	for _, m := range w.msgs(r) {
+		gone = append(gone, m.tok)
+	}
+	w.logf("%s: rm -rf the whole root with %v", w.name(r), gone)
+	if err := os.RemoveAll(w.roots[r]); err != nil {
+		w.rt.Fatal(err)
+	}
+	w.incarn[r]++ // nothing on this replica remembers its UIDs
+	w.excuse(gone)
+}
+
+func (w *propWorld) loseIndex(t *rapid.T) {
+	r := w.drawReplica(t)
+	p := filepath.Join(w.roots[r], index.DBName)
+	if _, err := os.Stat(p); err != nil {
+		t.Skip("no index")
+	}
+	w.logf("%s: rm twinbox.db", w.name(r))
+	if err := os.Remove(p); err != nil {
+		w.rt.Fatal(err)
+	}
+	// UIDs of mailboxes with no uidlist on disk are remembered by nothing.
+	onDisk := map[[16]byte]bool{}
+	for _, b := range w.boxes(r) {
+		if b.ul != nil {
+			onDisk[b.ul.GUID] = true
+		}
+	}
+	for k := range w.uids {
+		if k.replica == r && k.incarnation == w.incarn[r] && !onDisk[k.box] {
+			delete(w.uids, k)
+		}
+	}
+}
+
+// ---- syncs ----
+
+type faultKind int
+
+const (
+	faultNone    faultKind = iota
+	faultBegin             // Begin fails
+	faultChanges           // Changes fails
+	faultApply             // Apply fails before it starts
+	faultFetch             // the body source fails after k bodies
+	faultCancel            // Apply's context is cancelled after k bodies
+	faultCommit            // Commit fails (side 0: neither commits; side 1: only A)
+)
+
+var faultNames = []string{"none", "Begin", "Changes", "Apply", "Fetch", "cancel", "Commit"}
+
+type faultSpec struct {
+	kind faultKind
+	side int // 0: the replica passed as a, 1: as b
+	k    int // bodies before the fault
+}
+
+func (f faultSpec) String() string {
+	if f.kind == faultNone {
+		return "no fault"
+	}
+	return fmt.Sprintf("fault %s on side %d after %d bodies", faultNames[f.kind], f.side, f.k)
+}
+
+var errInjected = errors.New("injected fault")
+
+// faulty wraps a replica and, when armed, fails at the step its spec names.
+type faulty struct {
+	replica.Replica
+	spec  faultSpec
+	armed bool
+	fired *bool
+}
+
+func (f *faulty) on(k faultKind) bool { return f.armed && f.spec.kind == k }
+
+func (f *faulty) fire() error {
+	*f.fired = true
+	return errInjected
+}
+
+func (f *faulty) Begin(ctx context.Context, req replica.BeginRequest) (*replica.BeginReply, error) {
+	if f.on(faultBegin) {
+		return nil, f.fire()
+	}
+	return f.Replica.Begin(ctx, req)
+}
+
+func (f *faulty) Changes(ctx context.Context, req replica.ChangesRequest) (map[model.MailboxGUID]*merge.Contents, error) {
+	if f.on(faultChanges) {
+		return nil, f.fire()
+	}
+	return f.Replica.Changes(ctx, req)
+}
+
+func (f *faulty) Apply(ctx context.Context, plan *merge.SidePlan, src replica.BodySource) (*replica.ApplyResult, error) {
+	if f.on(faultApply) {
+		return nil, f.fire()
+	}
+	if f.on(faultCancel) {
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stop := func() { *f.fired = true; cancel() }
+		if f.spec.k == 0 {
+			stop()
+		}
+		ctx, src = cctx, &cancelAfter{src: src, k: f.spec.k, stop: stop}
+	}
+	return f.Replica.Apply(ctx, plan, src)
+}
+
+func (f *faulty) Fetch(ctx context.Context, refs []replica.BodyRef, fn func(i int, r io.Reader) error) error {
+	if !f.on(faultFetch) {
+		return f.Replica.Fetch(ctx, refs, fn)
+	}
+	n := 0
+	errStop := errors.New("stop")
+	err := f.Replica.Fetch(ctx, refs, func(i int, r io.Reader) error {
+		if n >= f.spec.k {
+			return errStop
+		}
+		n++
+		return fn(i, r)
+	})
+	if errors.Is(err, errStop) {
+		return f.fire()
+	}
+	return err
+}
+
+func (f *faulty) Commit(ctx context.Context, req replica.CommitRequest) error {
+	if f.on(faultCommit) {
+		return f.fire()
+	}
+	return f.Replica.Commit(ctx, req)
+}
+
+// cancelAfter is a body source that calls stop after k bodies.
+type cancelAfter struct {
+	src  replica.BodySource
+	k, n int
+	stop func()
+}
+
+func (c *cancelAfter) Fetch(ctx context.Context, refs []replica.BodyRef, fn func(i int, r io.Reader) error) error {
+	return c.src.Fetch(ctx, refs, func(i int, r io.Reader) error {
+		err := fn(i, r)
+		c.n++
+		if c.n == c.k {
+			c.stop()
+		}
+		return err
+	})
+}
+
+func (w *propWorld) open(r int) *index.Replica {
+	rep, err := index.Open(context.Background(), maildir.Location{Root: w.roots[r]}, index.Options{LockTimeout: 5 * time.Second})
+	if err != nil {
+		w.rt.Fatalf("opening %s: %v", w.name(r), err)
+	}
+	return rep
+}
+
+// sync runs one sync of a and b with the fault f and reports whether it
+// succeeded without skipping anything.
+func (w *propWorld) sync(a, b int, f faultSpec) bool {
+	ra, rb := w.open(a), w.open(b)
+	defer ra.Close()
+	defer rb.Close()
+	fired := false
+	wa := &faulty{Replica: ra, spec: f, armed: f.kind != faultNone && f.side == 0, fired: &fired}
+	wb := &faulty{Replica: rb, spec: f, armed: f.kind != faultNone && f.side == 1, fired: &fired}
+	sum, err := session.Run(context.Background(), wa, wb, session.Options{})
+	switch {
+	case err != nil && !fired:
+		w.rt.Fatalf("sync %s %s (%v): %v", w.name(a), w.name(b), f, err)
+	case err != nil:
+		w.rt.Logf("     interrupted: %v", err)
+		return false
+	}
+	if sum.Changed {
+		w.rt.Logf("     changed during sync: %v %v", sum.ResultA.Skipped, sum.ResultB.Skipped)
+		return false
+	}
+	if len(sum.Held) > 0 {
+		w.rt.Fatalf("sync %s %s: mass expunge held: %+v", w.name(a), w.name(b), sum.Held)
+	}
+	return true
+}
+
+func (w *propWorld) diffs(a, b int) []string {
+	ra, rb := w.open(a), w.open(b)
+	defer ra.Close()
+	defer rb.Close()
+	d, err := session.Check(context.Background(), ra, rb, session.Options{})
+	if err != nil {
+		w.rt.Fatalf("check %s %s: %v", w.name(a), w.name(b), err)
+	}
+	return d
+}
+
+func (w *propWorld) syncAction(t *rapid.T) {
+	a := w.drawReplica(t)
+	b := rapid.IntRange(0, len(w.roots)-2).Draw(t, "peer")
+	if b >= a {
+		b++
+	}
+	var f faultSpec
+	if rapid.IntRange(0, 1).Draw(t, "faulty") == 1 {
+		f.kind = faultKind(rapid.IntRange(int(faultBegin), int(faultCommit)).Draw(t, "fault"))
+		f.side = rapid.IntRange(0, 1).Draw(t, "side")
+		if f.kind == faultFetch || f.kind == faultCancel {
+			f.k = rapid.IntRange(0, 3).Draw(t, "k")
+		}
+	}
+	w.logf("sync %s %s (%v)", w.name(a), w.name(b), f)
+	if w.sync(a, b, f) {
+		if d := w.diffs(a, b); len(d) > 0 {
+			w.rt.Fatalf("a successful sync left %s and %s different:\n%s", w.name(a), w.name(b), strings.Join(d, "\n"))
+		}
+	}
+}
+
+// finish converges every pair and checks what must survive.
+func (w *propWorld) finish() {
+	n := len(w.roots)
+	converged := false
+	var diffs []string
+	for round := 0; round < 4 && !converged; round++ {
+		for a := 0; a < n; a++ {
+			for b := a + 1; b < n; b++ {
+				w.logf("final sync %s %s", w.name(a), w.name(b))
+				w.sync(a, b, faultSpec{})
+				w.check()
+			}
+		}
+		converged = true
+		diffs = nil
+		for a := 0; a < n; a++ {
+			for b := a + 1; b < n; b++ {
+				if d := w.diffs(a, b); len(d) > 0 {
+					converged = false
+					diffs = append(diffs, fmt.Sprintf("%s %s:", w.name(a), w.name(b)))
+					diffs = append(diffs, d...)
+				}
+			}
+		}
+	}
+	if !converged {
+		w.rt.Fatalf("not converged after 4 rounds:\n%s", strings.Join(diffs, "\n"))
+	}
+	where := w.where()
+	for _, tok := range w.tokens() {
+		if w.toks[tok].mustSurvive() && len(where[tok]) != n {
+			w.rt.Fatalf("%s must survive but is only on %v", tok, where[tok])
+		}
+	}
+	// Idle: another sync of every pair does nothing and changes no file.
+	var before []string
+	for r := range w.roots {
+		before = append(before, propSnapshot(w.roots[r]))
+	}
+	for a := 0; a < n; a++ {
+		for b := a + 1; b < n; b++ {
+			ra, rb := w.open(a), w.open(b)
+			sum, err := session.Run(context.Background(), ra, rb, session.Options{})
+			ra.Close()
+			rb.Close()
+			if err != nil {
+				w.rt.Fatalf("idle sync %s %s: %v", w.name(a), w.name(b), err)
+			}
+			for _, res := range []*replica.ApplyResult{sum.ResultA, sum.ResultB} {
+				if res.Added+res.Linked+res.Fetched+res.Expunged+res.Flagged+res.Moved+res.MailboxOps != 0 || res.Changed {
+					w.rt.Fatalf("idle sync %s %s did work: A=%+v B=%+v", w.name(a), w.name(b), sum.ResultA, sum.ResultB)
+				}
+			}
+		}
+	}
+	for r := range w.roots {
+		if after := propSnapshot(w.roots[r]); after != before[r] {
+			w.rt.Fatalf("idle syncs changed files of %s:\nbefore:\n%s\nafter:\n%s", w.name(r), before[r], after)
+		}
+	}
+}
+
+// propSnapshot lists every file of a root with size and mtime, the index
+// excluded.
+func propSnapshot(root string) string {
+	var sb strings.Builder
+	filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || fi.IsDir() || strings.HasPrefix(fi.Name(), "twinbox.") {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, p)
+		fmt.Fprintf(&sb, "%s %d %d\n", rel, fi.Size(), fi.ModTime().UnixNano())
+		return nil
+	})
+	return sb.String()
+}
