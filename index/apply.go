@@ -52,9 +52,9 @@ var tmpSeq atomic.Uint64
 // A crash at any step leaves files that the next scan reads as they are.
 func (r *Replica) Apply(ctx context.Context, sp *merge.SidePlan, src replica.BodySource) (*ApplyResult, error) {
 	res := &ApplyResult{}
-	if err := merge.ValidatePlan(sp); err != nil {
+	if mailbox, err := r.validatePlan(sp); err != nil {
 		r.fillEpochs(res)
-		return res, r.wrap("", fmt.Errorf("refusing a plan: %w", err))
+		return res, r.wrap(mailbox, fmt.Errorf("refusing a plan: %w", err))
 	}
 	prog := r.opt.Progress
 	defer r.fillEpochs(res)
@@ -112,6 +112,39 @@ func (r *Replica) Apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 		return res, err
 	}
 	return res, nil
+}
+
+// validatePlan checks a plan from a peer before any of it is carried out:
+// merge.ValidatePlan, then every name that becomes a directory against this
+// replica's layout (so that a bad name is refused up front, not after the
+// steps before it were done). It returns the name of the mailbox at fault,
+// when known, for the error.
+func (r *Replica) validatePlan(sp *merge.SidePlan) (string, error) {
+	if err := merge.ValidatePlan(sp); err != nil {
+		var be *merge.BoxError
+		if errors.As(err, &be) {
+			if b, _ := r.getBox(be.Box); b != nil {
+				return b.Name, err
+			}
+		}
+		return "", err
+	}
+	var names []string
+	for _, op := range sp.Renames {
+		names = append(names, op.Name)
+	}
+	for _, op := range sp.Creates {
+		names = append(names, op.Name)
+	}
+	for _, a := range sp.Adopts {
+		names = append(names, a.Name)
+	}
+	for _, n := range names {
+		if _, err := r.loc.MailboxDir(n); err != nil {
+			return n, err
+		}
+	}
+	return "", nil
 }
 
 // locate finds the directory of an index mailbox, by its recorded

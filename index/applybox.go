@@ -677,7 +677,12 @@ func (r *Replica) applySubs(subs []model.Subscription) error {
 			}
 		}
 		sort.Strings(names)
-		if err := maildir.WriteSubscriptions(r.loc.Root, names); err != nil {
+		lk, err := maildir.LockSubscriptions(context.Background(), r.loc.Root, r.opt.LockTimeout)
+		if err != nil {
+			return r.wrap("", fmt.Errorf("locking subscriptions: %w", err))
+		}
+		defer lk.Unlock()
+		if err := r.loc.WriteSubscriptions(names); err != nil {
 			return r.wrap("", fmt.Errorf("writing subscriptions: %w", err))
 		}
 		return tx.Bucket(bMeta).Put([]byte("subs_stamp"), []byte(fmt.Sprint(mtimeNS(filepath.Join(r.loc.Root, "subscriptions")))))

@@ -182,11 +182,19 @@ func (r *Replica) vanished(b *Box, delT time.Time) error {
 			b.Messages = 0
 			r.log.Info("mailbox deleted", "mailbox", b.Name, "guid", b.GUID.String())
 		} else {
-			if err := bt.resetMessages(); err != nil {
+			// The messages are gone, not expunged: each UID stays taken for
+			// its message (a refill from the peer may reuse it; nothing else
+			// may, contract §3.1), and UIDNEXT stays where it was.
+			msgs, err := loadMsgs(tx, b.GUID)
+			if err != nil {
 				return err
 			}
+			for _, m := range msgs {
+				if err := bt.drop(m.UID, &model.Tombstone{GUID: m.GUID, Lost: true, T: r.store.stamp(tx, 0)}); err != nil {
+					return err
+				}
+			}
 			b.Missing = true
-			b.UIDNext = 0 // the uidlist is gone with the directory: UIDs start afresh
 			b.Epoch = randomUint64()
 			b.Messages = 0
 			b.Stamp = Stamp{}
@@ -457,8 +465,14 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 				om = nil
 			}
 			if om == nil {
-				m := &Msg{Message: model.Message{UID: rec.UID, GUID: guid, Base: base, New: f.inNew, Flags: model.Flags{}}, File: f.name}
+				m := &Msg{Message: model.Message{UID: rec.UID, GUID: guid, New: f.inNew}, File: f.name}
+				if base != guid {
+					m.Base = base
+				}
 				for n := range want {
+					if m.Flags == nil {
+						m.Flags = make(model.Flags, len(want))
+					}
 					m.Flags[n] = model.FlagVal{Set: true}
 				}
 				fi, err := os.Stat(filepath.Join(dir, subdir(f.inNew), f.name))
@@ -546,13 +560,12 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 		box.Keywords = kw
 		box.Stamp = st
 		box.Messages = len(seen)
-		box.Held = 0
+		box.Held = 0 // (gone records were marked held in place above)
 		for _, m := range old {
 			if m.Held && !seen[m.UID] && !r.opt.AllowMassExpunge {
 				box.Held++
 			}
 		}
-		box.Held += held
 		return putBox(tx, box)
 	})
 	if err != nil {
@@ -673,7 +686,7 @@ func (r *Replica) scanSubs() (bool, error) {
 		var names []string
 		if m != -1 {
 			var err error
-			names, _, err = maildir.ReadSubscriptions(r.loc.Root)
+			names, _, err = r.loc.ReadSubscriptions()
 			if err != nil {
 				return err
 			}

@@ -146,9 +146,9 @@ var atomicTempRE = regexp.MustCompile(`^\..*\.tmp[0-9a-f]+$`)
 // inspect reads a Maildir++ root (ASCII folder names). Problems: files left
 // in a tmp/ directory, twinbox's temporary mailbox directories, lock files,
 // temporary files of an atomic write, a dovecot-uidlist that is missing or
-// does not parse strictly, a message file the uidlist does not list or a
-// record without its file, two files with one base name or one content in a
-// mailbox, an S= size that is not the file's size.
+// does not parse strictly, a message file the uidlist does not list, two
+// files with one base name or one content in a mailbox, an S= size that is
+// not the file's size.
 func inspect(t testing.TB, root string) *inventory {
 	t.Helper()
 	inv := &inventory{root: root, boxes: map[string]*mbox{}}
@@ -178,39 +178,40 @@ func inspect(t testing.TB, root string) *inventory {
 func inspectBox(inv *inventory, name, dir string) *mbox {
 	b := &mbox{name: name, dir: dir}
 	where := func(s string) string { return fmt.Sprintf("mailbox %q: %s", name, s) }
+	_ = where
 	if name != "INBOX" {
 		ents, _ := os.ReadDir(dir)
 		for _, e := range ents {
 			switch n := e.Name(); {
 			case strings.HasSuffix(n, ".lock"):
-				inv.problem(where("lock file left: " + n))
+				inv.problem("%s", where("lock file left: "+n))
 			case atomicTempRE.MatchString(n):
-				inv.problem(where("temporary file left: " + n))
+				inv.problem("%s", where("temporary file left: "+n))
 			}
 		}
 	}
 	tmps, _ := os.ReadDir(filepath.Join(dir, "tmp"))
 	for _, e := range tmps {
-		inv.problem(where("stray file in tmp/: " + e.Name()))
+		inv.problem("%s", where("stray file in tmp/: "+e.Name()))
 	}
 	byBase := map[string]string{}
 	bySHA := map[string]string{}
 	for _, sub := range []string{"new", "cur"} {
 		ents, err := os.ReadDir(filepath.Join(dir, sub))
 		if err != nil {
-			inv.problem(where(fmt.Sprintf("no %s/: %v", sub, err)))
+			inv.problem("%s", where(fmt.Sprintf("no %s/: %v", sub, err)))
 			continue
 		}
 		for _, e := range ents {
 			p := filepath.Join(dir, sub, e.Name())
 			data, err := os.ReadFile(p)
 			if err != nil {
-				inv.problem(where(err.Error()))
+				inv.problem("%s", where(err.Error()))
 				continue
 			}
 			fi, err := e.Info()
 			if err != nil {
-				inv.problem(where(err.Error()))
+				inv.problem("%s", where(err.Error()))
 				continue
 			}
 			f := msgFile{sub: sub, name: e.Name(), sha: hashOf(data), size: int64(len(data)), mtime: fi.ModTime().Unix()}
@@ -218,16 +219,16 @@ func inspectBox(inv *inventory, name, dir string) *mbox {
 			f.base, info, _ = strings.Cut(e.Name(), ":")
 			f.flags, _ = strings.CutPrefix(info, "2,")
 			if other, dup := byBase[f.base]; dup {
-				inv.problem(where(fmt.Sprintf("two files with base %s: %s and %s/%s", f.base, other, sub, e.Name())))
+				inv.problem("%s", where(fmt.Sprintf("two files with base %s: %s and %s/%s", f.base, other, sub, e.Name())))
 			}
 			byBase[f.base] = sub + "/" + e.Name()
 			if other, dup := bySHA[f.sha]; dup {
-				inv.problem(where(fmt.Sprintf("duplicate message: %s and %s/%s have the same content", other, sub, e.Name())))
+				inv.problem("%s", where(fmt.Sprintf("duplicate message: %s and %s/%s have the same content", other, sub, e.Name())))
 			}
 			bySHA[f.sha] = sub + "/" + e.Name()
 			if m := regexp.MustCompile(`,S=(\d+)`).FindStringSubmatch(f.base); m != nil {
 				if s, _ := strconv.ParseInt(m[1], 10, 64); s != f.size {
-					inv.problem(where(fmt.Sprintf("%s/%s: S=%d but the file has %d bytes", sub, e.Name(), s, f.size)))
+					inv.problem("%s", where(fmt.Sprintf("%s/%s: S=%d but the file has %d bytes", sub, e.Name(), s, f.size)))
 				}
 			}
 			b.files = append(b.files, f)
@@ -236,23 +237,22 @@ func inspectBox(inv *inventory, name, dir string) *mbox {
 	sort.Slice(b.files, func(i, j int) bool { return b.files[i].base < b.files[j].base })
 	data, err := os.ReadFile(filepath.Join(dir, "dovecot-uidlist"))
 	if err != nil {
-		inv.problem(where(fmt.Sprintf("dovecot-uidlist: %v", err)))
+		inv.problem("%s", where(fmt.Sprintf("dovecot-uidlist: %v", err)))
 		return b
 	}
 	if b.ul, err = parseUidlist(data); err != nil {
-		inv.problem(where(fmt.Sprintf("dovecot-uidlist: %v", err)))
+		inv.problem("%s", where(fmt.Sprintf("dovecot-uidlist: %v", err)))
 		return b
 	}
+	// A record without its file is an expunged message that Dovecot (and
+	// twinbox) drop from the list later: not a problem.
 	listed := map[string]bool{}
 	for _, r := range b.ul.recs {
 		listed[r.base] = true
-		if _, ok := byBase[r.base]; !ok {
-			inv.problem(where(fmt.Sprintf("dovecot-uidlist lists UID %d %s, which has no file", r.uid, r.base)))
-		}
 	}
 	for _, f := range b.files {
 		if !listed[f.base] {
-			inv.problem(where(fmt.Sprintf("%s/%s is not in dovecot-uidlist", f.sub, f.name)))
+			inv.problem("%s", where(fmt.Sprintf("%s/%s is not in dovecot-uidlist", f.sub, f.name)))
 		}
 	}
 	if kw, err := os.ReadFile(filepath.Join(dir, "dovecot-keywords")); err == nil {
@@ -260,7 +260,7 @@ func inspectBox(inv *inventory, name, dir string) *mbox {
 			if i, n, ok := strings.Cut(l, " "); ok {
 				idx, err := strconv.Atoi(i)
 				if err != nil || idx < 0 || idx > 25 {
-					inv.problem(where(fmt.Sprintf("dovecot-keywords: bad line %q", l)))
+					inv.problem("%s", where(fmt.Sprintf("dovecot-keywords: bad line %q", l)))
 					continue
 				}
 				for len(b.keywords) <= idx {
@@ -307,34 +307,52 @@ func (b *mbox) messages() map[uint32]string {
 		files[f.base] = f
 	}
 	for _, r := range b.ul.recs {
-		f := files[r.base]
+		f, ok := files[r.base]
+		if !ok {
+			continue // expunged
+		}
 		out[r.uid] = fmt.Sprintf("%s %s %d [%s]", r.guid(), f.sha, f.mtime, b.flagNames(f.flags))
 	}
 	return out
 }
 
-// checkCorpus reports delivered messages missing from their mailbox and,
-// when exact, files whose content was never delivered there.
+// checkCorpus reports delivered messages missing from their mailbox or
+// with other system flags than expected, expunged ones that are back, and,
+// when exact, files whose content was never delivered to their mailbox.
 func (inv *inventory) checkCorpus(c *corpus, exact bool) {
-	for name, want := range c.boxes {
+	want := map[string]map[string]*message{} // mailbox -> sha -> message
+	for _, m := range c.msgs {
+		if want[m.box] == nil {
+			want[m.box] = map[string]*message{}
+		}
+		want[m.box][m.sha] = m
+	}
+	for name, msgs := range want {
 		b := inv.boxes[name]
 		if b == nil {
-			inv.problem("mailbox %q is missing (%d messages lost)", name, len(want))
+			inv.problem("mailbox %q is missing (%d messages lost)", name, len(msgs))
 			continue
 		}
-		have := map[string]bool{}
+		have := map[string]msgFile{}
 		for _, f := range b.files {
-			have[f.sha] = true
-			if _, ok := want[f.sha]; !ok && exact {
+			have[f.sha] = f
+			m := msgs[f.sha]
+			switch {
+			case m == nil && exact:
 				inv.problem("mailbox %q: %s/%s was never delivered there (content %s)", name, f.sub, f.name, f.sha[:12])
+			case m == nil:
+			case m.gone:
+				inv.problem("mailbox %q: %s/%s was expunged but is back", name, f.sub, f.name)
+			case sortLetters(onlySystem(f.flags)) != m.flags:
+				inv.problem("mailbox %q: %s/%s has flags %q, want %q", name, f.sub, f.name, onlySystem(f.flags), m.flags)
 			}
 		}
 		lost := 0
-		for sha, base := range want {
-			if !have[sha] {
+		for sha, m := range msgs {
+			if _, ok := have[sha]; !ok && !m.gone {
 				lost++
 				if lost <= 5 {
-					inv.problem("mailbox %q: message %s (content %s) is lost", name, base, sha[:12])
+					inv.problem("mailbox %q: message %s (content %s) is lost", name, m.base, sha[:12])
 				}
 			}
 		}
@@ -458,4 +476,26 @@ func lockFiles(root string) []string {
 func isTwinboxLock(path string) bool {
 	data, err := os.ReadFile(path)
 	return err == nil && bytes.HasPrefix(data, []byte("twinbox "))
+}
+
+// atomicTempFiles lists the temporary files of atomic writes in a root and
+// its mailbox directories.
+func atomicTempFiles(root string) []string {
+	var out []string
+	check := func(dir string) {
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if !e.IsDir() && atomicTempRE.MatchString(e.Name()) {
+				out = append(out, filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+	check(root)
+	ents, _ := os.ReadDir(root)
+	for _, e := range ents {
+		if e.IsDir() && strings.HasPrefix(e.Name(), ".") {
+			check(filepath.Join(root, e.Name()))
+		}
+	}
+	return out
 }

@@ -93,34 +93,79 @@ func (g *mailGen) deliver(t testing.TB, root, mailbox string, msg []byte, flags 
 		t.Fatal(err)
 	}
 	if g.c != nil {
-		g.c.add(mailbox, msg, base)
+		g.c.add(mailbox, msg, base, flags)
 	}
 	return base
 }
 
-// corpus is what was delivered: per mailbox, the content hashes of the
-// messages that must be there after the syncs.
+// corpus is what was delivered and changed on purpose: what must be in the
+// replicas after the syncs.
 type corpus struct {
-	boxes map[string]map[string]string // mailbox -> sha256 -> base name
+	msgs map[string]*message // by base name
 }
 
-func newCorpus() *corpus { return &corpus{boxes: map[string]map[string]string{}} }
-
-func (c *corpus) add(mailbox string, msg []byte, base string) {
-	m := c.boxes[mailbox]
-	if m == nil {
-		m = map[string]string{}
-		c.boxes[mailbox] = m
-	}
-	m[hashOf(msg)] = base
+// message is one delivered message.
+type message struct {
+	box, base, sha string
+	flags          string // the system flags it must end up with (letters, sorted)
+	gone           bool   // expunged on purpose: must be gone everywhere
 }
 
+func newCorpus() *corpus { return &corpus{msgs: map[string]*message{}} }
+
+func (c *corpus) add(mailbox string, msg []byte, base, flags string) {
+	c.msgs[base] = &message{box: mailbox, base: base, sha: hashOf(msg), flags: sortLetters(onlySystem(flags))}
+}
+
+// count is the number of messages that must be there.
 func (c *corpus) count() int {
 	n := 0
-	for _, m := range c.boxes {
-		n += len(m)
+	for _, m := range c.msgs {
+		if !m.gone {
+			n++
+		}
 	}
 	return n
+}
+
+// live returns the messages that must be there, in a stable order.
+func (c *corpus) live() []*message {
+	var out []*message
+	for _, m := range c.msgs {
+		if !m.gone {
+			out = append(out, m)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].base < out[j].base })
+	return out
+}
+
+// onlySystem keeps the system flag letters (upper case).
+func onlySystem(letters string) string {
+	var b []byte
+	for i := 0; i < len(letters); i++ {
+		if c := letters[i]; c >= 'A' && c <= 'Z' {
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}
+
+func sortLetters(s string) string {
+	b := []byte(s)
+	sort.Slice(b, func(i, j int) bool { return b[i] < b[j] })
+	return string(b)
+}
+
+// union is the sorted union of two sets of flag letters.
+func union(a, b string) string {
+	out := a
+	for i := 0; i < len(b); i++ {
+		if !strings.ContainsRune(out, rune(b[i])) {
+			out += string(b[i])
+		}
+	}
+	return sortLetters(out)
 }
 
 func hashOf(b []byte) string {

@@ -18,8 +18,13 @@ import (
 // bin is the twinbox binary TestMain built for this run.
 var bin string
 
-// TestMain builds the binary once, into a temporary directory, for all tests.
+// TestMain builds the binary once, into a temporary directory, for all tests
+// (TWINBOX_TEST_BINARY=PATH uses a binary built before instead).
 func TestMain(m *testing.M) {
+	if p := os.Getenv("TWINBOX_TEST_BINARY"); p != "" {
+		bin = p
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "twinbox-integration-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "integration:", err)

@@ -28,9 +28,12 @@
 // and leading dots. Invalid names give a *NameError or an error wrapping
 // ErrInvalidFileName that names the offending input.
 //
-// Readers of index files take no lock (Dovecot's don't). Writers of
-// dovecot-uidlist and dovecot-keywords must hold the uidlist dotlock
-// (LockUidlist); writers of subscriptions should hold LockSubscriptions.
+// Readers of index files take no lock (Dovecot's don't); note that Dovecot
+// appends new records to dovecot-uidlist in place, so a reader may see a
+// last line in the making, which ParseUidlist ignores as Dovecot does.
+// Writers of dovecot-uidlist and dovecot-keywords must hold the uidlist
+// dotlock (LockUidlist), and so must anyone renaming or unlinking in cur/;
+// writers of subscriptions should hold LockSubscriptions.
 // The dotlock is Dovecot's: "<file>.lock" created with O_EXCL, refreshed
 // every 10 s while held, taken over when it and the file it protects have
 // not changed for 120 s (30 s for subscriptions).

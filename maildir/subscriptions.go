@@ -30,11 +30,12 @@ func ParseSubscriptions(data []byte) ([]string, error) {
 // modified UTF-7 unless the location has UTF8; Location.ReadSubscriptions
 // decodes them).
 //
-// Version 2 starts with "V\tab2\n\n"; each line is one name whose hierarchy
+// Version 2 starts with "V\t2\n\n"; each line is one name whose hierarchy
 // levels are separated by TAB, each level tab-escaped (\001 followed by
-// '0', '1', 't', 'r' or 'n' stands for NUL, \001, TAB, CR, LF). Without
-// that header (version 1, what Dovecot writes when it creates the file),
-// each line is a name with sep between the levels.
+// '0', '1', 't', 'r' or 'n' stands for NUL, \001, TAB, CR, LF); Dovecot
+// 2.3 writes it for a new file. Without that header (version 1, from older
+// versions, and kept as such by Dovecot when it rewrites the file), each
+// line is a name with sep between the levels.
 //
 // Like Dovecot's reader: a last line without "\n" counts, a "\r" before "\n"
 // is dropped, one trailing separator is removed, "inbox" in any case is

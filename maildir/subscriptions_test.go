@@ -32,7 +32,7 @@ func TestParseSubscriptions(t *testing.T) {
 			[]string{"axb"}, // the TAB and \001 names are control characters: skipped
 		},
 		{
-			"v1 Maildir++ (what Dovecot writes for a new file)",
+			"v1 Maildir++ (older Dovecot)",
 			"INBOX\nSent\nArchive.2024\nArchive.\n",
 			'.',
 			[]string{"INBOX", "Sent", "Archive/2024", "Archive"},

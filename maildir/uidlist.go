@@ -65,10 +65,11 @@ func (r UidRecord) Get(key byte) (string, bool) {
 }
 
 // Set sets extension field key to v, in place if it exists (later duplicates
-// are removed), else at the end.
+// are removed), else at the end. It builds a new slice, so copies of the
+// record keep their fields.
 func (r *UidRecord) Set(key byte, v string) {
 	found := false
-	out := r.Ext[:0]
+	out := make([]Ext, 0, len(r.Ext)+1)
 	for _, e := range r.Ext {
 		if e.Key == key {
 			if found {
@@ -85,9 +86,10 @@ func (r *UidRecord) Set(key byte, v string) {
 	r.Ext = out
 }
 
-// Delete removes every extension field with key.
+// Delete removes every extension field with key (into a new slice, like
+// Set).
 func (r *UidRecord) Delete(key byte) {
-	out := r.Ext[:0]
+	var out []Ext
 	for _, e := range r.Ext {
 		if e.Key != key {
 			out = append(out, e)

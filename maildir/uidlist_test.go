@@ -266,8 +266,12 @@ func TestUidRecordExt(t *testing.T) {
 	if r.GUID() != "base" || r.Base() != "base" {
 		t.Errorf("GUID = %q, Base = %q", r.GUID(), r.Base())
 	}
+	orig := r
 	r.Set('S', "9")
 	r.Set('G', "guid")
+	if v, _ := orig.Get('S'); v != "1" || len(orig.Ext) != 3 {
+		t.Errorf("Set changed a copy of the record: %v", orig.Ext)
+	}
 	want := []Ext{{'S', "9"}, {'W', "2"}, {'G', "guid"}}
 	if !reflect.DeepEqual(r.Ext, want) {
 		t.Errorf("after Set: %v", r.Ext)

@@ -80,8 +80,17 @@ func (v FlagVal) Newer(o FlagVal) bool {
 // is clear with T=0. Keyword names are case-sensitive as IMAP stores them.
 type Flags map[string]FlagVal
 
-// Merge returns the per-flag winner of a and b.
+// Merge returns the per-flag winner of a and b. The result may be a or b
+// itself: treat flag maps as values, never change one in place.
 func Merge(a, b Flags) Flags {
+	switch {
+	case len(b) == 0:
+		return a
+	case len(a) == 0:
+		return b
+	case Equal(a, b):
+		return a
+	}
 	out := make(Flags, len(a)+len(b))
 	for k, v := range a {
 		out[k] = v
@@ -150,10 +159,15 @@ type Message struct {
 
 // Tombstone records that a UID of a mailbox is no longer used for GUID:
 // expunged (MovedTo == 0) or renumbered by a sync to MovedTo.
+//
+// Lost marks a UID whose message vanished with its mailbox's directory (no
+// delete intent): nothing was expunged, and the UID may name GUID again
+// (when the mailbox is refilled from a peer) but never another message.
 type Tombstone struct {
 	UID     uint32 `json:"u"`
 	GUID    string `json:"g"`
 	MovedTo uint32 `json:"to,omitempty"`
+	Lost    bool   `json:"l,omitempty"`
 	Modseq  uint64 `json:"m,omitempty"`
 	T       int64  `json:"t,omitempty"`
 }

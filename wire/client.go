@@ -3,6 +3,7 @@ package wire
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sync/atomic"
@@ -144,21 +145,136 @@ func (cl *Client) Begin(ctx context.Context, req replica.BeginRequest) (*replica
 	return &out, nil
 }
 
-// Changes fetches records.
+// Changes fetches records; they arrive in chunks of at most chunkRecords.
 func (cl *Client) Changes(ctx context.Context, req replica.ChangesRequest) (map[model.MailboxGUID]*merge.Contents, error) {
+	if err := cl.send("changes", req); err != nil {
+		return nil, fmt.Errorf("peer %s: changes: %w", cl.info.ReplicaID, err)
+	}
 	out := map[model.MailboxGUID]*merge.Contents{}
-	if err := cl.call("changes", req, &out); err != nil {
+	for {
+		t, b, err := cl.c.readMsg()
+		if err != nil {
+			return nil, fmt.Errorf("peer %s: changes: %w", cl.info.ReplicaID, err)
+		}
+		switch t {
+		case fChunk:
+			var ch changesChunk
+			if err := json.Unmarshal(b, &ch); err != nil {
+				return nil, protoErr("changes chunk: %v", err)
+			}
+			c := out[ch.GUID]
+			if c == nil {
+				c = &merge.Contents{}
+				out[ch.GUID] = c
+			}
+			c.Messages = append(c.Messages, ch.Messages...)
+			c.Tombstones = append(c.Tombstones, ch.Tombstones...)
+		case fReply:
+			return out, nil
+		case fError:
+			return nil, &PeerError{Op: "changes", Msg: errText(b)}
+		default:
+			return nil, protoErr("changes: unexpected frame %q", t)
+		}
+	}
+}
+
+// changesChunk carries part of one mailbox's records.
+type changesChunk struct {
+	GUID       model.MailboxGUID `json:"guid"`
+	Messages   []model.Message   `json:"messages,omitempty"`
+	Tombstones []model.Tombstone `json:"tombstones,omitempty"`
+}
+
+// writeChanges sends contents as chunks, then the closing reply.
+func writeChanges(c *conn, contents map[model.MailboxGUID]*merge.Contents) error {
+	for g, ct := range contents {
+		msgs, tombs := ct.Messages, ct.Tombstones
+		for first := true; first || len(msgs) > 0 || len(tombs) > 0; first = false {
+			ch := changesChunk{GUID: g}
+			n := min(len(msgs), chunkRecords)
+			ch.Messages, msgs = msgs[:n], msgs[n:]
+			m := min(len(tombs), chunkRecords-n)
+			ch.Tombstones, tombs = tombs[:m], tombs[m:]
+			if err := c.writeMsg(fChunk, ch); err != nil {
+				return err
+			}
+		}
+	}
+	return c.writeMsg(fReply, struct{}{})
+}
+
+// applyRequest is the plan without its adds, which follow in chunks.
+type applyRequest struct {
+	Plan   merge.SidePlan `json:"plan"`
+	Chunks int            `json:"chunks"`
+}
+
+// addsChunk carries some adds of one mailbox of the plan.
+type addsChunk struct {
+	Box  int         `json:"box"`
+	Adds []merge.Add `json:"adds"`
+}
+
+func splitAdds(plan *merge.SidePlan) (applyRequest, []addsChunk) {
+	req := applyRequest{Plan: *plan}
+	req.Plan.Boxes = append([]merge.BoxPlan(nil), plan.Boxes...)
+	var chunks []addsChunk
+	for i := range req.Plan.Boxes {
+		adds := req.Plan.Boxes[i].Adds
+		req.Plan.Boxes[i].Adds = nil
+		for len(adds) > 0 {
+			n := min(len(adds), chunkRecords)
+			chunks = append(chunks, addsChunk{Box: i, Adds: adds[:n]})
+			adds = adds[n:]
+		}
+	}
+	req.Chunks = len(chunks)
+	return req, chunks
+}
+
+// readApply reads an apply request and its chunks.
+func readApply(c *conn, raw json.RawMessage) (*merge.SidePlan, error) {
+	var req applyRequest
+	if err := decode(raw, &req); err != nil {
 		return nil, err
 	}
-	return out, nil
+	if req.Chunks < 0 || req.Chunks > MaxMessage/64 {
+		return nil, protoErr("apply announces %d chunks", req.Chunks)
+	}
+	for i := 0; i < req.Chunks; i++ {
+		t, b, err := c.readMsg()
+		if err != nil {
+			return nil, err
+		}
+		if t != fChunk {
+			return nil, protoErr("apply: expected chunk %d of %d, got frame %q", i+1, req.Chunks, t)
+		}
+		var ch addsChunk
+		if err := json.Unmarshal(b, &ch); err != nil {
+			return nil, protoErr("apply chunk: %v", err)
+		}
+		if ch.Box < 0 || ch.Box >= len(req.Plan.Boxes) {
+			return nil, protoErr("apply chunk for mailbox %d of %d", ch.Box, len(req.Plan.Boxes))
+		}
+		req.Plan.Boxes[ch.Box].Adds = append(req.Plan.Boxes[ch.Box].Adds, ch.Adds...)
+	}
+	return &req.Plan, nil
 }
 
 // Apply sends the plan; while the server applies it, it fetches the bodies
 // it lacks from src through this connection.
 func (cl *Client) Apply(ctx context.Context, plan *merge.SidePlan, src replica.BodySource) (*replica.ApplyResult, error) {
-	if err := cl.send("apply", plan); err != nil {
+	req, chunks := splitAdds(plan)
+	if err := cl.send("apply", req); err != nil {
 		return nil, fmt.Errorf("peer %s: apply: %w", cl.info.ReplicaID, err)
 	}
+	for _, ch := range chunks {
+		if err := cl.c.writeMsg(fChunk, ch); err != nil {
+			return nil, fmt.Errorf("peer %s: apply: %w", cl.info.ReplicaID, err)
+		}
+	}
+	var srcErr error // src failed (and the peer was told)
 	for {
 		t, b, err := cl.c.readMsg()
 		if err != nil {
@@ -169,6 +285,9 @@ func (cl *Client) Apply(ctx context.Context, plan *merge.SidePlan, src replica.B
 			var out replica.ApplyResult
 			if err := json.Unmarshal(b, &out); err != nil {
 				return nil, protoErr("apply reply: %v", err)
+			}
+			if srcErr != nil {
+				return &out, fmt.Errorf("peer %s: apply: sending bodies: %w", cl.info.ReplicaID, srcErr)
 			}
 			return &out, nil
 		case fError:
@@ -183,7 +302,15 @@ func (cl *Client) Apply(ctx context.Context, plan *merge.SidePlan, src replica.B
 				return nil, protoErr("fetch request: %v", err)
 			}
 			if err := serveBodies(ctx, cl.c, src, refs); err != nil {
-				return nil, err
+				var se *sourceError
+				if !errors.As(err, &se) {
+					return nil, fmt.Errorf("peer %s: apply: sending bodies: %w", cl.info.ReplicaID, err)
+				}
+				// The peer was told and answers the apply: read that
+				// answer, or the next call would take it for its own.
+				if srcErr == nil {
+					srcErr = se.err
+				}
 			}
 		default:
 			return nil, protoErr("apply: unexpected frame %q", t)
@@ -191,8 +318,17 @@ func (cl *Client) Apply(ctx context.Context, plan *merge.SidePlan, src replica.B
 	}
 }
 
+// sourceError is a failure of a body source that the peer was told of in
+// an error frame: unlike other errors of serveBodies, it leaves the stream
+// in step.
+type sourceError struct{ err error }
+
+func (e *sourceError) Error() string { return e.err.Error() }
+func (e *sourceError) Unwrap() error { return e.err }
+
 // serveBodies streams the bodies of refs from src, then a reply; a failure
-// of src is reported to the peer as an error frame.
+// of src is reported to the peer as an error frame and returned as a
+// *sourceError. Any other error leaves the stream broken.
 func serveBodies(ctx context.Context, c *conn, src replica.BodySource, refs []replica.BodyRef) error {
 	var werr error
 	err := src.Fetch(ctx, refs, func(i int, r io.Reader) error {
@@ -206,8 +342,10 @@ func serveBodies(ctx context.Context, c *conn, src replica.BodySource, refs []re
 		return werr // the stream is broken mid-body: nothing more to say
 	}
 	if err != nil {
-		_ = c.writeMsg(fError, errorMsg{Message: err.Error()})
-		return err
+		if werr := c.writeMsg(fError, errorMsg{Message: err.Error()}); werr != nil {
+			return werr
+		}
+		return &sourceError{err}
 	}
 	return c.writeMsg(fReply, struct{}{})
 }
@@ -228,6 +366,9 @@ func receiveBodies(c *conn, refs []replica.BodyRef, fn func(i int, r io.Reader) 
 	seen := make([]bool, n)
 	for {
 		t, b, err := c.readMsg()
+		if err == io.EOF {
+			err = truncated("fetch (the stream ended before its reply)")
+		}
 		if err != nil {
 			return err
 		}

@@ -38,7 +38,11 @@ const (
 	fBody    = 'B'
 	fData    = 'D'
 	fEnd     = 'Z'
+	fChunk   = 'C' // one piece of a large request or reply
 )
+
+// chunkRecords is how many records go in one 'C' message.
+const chunkRecords = 2000
 
 // Limits.
 const (
@@ -112,13 +116,15 @@ func (c *conn) readFrame() (byte, []byte, error) {
 	}
 	t := c.hdr[0]
 	n := binary.BigEndian.Uint32(c.hdr[1:])
-	if n > MaxFrame {
-		return 0, nil, protoErr("frame of %d bytes exceeds the limit of %d", n, MaxFrame)
-	}
+	// The type first: garbage (an HTTP request, an SSH banner) is more
+	// clearly told by its first byte than by what its next four say.
 	switch t {
-	case fHello, fRequest, fReply, fError, fPart, fBody, fData, fEnd:
+	case fHello, fRequest, fReply, fError, fPart, fBody, fData, fEnd, fChunk:
 	default:
 		return 0, nil, protoErr("unknown frame type 0x%02x", t)
+	}
+	if n > MaxFrame {
+		return 0, nil, protoErr("frame of %d bytes exceeds the limit of %d", n, MaxFrame)
 	}
 	if cap(c.buf) < int(n) {
 		c.buf = make([]byte, n)
@@ -166,6 +172,9 @@ func (c *conn) readMsgLimit(limit int) (byte, []byte, error) {
 	var acc []byte
 	for {
 		t, p, err := c.readFrame()
+		if err == io.EOF && acc != nil {
+			return 0, nil, truncated("message (the stream ended after its first parts)")
+		}
 		if err != nil {
 			return 0, nil, err
 		}
@@ -176,7 +185,7 @@ func (c *conn) readMsgLimit(limit int) (byte, []byte, error) {
 		case fPart:
 			acc = append(acc, p...)
 			continue
-		case fHello, fRequest, fReply, fError, fBody:
+		case fHello, fRequest, fReply, fError, fBody, fChunk:
 			if acc == nil {
 				return t, append([]byte(nil), p...), nil
 			}
@@ -232,6 +241,10 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		t, payload, err := b.c.readFrame()
+		if err == io.EOF {
+			// Not the end of the body: that is a 'Z' frame.
+			err = truncated("body")
+		}
 		if err != nil {
 			b.failed = err
 			return 0, err

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/twinbox-mail/twinbox/model"
 	"github.com/twinbox-mail/twinbox/sync/merge"
 	"github.com/twinbox-mail/twinbox/sync/replica"
 )
@@ -123,13 +124,24 @@ func Serve(ctx context.Context, rw io.ReadWriter, open Opener, log *slog.Logger)
 		case "changes":
 			var a replica.ChangesRequest
 			if callErr = decode(rq.Args, &a); callErr == nil {
-				out, callErr = rep.Changes(ctx, a)
-				changed = changed || callErr == nil
+				var ch map[model.MailboxGUID]*merge.Contents
+				if ch, callErr = rep.Changes(ctx, a); callErr == nil {
+					changed = true
+					if err := writeChanges(c, ch); err != nil {
+						return err
+					}
+					continue
+				}
 			}
 		case "apply":
-			var a merge.SidePlan
-			if callErr = decode(rq.Args, &a); callErr == nil {
-				out, callErr = rep.Apply(ctx, &a, cb)
+			// The adds follow the request in chunks: read them all even
+			// when the request is bad, or say so and end the session.
+			a, err := readApply(c, rq.Args)
+			if err != nil {
+				return refuse(err)
+			}
+			{
+				out, callErr = rep.Apply(ctx, a, cb)
 				if cb.broken != nil {
 					// The body stream is out of step (and the peer may
 					// still be writing it): nothing more can be said.
@@ -142,7 +154,12 @@ func Serve(ctx context.Context, rw io.ReadWriter, open Opener, log *slog.Logger)
 			var refs []replica.BodyRef
 			if callErr = decode(rq.Args, &refs); callErr == nil {
 				if err := serveBodies(ctx, c, rep, refs); err != nil {
-					return err
+					var se *sourceError
+					if !errors.As(err, &se) {
+						return err
+					}
+					// The peer was told; the stream is in step.
+					log.Warn("request failed", "op", rq.Op, "err", se.err)
 				}
 				continue
 			}

@@ -76,12 +76,12 @@ func mergeBackup(sides [2]*Side, opt Options) (*Plan, error) {
 		}
 		bp := BoxPlan{GUID: m.GUID, UIDNext: max(m.UIDNext, 1), Exact: true}
 		dslots := map[uint32]*model.Message{}
-		dtomb := map[uint32]bool{}
+		dtomb := map[uint32]model.Tombstone{}
 		for i := range dc.Messages {
 			dslots[dc.Messages[i].UID] = &dc.Messages[i]
 		}
 		for _, t := range dc.Tombstones {
-			dtomb[t.UID] = true
+			dtomb[t.UID] = t
 		}
 		if !reset {
 			if dnext > m.UIDNext {
@@ -89,7 +89,11 @@ func mergeBackup(sides [2]*Side, opt Options) (*Plan, error) {
 			}
 			for _, sm := range sc.Messages {
 				dm := dslots[sm.UID]
-				if (dm != nil && dm.GUID != sm.GUID) || (dm == nil && (dtomb[sm.UID] || sm.UID < dnext)) {
+				t, tomb := dtomb[sm.UID]
+				if dm == nil && t.Lost && t.GUID == sm.GUID {
+					continue // the copy's directory vanished: refill it
+				}
+				if (dm != nil && dm.GUID != sm.GUID) || (dm == nil && (tomb || sm.UID < dnext)) {
 					reset = true
 					break
 				}

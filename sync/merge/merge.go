@@ -318,23 +318,27 @@ func (sb *sideBox) addTomb(t model.Tombstone) {
 	if _, ok := sb.slots[t.UID]; !ok {
 		sb.slots[t.UID] = &rec{guid: t.GUID, tomb: &tt}
 	}
-	if t.MovedTo == 0 {
+	switch {
+	case t.Lost:
+		// Only keeps the UID for its GUID: nothing was expunged.
+	case t.MovedTo == 0:
 		sb.exp[t.GUID] = append(sb.exp[t.GUID], t.UID)
-	} else {
+	default:
 		sb.moved[t.UID] = t.MovedTo
 	}
 }
 
 // free reports whether UID u on this side can name message g: it names g
-// already, or it is unused (no record, and not below the side's UIDNEXT,
-// since a UID below UIDNEXT may have been used and expunged unseen, and
-// Dovecot never takes a new UID below its UIDNEXT).
+// already (or did, until the mailbox's directory vanished), or it is unused
+// (no record, and not below the side's UIDNEXT, since a UID below UIDNEXT
+// may have been used and expunged unseen, and Dovecot never takes a new UID
+// below its UIDNEXT).
 func (sb *sideBox) free(u uint32, g string) bool {
 	r, ok := sb.slots[u]
 	if !ok {
 		return u >= sb.next
 	}
-	return r.inst != nil && r.guid == g
+	return (r.inst != nil || r.tomb.Lost) && r.guid == g
 }
 
 func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
@@ -354,7 +358,7 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 					}
 				} else {
 					for _, t := range c.Tombstones {
-						if t.MovedTo == 0 {
+						if t.MovedTo == 0 && !t.Lost {
 							sb[s].exp[t.GUID] = append(sb[s].exp[t.GUID], 0)
 						}
 					}
@@ -560,7 +564,9 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 		}
 
 		bp := BoxPlan{GUID: bx.guid, UIDNext: next}
-		if bx.rec[s] == nil || bx.void[s] || sb[s].next < next {
+		// A mailbox (re)created here starts with UIDNEXT 1 on disk: give it
+		// the UIDNEXT its records reached, even with nothing to add.
+		if bx.rec[s] == nil || bx.rec[s].Deleted || bx.rec[s].Missing || bx.void[s] || sb[s].next < next {
 			bp.BumpNext = true
 		}
 		for _, g := range sortedKeys(sb[s].guids) {

@@ -1,6 +1,20 @@
 package merge
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/twinbox-mail/twinbox/model"
+)
+
+// BoxError is a problem in the part of a plan that concerns one mailbox,
+// which it names by GUID (the receiver knows its name).
+type BoxError struct {
+	Box model.MailboxGUID
+	Err error
+}
+
+func (e *BoxError) Error() string { return fmt.Sprintf("mailbox %s: %v", e.Box, e.Err) }
+func (e *BoxError) Unwrap() error { return e.Err }
 
 // ValidGUID reports whether s can be a message GUID: 1 to 255 bytes, no
 // white space, control characters, "/" or ":" (it becomes a file base name
@@ -57,36 +71,51 @@ func ValidatePlan(p *SidePlan) error {
 		}
 	}
 	for _, bp := range p.Boxes {
-		for _, a := range bp.Adds {
-			if err := ValidGUID(a.Msg.GUID); err != nil {
-				return err
-			}
-			if a.Msg.UID == 0 || a.Msg.Size < 0 {
-				return fmt.Errorf("message %s: UID %d size %d", a.Msg.GUID, a.Msg.UID, a.Msg.Size)
-			}
-			if a.Msg.Base != "" {
-				if err := ValidGUID(a.Msg.Base); err != nil {
-					return fmt.Errorf("base name: %w", err)
-				}
+		if err := validateBox(&bp); err != nil {
+			return &BoxError{Box: bp.GUID, Err: err}
+		}
+	}
+	return nil
+}
+
+// validateBox checks one mailbox's message work.
+func validateBox(bp *BoxPlan) error {
+	for _, a := range bp.Adds {
+		if err := ValidGUID(a.Msg.GUID); err != nil {
+			return err
+		}
+		if a.Msg.UID == 0 || a.Msg.Size < 0 {
+			return fmt.Errorf("message %s: UID %d size %d", a.Msg.GUID, a.Msg.UID, a.Msg.Size)
+		}
+		if a.Msg.Base != "" {
+			if err := ValidGUID(a.Msg.Base); err != nil {
+				return fmt.Errorf("base name: %w", err)
 			}
 		}
-		for _, m := range bp.Moves {
-			if err := ValidGUID(m.GUID); err != nil {
-				return err
-			}
-			if m.To == 0 {
-				return fmt.Errorf("message %s moved to UID 0", m.GUID)
-			}
+	}
+	for _, m := range bp.Moves {
+		if err := ValidGUID(m.GUID); err != nil {
+			return err
 		}
-		for _, f := range bp.Flags {
-			if f.UID == 0 {
-				return fmt.Errorf("flags for UID 0")
-			}
-			for name := range f.Flags {
-				if len(name) == 0 || len(name) > 250 {
-					return fmt.Errorf("flag name of %d bytes", len(name))
-				}
-			}
+		if m.To == 0 {
+			return fmt.Errorf("message %s moved to UID 0", m.GUID)
+		}
+	}
+	for _, f := range bp.Flags {
+		if f.UID == 0 {
+			return fmt.Errorf("flags for UID 0")
+		}
+		if err := validFlagNames(f.Flags); err != nil {
+			return fmt.Errorf("UID %d: %w", f.UID, err)
+		}
+	}
+	return nil
+}
+
+func validFlagNames(f model.Flags) error {
+	for name := range f {
+		if len(name) == 0 || len(name) > 250 {
+			return fmt.Errorf("flag name of %d bytes", len(name))
 		}
 	}
 	return nil

@@ -524,3 +524,68 @@ func TestEmptyFolderRecreatedOverDeletedOne(t *testing.T) {
 	}
 	assertIdle(t, a, b)
 }
+
+// Found by the property test: a folder rm -rf'd on B while its only other
+// copy was gone too (A lost its root). The folder comes back empty with
+// its GUID and UIDVALIDITY, so it must not give UID 1 (which named a
+// message on B) to the next message (contract §3.1).
+func TestRmRfFolderNeverReusesUIDs(t *testing.T) {
+	a, b := roots(t)
+	m0 := testmail.Deliver(t, a, "Work", "0")
+	settle(t, a, b)
+	before := testmail.Uidlist(t, b, "Work")
+	if err := os.RemoveAll(a); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(testmail.Dir(t, b, "Work")); err != nil {
+		t.Fatal(err)
+	}
+	sync2(t, a, b)
+	m1 := testmail.Deliver(t, a, "Work", "1")
+	settle(t, a, b)
+	for _, r := range []string{a, b} {
+		ul := testmail.Uidlist(t, r, "Work")
+		if ul.GUID != before.GUID || ul.UIDValidity != before.UIDValidity {
+			t.Fatalf("%s: Work is %x/%d, was %x/%d", r, ul.GUID, ul.UIDValidity, before.GUID, before.UIDValidity)
+		}
+		u := testmail.UIDs(t, r, "Work")
+		for uid, g := range u {
+			if uid == 1 && g != m0 {
+				t.Fatalf("%s: UID 1 named %s, now %s (%v)", r, m0, g, u)
+			}
+		}
+		if len(u) != 1 || u[2] != m1 {
+			t.Fatalf("%s: Work UIDs %v, want 2 -> %s", r, u, m1)
+		}
+	}
+}
+
+// A folder rm -rf'd on B comes back from A with the same UIDs; a UID that
+// B had given to a message A never saw is not given to another one.
+func TestRmRfFolderRefillKeepsUIDs(t *testing.T) {
+	a, b := roots(t)
+	m0 := testmail.Deliver(t, a, "Work", "0")
+	settle(t, a, b)
+	mb := testmail.Deliver(t, b, "Work", "only on B")
+	scan(t, b) // B gives it UID 2
+	ma := testmail.Deliver(t, a, "Work", "only on A")
+	scan(t, a) // A gives its own message UID 2
+	if err := os.RemoveAll(testmail.Dir(t, b, "Work")); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, a, b)
+	u := testmail.UIDs(t, b, "Work")
+	if u[1] != m0 {
+		t.Fatalf("B Work UIDs %v: UID 1 should still be %s", u, m0)
+	}
+	if u[2] != "" {
+		t.Fatalf("B Work UIDs %v: UID 2 named %s on B, must not name another message", u, mb)
+	}
+	found := false
+	for _, g := range u {
+		found = found || g == ma
+	}
+	if !found {
+		t.Fatalf("B Work UIDs %v: %s missing", u, ma)
+	}
+}

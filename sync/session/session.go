@@ -136,6 +136,9 @@ func Run(ctx context.Context, a, b replica.Replica, opt Options) (*Summary, erro
 	if err != nil {
 		return nil, err
 	}
+	// The plan holds what it needs: let the reports go before the bodies
+	// flow (a first sync of 50k messages holds them twice otherwise).
+	ca, cb, sa, sb, s0, s1 = nil, nil, nil, nil, nil, nil
 	pa, pb := &plan.Sides[0], &plan.Sides[1]
 	if swap {
 		pa, pb = pb, pa
