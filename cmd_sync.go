@@ -68,7 +68,7 @@ func (p *pair) roundTrips() int {
 // server in process over a pipe, through the same protocol a remote peer
 // uses; the locks are taken in root order so that two syncs of the same
 // pair started at once serialise instead of deadlocking.
-func openPair(g *globals, a, b string, indexA, indexB string, lockTimeout timeoutT, prog index.Progress) (*pair, error) {
+func openPair(g *globals, a, b string, indexA, indexB string, lockTimeout timeoutT, dryRun bool) (*pair, error) {
 	ea, err := parseEndpoint(a)
 	if err != nil {
 		return nil, err
@@ -79,7 +79,7 @@ func openPair(g *globals, a, b string, indexA, indexB string, lockTimeout timeou
 	}
 	p := &pair{}
 	openLocal := func(e endpoint, idx string) (replica.Replica, error) {
-		r, err := index.Open(g.ctx, e.loc, index.Options{IndexPath: idx, LockTimeout: lockTimeout, Logger: g.log, Progress: prog})
+		r, err := index.Open(g.ctx, e.loc, index.Options{IndexPath: idx, LockTimeout: lockTimeout, Logger: g.log, DryRun: dryRun})
 		if err != nil {
 			return nil, err
 		}
@@ -101,7 +101,7 @@ func openPair(g *globals, a, b string, indexA, indexB string, lockTimeout timeou
 			return cl, nil
 		}
 		open := func(ctx contextT, user string, peer replica.Info) (replica.Replica, error) {
-			return index.Open(ctx, e.loc, index.Options{IndexPath: idx, LockTimeout: lockTimeout, Logger: g.log})
+			return index.Open(ctx, e.loc, index.Options{IndexPath: idx, LockTimeout: lockTimeout, Logger: g.log, DryRun: dryRun})
 		}
 		cl, wait, err := transport.ServeInProcess(g.ctx, "", self, open, g.log)
 		if err != nil {
@@ -190,7 +190,7 @@ func openPair(g *globals, a, b string, indexA, indexB string, lockTimeout timeou
 
 func runSync(g *globals, a, b string, f syncFlags, backup bool) error {
 	prog := newProgress(os.Stderr, f.JSON)
-	p, err := openPair(g, a, b, f.IndexA, f.IndexB, f.LockTimeout, nil)
+	p, err := openPair(g, a, b, f.IndexA, f.IndexB, f.LockTimeout, f.DryRun)
 	if err != nil {
 		return err
 	}
@@ -215,6 +215,9 @@ func runSync(g *globals, a, b string, f syncFlags, backup bool) error {
 		code = exitChanged
 	case len(sum.Held) > 0:
 		code = exitHeld
+	}
+	if f.DryRun && sum.PlanText == nil {
+		sum.PlanText = []string{} // an empty plan: report says "nothing to do"
 	}
 	report(os.Stdout, sum, f.JSON, p.roundTrips(), code, g.verbose)
 	if code != exitOK {
@@ -291,7 +294,7 @@ func human(n int64) string {
 }
 
 func runCheck(g *globals, c *CheckCmd) error {
-	p, err := openPair(g, c.A, c.B, "", "", c.LockTimeout, nil)
+	p, err := openPair(g, c.A, c.B, "", "", c.LockTimeout, false)
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@
 #   BENCH_USER     non-root user that runs doveadm [twinboxbench]
 #   INSTALL=0      never apt-get install time/dovecot-core, never useradd
 #   CHECK_DETERMINISM=0  skip generating a fresh corpus twice to compare
+#   WAIT_QUIET     seconds to wait for an idle machine before each corpus [0]
 #   KEEP=1         keep the scratch replicas under WORKDIR/run
 #   RESULTS        where to save the table [bench/results-YYYY-MM-DD.md]
 #
@@ -40,10 +41,12 @@ BENCH_USER=${BENCH_USER:-twinboxbench}
 INSTALL=${INSTALL:-1}
 CHECK_DETERMINISM=${CHECK_DETERMINISM:-1}
 KEEP=${KEEP:-0}
+WAIT_QUIET=${WAIT_QUIET:-0}
 RESULTS=${RESULTS:-$ROOT/bench/results-$(date +%Y-%m-%d).md}
 
 RUN=$WORKDIR/run
-LOGS=$WORKDIR/logs
+LOGS_ROOT=$WORKDIR/logs
+LOGS=$LOGS_ROOT
 NOTES=() # lines for the report's notes section
 
 log() { printf '[bench] %s\n' "$*" >&2; }
@@ -153,16 +156,46 @@ fi
 
 # run_timed LOG CMD...: runs CMD under GNU time, stdout/stderr to LOG.out/.err.
 # Sets T_US (wall, microseconds, measured around /usr/bin/time), T_RSS (KiB),
-# T_RC.
+# T_CPU (user+sys, microseconds, 10 ms resolution), T_RC.
 run_timed() {
 	local logf=$1 t0 t1 rc=0
 	shift
 	t0=${EPOCHREALTIME/./}
-	/usr/bin/time -f '%e %M' -o "$logf.time" "$@" >"$logf.out" 2>"$logf.err" || rc=$?
+	/usr/bin/time -f '%e %M %U %S' -o "$logf.time" "$@" >"$logf.out" 2>"$logf.err" || rc=$?
 	t1=${EPOCHREALTIME/./}
 	T_US=$((10#$t1 - 10#$t0))
-	T_RSS=$(tail -n 1 "$logf.time" | awk '{print $2}')
+	read -r _ T_RSS T_CPU < <(tail -n 1 "$logf.time" | awk '{printf "%s %s %d\n", $1, $2, ($3 + $4) * 1000000}')
 	T_RC=$rc
+	if [[ $rc == 0 || $rc == 2 ]]; then TIMES+=" $T_US" RSSES+=" $T_RSS" CPUS+=" $T_CPU"; fi
+}
+
+# busy_pct: percent of all CPUs busy over the next second (others' load,
+# sampled while we are idle).
+busy_pct() {
+	local a b
+	read -ra a < <(grep '^cpu ' /proc/stat)
+	sleep 1
+	read -ra b < <(grep '^cpu ' /proc/stat)
+	awk -v u=$((b[1] + b[2] + b[3] + b[6] + b[7] - a[1] - a[2] - a[3] - a[6] - a[7])) \
+		-v i=$((b[4] + b[5] - a[4] - a[5])) 'BEGIN { printf "%d", (u + i) ? 100 * u / (u + i) : 0 }'
+}
+
+# check_quiet LABEL: wait up to WAIT_QUIET seconds for the CPUs to be idle,
+# then note it if something else is still using them.
+check_quiet() {
+	local p waited=0
+	p=$(busy_pct)
+	while ((p > 10 && waited < WAIT_QUIET)); do
+		((waited == 0)) && log "$1: machine ${p}% busy, waiting up to ${WAIT_QUIET}s for it to calm down"
+		sleep 4
+		waited=$((waited + 5))
+		p=$(busy_pct)
+	done
+	if ((p > 10)); then
+		note "$1: the machine was ${p}% busy with other work ($(ps -eo pcpu=,comm= --sort=-pcpu | head -n 3 | awk '{printf "%s%s %s%%", NR > 1 ? ", " : "", $2, $1}')): timings are inflated and noisy"
+	else
+		log "$1: machine quiet (${p}% busy)"
+	fi
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print ""; else if (NR%2) print a[(NR+1)/2]; else print int((a[NR/2]+a[NR/2+1])/2)}'; }
@@ -189,21 +222,23 @@ tree_sum() {
 
 fresh_dir() { rm -rf "$1" && mkdir -p "$1"; }
 
-# Results: ROWS holds "corpus|operation|tool|median_us|max_rss_kib|runs|status".
+# Results: ROWS holds "corpus|operation|tool|median_us|max_rss_kib|median_cpu_us|runs|status".
 ROWS=()
 declare -A MED # "corpus|operation|tool" -> median us
+TIMES="" RSSES="" CPUS="" # run_timed appends each successful run's figures
 
-# record CORPUS OP TOOL TIMES RSSES RUNS STATUS
+# record CORPUS OP TOOL RUNS STATUS: one table row from TIMES/RSSES/CPUS.
 record() {
-	local med rss
-	med=$(tr ' ' '\n' <<<"$4" | grep . | median || true)
-	rss=$(tr ' ' '\n' <<<"$5" | grep . | maxof || true)
-	ROWS+=("$1|$2|$3|$med|$rss|$6|$7")
+	local med rss cpu
+	med=$(tr ' ' '\n' <<<"$TIMES" | grep . | median || true)
+	rss=$(tr ' ' '\n' <<<"$RSSES" | grep . | maxof || true)
+	cpu=$(tr ' ' '\n' <<<"$CPUS" | grep . | median || true)
+	ROWS+=("$1|$2|$3|$med|$rss|$cpu|$4|$5")
 	[[ -n $med ]] && MED["$1|$2|$3"]=$med
 	if [[ -n $med ]]; then
-		log "  $2 / $3: median $(fmt_time "$med"), peak RSS $(fmt_mib "${rss:-0}") ($6 runs) ${7}"
+		log "  $2 / $3: median $(fmt_time "$med") (CPU $(fmt_time "$cpu")), peak RSS $(fmt_mib "${rss:-0}") ($4 runs) ${5}"
 	else
-		log "  $2 / $3: no result ${7}"
+		log "  $2 / $3: no result ${5}"
 	fi
 }
 
@@ -314,13 +349,13 @@ add_seen_flag() { # MAILDIR: rename one unseen cur/ file to add S; fails if none
 }
 
 bench_twinbox() { # LABEL
-	local c=$1 dir=$RUN/tb times rsses i st ok
+	local c=$1 dir=$RUN/tb i st ok
 	local -a flags
 	read -ra flags <<<"$TWINBOX_FLAGS"
 	local save_home=$HOME
 
 	# first sync into an empty replica
-	times="" rsses="" st="" ok=1
+	TIMES="" RSSES="" CPUS="" st="" ok=1
 	for i in $(seq "$FIRST_REPEAT"); do
 		fresh_dir "$dir"
 		cp -a "$CORPUS" "$dir/A"
@@ -335,9 +370,8 @@ bench_twinbox() { # LABEL
 			break
 		fi
 		[[ $T_RC == 0 ]] || st="$(tb_status "$T_RC")"
-		times+=" $T_US" rsses+=" $T_RSS"
 	done
-	record "$c" "first sync" "twinbox sync" "$times" "$rsses" "$FIRST_REPEAT" "$st"
+	record "$c" "first sync" "twinbox sync" "$FIRST_REPEAT" "$st"
 	if [[ $ok != 1 ]]; then
 		log "*** twinbox first sync FAILED ($st); skipping the other twinbox rows for $c"
 		export HOME=$save_home
@@ -348,7 +382,7 @@ bench_twinbox() { # LABEL
 	# incremental: no change, one flag, one new message (same pair)
 	local op
 	for op in "no-change sync" "one flag change" "one new message"; do
-		times="" rsses="" st=""
+		TIMES="" RSSES="" CPUS="" st=""
 		for i in $(seq "$REPEAT"); do
 			case $op in
 			"one flag change")
@@ -360,14 +394,13 @@ bench_twinbox() { # LABEL
 			show_err "twinbox sync ($op)" "$LOGS/tb-inc-$i.err"
 			if [[ $T_RC != 0 ]]; then st="$(tb_status "$T_RC")"; fi
 			if [[ $T_RC != 0 && $T_RC != 2 ]]; then st="FAILED: $st"; break; fi
-			times+=" $T_US" rsses+=" $T_RSS"
 		done
-		record "$c" "$op" "twinbox sync" "$times" "$rsses" "$REPEAT" "$st"
+		record "$c" "$op" "twinbox sync" "$REPEAT" "$st"
 	done
 	tb_check "$c after incremental syncs" "$dir/A" "$dir/B"
 
 	# one-way: twinbox backup, first and no-change
-	times="" rsses="" st=""
+	TIMES="" RSSES="" CPUS="" st=""
 	for i in $(seq "$FIRST_REPEAT"); do
 		fresh_dir "$dir"
 		cp -a "$CORPUS" "$dir/A"
@@ -378,19 +411,17 @@ bench_twinbox() { # LABEL
 		show_err "twinbox backup (first)" "$LOGS/tb-bfirst-$i.err"
 		if [[ $T_RC != 0 ]]; then st="$(tb_status "$T_RC")"; fi
 		if [[ $T_RC != 0 && $T_RC != 2 ]]; then st="FAILED: $st"; break; fi
-		times+=" $T_US" rsses+=" $T_RSS"
 	done
-	record "$c" "first sync" "twinbox backup" "$times" "$rsses" "$FIRST_REPEAT" "$st"
+	record "$c" "first sync" "twinbox backup" "$FIRST_REPEAT" "$st"
 	if [[ $st != FAILED* ]]; then
-		times="" rsses="" st=""
+		TIMES="" RSSES="" CPUS="" st=""
 		for i in $(seq "$REPEAT"); do
 			run_timed "$LOGS/tb-binc-$i" "$TWINBOX" backup "${flags[@]}" "$dir/A" "$dir/B"
 			show_err "twinbox backup (no change)" "$LOGS/tb-binc-$i.err"
 			if [[ $T_RC != 0 ]]; then st="$(tb_status "$T_RC")"; fi
 			if [[ $T_RC != 0 && $T_RC != 2 ]]; then st="FAILED: $st"; break; fi
-			times+=" $T_US" rsses+=" $T_RSS"
 		done
-		record "$c" "no-change sync" "twinbox backup" "$times" "$rsses" "$REPEAT" "$st"
+		record "$c" "no-change sync" "twinbox backup" "$REPEAT" "$st"
 	fi
 	export HOME=$save_home
 	[[ $KEEP == 1 ]] || rm -rf "$dir"
@@ -399,23 +430,23 @@ bench_twinbox() { # LABEL
 # ---------------------------------------------------------------- baselines
 
 bench_cp() { # LABEL
-	local c=$1 dir=$RUN/cp times="" rsses="" i st=""
+	local c=$1 dir=$RUN/cp i st=""
+	TIMES="" RSSES="" CPUS=""
 	for i in $(seq "$FIRST_REPEAT"); do
 		fresh_dir "$dir"
 		sync
 		run_timed "$LOGS/cp-$i" cp -a "$CORPUS" "$dir/A"
 		show_err "cp -a" "$LOGS/cp-$i.err"
 		[[ $T_RC == 0 ]] || { st="FAILED: exit $T_RC"; break; }
-		times+=" $T_US" rsses+=" $T_RSS"
 	done
-	record "$c" "first sync" "cp -a" "$times" "$rsses" "$FIRST_REPEAT" "$st"
+	record "$c" "first sync" "cp -a" "$FIRST_REPEAT" "$st"
 	[[ $KEEP == 1 ]] || rm -rf "$dir"
 }
 
 bench_doveadm() { # LABEL VERB(sync|backup)
-	local c=$1 verb=$2 dir=$RUN/dv times rsses i st n
+	local c=$1 verb=$2 dir=$RUN/dv i st n
 	local -a cmd
-	times="" rsses="" st=""
+	TIMES="" RSSES="" CPUS="" st=""
 	for i in $(seq "$FIRST_REPEAT"); do
 		fresh_dir "$dir"
 		cp -a "$CORPUS" "$dir/A"
@@ -431,14 +462,13 @@ bench_doveadm() { # LABEL VERB(sync|backup)
 			[[ $T_RC == 2 ]] && st+=" (sync needs to run again)"
 			if [[ $T_RC != 2 ]]; then st="FAILED: $st"; break; fi
 		fi
-		times+=" $T_US" rsses+=" $T_RSS"
 	done
-	record "$c" "first sync" "doveadm $verb" "$times" "$rsses" "$FIRST_REPEAT" "$st"
+	record "$c" "first sync" "doveadm $verb" "$FIRST_REPEAT" "$st"
 	[[ $st == FAILED* ]] && return 0
 	n=$(count_msgs "$dir/B")
 	[[ $n == "$CORPUS_MSGS" ]] || note "$c: after doveadm $verb B has $n message files, the corpus $CORPUS_MSGS"
 
-	times="" rsses="" st=""
+	TIMES="" RSSES="" CPUS="" st=""
 	for i in $(seq "$REPEAT"); do
 		run_timed "$LOGS/dv-$verb-inc-$i" "${cmd[@]}"
 		show_err "doveadm $verb (no change)" "$LOGS/dv-$verb-inc-$i.err"
@@ -446,9 +476,8 @@ bench_doveadm() { # LABEL VERB(sync|backup)
 			st="exit $T_RC"
 			if [[ $T_RC != 2 ]]; then st="FAILED: $st"; break; fi
 		fi
-		times+=" $T_US" rsses+=" $T_RSS"
 	done
-	record "$c" "no-change sync" "doveadm $verb" "$times" "$rsses" "$REPEAT" "$st"
+	record "$c" "no-change sync" "doveadm $verb" "$REPEAT" "$st"
 	[[ $KEEP == 1 ]] || rm -rf "$dir"
 }
 
@@ -457,12 +486,9 @@ bench_doveadm() { # LABEL VERB(sync|backup)
 mkdir -p "$RUN"
 # What /usr/bin/time itself costs (fork, exec, wait): included in every
 # wall time below.
-ovh=""
-for _ in 1 2 3 4 5; do
-	run_timed "$LOGS/overhead" true
-	ovh+=" $T_US"
-done
-OVERHEAD_US=$(tr ' ' '\n' <<<"$ovh" | grep . | median)
+TIMES=""
+for _ in 1 2 3 4 5; do run_timed "$LOGS/overhead" true; done
+OVERHEAD_US=$(tr ' ' '\n' <<<"$TIMES" | grep . | median)
 
 declare -A CORPUS_DESC
 CORPORA=()
@@ -473,13 +499,17 @@ for sz in $SIZES; do
 	ensure_corpus "$n" "$f"
 	c="${n}/${f}"
 	CORPORA+=("$c")
+	LOGS=$LOGS_ROOT/n$n-f$f
+	mkdir -p "$LOGS"
 	CORPUS_DESC[$c]="$CORPUS_MSGS messages in $f folders, $(awk -v b="$CORPUS_BYTES" 'BEGIN{printf "%.1f MB (%.1f MiB)", b/1e6, b/1048576}')"
 	log "== corpus $c: ${CORPUS_DESC[$c]}"
+	check_quiet "corpus $c, before measuring"
 	bench_cp "$c"
 	if [[ $TWINBOX_OK == 1 ]]; then
 		bench_twinbox "$c"
 	else
-		record "$c" "first sync" "twinbox sync" "" "" 0 "not run: twinbox not built"
+		TIMES="" RSSES="" CPUS=""
+		record "$c" "first sync" "twinbox sync" 0 "not run: twinbox not built"
 	fi
 	if [[ $DV_OK == 1 ]]; then
 		bench_doveadm "$c" sync
@@ -518,7 +548,7 @@ target_for() { # CORPUS OP TOOL -> "text|limit_us|limit_kib" (empty if none)
 }
 
 report() {
-	local row c op tool med rss runs st tgt ttext tlim rlim verdict
+	local row c op tool med rss cpu runs st tgt ttext tlim rlim verdict
 	echo "# twinbox benchmark, $(date '+%Y-%m-%d %H:%M %Z')"
 	echo
 	echo "- machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(free -g | awk '/Mem:/ {print $2}') GiB RAM, $(uname -sr)"
@@ -530,15 +560,15 @@ report() {
 	else
 		echo "- doveadm: not run"
 	fi
-	echo "- median of REPEAT=$REPEAT runs (first syncs and cp -a: FIRST_REPEAT=$FIRST_REPEAT), peak RSS = max over those runs (GNU time %M)"
+	echo "- median of REPEAT=$REPEAT runs (first syncs and cp -a: FIRST_REPEAT=$FIRST_REPEAT); CPU = user+sys (GNU time %U+%S, 10 ms resolution); peak RSS = max over the runs (GNU time %M)"
 	echo "- wall time is measured around \`/usr/bin/time\`, whose own cost here is $(fmt_time "$OVERHEAD_US") per run"
 	echo "- page cache NOT dropped: every run reads a corpus copy made just before (\`sync\` was run to flush it, nothing evicted), so these are warm-cache figures"
 	for c in "${CORPORA[@]}"; do echo "- corpus $c: ${CORPUS_DESC[$c]}, seed $SEED"; done
 	echo
-	echo "| corpus | operation | tool | median wall | peak RSS | runs | target | result |"
-	echo "|---|---|---|--:|--:|--:|---|---|"
+	echo "| corpus | operation | tool | median wall | median CPU | peak RSS | runs | target | result |"
+	echo "|---|---|---|--:|--:|--:|--:|---|---|"
 	for row in "${ROWS[@]}"; do
-		IFS='|' read -r c op tool med rss runs st <<<"$row"
+		IFS='|' read -r c op tool med rss cpu runs st <<<"$row"
 		ttext="" verdict=""
 		tgt=$(target_for "$c" "$op" "$tool")
 		if [[ -n $tgt ]]; then
@@ -552,8 +582,9 @@ report() {
 			ttext+=", RSS ≤ 64 MiB"
 		fi
 		[[ -n $st ]] && verdict="${verdict:+$verdict; }$st"
-		printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$c" "$op" "$tool" \
+		printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$c" "$op" "$tool" \
 			"$([[ -n $med ]] && fmt_time "$med" || echo "—")" \
+			"$([[ -n $cpu ]] && fmt_time "$cpu" || echo "—")" \
 			"$([[ -n $rss ]] && fmt_mib "$rss" || echo "—")" "$runs" "$ttext" "$verdict"
 	done
 	echo
@@ -575,7 +606,8 @@ report() {
 	fi
 }
 
-report >"$LOGS/report.md"
-cat "$LOGS/report.md"
-cp "$LOGS/report.md" "$RESULTS"
+check_quiet "end of run"
+report >"$LOGS_ROOT/report.md"
+cat "$LOGS_ROOT/report.md"
+cp "$LOGS_ROOT/report.md" "$RESULTS"
 log "saved $RESULTS"

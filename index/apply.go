@@ -243,6 +243,9 @@ func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *
 		m.dir = dir
 		if _, err := os.Lstat(m.dst); err == nil && dir != m.dst {
 			tmp, _ := r.tmpDirFor(m.box.GUID)
+			if dir == tmp {
+				continue // aside already (an earlier rename was skipped)
+			}
 			if err := os.Rename(dir, tmp); err != nil {
 				return r.wrap(m.box.Name, fmt.Errorf("renaming aside: %w", err))
 			}
@@ -370,6 +373,9 @@ func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, res *Appl
 			b.UIDNext = 0
 		}
 		b.Name, b.NameT, b.UIDValidity, b.Dir = op.Name, op.NameT, ul.UIDValidity, r.rel(dir)
+		if b.Deleted {
+			b.Revived = r.opt.Now().UnixNano()
+		}
 		b.Deleted, b.DeletedT, b.Missing = false, 0, false
 		b.UIDNext = max(b.UIDNext, ul.NextUID)
 		b.Epoch = randomUint64()
@@ -393,13 +399,24 @@ func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, res *ApplyRe
 	if b == nil {
 		return r.errf(a.Name, "merge of unknown mailbox %s", a.From)
 	}
-	dir, err := r.locate(b)
-	if err != nil {
-		return r.wrap(b.Name, fmt.Errorf("locating mailbox to merge: %w", err))
-	}
 	dst, err := r.loc.MailboxDir(a.Name)
 	if err != nil {
 		return r.wrap(a.Name, err)
+	}
+	dir, err := r.locate(b)
+	if errors.Is(err, fs.ErrNotExist) && b.Missing {
+		// The directory vanished (rm -rf) and nothing of it is left to
+		// move: the merged mailbox is made at its final name, and applyBox
+		// fills it.
+		dir = filepath.Join(r.loc.Root, b.Dir)
+		if _, err := os.Lstat(dst); err != nil || isEmptyMailboxDir(dst) {
+			dir = dst
+		}
+		if err := maildir.CreateMailboxDirs(dir); err != nil {
+			return r.wrap(a.Name, err)
+		}
+	} else if err != nil {
+		return r.wrap(b.Name, fmt.Errorf("locating mailbox to merge: %w", err))
 	}
 	if dir != dst && !model.IsInbox(b.Name) {
 		if _, err := os.Lstat(dst); err == nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -42,7 +43,7 @@ func letters(f model.Flags, kw []string) (maildir.Flags, uint32, []string) {
 		}
 		idx := -1
 		for i, k := range kw {
-			if k == n {
+			if strings.EqualFold(k, n) { // Dovecot matches keywords case-insensitively
 				idx = i
 				break
 			}
@@ -439,6 +440,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			if adopt != nil {
 				b.GUID, b.UIDValidity, b.Name, b.NameT = adopt.To, adopt.UIDValidity, adopt.Name, adopt.NameT
 				b.Deleted, b.Missing = false, false
+				b.Revived = r.opt.Now().UnixNano() // the GUID may have been deleted here before
 			}
 			b.Epoch = randomUint64()
 			b.Stamp = Stamp{}
@@ -622,6 +624,7 @@ func (r *Replica) applyDelete(ctx context.Context, op merge.MailboxOp, res *Appl
 			}
 		}
 		b.Deleted, b.DeletedT, b.Missing, b.Messages = true, op.DeletedT, false, 0
+		b.Epoch = randomUint64() // as in vanished: saved state stops here
 		return putBox(tx, b)
 	})
 	if err != nil {

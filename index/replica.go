@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	bolt "go.etcd.io/bbolt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -39,6 +40,10 @@ type Options struct {
 	Now func() time.Time
 	// Progress, if set, hears of every body fetched.
 	Progress Progress
+	// DryRun opens a throw-away copy of the index and makes the scan write
+	// nothing to the mail store (UIDs for new files are assigned in the
+	// copy only). Apply must not be called.
+	DryRun bool
 	// ReplicaID identifies this replica to peers (default: derived from
 	// the index's random identity, unique per root).
 	ReplicaID string
@@ -83,10 +88,23 @@ func Open(ctx context.Context, loc maildir.Location, opt Options) (*Replica, err
 	if opt.IndexPath == "" {
 		opt.IndexPath = filepath.Join(loc.Root, DBName)
 	}
-	if err := os.MkdirAll(loc.Root, 0o700); err != nil {
-		return nil, fmt.Errorf("%s: creating root: %w", describe(opt.User, loc.Root), err)
+	if !opt.DryRun {
+		if err := os.MkdirAll(loc.Root, 0o700); err != nil {
+			return nil, fmt.Errorf("%s: creating root: %w", describe(opt.User, loc.Root), err)
+		}
 	}
-	st, err := openStore(opt.IndexPath, opt.LockTimeout)
+	path := opt.IndexPath
+	if opt.DryRun {
+		cp, err := copyIndex(opt.IndexPath, opt.LockTimeout)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", describe(opt.User, loc.Root), err)
+		}
+		path = cp
+	}
+	st, err := openStore(path, opt.LockTimeout)
+	if opt.DryRun {
+		os.Remove(path) // the open store keeps it until Close
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", describe(opt.User, loc.Root), err)
 	}
@@ -96,6 +114,9 @@ func Open(ctx context.Context, loc maildir.Location, opt Options) (*Replica, err
 		log = log.With("user", opt.User)
 	}
 	r := &Replica{loc: loc, opt: opt, store: st, log: log}
+	if opt.DryRun {
+		return r, nil
+	}
 	if err := r.cleanTmp(); err != nil {
 		st.Close()
 		return nil, err
@@ -156,3 +177,33 @@ func DefaultExempt(name string) bool {
 // ErrChanged is wrapped by results that saw the replica change during the
 // sync: the sync finished, but should run again.
 var ErrChanged = errors.New("mailbox changed during sync")
+
+// copyIndex copies the index at path (if any) to a temporary file, under
+// the index's lock, for a dry run.
+func copyIndex(path string, timeout time.Duration) (string, error) {
+	f, err := os.CreateTemp("", "twinbox-dryrun-*.db")
+	if err != nil {
+		return "", err
+	}
+	tmp := f.Name()
+	f.Close()
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		os.Remove(tmp)
+		return tmp, nil
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: max(timeout, time.Millisecond)})
+	if err != nil {
+		os.Remove(tmp)
+		if errors.Is(err, bolt.ErrTimeout) {
+			return "", fmt.Errorf("opening index %s: %w", path, ErrLocked)
+		}
+		return "", fmt.Errorf("opening index %s: %w", path, err)
+	}
+	defer db.Close()
+	err = db.View(func(tx *bolt.Tx) error { return tx.CopyFile(tmp, 0o600) })
+	if err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	return tmp, nil
+}

@@ -67,12 +67,17 @@ func mtimeNS(p string) int64 {
 // per mailbox.
 func (r *Replica) Scan(ctx context.Context) (*ScanResult, error) {
 	res := &ScanResult{}
-	if err := maildir.CreateMailboxDirs(r.loc.Root); err != nil {
-		return nil, r.wrap("INBOX", err)
+	if !r.opt.DryRun {
+		if err := maildir.CreateMailboxDirs(r.loc.Root); err != nil {
+			return nil, r.wrap("INBOX", err)
+		}
 	}
-	dirs, err := r.loc.ListMailboxes()
-	if err != nil {
-		return nil, r.wrap("", fmt.Errorf("listing mailboxes: %w", err))
+	var dirs []maildir.MailboxDir
+	var err error
+	if _, serr := os.Stat(r.loc.Root); serr == nil || !r.opt.DryRun {
+		if dirs, err = r.loc.ListMailboxes(); err != nil {
+			return nil, r.wrap("", fmt.Errorf("listing mailboxes: %w", err))
+		}
 	}
 	var boxes []*Box
 	if err := r.store.db.View(func(tx *bolt.Tx) error {
@@ -124,13 +129,7 @@ func (r *Replica) Scan(ctx context.Context) (*ScanResult, error) {
 			}
 			logRead = true
 		}
-		var delT time.Time
-		for _, lr := range logRecs {
-			if lr.Type == maildir.LogType(1) && lr.GUID == [16]byte(b.GUID) && lr.Time.After(delT) {
-				delT = lr.Time
-			}
-		}
-		if err := r.vanished(b, delT); err != nil {
+		if err := r.vanished(b, deleteTime(logRecs, b)); err != nil {
 			return nil, err
 		}
 		res.Changed = true
@@ -159,6 +158,18 @@ func (r *Replica) Scan(ctx context.Context) (*ScanResult, error) {
 	return res, nil
 }
 
+// deleteTime returns the time of the latest DELETE record for b in this
+// life of the mailbox (zero if none).
+func deleteTime(logRecs []maildir.LogRecord, b *Box) time.Time {
+	var delT time.Time
+	for _, lr := range logRecs {
+		if lr.Type == maildir.LogDeleteMailbox && lr.GUID == [16]byte(b.GUID) && lr.Time.After(delT) && lr.Time.UnixNano() > b.Revived {
+			delT = lr.Time
+		}
+	}
+	return delT
+}
+
 // vanished handles a mailbox whose directory is gone: a recorded delete
 // (Dovecot's log) makes it deleted, anything else makes it missing.
 func (r *Replica) vanished(b *Box, delT time.Time) error {
@@ -180,6 +191,9 @@ func (r *Replica) vanished(b *Box, delT time.Time) error {
 			b.Deleted = true
 			b.DeletedT = r.store.stamp(tx, delT.UnixNano())
 			b.Messages = 0
+			// A new epoch: should a new mailbox of the same name merge into
+			// this one, the merge needs the peer's records in full.
+			b.Epoch = randomUint64()
 			r.log.Info("mailbox deleted", "mailbox", b.Name, "guid", b.GUID.String())
 		} else {
 			// The messages are gone, not expunged: each UID stays taken for
@@ -244,7 +258,7 @@ func (r *Replica) scanDir(ctx context.Context, name, dir, rel string, byGUID map
 // usable: the index's identity if the index knows the directory, else a new
 // one, the way Dovecot would make it.
 func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known *Box, old *maildir.Uidlist, found map[model.MailboxGUID]bool) (*maildir.Uidlist, error) {
-	lk, err := maildir.LockUidlist(ctx, dir, r.opt.LockTimeout)
+	lk, err := r.lockUidlist(ctx, dir)
 	if err != nil {
 		return nil, r.wrap(name, err)
 	}
@@ -256,6 +270,9 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 	}
 	if ul != nil && ul.GUID != [16]byte{} && !found[model.MailboxGUID(ul.GUID)] {
 		return ul, nil
+	}
+	if ul == nil && known != nil && !found[known.GUID] && !known.Deleted && !known.Missing && r.deletedInLog(known) {
+		known = nil // deleted with intent, then made anew: a new mailbox
 	}
 	if ul == nil && known != nil && !found[known.GUID] {
 		// Restore from the index: same GUID, UIDVALIDITY and UIDs.
@@ -278,7 +295,7 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 			nu.Records = append(nu.Records, rec)
 			nu.NextUID = max(nu.NextUID, m.UID+1)
 		}
-		if err := maildir.WriteUidlist(dir, nu); err != nil {
+		if err := r.writeUidlist(dir, nu); err != nil {
 			return nil, r.wrap(name, err)
 		}
 		r.log.Warn("dovecot-uidlist was missing: restored from the index", "mailbox", name)
@@ -293,10 +310,20 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 	if found[model.MailboxGUID(ul.GUID)] {
 		ul.GUID = maildir.NewGUID()
 	}
-	if err := maildir.WriteUidlist(dir, ul); err != nil {
+	if err := r.writeUidlist(dir, ul); err != nil {
 		return nil, r.wrap(name, err)
 	}
 	return ul, nil
+}
+
+// deletedInLog reports whether dovecot.mailbox.log records a delete of b in
+// its current life.
+func (r *Replica) deletedInLog(b *Box) bool {
+	recs, err := maildir.ReadMailboxLog(r.loc.Root)
+	if err != nil {
+		r.log.Warn("reading dovecot.mailbox.log", "err", err)
+	}
+	return !deleteTime(recs, b).IsZero()
 }
 
 func baseOf(file string) string {
@@ -363,6 +390,9 @@ func flagsOf(fn maildir.FileName, kw []string) map[string]bool {
 func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel string, ul *maildir.Uidlist, st Stamp, changed bool, res *ScanResult) (bool, error) {
 	if box.Deleted || box.Missing {
 		// It is back (restored by hand, or recreated): a new epoch.
+		if box.Deleted {
+			box.Revived = r.opt.Now().UnixNano()
+		}
 		box.Deleted, box.Missing, box.DeletedT = false, false, 0
 		box.Epoch = randomUint64()
 		changed = true
@@ -395,7 +425,7 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 	if len(fresh) > 0 || ul.GUID == [16]byte{} {
 		// Files without UIDs: assign them under Dovecot's lock, as Dovecot
 		// would, in name order (delivery order for Dovecot-style names).
-		ul, files, err = r.assignUIDs(ctx, name, dir)
+		ul, files, err = r.assignUIDs(ctx, name, dir, ul)
 		if err != nil {
 			return false, err
 		}
@@ -603,14 +633,18 @@ func subdir(inNew bool) string {
 
 // assignUIDs gives UIDs to files the uidlist does not list yet, holding
 // Dovecot's lock, and returns the new uidlist and listing.
-func (r *Replica) assignUIDs(ctx context.Context, name, dir string) (*maildir.Uidlist, map[string]*diskFile, error) {
-	lk, err := maildir.LockUidlist(ctx, dir, r.opt.LockTimeout)
+func (r *Replica) assignUIDs(ctx context.Context, name, dir string, seen *maildir.Uidlist) (*maildir.Uidlist, map[string]*diskFile, error) {
+	lk, err := r.lockUidlist(ctx, dir)
 	if err != nil {
 		return nil, nil, r.wrap(name, err)
 	}
 	defer lk.Unlock()
-	ul, _, err := maildir.ReadUidlist(dir)
-	if err != nil {
+	var ul *maildir.Uidlist
+	if r.opt.DryRun {
+		c := *seen
+		c.Records = append([]maildir.UidRecord(nil), seen.Records...)
+		ul = &c
+	} else if ul, _, err = maildir.ReadUidlist(dir); err != nil {
 		return nil, nil, r.wrap(name, err)
 	}
 	files, _, err := listFiles(dir)
@@ -643,7 +677,7 @@ func (r *Replica) assignUIDs(ctx context.Context, name, dir string) (*maildir.Ui
 	if ul.GUID == [16]byte{} {
 		ul.GUID = maildir.NewGUID()
 	}
-	if err := maildir.WriteUidlist(dir, ul); err != nil {
+	if err := r.writeUidlist(dir, ul); err != nil {
 		return nil, nil, r.wrap(name, err)
 	}
 	return ul, files, nil
@@ -725,4 +759,29 @@ func (r *Replica) scanSubs() (bool, error) {
 		return false, r.wrap("", fmt.Errorf("subscriptions: %w", err))
 	}
 	return changed, nil
+}
+
+// unlocker is a held lock (or none, in a dry run).
+type unlocker interface{ Unlock() error }
+
+type noLock struct{}
+
+func (noLock) Unlock() error { return nil }
+
+// lockUidlist takes Dovecot's lock, except in a dry run, which writes
+// nothing to the mail store.
+func (r *Replica) lockUidlist(ctx context.Context, dir string) (unlocker, error) {
+	if r.opt.DryRun {
+		return noLock{}, nil
+	}
+	return maildir.LockUidlist(ctx, dir, r.opt.LockTimeout)
+}
+
+// writeUidlist writes a scan's uidlist; a dry run keeps it in the
+// (throw-away) index only.
+func (r *Replica) writeUidlist(dir string, ul *maildir.Uidlist) error {
+	if r.opt.DryRun {
+		return nil
+	}
+	return maildir.WriteUidlist(dir, ul)
 }

@@ -20,6 +20,9 @@ import (
 // DBName is the index file in a replica's root (or under --index-dir).
 const DBName = "twinbox.db"
 
+// indexVersion is the format of the index; other formats are refused.
+const indexVersion = "2"
+
 // ErrLocked is returned when another process holds the user's index.
 var ErrLocked = errors.New("another twinbox process holds this replica's lock")
 
@@ -43,8 +46,13 @@ type Box struct {
 	model.Mailbox
 	Dir      string   `json:"dir,omitempty"` // relative to the root; "" is INBOX
 	Keywords []string `json:"keywords,omitempty"`
-	Held     int      `json:"held,omitempty"` // messages held back by the mass-expunge guard
-	Stamp    Stamp    `json:"stamp"`
+	// Revived is when (Unix ns) this replica last brought the mailbox back
+	// to life after a delete (a sync refilled it, a merge adopted its GUID,
+	// its directory came back): DELETE records of dovecot.mailbox.log for
+	// its GUID up to then are about an earlier life and mean nothing now.
+	Revived int64 `json:"revived,omitempty"`
+	Held    int   `json:"held,omitempty"` // messages held back by the mass-expunge guard
+	Stamp   Stamp `json:"stamp"`
 }
 
 // Stamp is what a scan compares to decide that a mailbox did not change.
@@ -91,6 +99,9 @@ func openStore(path string, timeout time.Duration) (*Store, error) {
 		}
 		m := tx.Bucket(bMeta)
 		if id := m.Get([]byte("index_id")); id != nil {
+			if v := string(m.Get([]byte("version"))); v != indexVersion {
+				return fmt.Errorf("index format %q, this build reads %q: move the file away (the next sync rebuilds it by a full compare)", v, indexVersion)
+			}
 			s.indexID = string(id)
 			return nil
 		}
@@ -98,7 +109,7 @@ func openStore(path string, timeout time.Duration) (*Store, error) {
 		if err := m.Put([]byte("index_id"), []byte(s.indexID)); err != nil {
 			return err
 		}
-		return m.Put([]byte("version"), []byte("1"))
+		return m.Put([]byte("version"), []byte(indexVersion))
 	})
 	if err != nil {
 		db.Close()
@@ -221,14 +232,6 @@ func buckets(tx *bolt.Tx, g model.MailboxGUID, create bool) (*boxBuckets, error)
 	return &boxBuckets{uid: mb.Bucket(bUID), mod: mb.Bucket(bMod), tomb: mb.Bucket(bTomb), tmod: mb.Bucket(bTMod)}, nil
 }
 
-func decodeMsg(v []byte) (*Msg, error) {
-	var m Msg
-	if err := json.Unmarshal(v, &m); err != nil {
-		return nil, err
-	}
-	return &m, nil
-}
-
 // loadMsgs returns a mailbox's message records in UID order.
 func loadMsgs(tx *bolt.Tx, g model.MailboxGUID) ([]*Msg, error) {
 	bb, err := buckets(tx, g, false)
@@ -310,11 +313,7 @@ func (t *boxTx) put(m *Msg) error {
 	}
 	t.box.Modseq++
 	m.Modseq = t.box.Modseq
-	v, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
-	if err := t.bb.uid.Put(u32(m.UID), v); err != nil {
+	if err := t.bb.uid.Put(u32(m.UID), encodeMsg(m)); err != nil {
 		return err
 	}
 	if err := t.bb.mod.Put(u64(m.Modseq), u32(m.UID)); err != nil {
@@ -440,9 +439,5 @@ func putSub(tx *bolt.Tx, s model.Subscription) error {
 
 // putQuiet stores m without a new modseq (local-only fields changed).
 func (t *boxTx) putQuiet(m *Msg) error {
-	v, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
-	return t.bb.uid.Put(u32(m.UID), v)
+	return t.bb.uid.Put(u32(m.UID), encodeMsg(m))
 }

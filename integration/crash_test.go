@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -155,10 +156,13 @@ func (ct *crashTest) attempt(v victim) bool {
 				killed = true
 			}
 		}
-		// The client must notice that its peer died, and exit.
+		// The client must notice that its peer died, and fail.
 		r := p.wait(time.Minute)
 		if killed {
 			ct.codes[r.code]++
+			if r.code != 1 || !strings.Contains(r.stderr, "twinbox: ") {
+				t.Errorf("the serve child was killed, but its client did not fail with an error:\n%s", r)
+			}
 		}
 	case victimExecClient:
 		pid := servePid(pidfile, p)
@@ -491,4 +495,34 @@ func TestCrashTwoWay(t *testing.T) {
 	}
 	ct.converge(victimClient, 5)
 	ct.verify()
+}
+
+// TestLeftoverDotlockOfKilledSync is what a SIGKILL while twinbox holds a
+// mailbox's dovecot-uidlist.lock leaves behind, made deterministic: a lock
+// file in twinbox's format whose process is gone. The next sync must still
+// converge (contract §6: "the next sync converges"), not wait for the lock to
+// turn stale after 120 s and time out.
+func TestLeftoverDotlockOfKilledSync(t *testing.T) {
+	a, b := pair(t)
+	g := newMailGen(newRand(1), "a", newCorpus())
+	g.deliver(t, a, "Work", g.message(3000), "")
+	syncOK(t, a, b)
+	g.deliver(t, a, "Work", g.message(3000), "S")
+	// A process that has exited: its pid names no process.
+	dead := exec.Command("/bin/true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	lock := filepath.Join(boxDir(b, "Work"), "dovecot-uidlist.lock")
+	if err := os.WriteFile(lock, []byte(fmt.Sprintf("twinbox %d 0123456789abcdef", dead.Process.Pid)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, "sync", "--lock-timeout", "3s", a, b)
+	if r.code != 0 {
+		t.Errorf("BUG: a dotlock left by a killed twinbox blocks the next sync until it is stale (120 s):\n%s", r)
+		os.Remove(lock)
+		syncOK(t, a, b)
+	}
+	runWant(t, 0, "check", a, b)
+	requireClean(t, g.c, true, a, b)
 }

@@ -48,8 +48,10 @@ type uidlist struct {
 
 // parseUidlist parses a version 3 dovecot-uidlist strictly: a complete last
 // line, V N and G in the header, UIDs non-zero, strictly ascending and below
-// NEXTUID, " :" before every file name, no base named twice.
-func parseUidlist(data []byte) (*uidlist, error) {
+// NEXTUID, " :" before every file name, no base or GUID named twice. With
+// appended, a UID at or above NEXTUID raises it instead, as in Dovecot's
+// reader: Dovecot appends records for new files without rewriting the header.
+func parseUidlist(data []byte, appended bool) (*uidlist, error) {
 	if len(data) == 0 || data[len(data)-1] != '\n' {
 		return nil, fmt.Errorf("empty or no final newline")
 	}
@@ -105,6 +107,9 @@ func parseUidlist(data []byte) (*uidlist, error) {
 		if r.uid <= prev {
 			return nil, fmt.Errorf("line %d: UID %d after %d: not strictly ascending", i+2, r.uid, prev)
 		}
+		if r.uid >= ul.nextUID && appended {
+			ul.nextUID = r.uid + 1
+		}
 		if r.uid >= ul.nextUID {
 			return nil, fmt.Errorf("line %d: UID %d not below NEXTUID %d", i+2, r.uid, ul.nextUID)
 		}
@@ -133,6 +138,7 @@ type mbox struct {
 // inventory is a replica as found on disk, with what is wrong with it.
 type inventory struct {
 	root     string
+	appended bool // Dovecot may have appended to the uidlists
 	boxes    map[string]*mbox
 	problems []string
 }
@@ -149,9 +155,12 @@ var atomicTempRE = regexp.MustCompile(`^\..*\.tmp[0-9a-f]+$`)
 // does not parse strictly, a message file the uidlist does not list, two
 // files with one base name or one content in a mailbox, an S= size that is
 // not the file's size.
-func inspect(t testing.TB, root string) *inventory {
+//
+// With dovecotTouched, uidlists that Dovecot appended records to (without
+// raising NEXTUID in the header) are accepted.
+func inspect(t testing.TB, root string, dovecotTouched bool) *inventory {
 	t.Helper()
-	inv := &inventory{root: root, boxes: map[string]*mbox{}}
+	inv := &inventory{root: root, appended: dovecotTouched, boxes: map[string]*mbox{}}
 	ents, err := os.ReadDir(root)
 	if err != nil {
 		t.Fatalf("inspect %s: %v", root, err)
@@ -240,7 +249,7 @@ func inspectBox(inv *inventory, name, dir string) *mbox {
 		inv.problem("%s", where(fmt.Sprintf("dovecot-uidlist: %v", err)))
 		return b
 	}
-	if b.ul, err = parseUidlist(data); err != nil {
+	if b.ul, err = parseUidlist(data, inv.appended); err != nil {
 		inv.problem("%s", where(fmt.Sprintf("dovecot-uidlist: %v", err)))
 		return b
 	}
@@ -427,10 +436,21 @@ func sameMail(a, b *inventory) []string {
 // their differences.
 func requireClean(t testing.TB, c *corpus, exact bool, roots ...string) []*inventory {
 	t.Helper()
+	return requireClean2(t, c, exact, false, roots...)
+}
+
+// requireCleanAfterDovecot is requireClean for replicas that Dovecot wrote to.
+func requireCleanAfterDovecot(t testing.TB, roots ...string) []*inventory {
+	t.Helper()
+	return requireClean2(t, nil, false, true, roots...)
+}
+
+func requireClean2(t testing.TB, c *corpus, exact, dovecotTouched bool, roots ...string) []*inventory {
+	t.Helper()
 	var invs []*inventory
 	var all []string
 	for _, r := range roots {
-		inv := inspect(t, r)
+		inv := inspect(t, r, dovecotTouched)
 		if c != nil {
 			inv.checkCorpus(c, exact)
 		}

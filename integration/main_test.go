@@ -118,6 +118,12 @@ type proc struct {
 // start runs the binary with args in the background.
 func start(t testing.TB, args ...string) *proc {
 	t.Helper()
+	return startEnv(t, nil, args...)
+}
+
+// startEnv is start with extra environment variables (KEY=VALUE).
+func startEnv(t testing.TB, extra []string, args ...string) *proc {
+	t.Helper()
 	dir := t.TempDir()
 	out, err := os.Create(filepath.Join(dir, "stdout"))
 	if err != nil {
@@ -128,7 +134,7 @@ func start(t testing.TB, args ...string) *proc {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, args...)
-	cmd.Env = env()
+	cmd.Env = append(env(), extra...)
 	cmd.Stdout, cmd.Stderr = out, errf
 	p := &proc{t: t, cmd: cmd, args: args, out: out, err: errf, done: make(chan struct{})}
 	p.start = time.Now()

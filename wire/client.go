@@ -269,10 +269,16 @@ func (cl *Client) Apply(ctx context.Context, plan *merge.SidePlan, src replica.B
 	if err := cl.send("apply", req); err != nil {
 		return nil, fmt.Errorf("peer %s: apply: %w", cl.info.ReplicaID, err)
 	}
-	for _, ch := range chunks {
-		if err := cl.c.writeMsg(fChunk, ch); err != nil {
+	for i := range chunks {
+		if err := cl.c.writeMsg(fChunk, chunks[i]); err != nil {
 			return nil, fmt.Errorf("peer %s: apply: %w", cl.info.ReplicaID, err)
 		}
+		chunks[i].Adds = nil
+	}
+	// The server has the adds now; they may be large (a first sync), so
+	// this side lets them go: Apply consumes plan.Adds.
+	for i := range plan.Boxes {
+		plan.Boxes[i].Adds = nil
 	}
 	var srcErr error // src failed (and the peer was told)
 	for {

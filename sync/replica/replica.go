@@ -32,7 +32,9 @@ type Replica interface {
 	Begin(ctx context.Context, req BeginRequest) (*BeginReply, error)
 	// Changes reports message records and tombstones per mailbox.
 	Changes(ctx context.Context, req ChangesRequest) (map[model.MailboxGUID]*merge.Contents, error)
-	// Apply carries out this replica's part of a plan, fetching bodies from src.
+	// Apply carries out this replica's part of a plan, fetching bodies from
+	// src. It may consume the plan's adds (a remote replica drops them once
+	// sent, so that a large first sync is not held twice).
 	Apply(ctx context.Context, plan *merge.SidePlan, src BodySource) (*ApplyResult, error)
 	// Commit records the sync state for peer after both sides applied.
 	Commit(ctx context.Context, req CommitRequest) error

@@ -218,9 +218,12 @@ type propWorld struct {
 	tb     testing.TB
 	roots  []string
 	incarn []int
-	toks   map[string]*propToken
-	next   int
-	uids   map[propUIDKey]string
+	// lost[r]: r's index is gone and no scan has made a new one yet, so a
+	// mailbox directory removed now is remembered by nothing on r.
+	lost []bool
+	toks map[string]*propToken
+	next int
+	uids map[propUIDKey]string
 	// message GUID <-> token, over the whole history
 	guidTok map[string]string
 	tokGUID map[string]string
@@ -248,7 +251,7 @@ func newPropWorld(t *testing.T, rt *rapid.T, base string) *propWorld {
 		rt: rt, tb: propTB{TB: t, rt: rt},
 		toks: map[string]*propToken{}, uids: map[propUIDKey]string{},
 		guidTok: map[string]string{}, tokGUID: map[string]string{},
-		incarn: make([]int, n),
+		incarn: make([]int, n), lost: make([]bool, n),
 	}
 	for i := 0; i < n; i++ {
 		w.roots = append(w.roots, filepath.Join(dir, string(rune('A'+i))))
@@ -754,6 +757,7 @@ func (w *propWorld) deleteIntent(t *rapid.T) {
 		}
 	}
 	w.logf("%s: DELETE %q (%x) with %v", w.name(r), b.name, b.ul.GUID, gone)
+	w.forgetIfLost(r, b)
 	// What Dovecot's DELETE does (testmail.DeleteWithIntent, on our clock).
 	if err := os.RemoveAll(b.dir); err != nil {
 		w.rt.Fatal(err)
@@ -776,6 +780,7 @@ func (w *propWorld) rmrf(t *rapid.T) {
 	if err := os.RemoveAll(b.dir); err != nil {
 		w.rt.Fatal(err)
 	}
+	w.forgetIfLost(r, b)
 	w.excuse(gone)
 }
 
@@ -790,6 +795,7 @@ func (w *propWorld) wipe(t *rapid.T) {
 		w.rt.Fatal(err)
 	}
 	w.incarn[r]++ // nothing on this replica remembers its UIDs
+	w.lost[r] = true
 	w.excuse(gone)
 }
 
@@ -803,6 +809,7 @@ func (w *propWorld) loseIndex(t *rapid.T) {
 	if err := os.Remove(p); err != nil {
 		w.rt.Fatal(err)
 	}
+	w.lost[r] = true
 	// UIDs of mailboxes with no uidlist on disk are remembered by nothing.
 	onDisk := map[[16]byte]bool{}
 	for _, b := range w.boxes(r) {
@@ -812,6 +819,19 @@ func (w *propWorld) loseIndex(t *rapid.T) {
 	}
 	for k := range w.uids {
 		if k.replica == r && k.incarnation == w.incarn[r] && !onDisk[k.box] {
+			delete(w.uids, k)
+		}
+	}
+}
+
+// forgetIfLost drops the UIDs of mailbox b, just removed from r, when r's
+// index cannot remember them either.
+func (w *propWorld) forgetIfLost(r int, b propBox) {
+	if !w.lost[r] || b.ul == nil {
+		return
+	}
+	for k := range w.uids {
+		if k.replica == r && k.incarnation == w.incarn[r] && k.box == b.ul.GUID {
 			delete(w.uids, k)
 		}
 	}
@@ -851,9 +871,10 @@ var errInjected = errors.New("injected fault")
 // faulty wraps a replica and, when armed, fails at the step its spec names.
 type faulty struct {
 	replica.Replica
-	spec  faultSpec
-	armed bool
-	fired *bool
+	spec    faultSpec
+	armed   bool
+	fired   *bool
+	scanned func() // after a successful Begin
 }
 
 func (f *faulty) on(k faultKind) bool { return f.armed && f.spec.kind == k }
@@ -867,7 +888,11 @@ func (f *faulty) Begin(ctx context.Context, req replica.BeginRequest) (*replica.
 	if f.on(faultBegin) {
 		return nil, f.fire()
 	}
-	return f.Replica.Begin(ctx, req)
+	rep, err := f.Replica.Begin(ctx, req)
+	if err == nil && f.scanned != nil {
+		f.scanned()
+	}
+	return rep, err
 }
 
 func (f *faulty) Changes(ctx context.Context, req replica.ChangesRequest) (map[model.MailboxGUID]*merge.Contents, error) {
@@ -953,8 +978,8 @@ func (w *propWorld) sync(a, b int, f faultSpec) bool {
 	defer ra.Close()
 	defer rb.Close()
 	fired := false
-	wa := &faulty{Replica: ra, spec: f, armed: f.kind != faultNone && f.side == 0, fired: &fired}
-	wb := &faulty{Replica: rb, spec: f, armed: f.kind != faultNone && f.side == 1, fired: &fired}
+	wa := &faulty{Replica: ra, spec: f, armed: f.kind != faultNone && f.side == 0, fired: &fired, scanned: func() { w.lost[a] = false }}
+	wb := &faulty{Replica: rb, spec: f, armed: f.kind != faultNone && f.side == 1, fired: &fired, scanned: func() { w.lost[b] = false }}
 	sum, err := session.Run(context.Background(), wa, wb, session.Options{})
 	switch {
 	case err != nil && !fired:
@@ -981,6 +1006,7 @@ func (w *propWorld) diffs(a, b int) []string {
 	if err != nil {
 		w.rt.Fatalf("check %s %s: %v", w.name(a), w.name(b), w.clean(err.Error()))
 	}
+	w.lost[a], w.lost[b] = false, false
 	for i := range d {
 		d[i] = w.clean(d[i])
 	}

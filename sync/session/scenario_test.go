@@ -589,3 +589,124 @@ func TestRmRfFolderRefillKeepsUIDs(t *testing.T) {
 		t.Fatalf("B Work UIDs %v: %s missing", u, ma)
 	}
 }
+
+// Found by the property test: a folder made on both sides under one name
+// (so the two merge), then rm -rf'd on A before the merge was applied
+// there. A's missing mailbox is the one merged away: it must be made anew
+// at the merged name, not fail the sync ("locating mailbox to merge").
+func TestMergeIntoMissingFolder(t *testing.T) {
+	a, b := roots(t)
+	testmail.Deliver(t, a, "a/b", "on A, lost with the rm -rf")
+	scan(t, a)
+	m1 := testmail.Deliver(t, b, "a/b", "on B 1")
+	m2 := testmail.Deliver(t, b, "a/b", "on B 2")
+	scan(t, b) // B's mailbox has handed out more UIDs: it is the keeper
+	if err := os.RemoveAll(testmail.Dir(t, a, "a/b")); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, a, b)
+	want := []string{m1, m2}
+	slices.Sort(want)
+	for _, r := range []string{a, b} {
+		if got := testmail.Files(t, r, "a/b"); !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s a/b = %v, want %v", r, got, want)
+		}
+	}
+}
+
+// Found by the property test: a folder that got mail on B after A deleted
+// it comes back to A (contract §5). A's dovecot.mailbox.log still holds
+// the old DELETE record: when A later loses the directory without intent,
+// that record must not make it a delete (which would expunge on B).
+func TestStaleDeleteRecordIsNotADelete(t *testing.T) {
+	a, b := roots(t)
+	testmail.Deliver(t, a, "Proj", "old")
+	settle(t, a, b)
+	testmail.DeleteWithIntent(t, a, "Proj")
+	late := testmail.Deliver(t, b, "Proj", "late")
+	settle(t, a, b)
+	if err := os.RemoveAll(testmail.Dir(t, a, "Proj")); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, a, b)
+	for _, r := range []string{a, b} {
+		if got := testmail.Files(t, r, "Proj"); !reflect.DeepEqual(got, []string{late}) {
+			t.Fatalf("%s Proj = %v, want %s", r, got, late)
+		}
+	}
+}
+
+// Found by the property test: a folder deleted with intent on A and made
+// anew by a delivery before any scan is a new mailbox, not the old one
+// restored from the index (that would keep the stale DELETE record around
+// for the old GUID, and a later rm -rf would become a delete).
+func TestDeleteThenRedeliverBeforeScan(t *testing.T) {
+	a, b := roots(t)
+	if err := maildir.CreateMailboxDirs(testmail.Dir(t, a, "Work")); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, a, b)
+	testmail.DeleteWithIntent(t, a, "Work")
+	m1 := testmail.Deliver(t, b, "Work", "on B, never seen by A")
+	m3 := testmail.Deliver(t, a, "Work", "on A, after the delete")
+	settle(t, a, b)
+	if err := os.RemoveAll(testmail.Dir(t, a, "Work")); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, a, b)
+	want := []string{m1, m3}
+	slices.Sort(want)
+	for _, r := range []string{a, b} {
+		if got := testmail.Files(t, r, "Work"); !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s Work = %v, want %v", r, got, want)
+		}
+	}
+}
+
+// Found by the property test: a rename whose target is in the way is
+// skipped after the mailbox was moved to its temporary name; the next
+// sync must not fail moving it there again.
+func TestSkippedRenameRetried(t *testing.T) {
+	a, b := roots(t)
+	m := testmail.Deliver(t, a, "Arch", "x")
+	settle(t, a, b)
+	testmail.Rename(t, a, "Arch", "Work")
+	stray := filepath.Join(b, ".Work")
+	if err := os.Mkdir(stray, 0o700); err != nil { // not a mailbox: in the way
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		s, err := testmail.TrySync(a, b, session.Options{})
+		if err != nil {
+			t.Fatalf("sync %d: %v", i, err)
+		}
+		if !s.Changed {
+			t.Fatalf("sync %d: rename onto a stray directory not reported", i)
+		}
+	}
+	if err := os.Remove(stray); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, a, b)
+	if got := testmail.Files(t, b, "Work"); !reflect.DeepEqual(got, []string{m}) {
+		t.Fatalf("B Work = %v", got)
+	}
+}
+
+// Found by the property test: a folder deleted with intent and made anew
+// by a delivery before the next scan merges into the deleted mailbox. The
+// merge voids the deleting side's records, so the peer's unchanged records
+// must be compared in full, or the deleted message survives on the peer.
+func TestDeleteThenRedeliverExpungesOnPeer(t *testing.T) {
+	a, b := roots(t)
+	testmail.Deliver(t, a, "Work", "deleted with the folder")
+	settle(t, a, b)
+	testmail.DeleteWithIntent(t, a, "Work")
+	m1 := testmail.Deliver(t, a, "Work", "after the delete")
+	settle(t, a, b)
+	for _, r := range []string{a, b} {
+		if got := testmail.Files(t, r, "Work"); !reflect.DeepEqual(got, []string{m1}) {
+			t.Fatalf("%s Work = %v, want only %s", r, got, m1)
+		}
+	}
+}

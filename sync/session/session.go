@@ -147,7 +147,11 @@ func Run(ctx context.Context, a, b replica.Replica, opt Options) (*Summary, erro
 	sum.Renumbered = plan.Renumbered
 	sum.Merged = plan.Merged
 	if opt.DryRun {
-		sum.PlanText = append(Describe("A", ra.Info, pa), Describe("B", rb.Info, pb)...)
+		names := map[model.MailboxGUID]string{}
+		for _, m := range append(append([]model.Mailbox(nil), boxesA...), boxesB...) {
+			names[m.GUID] = m.Name
+		}
+		sum.PlanText = append(Describe("A", ra.Info, pa, names), Describe("B", rb.Info, pb, names)...)
 		sum.Duration = time.Since(start)
 		return sum, nil
 	}
@@ -394,19 +398,25 @@ func Match(pattern, name string) bool {
 }
 
 // Describe renders one side's plan for --dry-run and -v.
-func Describe(label string, info replica.Info, p *merge.SidePlan) []string {
+func Describe(label string, info replica.Info, p *merge.SidePlan, names map[model.MailboxGUID]string) []string {
 	var out []string
+	name := func(g model.MailboxGUID) string {
+		if n, ok := names[g]; ok {
+			return fmt.Sprintf("%q", n)
+		}
+		return g.String()
+	}
 	add := func(f string, args ...any) {
 		out = append(out, fmt.Sprintf("%s (%s): ", label, where(info))+fmt.Sprintf(f, args...))
 	}
 	for _, op := range p.Renames {
-		add("rename mailbox %s to %q", op.GUID, op.Name)
+		add("rename mailbox %s to %q", name(op.GUID), op.Name)
 	}
 	for _, op := range p.Creates {
-		add("create mailbox %q (%s, UIDVALIDITY %d)", op.Name, op.GUID, op.UIDValidity)
+		add("create mailbox %q (UIDVALIDITY %d)", op.Name, op.UIDValidity)
 	}
 	for _, a := range p.Adopts {
-		add("merge mailbox %s into %s as %q (UIDVALIDITY %d)", a.From, a.To, a.Name, a.UIDValidity)
+		add("merge mailbox %s (%s) into %s as %q (UIDVALIDITY %d)", name(a.From), a.From, a.To, a.Name, a.UIDValidity)
 	}
 	for _, bp := range p.Boxes {
 		var parts []string
@@ -432,11 +442,11 @@ func Describe(label string, info replica.Info, p *merge.SidePlan) []string {
 			parts = append(parts, fmt.Sprintf("UIDNEXT %d", bp.UIDNext))
 		}
 		if len(parts) > 0 {
-			add("mailbox %s: %s", bp.GUID, strings.Join(parts, ", "))
+			add("mailbox %s: %s", name(bp.GUID), strings.Join(parts, ", "))
 		}
 	}
 	for _, op := range p.Deletes {
-		add("delete mailbox %q (%s)", op.Name, op.GUID)
+		add("delete mailbox %q", op.Name)
 	}
 	for _, s := range p.Subs {
 		verb := "unsubscribe"

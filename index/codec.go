@@ -1,0 +1,150 @@
+package index
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+
+	"github.com/twinbox-mail/twinbox/model"
+)
+
+// Message records are the bulk of an index, so they are stored in a small
+// binary form rather than JSON: a version byte, then uvarints and
+// length-prefixed strings in a fixed order. Flags are sorted by name.
+//
+//	v1: 0x01 uid size vsize mtime(zigzag) modseq bits guid base file nflags {name set T(zigzag)}...
+const msgCodecV1 = 1
+
+var errCodec = errors.New("malformed message record")
+
+func encodeMsg(m *Msg) []byte {
+	b := make([]byte, 0, 64+len(m.GUID)+len(m.Base)+len(m.File)+16*len(m.Flags))
+	b = append(b, msgCodecV1)
+	b = binary.AppendUvarint(b, uint64(m.UID))
+	b = binary.AppendUvarint(b, uint64(max(m.Size, 0)))
+	b = binary.AppendUvarint(b, uint64(max(m.VSize, 0)))
+	b = binary.AppendVarint(b, m.Mtime)
+	b = binary.AppendUvarint(b, m.Modseq)
+	var bits uint64
+	if m.New {
+		bits |= 1
+	}
+	if m.Held {
+		bits |= 2
+	}
+	b = binary.AppendUvarint(b, bits)
+	for _, s := range []string{m.GUID, m.Base, m.File} {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	names := make([]string, 0, len(m.Flags))
+	for n := range m.Flags {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	b = binary.AppendUvarint(b, uint64(len(names)))
+	for _, n := range names {
+		v := m.Flags[n]
+		b = binary.AppendUvarint(b, uint64(len(n)))
+		b = append(b, n...)
+		if v.Set {
+			b = append(b, 1)
+		} else {
+			b = append(b, 0)
+		}
+		b = binary.AppendVarint(b, v.T)
+	}
+	return b
+}
+
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) uv() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.err = errCodec
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) v() int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.err = errCodec
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) str() string {
+	n := r.uv()
+	if r.err != nil || n > uint64(len(r.b)) {
+		r.err = errCodec
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}
+
+func (r *reader) byte1() byte {
+	if r.err != nil || len(r.b) == 0 {
+		r.err = errCodec
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func decodeMsg(v []byte) (*Msg, error) {
+	if len(v) == 0 || v[0] != msgCodecV1 {
+		return nil, fmt.Errorf("%w: unknown version", errCodec)
+	}
+	r := &reader{b: v[1:]}
+	m := &Msg{}
+	uid := r.uv()
+	if uid > math.MaxUint32 {
+		return nil, errCodec
+	}
+	m.UID = uint32(uid)
+	m.Size = int64(r.uv())
+	m.VSize = int64(r.uv())
+	m.Mtime = r.v()
+	m.Modseq = r.uv()
+	bits := r.uv()
+	m.New, m.Held = bits&1 != 0, bits&2 != 0
+	m.GUID = r.str()
+	m.Base = r.str()
+	m.File = r.str()
+	nf := r.uv()
+	if nf > uint64(len(r.b)) {
+		return nil, errCodec
+	}
+	if nf > 0 {
+		m.Flags = make(model.Flags, nf)
+	}
+	for i := uint64(0); i < nf && r.err == nil; i++ {
+		name := r.str()
+		set := r.byte1() == 1
+		m.Flags[name] = model.FlagVal{Set: set, T: r.v()}
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	return m, nil
+}
