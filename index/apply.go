@@ -305,6 +305,14 @@ func (r *Replica) renameOne(ctx context.Context, box *Box, dir, dst string, op m
 		if err := maildir.SyncDir(filepath.Dir(dst)); err != nil {
 			return r.wrap(op.Name, err)
 		}
+		if r.loc.Layout == maildir.LayoutFS {
+			// Parents that held nothing but this mailbox go with it.
+			for p := filepath.Dir(dir); p != r.loc.Root && strings.HasPrefix(p, r.loc.Root+"/"); p = filepath.Dir(p) {
+				if os.Remove(p) != nil {
+					break
+				}
+			}
+		}
 	}
 	err := r.store.db.Update(func(tx *bolt.Tx) error {
 		b, err := getBox(tx, box.GUID)
@@ -517,10 +525,15 @@ func (r *Replica) prepareBodies(ctx context.Context, sp *merge.SidePlan, src rep
 		if src == nil {
 			return paths, r.errf("", "%d message bodies needed and no peer to fetch them from", len(refs))
 		}
+		got := make([]bool, len(refs))
 		err := src.Fetch(ctx, refs, func(i int, rd io.Reader) error {
 			if i < 0 || i >= len(refs) {
 				return fmt.Errorf("peer sent body %d of %d", i, len(refs))
 			}
+			if got[i] {
+				return fmt.Errorf("peer sent body %d twice", i)
+			}
+			got[i] = true
 			n, err := writeBody(want[i], rd)
 			if err != nil {
 				os.Remove(want[i])
@@ -542,6 +555,14 @@ func (r *Replica) prepareBodies(ctx context.Context, sp *merge.SidePlan, src rep
 		if err != nil {
 			return paths, err
 		}
+		for i, ok := range got {
+			if !ok {
+				// The peer could not send it (gone or changed since its
+				// scan): the next sync must try again, so this one may not
+				// record its state.
+				skip(res, "message %s: the peer could not send its body", refs[i].GUID)
+			}
+		}
 	}
 	// Step 1 of the durability order: every body on disk before any rename.
 	if err := syncfs(r.loc.Root); err != nil {
@@ -553,6 +574,11 @@ func (r *Replica) prepareBodies(ctx context.Context, sp *merge.SidePlan, src rep
 func writeBody(path string, rd io.Reader) (int64, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
+		return 0, err
+	}
+	// path is <mailbox>/tmp/<name>: the file belongs to the mailbox's owner.
+	if err := maildir.OwnLike(path, filepath.Dir(filepath.Dir(path))); err != nil {
+		f.Close()
 		return 0, err
 	}
 	n, err := io.Copy(f, rd)

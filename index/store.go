@@ -13,6 +13,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/twinbox-mail/twinbox/maildir"
 	"github.com/twinbox-mail/twinbox/model"
 	"github.com/twinbox-mail/twinbox/sync/replica"
 )
@@ -90,6 +91,7 @@ func openStore(path string, timeout time.Duration) (*Store, error) {
 		}
 		return nil, fmt.Errorf("opening index %s: %w", path, err)
 	}
+	_ = maildir.OwnLike(path, filepath.Dir(path)) // root-run: the mail owner keeps access
 	s := &Store{db: db, now: time.Now}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bMeta, bBoxes, bMsgs, bSubs, bPeers, bGUIDs} {

@@ -1,18 +1,31 @@
 // Package integration holds twinbox's whole-binary tests (tier 5 of the test
-// style): they build the real binary once (TestMain), run it as a user would,
-// and judge the result from outside.
+// style): TestMain builds the real binary once, the tests run it as a user
+// would and judge the result from outside, with their own Maildir parsers
+// (inspect_test.go) and with Dovecot's doveadm (package integration/dovecot).
 //
-//   - crash_test.go: SIGKILL of either process of a large sync at seeded random
-//     moments, then reruns until the replicas converge; afterwards nothing is
-//     lost or duplicated, no temporary file or lock is left, every
-//     dovecot-uidlist is valid and a further sync has nothing to do
-//     (contract §6). TWINBOX_SEED=N replays a run's kill moments and mail;
-//     TWINBOX_LONG=1 kills more often.
+//   - crash_test.go: SIGKILL of either process of a large sync (the client of
+//     `sync A B`, the `serve` child of `sync A exec:...`, or that child's
+//     client) at seeded random moments, then reruns until the replicas
+//     converge; afterwards nothing delivered is lost or duplicated, flags and
+//     expunges took effect, no temporary file or lock is left, every
+//     dovecot-uidlist is valid, the replicas are identical, and one more sync
+//     has nothing to do (contract §6).
+//   - concurrent_test.go: deliveries, flag changes and Dovecot reads while a
+//     sync runs (contract §6 and §7).
 //   - judge_test.go: scenario histories synced by the binary, then both
-//     replicas read by Dovecot's doveadm (package integration/dovecot), which
-//     must see the same mail and complain about nothing (contract §7). Skipped
-//     without Dovecot unless TWINBOX_REQUIRE_DOVECOT=1.
+//     replicas read by Dovecot, which must see the same mail and complain
+//     about nothing; and Dovecot working on the replicas between syncs
+//     (contract §7).
+//   - owner_test.go: a sync run as root keeps the Maildirs' owner.
 //   - cli_test.go: exit codes and output of sync, backup, check and demo.
 //
-// The package has no non-test code besides this comment.
+// Environment:
+//
+//	TWINBOX_SEED=N             replay a run's random mail and kill moments (logged by each test)
+//	TWINBOX_LONG=1             larger syncs and five times as many kills
+//	TWINBOX_REQUIRE_DOVECOT=1  fail, not skip, the Dovecot tests when doveadm is missing
+//	TWINBOX_TEST_BINARY=PATH   test this binary instead of building one
+//
+// The package has no code besides this comment: everything is in _test.go
+// files.
 package integration

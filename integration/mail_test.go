@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -75,7 +76,9 @@ func (g *mailGen) deliver(t testing.TB, root, mailbox string, msg []byte, flags 
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			t.Fatal(err)
 		}
+		ownLike(t, filepath.Join(dir, sub), root)
 	}
+	ownLike(t, dir, root)
 	mt := time.Unix(1700000000+int64(g.n)*60+int64(g.rng.IntN(60)), 0)
 	base := fmt.Sprintf("%d.M%dP%d.gen-%s,S=%d", mt.Unix(), g.n, 4000+g.n%1000, g.tag, len(msg))
 	tmp := filepath.Join(dir, "tmp", base)
@@ -85,6 +88,7 @@ func (g *mailGen) deliver(t testing.TB, root, mailbox string, msg []byte, flags 
 	if err := os.Chtimes(tmp, mt, mt); err != nil {
 		t.Fatal(err)
 	}
+	ownLike(t, tmp, root)
 	dst := filepath.Join(dir, "new", base)
 	if flags != "" {
 		dst = filepath.Join(dir, "cur", base+":2,"+flags)
@@ -96,6 +100,26 @@ func (g *mailGen) deliver(t testing.TB, root, mailbox string, msg []byte, flags 
 		g.c.add(mailbox, msg, base, flags)
 	}
 	return base
+}
+
+// ownLike gives p the owner of root, as an MTA delivering as the mail owner
+// would, when we run as root (some tests give the Maildirs to another user).
+func ownLike(t testing.TB, p, root string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return
+	}
+	fi, err := os.Stat(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if st.Uid == 0 && st.Gid == 0 {
+		return
+	}
+	if err := os.Lchown(p, int(st.Uid), int(st.Gid)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // corpus is what was delivered and changed on purpose: what must be in the

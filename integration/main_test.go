@@ -30,6 +30,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "integration:", err)
 		os.Exit(1)
 	}
+	// Other users may run it too (the tests that run it as the mail owner).
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "integration:", err)
+		os.Exit(1)
+	}
 	bin = filepath.Join(dir, "twinbox")
 	cmd := exec.Command(goTool(), "build", "-trimpath", "-o", bin, "github.com/twinbox-mail/twinbox")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -124,6 +129,13 @@ func start(t testing.TB, args ...string) *proc {
 // startEnv is start with extra environment variables (KEY=VALUE).
 func startEnv(t testing.TB, extra []string, args ...string) *proc {
 	t.Helper()
+	return startAs(t, nil, extra, args...)
+}
+
+// startAs is startEnv running the binary with the given credentials (nil:
+// ours).
+func startAs(t testing.TB, cred *syscall.Credential, extra []string, args ...string) *proc {
+	t.Helper()
 	dir := t.TempDir()
 	out, err := os.Create(filepath.Join(dir, "stdout"))
 	if err != nil {
@@ -135,6 +147,17 @@ func startEnv(t testing.TB, extra []string, args ...string) *proc {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(env(), extra...)
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []*os.File{out, errf} {
+			if err := f.Chown(int(cred.Uid), int(cred.Gid)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	cmd.Stdout, cmd.Stderr = out, errf
 	p := &proc{t: t, cmd: cmd, args: args, out: out, err: errf, done: make(chan struct{})}
 	p.start = time.Now()

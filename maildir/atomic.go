@@ -138,6 +138,12 @@ func CreateMailboxDirs(dir string) error {
 			return err
 		}
 	}
+	for _, d := range created {
+		// New directories belong to whoever owns their parent.
+		if err := chownLike(d, "", filepath.Dir(d)); err != nil {
+			return fmt.Errorf("creating mailbox %s: %w", dir, err)
+		}
+	}
 	synced := make(map[string]bool)
 	for i := len(created) - 1; i >= 0; i-- {
 		parent := filepath.Dir(created[i])
@@ -233,3 +239,8 @@ func readFileInfo(path string) ([]byte, os.FileInfo, error) {
 	}
 	return data, fi, nil
 }
+
+// OwnLike gives path the owner and group of dir when running as root (a
+// root-run twinbox must leave files that Dovecot, running as the mail
+// owner, can read and replace); otherwise it does nothing.
+func OwnLike(path, dir string) error { return chownLike(path, "", dir) }

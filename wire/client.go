@@ -244,6 +244,9 @@ func readApply(c *conn, raw json.RawMessage) (*merge.SidePlan, error) {
 	}
 	for i := 0; i < req.Chunks; i++ {
 		t, b, err := c.readMsg()
+		if err == io.EOF {
+			err = truncated(fmt.Sprintf("apply (the stream ended before chunk %d of %d)", i+1, req.Chunks))
+		}
 		if err != nil {
 			return nil, err
 		}

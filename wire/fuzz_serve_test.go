@@ -33,7 +33,7 @@ func clientFixture() []fixBox {
 			{UID: 3, Base: "1700000001.M1P1.fixture", Flags: "RS", Body: "one"},
 		}},
 		{Name: "Lists/Go", GUID: guid(0x40), UIDValidity: 4000, Msgs: []fixMsg{
-			{UID: 7, Base: "1700000107.M107P2.client", Flags: "F", Body: strings.Repeat("go ", 30000)},
+			{UID: 7, Base: "1700000107.M107P2.client", Flags: "F", Body: strings.Repeat("go ", 600)},
 		}},
 	}
 }

@@ -719,3 +719,74 @@ func TestRequestsOutOfOrder(t *testing.T) {
 		})
 	}
 }
+
+// An apply's adds travel in 'C' chunks after the request: a client that
+// lies about them.
+func TestHostileApplyChunks(t *testing.T) {
+	plan := merge.SidePlan{Boxes: []merge.BoxPlan{{GUID: inboxGUID, UIDNext: 11}}}
+	apply := func(chunks int) []byte {
+		return jsonFrame('Q', map[string]any{"op": "apply", "args": map[string]any{"plan": plan, "chunks": chunks}})
+	}
+	addChunk := func(box int, g string) []byte {
+		return jsonFrame('C', map[string]any{"box": box, "adds": []merge.Add{{Msg: model.Message{UID: 10, GUID: g, Size: 3}, SourceBox: inboxGUID, SourceUID: 10}}})
+	}
+	tests := []struct {
+		name  string
+		in    []byte
+		close bool   // the client hangs up after in
+		want  string // in the server's error
+		reply bool   // the server says so
+		fatal bool   // and ends the session
+	}{
+		{"negative count", apply(-1), false, "apply announces -1 chunks", true, true},
+		{"huge count", apply(1 << 40), false, "apply announces 1099511627776 chunks", true, true},
+		{"fewer chunks", cat(apply(2), addChunk(0, "m1"), jsonFrame('Q', map[string]any{"op": "commit"})), false, "expected chunk 2 of 2, got frame 'Q'", true, true},
+		{"chunk for another mailbox", cat(apply(1), addChunk(5, "m1")), false, "apply chunk for mailbox 5 of 1", true, true},
+		{"chunk for a negative mailbox", cat(apply(1), addChunk(-1, "m1")), false, "apply chunk for mailbox -1 of 1", true, true},
+		{"chunk not json", cat(apply(1), frame('C', []byte("{{"))), false, "apply chunk", true, true},
+		{"hang up between chunks", cat(apply(3), addChunk(0, "m1")), true, "the stream ended before chunk 2 of 3", false, true},
+		{"hang up in a chunk", cat(apply(1), addChunk(0, "m1")[:20]), true, "truncated", false, true},
+		{"bad GUID in a chunk", cat(apply(1), addChunk(0, "../../victim/file")), false, `user alice (` /* root follows */, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, maildir.LayoutMaildirPP)
+			cl := e.dial()
+			e.begin(cl)
+			before := e.rootSnap()
+			if _, err := e.conn.Write(tt.in); err != nil {
+				t.Fatal(err)
+			}
+			if tt.close {
+				e.conn.Close()
+			}
+			r := bufio.NewReader(e.conn)
+			ft, msg, err := rawReply(t, r)
+			switch {
+			case tt.reply && (err != nil || ft != 'E' || !strings.Contains(msg, tt.want)):
+				t.Errorf("server replied %q %s (%v), want an error containing %q", ft, msg, err, tt.want)
+			case !tt.reply && err == nil:
+				t.Errorf("server replied %q %s to a client that left", ft, msg)
+			}
+			if !tt.fatal {
+				// The plan was refused as a plan: named, and the session
+				// goes on.
+				for _, w := range []string{e.root, `mailbox "INBOX"`, `"../../victim/file"`} {
+					if !strings.Contains(msg, w) {
+						t.Errorf("error %q does not name %q", msg, w)
+					}
+				}
+				e.conn.Write(jsonFrame('Q', map[string]any{"op": "close"}))
+				if ft, _, err := rawReply(t, r); err != nil || ft != 'R' {
+					t.Errorf("close after a refused plan: %q %v", ft, err)
+				}
+				if err := e.finish(); err != nil {
+					t.Errorf("server: %v", err)
+				}
+			} else {
+				wantErr(t, "server", e.finish(), tt.want)
+			}
+			e.unchanged(before)
+		})
+	}
+}

@@ -73,10 +73,14 @@ func Serve(ctx context.Context, rw io.ReadWriter, open Opener, log *slog.Logger)
 	cb := &callback{c: c}
 	// What the session has done so far, for the order of requests.
 	var begun, changed, applied bool
-	// refuse ends the session on a protocol error, telling the peer.
+	// refuse ends the session on a protocol error, telling the peer if it
+	// is still there (not after a stream that ended or failed: on stdout a
+	// write to a closed pipe is a SIGPIPE).
 	refuse := func(err error) error {
 		log.Warn("protocol error", "err", err)
-		_ = c.writeMsg(fError, errorMsg{Message: err.Error()})
+		if errors.Is(err, ErrProtocol) && !errors.Is(err, io.ErrUnexpectedEOF) {
+			_ = c.writeMsg(fError, errorMsg{Message: err.Error()})
+		}
 		return err
 	}
 	for {
@@ -88,10 +92,7 @@ func Serve(ctx context.Context, rw io.ReadWriter, open Opener, log *slog.Logger)
 			return nil // the peer went away; the next sync converges
 		}
 		if err != nil {
-			if errors.Is(err, ErrProtocol) && !errors.Is(err, io.ErrUnexpectedEOF) {
-				return refuse(err)
-			}
-			return err
+			return refuse(err)
 		}
 		if t == fError {
 			return fmt.Errorf("peer gave up: %s", errText(b))

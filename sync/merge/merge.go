@@ -189,8 +189,10 @@ func resolveMailboxes(sides [2]*Side, plan *Plan) []*box {
 				continue
 			}
 			if s, ok := mergeable(keeper, bx); ok {
+				// The loser's records are void (another UIDVALIDITY); the
+				// keeper's own records on that side (tombstones of a
+				// deleted or missing mailbox) keep their UIDs taken.
 				keeper.losers[s] = bx.rec[s]
-				keeper.void[s] = true
 				merged = append(merged, bx)
 				plan.Merged = append(plan.Merged, fmt.Sprintf("%s %s -> %s", n, bx.guid, keeper.guid))
 				continue
@@ -385,7 +387,7 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 	// Incremental: records one side reported below the common base that the
 	// other side did not report are unchanged there.
 	base, incremental := opt.Base[bx.guid]
-	if incremental && !bx.void[0] && !bx.void[1] && bx.has(0) && bx.has(1) {
+	if incremental && !bx.void[0] && !bx.void[1] && bx.losers[0] == nil && bx.losers[1] == nil && bx.has(0) && bx.has(1) {
 		for s := 0; s < 2; s++ {
 			o := 1 - s
 			var uids []uint32

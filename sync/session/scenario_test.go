@@ -710,3 +710,32 @@ func TestDeleteThenRedeliverExpungesOnPeer(t *testing.T) {
 		}
 	}
 }
+
+// Found by the property test: B's copy of a folder is rm -rf'd (with a
+// message A never got) and a new folder of that name appears on B before
+// the next sync; it merges into the missing one. The merge must keep the
+// UIDs B had used in that mailbox: the next message must not get UID 1.
+func TestMergeIntoMissingFolderKeepsUIDs(t *testing.T) {
+	a, b := roots(t)
+	if err := maildir.CreateMailboxDirs(testmail.Dir(t, a, "Work")); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, a, b)
+	m1 := testmail.Deliver(t, b, "Work", "lost with the rm -rf")
+	scan(t, b)
+	if err := os.RemoveAll(testmail.Dir(t, b, "Work")); err != nil {
+		t.Fatal(err)
+	}
+	scan(t, b)
+	if err := maildir.CreateMailboxDirs(testmail.Dir(t, b, "Work")); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, a, b)
+	m2 := testmail.Deliver(t, b, "Work", "new")
+	settle(t, a, b)
+	for _, r := range []string{a, b} {
+		if u := testmail.UIDs(t, r, "Work"); u[1] != "" || len(u) != 1 {
+			t.Fatalf("%s Work UIDs %v: UID 1 named %s on B, %s must get another", r, u, m1, m2)
+		}
+	}
+}
