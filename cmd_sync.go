@@ -68,7 +68,32 @@ func (p *pair) roundTrips() int {
 // server in process over a pipe, through the same protocol a remote peer
 // uses; the locks are taken in root order so that two syncs of the same
 // pair started at once serialise instead of deadlocking.
-func openPair(g *globals, a, b string, indexA, indexB string, lockTimeout timeoutT, dryRun bool) (*pair, error) {
+// replicaOptions are the index options every opened replica gets.
+type replicaOptions struct {
+	lockTimeout timeoutT
+	dryRun      bool
+	massMin     int
+	massFrac    float64
+	massExempt  []string
+}
+
+func (o replicaOptions) index(g *globals, idx string) index.Options {
+	opt := index.Options{IndexPath: idx, LockTimeout: o.lockTimeout, Logger: g.log, DryRun: o.dryRun, MassExpungeMin: o.massMin, MassExpungeFraction: o.massFrac}
+	if len(o.massExempt) > 0 {
+		pats := o.massExempt
+		opt.MassExpungeExempt = func(name string) bool {
+			for _, p := range pats {
+				if session.Match(p, name) {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	return opt
+}
+
+func openPair(g *globals, a, b string, indexA, indexB string, ro replicaOptions) (*pair, error) {
 	ea, err := parseEndpoint(a)
 	if err != nil {
 		return nil, err
@@ -79,7 +104,7 @@ func openPair(g *globals, a, b string, indexA, indexB string, lockTimeout timeou
 	}
 	p := &pair{}
 	openLocal := func(e endpoint, idx string) (replica.Replica, error) {
-		r, err := index.Open(g.ctx, e.loc, index.Options{IndexPath: idx, LockTimeout: lockTimeout, Logger: g.log, DryRun: dryRun})
+		r, err := index.Open(g.ctx, e.loc, ro.index(g, idx))
 		if err != nil {
 			return nil, err
 		}
@@ -101,7 +126,7 @@ func openPair(g *globals, a, b string, indexA, indexB string, lockTimeout timeou
 			return cl, nil
 		}
 		open := func(ctx contextT, user string, peer replica.Info) (replica.Replica, error) {
-			return index.Open(ctx, e.loc, index.Options{IndexPath: idx, LockTimeout: lockTimeout, Logger: g.log, DryRun: dryRun})
+			return index.Open(ctx, e.loc, ro.index(g, idx))
 		}
 		cl, wait, err := transport.ServeInProcess(g.ctx, "", self, open, g.log)
 		if err != nil {
@@ -190,7 +215,7 @@ func openPair(g *globals, a, b string, indexA, indexB string, lockTimeout timeou
 
 func runSync(g *globals, a, b string, f syncFlags, backup bool) error {
 	prog := newProgress(os.Stderr, f.JSON)
-	p, err := openPair(g, a, b, f.IndexA, f.IndexB, f.LockTimeout, f.DryRun)
+	p, err := openPair(g, a, b, f.IndexA, f.IndexB, replicaOptions{lockTimeout: f.LockTimeout, dryRun: f.DryRun, massMin: f.MassMin, massFrac: f.MassFraction, massExempt: f.MassExempt})
 	if err != nil {
 		return err
 	}
@@ -294,7 +319,7 @@ func human(n int64) string {
 }
 
 func runCheck(g *globals, c *CheckCmd) error {
-	p, err := openPair(g, c.A, c.B, "", "", c.LockTimeout, false)
+	p, err := openPair(g, c.A, c.B, "", "", replicaOptions{lockTimeout: c.LockTimeout})
 	if err != nil {
 		return err
 	}

@@ -40,7 +40,7 @@ func (c *DemoCmd) Run(g *globals) error {
 	section := func(title string) { step++; say("\n== %d. %s", step, title) }
 	doSync := func(label string) error {
 		// First what the engine decided (a dry run), then the sync itself.
-		p, err := openPair(g, a, b, "", "", 30*time.Second, true)
+		p, err := openPair(g, a, b, "", "", replicaOptions{lockTimeout: 30 * time.Second, dryRun: true})
 		if err != nil {
 			return err
 		}
@@ -56,7 +56,7 @@ func (c *DemoCmd) Run(g *globals) error {
 		if len(plan.PlanText) == 0 {
 			say("  nothing to do")
 		}
-		p, err = openPair(g, a, b, "", "", 30*time.Second, false)
+		p, err = openPair(g, a, b, "", "", replicaOptions{lockTimeout: 30 * time.Second})
 		if err != nil {
 			return err
 		}
@@ -137,7 +137,7 @@ func (c *DemoCmd) Run(g *globals) error {
 	}
 
 	section("check: are the replicas identical?")
-	p, err := openPair(g, a, b, "", "", 30*time.Second, false)
+	p, err := openPair(g, a, b, "", "", replicaOptions{lockTimeout: 30 * time.Second})
 	if err != nil {
 		return err
 	}

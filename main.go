@@ -143,6 +143,9 @@ type syncFlags struct {
 	DryRun           bool          `name:"dry-run" help:"Print the plan and change nothing." env:"TWINBOX_DRY_RUN"`
 	LockTimeout      time.Duration `name:"lock-timeout" default:"30s" help:"How long to wait for the replicas' locks." env:"TWINBOX_LOCK_TIMEOUT"`
 	AllowMassExpunge bool          `name:"allow-mass-expunge" help:"Replicate expunges held back as a mass expunge." env:"TWINBOX_ALLOW_MASS_EXPUNGE"`
+	MassMin          int           `name:"mass-expunge-min" default:"50" help:"Hold expunges back when a scan finds more than this many messages of a mailbox gone" env:"TWINBOX_MASS_EXPUNGE_MIN"`
+	MassFraction     float64       `name:"mass-expunge-fraction" default:"0.5" help:"and more than this fraction of the mailbox." env:"TWINBOX_MASS_EXPUNGE_FRACTION"`
+	MassExempt       []string      `name:"mass-expunge-exempt" help:"Mailbox patterns never held back (default: Trash, Junk, Spam, Deleted Messages/Items at any level)." placeholder:"PATTERN" env:"TWINBOX_MASS_EXPUNGE_EXEMPT"`
 	JSON             bool          `name:"json" help:"Print a machine-readable summary on stdout." env:"TWINBOX_JSON"`
 	IndexA           string        `name:"index-a" help:"Index file of the first replica (default: <root>/twinbox.db)." env:"TWINBOX_INDEX_A"`
 	IndexB           string        `name:"index-b" help:"Index file of the second replica (default: <root>/twinbox.db)." env:"TWINBOX_INDEX_B"`

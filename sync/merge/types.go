@@ -11,9 +11,12 @@
 // The rules (docs/design.md has the reasoning, the contract the promises):
 //
 //  1. Mailboxes are matched by GUID. Names merge last-writer-wins on
-//     (NameT, Name). Two live mailboxes that end with one name are merged
-//     when each was created on one side only (contract §3.4); otherwise the
-//     one with the higher GUID is renamed aside with a "-<guid8>" suffix.
+//     (NameT, Name). Among live mailboxes that end with one name, a keeper
+//     is chosen (the lowest GUID both sides know, else the one that has
+//     handed out the most UIDs, then the lowest GUID); each other one is
+//     merged into it when it exists on one side only and that side does
+//     not hold the keeper's directory (contract §3.4), else renamed aside
+//     with a "-<guid8>" suffix.
 //  2. A deleted mailbox stays deleted only if no message survives in it:
 //     messages the deleting side never saw bring it back (contract §5).
 //  3. Expunge tombstones kill the instance they name (GUID and UID,
