@@ -26,9 +26,9 @@ test-long: test-deps
 
 FUZZTIME ?= 30s
 fuzz:
-	@for pkg in ./maildir ./wire; do \
+	@for pkg in ./maildir ./wire ./index; do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
-	    echo "== $$pkg $$f"; $(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$pkg || exit 1; \
+	    echo "== $$pkg $$f"; $(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=10s $$pkg || exit 1; \
 	  done; \
 	done
 

@@ -180,13 +180,14 @@ busy_pct() {
 		-v i=$((b[4] + b[5] - a[4] - a[5])) 'BEGIN { printf "%d", (u + i) ? 100 * u / (u + i) : 0 }'
 }
 
-# check_quiet LABEL: wait up to WAIT_QUIET seconds for the CPUs to be idle,
-# then note it if something else is still using them.
+# check_quiet LABEL [MAXWAIT]: wait up to MAXWAIT (default WAIT_QUIET)
+# seconds for the CPUs to be idle, then note it if something else is still
+# using them.
 check_quiet() {
-	local p waited=0
+	local p waited=0 maxwait=${2:-$WAIT_QUIET}
 	p=$(busy_pct)
-	while ((p > 10 && waited < WAIT_QUIET)); do
-		((waited == 0)) && log "$1: machine ${p}% busy, waiting up to ${WAIT_QUIET}s for it to calm down"
+	while ((p > 10 && waited < maxwait)); do
+		((waited == 0)) && log "$1: machine ${p}% busy, waiting up to ${maxwait}s for it to calm down"
 		sleep 4
 		waited=$((waited + 5))
 		p=$(busy_pct)
@@ -606,7 +607,7 @@ report() {
 	fi
 }
 
-check_quiet "end of run"
+check_quiet "end of run" 0
 report >"$LOGS_ROOT/report.md"
 cat "$LOGS_ROOT/report.md"
 cp "$LOGS_ROOT/report.md" "$RESULTS"

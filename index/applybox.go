@@ -332,7 +332,10 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			continue
 		}
 		u := a.Msg.UID
-		if _, taken := recs[u]; taken || (!rewriting && u < diskNext) {
+		// Dovecot may have taken a UID at or above the UIDNEXT of the scan;
+		// below it, a UID the uidlist does not list is one the merge knew
+		// to be free for this message (it vanished with the directory).
+		if _, taken := recs[u]; taken || (!rewriting && u < diskNext && u >= box.UIDNext) {
 			skip(res, "mailbox %q: UID %d taken since the scan", name, u)
 			continue
 		}

@@ -284,8 +284,19 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 		}); err != nil {
 			return nil, r.wrap(name, err)
 		}
+		files, _, err := listFiles(dir)
+		if err != nil {
+			return nil, r.wrap(name, err)
+		}
+		var lost []*Msg
 		for _, m := range msgs {
 			if m.Held || m.File == "" {
+				continue
+			}
+			if files[baseOf(m.File)] == nil {
+				// Gone with the uidlist (the directory was removed and made
+				// anew): missing, not expunged; the peer refills it.
+				lost = append(lost, m)
 				continue
 			}
 			rec := maildir.UidRecord{UID: m.UID, FileName: m.File}
@@ -295,10 +306,27 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 			nu.Records = append(nu.Records, rec)
 			nu.NextUID = max(nu.NextUID, m.UID+1)
 		}
+		if len(lost) > 0 {
+			if err := r.store.db.Update(func(tx *bolt.Tx) error {
+				bt, err := openBoxTx(tx, known)
+				if err != nil {
+					return err
+				}
+				for _, m := range lost {
+					if err := bt.drop(m.UID, &model.Tombstone{GUID: m.GUID, Lost: true, T: r.store.stamp(tx, 0)}); err != nil {
+						return err
+					}
+				}
+				known.Epoch = randomUint64() // the peer's records are needed in full
+				return putBox(tx, known)
+			}); err != nil {
+				return nil, r.wrap(name, err)
+			}
+		}
 		if err := r.writeUidlist(dir, nu); err != nil {
 			return nil, r.wrap(name, err)
 		}
-		r.log.Warn("dovecot-uidlist was missing: restored from the index", "mailbox", name)
+		r.log.Warn("dovecot-uidlist was missing: restored from the index", "mailbox", name, "missing_messages", len(lost))
 		return nu, nil
 	}
 	if ul == nil {

@@ -60,12 +60,13 @@ type crashTest struct {
 	codes                                         map[int]int // exit codes of killed-side clients / finished runs
 	lockNoted                                     bool
 	round                                         int
+	deadline                                      time.Time // no new attempts after it (once 3 kills landed)
 }
 
 func newCrashTest(t *testing.T) *crashTest {
 	d := t.TempDir()
 	ct := &crashTest{t: t, rng: newRand(seed(t)), dir: d, a: filepath.Join(d, "a"), b: filepath.Join(d, "b"),
-		c: newCorpus(), byVictim: map[victim]int{}, codes: map[int]int{}}
+		c: newCorpus(), byVictim: map[victim]int{}, codes: map[int]int{}, deadline: time.Now().Add(budget())}
 	ct.ga = newMailGen(ct.rng, "a", ct.c)
 	ct.gb = newMailGen(ct.rng, "b", ct.c)
 	return ct
@@ -109,7 +110,7 @@ func (ct *crashTest) calibrate(args func(a, b, pidfile string) []string) {
 	if r.code != 0 {
 		t.Fatalf("uninterrupted sync of a copy failed:\n%s", r)
 	}
-	ct.est = r.dur
+	ct.est = min(r.dur, 5*time.Second)
 	t.Logf("an uninterrupted sync of %d messages takes %v", ct.c.count(), r.dur.Round(time.Millisecond))
 	os.RemoveAll(ca)
 	os.RemoveAll(cb)
@@ -182,7 +183,7 @@ func (ct *crashTest) attempt(v victim) bool {
 		ct.codes[r.code]++
 		// The next attempts do about as much as this one did: draw their
 		// kill moments from its duration.
-		ct.est = max(r.dur, 50*time.Millisecond)
+		ct.est = min(max(r.dur, 50*time.Millisecond), 5*time.Second)
 		t.Logf("attempt %d: finished (exit %d) before the kill at %v", ct.attempts, r.code, delay.Round(time.Millisecond))
 		if r.code != 0 && r.code != 2 {
 			t.Errorf("a sync that was not interrupted failed:\n%s", r)
@@ -372,6 +373,20 @@ func kills() int {
 	return 8
 }
 
+// budget bounds the time a crash test spends on kill attempts (on a loaded
+// machine it makes fewer kills, but at least 3).
+func budget() time.Duration {
+	if longMode() {
+		return 15 * time.Minute
+	}
+	return 30 * time.Second
+}
+
+// more reports whether to make another kill attempt.
+func (ct *crashTest) more() bool {
+	return ct.kills < kills() && ct.attempts < 3*kills() && (ct.kills < 3 || time.Now().Before(ct.deadline))
+}
+
 // messages is the size of the large sync.
 func messages() int {
 	if longMode() {
@@ -389,7 +404,7 @@ func runCrash(t *testing.T, victims ...victim) {
 	syscall.Sync()
 	ct.calibrate(syncArgs(victims[0]))
 	defer ct.report()
-	for ct.kills < kills() && ct.attempts < 3*kills() {
+	for ct.more() {
 		v := victims[ct.rng.IntN(len(victims))]
 		if !ct.attempt(v) {
 			// Done before the kill: give the next attempts something to do.
@@ -487,7 +502,7 @@ func TestCrashTwoWay(t *testing.T) {
 	ct.calibrate(syncArgs(victimClient))
 	defer ct.report()
 	victims := []victim{victimClient, victimServe, victimExecClient}
-	for ct.kills < kills() && ct.attempts < 3*kills() {
+	for ct.more() {
 		if !ct.attempt(victims[ct.rng.IntN(len(victims))]) {
 			ct.changeBoth(messages()/5, messages()/20, 5)
 			syscall.Sync()

@@ -239,11 +239,11 @@ func readApply(c *conn, raw json.RawMessage) (*merge.SidePlan, error) {
 	if err := decode(raw, &req); err != nil {
 		return nil, err
 	}
-	if req.Chunks < 0 || req.Chunks > MaxMessage/64 {
-		return nil, protoErr("apply announces %d chunks", req.Chunks)
+	if req.Chunks < 0 || req.Chunks > maxChunks {
+		return nil, protoErr("apply announces %d chunks (at most %d)", req.Chunks, maxChunks)
 	}
 	for i := 0; i < req.Chunks; i++ {
-		t, b, err := c.readMsg()
+		t, b, err := c.readMsgLimit(maxChunkBytes)
 		if err == io.EOF {
 			err = truncated(fmt.Sprintf("apply (the stream ended before chunk %d of %d)", i+1, req.Chunks))
 		}
@@ -256,6 +256,9 @@ func readApply(c *conn, raw json.RawMessage) (*merge.SidePlan, error) {
 		var ch addsChunk
 		if err := json.Unmarshal(b, &ch); err != nil {
 			return nil, protoErr("apply chunk: %v", err)
+		}
+		if len(ch.Adds) > chunkRecords {
+			return nil, protoErr("apply chunk of %d adds (at most %d)", len(ch.Adds), chunkRecords)
 		}
 		if ch.Box < 0 || ch.Box >= len(req.Plan.Boxes) {
 			return nil, protoErr("apply chunk for mailbox %d of %d", ch.Box, len(req.Plan.Boxes))

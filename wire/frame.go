@@ -41,8 +41,15 @@ const (
 	fChunk   = 'C' // one piece of a large request or reply
 )
 
-// chunkRecords is how many records go in one 'C' message.
-const chunkRecords = 2000
+// chunkRecords is how many records go in one 'C' message; a chunk is at
+// most maxChunkBytes of JSON, and an apply at most maxChunks chunks (50
+// million messages: far beyond any mailbox, but a bound on what a peer can
+// make the server hold).
+const (
+	chunkRecords  = 2000
+	maxChunkBytes = 16 << 20
+	maxChunks     = 25000
+)
 
 // Limits.
 const (

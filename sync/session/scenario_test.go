@@ -739,3 +739,29 @@ func TestMergeIntoMissingFolderKeepsUIDs(t *testing.T) {
 		}
 	}
 }
+
+// Found by the property test: a folder rm -rf'd on B and made anew by a
+// delivery before B's next scan. B's index restores the folder's identity,
+// but the messages that went with the rm -rf are missing, not expunged:
+// they come back from A instead of being expunged there.
+func TestRmRfFolderThenDeliveryBeforeScan(t *testing.T) {
+	a, b := roots(t)
+	m0 := testmail.Deliver(t, a, "Lists", "0")
+	settle(t, a, b)
+	uids := testmail.UIDs(t, a, "Lists")
+	if err := os.RemoveAll(testmail.Dir(t, b, "Lists")); err != nil {
+		t.Fatal(err)
+	}
+	m1 := testmail.Deliver(t, b, "Lists", "1")
+	settle(t, a, b)
+	want := []string{m0, m1}
+	slices.Sort(want)
+	for _, r := range []string{a, b} {
+		if got := testmail.Files(t, r, "Lists"); !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s Lists = %v, want %v", r, got, want)
+		}
+	}
+	if u := testmail.UIDs(t, a, "Lists"); u[1] != uids[1] {
+		t.Fatalf("A Lists UIDs %v, was %v", u, uids)
+	}
+}
