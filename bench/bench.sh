@@ -102,6 +102,11 @@ else
 		TWINBOX_WHY="twinbox did not build (see $LOGS/build-twinbox.log): $(tail -n 3 "$LOGS/build-twinbox.log" | tr '\n' ' ')"
 	fi
 fi
+GIT_HEAD=$(git -C "$ROOT" rev-parse -q --verify --short HEAD || echo 'no commit yet')
+TWINBOX_VER=""
+if [[ $TWINBOX_OK == 1 ]]; then
+	TWINBOX_VER=$("$TWINBOX" version 2>&1 | head -n 1 || true)
+fi
 if [[ $TWINBOX_OK != 1 ]]; then
 	log "*** TWINBOX NOT AVAILABLE: $TWINBOX_WHY"
 	log "*** continuing with the baselines only"
@@ -193,7 +198,7 @@ check_quiet() {
 		p=$(busy_pct)
 	done
 	if ((p > 10)); then
-		note "$1: the machine was ${p}% busy with other work ($(ps -eo pcpu=,comm= --sort=-pcpu | head -n 3 | awk '{printf "%s%s %s%%", NR > 1 ? ", " : "", $2, $1}')): timings are inflated and noisy"
+		note "$1: the machine was ${p}% busy with other work ($(ps -eo pcpu=,comm= --sort=-pcpu | head -n 3 | awk '{printf "%s%s %s%%", (NR > 1 ? ", " : ""), $2, $1}')): timings are inflated and noisy"
 	else
 		log "$1: machine quiet (${p}% busy)"
 	fi
@@ -554,7 +559,7 @@ report() {
 	echo
 	echo "- machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(free -g | awk '/Mem:/ {print $2}') GiB RAM, $(uname -sr)"
 	echo "- work dir: $WORKDIR ($(df -T "$WORKDIR" | awk 'NR==2 {print $2 " on " $1}'))"
-	echo "- twinbox: $(if [[ $TWINBOX_OK == 1 ]]; then echo "$TWINBOX, $(git -C "$ROOT" rev-parse -q --verify --short HEAD || echo 'no commit yet')"; else echo "NOT RUN: $TWINBOX_WHY"; fi)"
+	echo "- twinbox: $(if [[ $TWINBOX_OK == 1 ]]; then echo "$TWINBOX ('version': ${TWINBOX_VER:-?}); checkout HEAD $GIT_HEAD when the run started"; else echo "NOT RUN: $TWINBOX_WHY"; fi)"
 	echo "- $(go version)"
 	if [[ $DV_OK == 1 ]]; then
 		echo "- Dovecot $(dovecot --version 2>/dev/null || echo '?'): \`${DV_RUN[*]} -o mail_location=maildir:A sync|backup maildir:B\`"

@@ -39,6 +39,10 @@ type Progress interface {
 
 var tmpSeq atomic.Uint64
 
+// perFileSyncMax is the largest batch of bodies made durable one fsync at a
+// time; larger batches use one syncfs.
+const perFileSyncMax = 128
+
 // Apply carries out one side's part of a plan. The durability order:
 //
 //  1. bodies are written to tmp/ of their mailbox and made durable (one
@@ -355,7 +359,11 @@ func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, res *Appl
 		return nil
 	case err == nil:
 	case errors.Is(err, fs.ErrNotExist):
-		ul = &maildir.Uidlist{Version: 3, UIDValidity: op.UIDValidity, NextUID: 1, GUID: [16]byte(op.GUID)}
+		next := uint32(1)
+		if old != nil && old.UIDValidity == op.UIDValidity {
+			next = max(next, old.UIDNext) // UIDs it had stay used (§3.1)
+		}
+		ul = &maildir.Uidlist{Version: 3, UIDValidity: op.UIDValidity, NextUID: next, GUID: [16]byte(op.GUID)}
 		if err := maildir.WriteUidlist(dir, ul); err != nil {
 			return r.wrap(op.Name, err)
 		}
@@ -369,6 +377,7 @@ func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, res *Appl
 		}
 		if b == nil {
 			b = &Box{Mailbox: model.Mailbox{GUID: op.GUID}}
+			b.Revived = r.lastDelete(op.GUID) // new here: older DELETE records are of an earlier life
 		}
 		if b.Missing || b.Deleted || b.UIDValidity != ul.UIDValidity {
 			bt, err := openBoxTx(tx, b)
@@ -378,11 +387,13 @@ func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, res *Appl
 			if err := bt.resetMessages(); err != nil {
 				return err
 			}
-			b.UIDNext = 0
+			if b.UIDValidity != ul.UIDValidity {
+				b.UIDNext = 0
+			}
 		}
 		b.Name, b.NameT, b.UIDValidity, b.Dir = op.Name, op.NameT, ul.UIDValidity, r.rel(dir)
 		if b.Deleted {
-			b.Revived = r.opt.Now().UnixNano()
+			b.Revived = r.lastDelete(b.GUID)
 		}
 		b.Deleted, b.DeletedT, b.Missing = false, 0, false
 		b.UIDNext = max(b.UIDNext, ul.NextUID)
@@ -485,6 +496,7 @@ func (r *Replica) prepareBodies(ctx context.Context, sp *merge.SidePlan, src rep
 	if total == 0 {
 		return paths, nil
 	}
+	perFile := total <= perFileSyncMax
 	var refs []replica.BodyRef
 	var refIdx []int
 	var want []string
@@ -534,7 +546,7 @@ func (r *Replica) prepareBodies(ctx context.Context, sp *merge.SidePlan, src rep
 				return fmt.Errorf("peer sent body %d twice", i)
 			}
 			got[i] = true
-			n, err := writeBody(want[i], rd)
+			n, err := writeBody(want[i], rd, perFile)
 			if err != nil {
 				os.Remove(want[i])
 				return r.wrap("", fmt.Errorf("writing message %s: %w", refs[i].GUID, err))
@@ -565,13 +577,19 @@ func (r *Replica) prepareBodies(ctx context.Context, sp *merge.SidePlan, src rep
 		}
 	}
 	// Step 1 of the durability order: every body on disk before any rename.
-	if err := syncfs(r.loc.Root); err != nil {
-		return paths, r.wrap("", fmt.Errorf("flushing message bodies: %w", err))
+	// A large batch is flushed with one syncfs; a small one was fsynced
+	// file by file (syncfs would also wait for everyone else's dirty data).
+	if !perFile {
+		if err := syncfs(r.loc.Root); err != nil {
+			return paths, r.wrap("", fmt.Errorf("flushing message bodies: %w", err))
+		}
 	}
 	return paths, nil
 }
 
-func writeBody(path string, rd io.Reader) (int64, error) {
+// writeBody writes one body to a new file; with sync it is made durable
+// on its own (small batches), else the caller flushes the batch.
+func writeBody(path string, rd io.Reader, sync bool) (int64, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return 0, err
@@ -582,6 +600,9 @@ func writeBody(path string, rd io.Reader) (int64, error) {
 		return 0, err
 	}
 	n, err := io.Copy(f, rd)
+	if err == nil && sync {
+		err = f.Sync()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -610,7 +631,7 @@ func linkOrCopy(src, dst string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := writeBody(dst, in); err != nil {
+	if _, err := writeBody(dst, in, true); err != nil {
 		os.Remove(dst)
 		return err
 	}

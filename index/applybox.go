@@ -96,7 +96,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		if err := maildir.CreateMailboxDirs(dir); err != nil {
 			return r.wrap(name, err)
 		}
-		ul := &maildir.Uidlist{Version: 3, UIDValidity: box.UIDValidity, NextUID: 1, GUID: [16]byte(box.GUID)}
+		ul := &maildir.Uidlist{Version: 3, UIDValidity: box.UIDValidity, NextUID: max(1, box.UIDNext), GUID: [16]byte(box.GUID)}
 		if err := maildir.WriteUidlist(dir, ul); err != nil {
 			return r.wrap(name, err)
 		}
@@ -443,7 +443,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			if adopt != nil {
 				b.GUID, b.UIDValidity, b.Name, b.NameT = adopt.To, adopt.UIDValidity, adopt.Name, adopt.NameT
 				b.Deleted, b.Missing = false, false
-				b.Revived = r.opt.Now().UnixNano() // the GUID may have been deleted here before
+				b.Revived = r.lastDelete(b.GUID) // the GUID may have been deleted here before
 			}
 			b.Epoch = randomUint64()
 			b.Stamp = Stamp{}

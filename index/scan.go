@@ -2,6 +2,7 @@ package index
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -248,6 +249,7 @@ func (r *Replica) scanDir(ctx context.Context, name, dir, rel string, byGUID map
 	changed := false
 	if box == nil {
 		box = &Box{Mailbox: model.Mailbox{GUID: g, Name: name, UIDValidity: ul.UIDValidity, Epoch: randomUint64()}, Dir: rel}
+		box.Revived = r.lastDelete(g) // alive now, whatever the log says of before
 		byGUID[g] = box
 		changed = true
 	}
@@ -344,6 +346,24 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 	return ul, nil
 }
 
+// lastDelete returns the time (Unix ns) of the latest DELETE record for g
+// in dovecot.mailbox.log, 0 if none. Log times are whole seconds: a
+// DELETE in the same second as an earlier one is taken for the earlier one
+// (the mailbox then comes back from the peer; nothing is lost).
+func (r *Replica) lastDelete(g model.MailboxGUID) int64 {
+	recs, err := maildir.ReadMailboxLog(r.loc.Root)
+	if err != nil {
+		r.log.Warn("reading dovecot.mailbox.log", "err", err)
+	}
+	var t int64
+	for _, lr := range recs {
+		if lr.Type == maildir.LogDeleteMailbox && lr.GUID == [16]byte(g) {
+			t = max(t, lr.Time.UnixNano())
+		}
+	}
+	return t
+}
+
 // deletedInLog reports whether dovecot.mailbox.log records a delete of b in
 // its current life.
 func (r *Replica) deletedInLog(b *Box) bool {
@@ -419,7 +439,7 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 	if box.Deleted || box.Missing {
 		// It is back (restored by hand, or recreated): a new epoch.
 		if box.Deleted {
-			box.Revived = r.opt.Now().UnixNano()
+			box.Revived = r.lastDelete(box.GUID)
 		}
 		box.Deleted, box.Missing, box.DeletedT = false, false, 0
 		box.Epoch = randomUint64()
@@ -450,10 +470,14 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 			fresh = append(fresh, base)
 		}
 	}
-	if len(fresh) > 0 || ul.GUID == [16]byte{} {
+	reborn, err := r.rebornUIDs(box, ul, files)
+	if err != nil {
+		return false, r.wrap(name, err)
+	}
+	if len(fresh) > 0 || len(reborn) > 0 || ul.GUID == [16]byte{} {
 		// Files without UIDs: assign them under Dovecot's lock, as Dovecot
 		// would, in name order (delivery order for Dovecot-style names).
-		ul, files, err = r.assignUIDs(ctx, name, dir, ul)
+		ul, files, err = r.assignUIDs(ctx, name, dir, ul, reborn)
 		if err != nil {
 			return false, err
 		}
@@ -661,7 +685,41 @@ func subdir(inNew bool) string {
 
 // assignUIDs gives UIDs to files the uidlist does not list yet, holding
 // Dovecot's lock, and returns the new uidlist and listing.
-func (r *Replica) assignUIDs(ctx context.Context, name, dir string, seen *maildir.Uidlist) (*maildir.Uidlist, map[string]*diskFile, error) {
+// rebornUIDs returns the UIDs of uidlist records that the index has retired
+// (expunged, renumbered, or kept for another message) whose files are there
+// again: they must get new UIDs.
+func (r *Replica) rebornUIDs(box *Box, ul *maildir.Uidlist, files map[string]*diskFile) (map[uint32]bool, error) {
+	reborn := map[uint32]bool{}
+	if box.UIDValidity != ul.UIDValidity {
+		return reborn, nil // the index's records are of another UIDVALIDITY
+	}
+	err := r.store.db.View(func(tx *bolt.Tx) error {
+		bb, err := buckets(tx, box.GUID, false)
+		if err != nil || bb == nil {
+			return err
+		}
+		for _, rec := range ul.Records {
+			if files[baseOf(rec.FileName)] == nil || bb.uid.Get(u32(rec.UID)) != nil {
+				continue
+			}
+			tv := bb.tomb.Get(u32(rec.UID))
+			if tv == nil {
+				continue
+			}
+			var t model.Tombstone
+			if err := json.Unmarshal(tv, &t); err != nil {
+				return err
+			}
+			if !(t.Lost && t.GUID == rec.GUID()) {
+				reborn[rec.UID] = true
+			}
+		}
+		return nil
+	})
+	return reborn, err
+}
+
+func (r *Replica) assignUIDs(ctx context.Context, name, dir string, seen *maildir.Uidlist, reborn map[uint32]bool) (*maildir.Uidlist, map[string]*diskFile, error) {
 	lk, err := r.lockUidlist(ctx, dir)
 	if err != nil {
 		return nil, nil, r.wrap(name, err)
@@ -678,6 +736,17 @@ func (r *Replica) assignUIDs(ctx context.Context, name, dir string, seen *maildi
 	files, _, err := listFiles(dir)
 	if err != nil {
 		return nil, nil, r.wrap(name, err)
+	}
+	if len(reborn) > 0 {
+		kept := ul.Records[:0:0]
+		for _, rec := range ul.Records {
+			if reborn[rec.UID] {
+				r.log.Warn("expunged message reappeared: it gets a new UID", "mailbox", name, "uid", rec.UID)
+				continue
+			}
+			kept = append(kept, rec)
+		}
+		ul.Records = kept
 	}
 	inList := map[string]bool{}
 	for _, rec := range ul.Records {

@@ -47,10 +47,10 @@ type Box struct {
 	model.Mailbox
 	Dir      string   `json:"dir,omitempty"` // relative to the root; "" is INBOX
 	Keywords []string `json:"keywords,omitempty"`
-	// Revived is when (Unix ns) this replica last brought the mailbox back
-	// to life after a delete (a sync refilled it, a merge adopted its GUID,
-	// its directory came back): DELETE records of dovecot.mailbox.log for
-	// its GUID up to then are about an earlier life and mean nothing now.
+	// Revived is the time (Unix ns) of the latest DELETE record for the
+	// mailbox's GUID in dovecot.mailbox.log when this replica last found
+	// it alive (first seen, made by a sync, adopted by a merge, its
+	// directory back): records up to then are of an earlier life.
 	Revived int64 `json:"revived,omitempty"`
 	Held    int   `json:"held,omitempty"` // messages held back by the mass-expunge guard
 	Stamp   Stamp `json:"stamp"`

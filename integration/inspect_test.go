@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -490,12 +489,6 @@ func lockFiles(root string) []string {
 		}
 	}
 	return out
-}
-
-// isTwinboxLock reports whether a lock file was written by twinbox.
-func isTwinboxLock(path string) bool {
-	data, err := os.ReadFile(path)
-	return err == nil && bytes.HasPrefix(data, []byte("twinbox "))
 }
 
 // atomicTempFiles lists the temporary files of atomic writes in a root and

@@ -765,3 +765,102 @@ func TestRmRfFolderThenDeliveryBeforeScan(t *testing.T) {
 		t.Fatalf("A Lists UIDs %v, was %v", u, uids)
 	}
 }
+
+// Found by the property test: a message moved out of INBOX and, after a
+// sync, moved back under its old file name while INBOX's uidlist still
+// lists that name. Its old UID was expunged on both sides: it must come
+// back under a new UID (as Dovecot does), not revive the expunged one.
+func TestExpungedMessageReappearsWithNewUID(t *testing.T) {
+	a, b := roots(t)
+	m := testmail.Deliver(t, a, "INBOX", "moved away and back")
+	testmail.Deliver(t, a, "INBOX", "stays")
+	settle(t, a, b)
+	move := func(from, to string) {
+		src := testmail.Find(t, b, from, m)
+		dst := testmail.Dir(t, b, to)
+		if err := maildir.CreateMailboxDirs(dst); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Link(src, filepath.Join(dst, "cur", filepath.Base(src))); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(src); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := testmail.UIDs(t, b, "INBOX")
+	move("INBOX", "Archive")
+	settle(t, a, b)
+	move("Archive", "INBOX")
+	settle(t, a, b)
+	for _, r := range []string{a, b} {
+		u := testmail.UIDs(t, r, "INBOX")
+		for uid, g := range u {
+			if g == m && old[uid] == m {
+				t.Fatalf("%s: %s is back under its expunged UID %d", r, m, uid)
+			}
+		}
+		if !slices.Contains(testmail.Files(t, r, "INBOX"), m) {
+			t.Fatalf("%s: %s not in INBOX", r, m)
+		}
+	}
+}
+
+// Found by the property test: a sync that recreates a folder (B deleted
+// it, A got new mail in it) is interrupted after the create. The folder's
+// uidlist must already carry the UIDNEXT B had reached there, or the next
+// delivery takes UID 1, which named another message on B (§3.1).
+func TestInterruptedRecreateKeepsUIDNext(t *testing.T) {
+	a, b := roots(t)
+	m0 := testmail.Deliver(t, a, "Work", "seen by B, deleted with the folder")
+	settle(t, a, b)
+	testmail.DeleteWithIntent(t, b, "Work")
+	testmail.Deliver(t, a, "Work", "new on A: keeps Work alive")
+	testmail.Deliver(t, a, "INBOX", "another body to fetch")
+	open := func(root string) *index.Replica {
+		r, err := index.Open(context.Background(), maildir.Location{Root: root}, index.Options{LockTimeout: 10 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	ra, rb := open(a), open(b)
+	fired := false
+	f := faultSpec{kind: faultCancel, side: 1, k: 1} // B's apply: creates done, then cut
+	_, err := session.Run(context.Background(), &faulty{Replica: ra, spec: f, fired: &fired}, &faulty{Replica: rb, spec: f, armed: true, fired: &fired}, session.Options{})
+	ra.Close()
+	rb.Close()
+	if err == nil || !fired {
+		t.Fatalf("sync not interrupted: %v", err)
+	}
+	m5 := testmail.Deliver(t, b, "Work", "delivered on B after the cut")
+	scan(t, b)
+	if u := testmail.UIDs(t, b, "Work"); u[1] == m5 {
+		t.Fatalf("B Work UIDs %v: UID 1 named %s on B", u, m0)
+	}
+	settle(t, a, b)
+}
+
+// Found by the property test: A deletes a folder with intent and loses its
+// index before the delete is seen; the folder comes back from B (A's new
+// index never knew of the delete). When A later loses the folder's
+// directory without intent, the old DELETE record must not count.
+func TestDeleteRecordBeforeIndexLossIsStale(t *testing.T) {
+	a, b := roots(t)
+	m := testmail.Deliver(t, a, "Proj", "x")
+	settle(t, a, b)
+	testmail.DeleteWithIntent(t, a, "Proj")
+	if err := os.Remove(filepath.Join(a, index.DBName)); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, a, b) // A forgot the delete: Proj comes back
+	if err := os.RemoveAll(testmail.Dir(t, a, "Proj")); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, a, b)
+	for _, r := range []string{a, b} {
+		if got := testmail.Files(t, r, "Proj"); !reflect.DeepEqual(got, []string{m}) {
+			t.Fatalf("%s Proj = %v, want %s", r, got, m)
+		}
+	}
+}

@@ -111,7 +111,12 @@ func Run(ctx context.Context, a, b replica.Replica, opt Options) (*Summary, erro
 		}
 	}
 	boxesA, boxesB = onlyKept(boxesA, keep), onlyKept(boxesB, keep)
-	base, sinceA, sinceB := savedState(ra, rb, boxesA, boxesB, opt.Full || opt.Backup)
+	base, sinceA, sinceB := savedState(ra, rb, boxesA, boxesB, opt.Full)
+	if opt.Backup {
+		// A backup compares in full every mailbox that changed on either
+		// side since the last backup, and skips the rest.
+		base, sinceA, sinceB = backupState(boxesA, boxesB, base, sinceA, sinceB)
+	}
 	sum.Mailboxes = len(keep)
 	reqA, reqB := changesRequest(boxesA, boxesB, sinceA), changesRequest(boxesB, boxesA, sinceB)
 	sum.Full = len(keep) - len(base)
@@ -277,6 +282,24 @@ func savedState(ra, rb *replica.BeginReply, boxesA, boxesB []model.Mailbox, full
 		sinceB[ma.GUID] = sb.Sent
 	}
 	return base, sinceA, sinceB
+}
+
+// backupState keeps the saved state only for mailboxes unchanged on both
+// sides (nothing to copy there); every other mailbox is compared in full,
+// since the copy must match the source exactly.
+func backupState(a, b []model.Mailbox, base map[model.MailboxGUID]uint32, sa, sb map[model.MailboxGUID]uint64) (map[model.MailboxGUID]uint32, map[model.MailboxGUID]uint64, map[model.MailboxGUID]uint64) {
+	mod := map[model.MailboxGUID]uint64{}
+	for _, m := range b {
+		mod[m.GUID] = m.Modseq
+	}
+	nb := map[model.MailboxGUID]uint32{}
+	na, nbs := map[model.MailboxGUID]uint64{}, map[model.MailboxGUID]uint64{}
+	for _, m := range a {
+		if _, ok := base[m.GUID]; ok && sa[m.GUID] == m.Modseq && sb[m.GUID] == mod[m.GUID] {
+			nb[m.GUID], na[m.GUID], nbs[m.GUID] = base[m.GUID], sa[m.GUID], sb[m.GUID]
+		}
+	}
+	return nb, na, nbs
 }
 
 func changesRequest(own, other []model.Mailbox, since map[model.MailboxGUID]uint64) replica.ChangesRequest {
