@@ -66,7 +66,13 @@ func (r *Replica) Apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 		return res, err
 	}
 	for _, op := range sp.Creates {
-		if err := r.applyCreate(ctx, op, res); err != nil {
+		var next uint32
+		for _, bp := range sp.Boxes {
+			if bp.GUID == op.GUID {
+				next = bp.UIDNext
+			}
+		}
+		if err := r.applyCreate(ctx, op, next, res); err != nil {
 			return res, err
 		}
 	}
@@ -77,30 +83,44 @@ func (r *Replica) Apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 		}
 		adopts[a.To] = a
 	}
-	tmpFiles, err := r.prepareBodies(ctx, sp, src, res, prog)
-	defer func() {
+	// Mailbox by mailbox: its adds (pulled from the peer when the plan
+	// came without them), its bodies, then its files, control files and
+	// index. Only one mailbox's adds are held at a time.
+	lazy, _ := src.(replica.AddSource)
+	for i := range sp.Boxes {
+		bp := &sp.Boxes[i]
+		if bp.AddCount > 0 && len(bp.Adds) == 0 {
+			if lazy == nil {
+				return res, r.errf("", "plan announces %d adds for mailbox %s and nobody to ask for them", bp.AddCount, bp.GUID)
+			}
+			adds, err := lazy.Adds(ctx, i)
+			if err != nil {
+				return res, err
+			}
+			one := &merge.SidePlan{Boxes: []merge.BoxPlan{{GUID: bp.GUID, Adds: adds}}}
+			if name, err := r.validatePlan(one); err != nil {
+				return res, r.wrap(name, fmt.Errorf("refusing a plan: %w", err))
+			}
+			bp.Adds = adds
+		}
+		var ap *merge.Adopt
+		if a, ok := adopts[bp.GUID]; ok {
+			ap = &a
+		}
+		one := &merge.SidePlan{Adopts: sp.Adopts, Boxes: sp.Boxes[i : i+1]}
+		tmpFiles, err := r.prepareBodies(ctx, one, src, res, prog)
+		if err == nil {
+			err = r.applyBox(ctx, bp, ap, tmpFiles, res)
+		}
 		for _, p := range tmpFiles {
 			if p != "" {
 				os.Remove(p)
 			}
 		}
-	}()
-	if err != nil {
-		return res, err
-	}
-	k := 0
-	for i := range sp.Boxes {
-		bp := &sp.Boxes[i]
-		n := len(bp.Adds)
-		a, isAdopt := adopts[bp.GUID]
-		var ap *merge.Adopt
-		if isAdopt {
-			ap = &a
-		}
-		if err := r.applyBox(ctx, bp, ap, tmpFiles[k:k+n], res); err != nil {
+		bp.Adds = nil
+		if err != nil {
 			return res, err
 		}
-		k += n
 	}
 	for _, op := range sp.Deletes {
 		if err := r.applyDelete(ctx, op, res); err != nil {
@@ -330,7 +350,10 @@ func (r *Replica) renameOne(ctx context.Context, box *Box, dir, dst string, op m
 	return r.wrap(op.Name, err)
 }
 
-func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, res *ApplyResult) error {
+// applyCreate makes (or remakes) a mailbox; next is the UIDNEXT the plan
+// gives it (0 if none): its uidlist starts there, so that UIDs used before
+// stay used even if the apply stops before the messages are added.
+func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, next uint32, res *ApplyResult) error {
 	dir, err := r.loc.MailboxDir(op.Name)
 	if err != nil {
 		return r.wrap(op.Name, err)
@@ -359,7 +382,7 @@ func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, res *Appl
 		return nil
 	case err == nil:
 	case errors.Is(err, fs.ErrNotExist):
-		next := uint32(1)
+		next = max(next, 1)
 		if old != nil && old.UIDValidity == op.UIDValidity {
 			next = max(next, old.UIDNext) // UIDs it had stay used (§3.1)
 		}

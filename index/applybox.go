@@ -141,6 +141,9 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 
 	recs := map[uint32]maildir.UidRecord{}
 	for _, rec := range ul.Records {
+		if (adopt != nil || bp.Reset) && files[baseOf(rec.FileName)] == nil {
+			continue // expunged under the old identity: not carried over
+		}
 		recs[rec.UID] = rec
 	}
 	guidOf := func(rec maildir.UidRecord) string {

@@ -122,11 +122,11 @@ func (ct *crashTest) calibrate(args func(a, b, pidfile string) []string) {
 // through a serve child for the exec victims.
 func syncArgs(v victim) func(a, b, pidfile string) []string {
 	return func(a, b, pidfile string) []string {
-		args := []string{"sync", "--json", "--lock-timeout", "20s", a}
+		args := []string{"sync", "--json", "--lock-timeout", "10s", a}
 		if v == victimClient {
 			return append(args, b)
 		}
-		return append(args, fmt.Sprintf("exec:echo $$ > %s && exec %s serve --lock-timeout 20s --root %s",
+		return append(args, fmt.Sprintf("exec:echo $$ > %s && exec %s serve --lock-timeout 10s --root %s",
 			shellQuote(pidfile), shellQuote(bin), shellQuote(b)))
 	}
 }

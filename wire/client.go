@@ -210,6 +210,11 @@ type applyRequest struct {
 	Chunks int            `json:"chunks"`
 }
 
+// addsArgs asks for the adds of one mailbox of the plan being applied.
+type addsArgs struct {
+	Box int `json:"box"`
+}
+
 // addsChunk carries some adds of one mailbox of the plan.
 type addsChunk struct {
 	Box  int         `json:"box"`
@@ -271,20 +276,17 @@ func readApply(c *conn, raw json.RawMessage) (*merge.SidePlan, error) {
 // Apply sends the plan; while the server applies it, it fetches the bodies
 // it lacks from src through this connection.
 func (cl *Client) Apply(ctx context.Context, plan *merge.SidePlan, src replica.BodySource) (*replica.ApplyResult, error) {
-	req, chunks := splitAdds(plan)
+	// The plan goes without its adds; the server pulls them mailbox by
+	// mailbox ("adds" requests), so neither side holds a large first sync
+	// whole, and this side lets each mailbox's adds go once sent.
+	req := applyRequest{Plan: *plan}
+	req.Plan.Boxes = append([]merge.BoxPlan(nil), plan.Boxes...)
+	for i := range req.Plan.Boxes {
+		req.Plan.Boxes[i].AddCount = len(req.Plan.Boxes[i].Adds)
+		req.Plan.Boxes[i].Adds = nil
+	}
 	if err := cl.send("apply", req); err != nil {
 		return nil, fmt.Errorf("peer %s: apply: %w", cl.info.ReplicaID, err)
-	}
-	for i := range chunks {
-		if err := cl.c.writeMsg(fChunk, chunks[i]); err != nil {
-			return nil, fmt.Errorf("peer %s: apply: %w", cl.info.ReplicaID, err)
-		}
-		chunks[i].Adds = nil
-	}
-	// The server has the adds now; they may be large (a first sync), so
-	// this side lets them go: Apply consumes plan.Adds.
-	for i := range plan.Boxes {
-		plan.Boxes[i].Adds = nil
 	}
 	var srcErr error // src failed (and the peer was told)
 	for {
@@ -306,8 +308,27 @@ func (cl *Client) Apply(ctx context.Context, plan *merge.SidePlan, src replica.B
 			return nil, &PeerError{Op: "apply", Msg: errText(b)}
 		case fRequest:
 			var rq request
-			if err := json.Unmarshal(b, &rq); err != nil || rq.Op != "fetch" {
+			if err := json.Unmarshal(b, &rq); err != nil || (rq.Op != "fetch" && rq.Op != "adds") {
 				return nil, protoErr("apply: peer sent request %q", rq.Op)
+			}
+			if rq.Op == "adds" {
+				var a addsArgs
+				if err := json.Unmarshal(rq.Args, &a); err != nil || a.Box < 0 || a.Box >= len(plan.Boxes) {
+					return nil, protoErr("adds request for mailbox %d of %d", a.Box, len(plan.Boxes))
+				}
+				adds := plan.Boxes[a.Box].Adds
+				for len(adds) > 0 {
+					n := min(len(adds), chunkRecords)
+					if err := cl.c.writeMsg(fChunk, addsChunk{Box: a.Box, Adds: adds[:n]}); err != nil {
+						return nil, fmt.Errorf("peer %s: apply: %w", cl.info.ReplicaID, err)
+					}
+					adds = adds[n:]
+				}
+				plan.Boxes[a.Box].Adds = nil
+				if err := cl.c.writeMsg(fReply, struct{}{}); err != nil {
+					return nil, fmt.Errorf("peer %s: apply: %w", cl.info.ReplicaID, err)
+				}
+				continue
 			}
 			var refs []replica.BodyRef
 			if err := json.Unmarshal(rq.Args, &refs); err != nil {

@@ -205,6 +205,45 @@ type callback struct {
 	broken error
 }
 
+// maxAdds bounds the adds one mailbox of a plan may bring.
+const maxAdds = 10_000_000
+
+// Adds pulls the adds of one mailbox of the plan being applied.
+func (cb *callback) Adds(ctx context.Context, box int) ([]merge.Add, error) {
+	raw, _ := json.Marshal(addsArgs{Box: box})
+	if err := cb.c.writeMsg(fRequest, request{Op: "adds", Args: raw}); err != nil {
+		cb.broken = err
+		return nil, err
+	}
+	var out []merge.Add
+	for {
+		t, b, err := cb.c.readMsgLimit(maxChunkBytes)
+		if err == io.EOF {
+			err = truncated(fmt.Sprintf("adds of mailbox %d", box))
+		}
+		if err != nil {
+			cb.broken = err
+			return nil, err
+		}
+		switch t {
+		case fChunk:
+			var ch addsChunk
+			if err := json.Unmarshal(b, &ch); err != nil || ch.Box != box || len(ch.Adds) > chunkRecords || len(out)+len(ch.Adds) > maxAdds {
+				cb.broken = protoErr("adds chunk for mailbox %d: bad chunk", box)
+				return nil, cb.broken
+			}
+			out = append(out, ch.Adds...)
+		case fReply:
+			return out, nil
+		case fError:
+			return nil, &PeerError{Op: "adds", Msg: errText(b)}
+		default:
+			cb.broken = protoErr("adds: unexpected frame %q", t)
+			return nil, cb.broken
+		}
+	}
+}
+
 func (cb *callback) Fetch(ctx context.Context, refs []replica.BodyRef, fn func(i int, r io.Reader) error) error {
 	raw, err := json.Marshal(refs)
 	if err != nil {

@@ -110,6 +110,10 @@ type BoxPlan struct {
 	BumpNext bool   // UIDNext is above this side's current UIDNEXT
 	Exact    bool   // backup: Flags replace the registers instead of merging
 	Adds     []Add
+	// AddCount, when Adds is empty, says that this many adds are to be
+	// pulled from the plan's sender mailbox by mailbox (a remote apply:
+	// replica.AddSource), so that a large first sync is never held whole.
+	AddCount int `json:"add_count,omitempty"`
 	Moves    []Move
 	Flags    []FlagSet
 	Expunges []Expunge
@@ -160,7 +164,7 @@ func (p *SidePlan) Empty() bool {
 
 // Empty reports whether the mailbox has no message work (UIDNEXT aside).
 func (b *BoxPlan) Empty() bool {
-	return !b.Reset && !b.BumpNext && len(b.Adds)+len(b.Moves)+len(b.Flags)+len(b.Expunges)+len(b.Release) == 0
+	return !b.Reset && !b.BumpNext && b.AddCount == 0 && len(b.Adds)+len(b.Moves)+len(b.Flags)+len(b.Expunges)+len(b.Release) == 0
 }
 
 // Empty reports whether neither side has anything to do.

@@ -130,3 +130,9 @@ type BodyRef struct {
 type BodySource interface {
 	Fetch(ctx context.Context, refs []BodyRef, fn func(i int, r io.Reader) error) error
 }
+
+// AddSource is implemented by a BodySource that can also hand out a plan's
+// adds mailbox by mailbox (the plan then carries only BoxPlan.AddCount).
+type AddSource interface {
+	Adds(ctx context.Context, box int) ([]merge.Add, error)
+}

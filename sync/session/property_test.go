@@ -3,8 +3,9 @@ package session_test
 // The property test of issue 2: random histories on two and three real
 // Maildir replicas, with interrupted syncs, checked against the contract.
 //
-// Every case draws 2 or 3 replicas (roots under /dev/shm when it exists)
-// and runs a random sequence of actions, each on a random replica:
+// Every case draws 2 replicas (3 with TWINBOX_PROP_REPLICAS=3; see "Open"
+// below), roots under /dev/shm when it exists, and runs a random sequence
+// of actions, each on a random replica:
 //
 //   - deliver a message (a unique body token) into INBOX or a folder
 //   - set or clear a system flag, add or remove a keyword (renames in cur/
@@ -25,9 +26,13 @@ package session_test
 //
 //   - UIDs: on each replica, a (mailbox GUID, UIDVALIDITY, UID) read from a
 //     dovecot-uidlist never names two message GUIDs over the whole history
-//     (contract §3.1). The map is per replica and forgets only what nothing
-//     on that replica remembers any more: everything when the root is
-//     wiped; mailboxes with no uidlist on disk when the index is lost.
+//     (contract §3.1). The key includes the mailbox GUID and UIDVALIDITY,
+//     so a merged mailbox (the loser takes the winner's GUID and
+//     UIDVALIDITY) is checked under the winner's key. The map is per
+//     replica and forgets only what nothing on that replica remembers any
+//     more: everything when the root is wiped; a mailbox whose uidlist is
+//     gone while the index is lost (index removed and not rebuilt by a scan
+//     since).
 //   - A message GUID always names one body token (identities converge, §2).
 //   - Nothing is lost by a sync: every message that "must survive" (below)
 //     is on some replica's disk. A successful sync (no error, no steps
@@ -35,8 +40,8 @@ package session_test
 //
 // After the history, pairwise syncs without faults (at most 4 rounds over
 // all pairs) must make every pair identical; then every message that must
-// survive is present on every replica, and one more sync of every pair
-// does nothing and changes no file (§6).
+// survive is present on every replica, and, for every pair, a sync right
+// after a sync does nothing and changes no file (§6).
 //
 // What must survive. A token starts as "must survive" and leaves that
 // state only as follows; tokens that left it are not checked (they may be
@@ -60,16 +65,35 @@ package session_test
 // mail that arrived on one side of a delete-with-intent that the deleting
 // side never had comes back.
 //
+// Our "Dovecot" is simple: it never rewrites a uidlist. A move therefore
+// never puts a file back under a name its target's uidlist still lists
+// (Dovecot would give it a new UID from its own index, which the test does
+// not model).
+//
+// Replays: mailbox GUIDs, index IDs and epochs come from crypto/rand, which
+// cryptotest.SetGlobalRandom seeds per case; every replica runs on a fake
+// clock (index.Options.Now) and delivered files have names made from their
+// tokens; failure messages name messages by token. So a seed replays its
+// case and rapid can shrink it.
+//
+// Open (three replicas only): a message renumbered in one pair's sync and
+// copied to a third replica by an Add carries no record of its old UID
+// there. An expunge of the old UID on a replica that never saw the
+// renumbering then reaches neither the copy nor (the other way round) does
+// an expunge of the new UID reach a replica still holding the old one:
+// the expunge is undone, or the message goes round the three replicas
+// under ever new UIDs and they never converge. TWINBOX_PROP_REPLICAS=3
+// finds it within a few hundred cases.
+//
 // Mass expunge: a case delivers at most maxPropMessages (40) messages, so
 // no folder ever loses more than 50 in one scan and the guard (more than 50
 // and more than half) never triggers; AllowMassExpunge is never needed.
 //
-// Budget: propChecks cases by default (about a minute on two cores);
-// -rapid.checks=N overrides it, TWINBOX_LONG=1 multiplies it by 20
+// Budget: propChecks cases by default (about 30 s on two cores, on
+// tmpfs); -rapid.checks=N overrides it, TWINBOX_LONG=1 multiplies it by 20
 // (TWINBOX_LONG=N, N>1, by N). -rapid.steps sets the average number of
 // actions per case (rapid's default, 30). A failure prints the seed and the
-// shrunk history (-rapid.seed=S reproduces it; mailbox GUIDs are random, so
-// a few failures need a couple of tries).
+// shrunk history with every sync's plan; -rapid.seed=S reproduces it.
 
 import (
 	"bytes"
@@ -101,8 +125,7 @@ import (
 )
 
 const (
-	propChecks      = 100
-	propMaxReplicas = 2
+	propChecks      = 2000
 	maxPropMessages = 40
 	tokenMarker     = "twinbox-prop-token:"
 )
@@ -112,6 +135,16 @@ var (
 	propKeywords = []string{"$Label1", "Todo", "Later", "$Forwarded"}
 	propLetters  = []byte("SRFTD")
 )
+
+// propMaxReplicas is 2, or 3 with TWINBOX_PROP_REPLICAS=3. Three replicas
+// find an open bug (see the package comment above) within a few hundred
+// cases, so they are not part of the default run yet.
+func propMaxReplicas() int {
+	if os.Getenv("TWINBOX_PROP_REPLICAS") == "3" {
+		return 3
+	}
+	return 2
+}
 
 func TestPropertyRandomHistories(t *testing.T) {
 	setPropChecks(t)
@@ -242,7 +275,7 @@ func (w *propWorld) now() time.Time {
 }
 
 func newPropWorld(t *testing.T, rt *rapid.T, base string) *propWorld {
-	n := rapid.IntRange(2, propMaxReplicas).Draw(rt, "replicas")
+	n := rapid.IntRange(2, propMaxReplicas()).Draw(rt, "replicas")
 	dir, err := os.MkdirTemp(base, "case-")
 	if err != nil {
 		rt.Fatal(err)
@@ -660,6 +693,17 @@ func (w *propWorld) move(t *rapid.T) {
 			t.Skip("target holds the base name")
 		}
 	}
+	if dst.ul != nil {
+		for _, rec := range dst.ul.Records {
+			if rec.Base() == m.base {
+				// Back under a name the target's uidlist still lists (moved
+				// away and back): Dovecot's own index would give it a new
+				// UID; twinbox does too while its index remembers the
+				// expunge, but after an index loss only Dovecot could.
+				t.Skip("target's uidlist still lists the base name")
+			}
+		}
+	}
 	w.logf("%s: move %s from %q to %q", w.name(r), m.tok, m.box, dst.name)
 	// Keywords by name: the target's letters may differ.
 	srcKw, _, err := maildir.ReadKeywords(m.dir)
@@ -1031,6 +1075,17 @@ func (w *propWorld) clean(s string) string {
 	for r, root := range w.roots {
 		s = strings.ReplaceAll(s, root, "<"+w.name(r)+">")
 	}
+	// Base names twinbox makes carry the time: name messages by token.
+	var guids []string
+	for g := range w.guidTok {
+		guids = append(guids, g)
+	}
+	sort.Slice(guids, func(i, j int) bool {
+		return len(guids[i]) > len(guids[j]) || len(guids[i]) == len(guids[j]) && guids[i] < guids[j]
+	})
+	for _, g := range guids {
+		s = strings.ReplaceAll(s, g, "<"+w.guidTok[g]+">")
+	}
 	return s
 }
 
@@ -1090,13 +1145,16 @@ func (w *propWorld) finish() {
 			w.rt.Fatalf("%s must survive but is only on %v", tok, where[tok])
 		}
 	}
-	// Idle: another sync of every pair does nothing and changes no file.
-	var before []string
-	for r := range w.roots {
-		before = append(before, propSnapshot(w.roots[r]))
-	}
+	// A second sync right after a successful one does nothing and changes
+	// no file (§6), for every pair. (Right after: with three replicas, a
+	// pair's flag registers may still move in the other pairs' syncs.)
 	for a := 0; a < n; a++ {
 		for b := a + 1; b < n; b++ {
+			w.logf("sync %s %s, then again: idle", w.name(a), w.name(b))
+			if !w.sync(a, b, faultSpec{}) {
+				w.rt.Fatalf("sync %s %s after convergence skipped steps", w.name(a), w.name(b))
+			}
+			before := propSnapshot(w.roots[a]) + propSnapshot(w.roots[b])
 			ra, rb := w.open(a), w.open(b)
 			sum, err := session.Run(context.Background(), ra, rb, session.Options{})
 			ra.Close()
@@ -1104,16 +1162,16 @@ func (w *propWorld) finish() {
 			if err != nil {
 				w.rt.Fatalf("idle sync %s %s: %v", w.name(a), w.name(b), w.clean(err.Error()))
 			}
+			w.logPlan(sum)
 			for _, res := range []*replica.ApplyResult{sum.ResultA, sum.ResultB} {
 				if res.Added+res.Linked+res.Fetched+res.Expunged+res.Flagged+res.Moved+res.MailboxOps != 0 || res.Changed {
-					w.rt.Fatalf("idle sync %s %s did work: A=%+v B=%+v", w.name(a), w.name(b), sum.ResultA, sum.ResultB)
+					w.rt.Fatalf("idle sync %s %s did work", w.name(a), w.name(b))
 				}
 			}
-		}
-	}
-	for r := range w.roots {
-		if after := propSnapshot(w.roots[r]); after != before[r] {
-			w.rt.Fatalf("idle syncs changed files of %s:\nbefore:\n%s\nafter:\n%s", w.name(r), before[r], after)
+			if after := propSnapshot(w.roots[a]) + propSnapshot(w.roots[b]); after != before {
+				w.rt.Logf("before:\n%s\nafter:\n%s", w.clean(before), w.clean(after))
+				w.rt.Fatalf("idle sync %s %s changed files", w.name(a), w.name(b))
+			}
 		}
 	}
 }

@@ -864,3 +864,77 @@ func TestDeleteRecordBeforeIndexLossIsStale(t *testing.T) {
 		}
 	}
 }
+
+// Found by the property test: a folder deleted with intent and made anew
+// (a new mailbox, whose message is then expunged before a sync) merges
+// into the deleted one. The merge rewrites its uidlist under the deleted
+// mailbox's identity; the expunged message's stale record must not come
+// along and name UID 1, which named the deleted mailbox's message.
+func TestMergeDropsStaleUidlistRecords(t *testing.T) {
+	a, b := roots(t)
+	m0 := testmail.Deliver(t, a, "a", "deleted with the folder")
+	settle(t, a, b)
+	testmail.DeleteWithIntent(t, a, "a")
+	m1 := testmail.Deliver(t, a, "a", "in the new folder, then expunged")
+	scan(t, a)
+	testmail.Expunge(t, a, "a", m1)
+	settle(t, a, b)
+	for _, r := range []string{a, b} {
+		if u := testmail.UIDs(t, r, "a"); len(u) != 0 {
+			t.Fatalf("%s: uidlist of a lists %v (UID 1 named %s)", r, u, m0)
+		}
+	}
+}
+
+// Found by the property test: B deletes a folder, loses its index, and a
+// sync that brings the folder back from A is cut after the create. A
+// message B's client then moves into the folder must not get a UID that A
+// holds an expunge for (it would be expunged as that old instance).
+func TestInterruptedRecreateAfterIndexLoss(t *testing.T) {
+	a, b := roots(t)
+	m0 := testmail.Deliver(t, a, "Work", "moved to INBOX, later back")
+	settle(t, a, b)
+	move := func(root, from, to string) {
+		src := testmail.Find(t, root, from, m0)
+		if err := os.Link(src, filepath.Join(testmail.Dir(t, root, to), "cur", filepath.Base(src))); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(src); err != nil {
+			t.Fatal(err)
+		}
+	}
+	move(a, "Work", "INBOX")
+	testmail.Deliver(t, a, "Work", "keeps Work alive")
+	settle(t, a, b) // Work: UID 1 expunged (the move), UID 2 the new one
+	testmail.DeleteWithIntent(t, b, "Work")
+	if err := os.Remove(filepath.Join(b, index.DBName)); err != nil {
+		t.Fatal(err)
+	}
+	open := func(root string) *index.Replica {
+		r, err := index.Open(context.Background(), maildir.Location{Root: root}, index.Options{LockTimeout: 10 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	ra, rb := open(a), open(b)
+	fired := false
+	f := faultSpec{kind: faultFetch, side: 0} // B makes Work, then A's bodies fail
+	_, err := session.Run(context.Background(), &faulty{Replica: ra, spec: f, armed: true, fired: &fired}, &faulty{Replica: rb, spec: f, fired: &fired}, session.Options{})
+	ra.Close()
+	rb.Close()
+	if err == nil || !fired {
+		t.Fatalf("sync not interrupted: %v", err)
+	}
+	move(b, "INBOX", "Work")
+	settle(t, a, b)
+	for _, r := range []string{a, b} {
+		found := false
+		for _, g := range testmail.UIDs(t, r, "Work") {
+			found = found || g == m0
+		}
+		if !found {
+			t.Fatalf("%s: %s lost", r, m0)
+		}
+	}
+}
