@@ -62,6 +62,12 @@ func (r *Replica) Apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 	}
 	prog := r.opt.Progress
 	defer r.fillEpochs(res)
+	work := !sp.Empty()
+	if work {
+		if err := r.setApplying(true); err != nil {
+			return res, r.wrap("", err)
+		}
+	}
 	if err := r.applyRenames(ctx, sp.Renames, res); err != nil {
 		return res, err
 	}
@@ -70,6 +76,17 @@ func (r *Replica) Apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 		for _, bp := range sp.Boxes {
 			if bp.GUID == op.GUID {
 				next = bp.UIDNext
+			}
+		}
+		if dir, err := r.loc.MailboxDir(op.Name); err == nil {
+			if ul, _, err := maildir.ReadUidlist(dir); err == nil && model.MailboxGUID(ul.GUID) != op.GUID {
+				for _, d := range sp.Deletes {
+					if d.GUID == model.MailboxGUID(ul.GUID) {
+						if err := r.applyDelete(ctx, d, res); err != nil {
+							return res, err
+						}
+					}
+				}
 			}
 		}
 		if err := r.applyCreate(ctx, op, next, res); err != nil {
@@ -134,6 +151,11 @@ func (r *Replica) Apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 	}
 	if err := r.setDirtyTmp(nil); err != nil {
 		return res, err
+	}
+	if work {
+		if err := r.setApplying(false); err != nil {
+			return res, r.wrap("", err)
+		}
 	}
 	return res, nil
 }
@@ -370,7 +392,7 @@ func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, next uint
 	if err := maildir.CreateMailboxDirs(dir); err != nil {
 		return r.wrap(op.Name, err)
 	}
-	lk, err := maildir.LockUidlist(ctx, dir, r.opt.LockTimeout)
+	lk, err := r.lockUidlist(ctx, dir)
 	if err != nil {
 		return r.wrap(op.Name, err)
 	}
@@ -769,6 +791,23 @@ func (r *Replica) cleanTmp() error {
 	}); err != nil {
 		return r.wrap("", err)
 	}
+	var interrupted bool
+	_ = r.store.db.View(func(tx *bolt.Tx) error {
+		interrupted = tx.Bucket(bMeta).Get([]byte("dirty_apply")) != nil
+		return nil
+	})
+	if interrupted {
+		// An apply was killed: temporary files of atomic writes may be
+		// left in any mailbox it touched. Holding the replica's lock, every
+		// such file of ours is an orphan (Dovecot never uses these names).
+		if all, err := r.loc.ListMailboxes(); err == nil {
+			for _, m := range all {
+				dirs = append(dirs, m.Dir)
+				removeOrphanTemps(m.Dir)
+			}
+		}
+		removeOrphanTemps(r.loc.Root)
+	}
 	for _, d := range dirs {
 		if !strings.HasPrefix(d, r.loc.Root) {
 			continue
@@ -781,7 +820,34 @@ func (r *Replica) cleanTmp() error {
 		}
 	}
 	if len(dirs) > 0 {
-		return r.setDirtyTmp(nil)
+		if err := r.setDirtyTmp(nil); err != nil {
+			return err
+		}
+	}
+	if interrupted {
+		return r.setApplying(false)
 	}
 	return nil
+}
+
+// removeOrphanTemps removes the temporary files twinbox's atomic writes and
+// dotlocks leave when killed mid-write.
+func removeOrphanTemps(dir string) {
+	for _, pat := range []string{".dovecot-uidlist.tmp*", ".dovecot-keywords.tmp*", "dovecot-uidlist.lock.tmp*", ".subscriptions.tmp*", "subscriptions.lock.tmp*"} {
+		m, _ := filepath.Glob(filepath.Join(dir, pat))
+		for _, p := range m {
+			os.Remove(p)
+		}
+	}
+}
+
+// setApplying records that an apply is under way (so that a kill is
+// noticed at the next open) or that it ended.
+func (r *Replica) setApplying(on bool) error {
+	return r.store.db.Update(func(tx *bolt.Tx) error {
+		if on {
+			return tx.Bucket(bMeta).Put([]byte("dirty_apply"), []byte{1})
+		}
+		return tx.Bucket(bMeta).Delete([]byte("dirty_apply"))
+	})
 }

@@ -103,7 +103,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	} else if err != nil {
 		return r.wrap(name, err)
 	}
-	lk, err := maildir.LockUidlist(ctx, dir, r.opt.LockTimeout)
+	lk, err := r.lockUidlist(ctx, dir)
 	if err != nil {
 		return r.wrap(name, err)
 	}
@@ -590,7 +590,7 @@ func (r *Replica) applyDelete(ctx context.Context, op merge.MailboxOp, res *Appl
 	}
 	dir, err := r.locate(b)
 	if err == nil {
-		lk, err := maildir.LockUidlist(ctx, dir, r.opt.LockTimeout)
+		lk, err := r.lockUidlist(ctx, dir)
 		if err != nil {
 			return r.wrap(b.Name, err)
 		}

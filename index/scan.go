@@ -871,7 +871,14 @@ func (r *Replica) lockUidlist(ctx context.Context, dir string) (unlocker, error)
 	if r.opt.DryRun {
 		return noLock{}, nil
 	}
-	return maildir.LockUidlist(ctx, dir, r.opt.LockTimeout)
+	lk, err := maildir.LockUidlistOrphans(ctx, dir, r.opt.LockTimeout)
+	if err != nil {
+		return nil, err
+	}
+	// Holding both the replica's lock and this mailbox's, any temporary
+	// file of ours here is an orphan of a killed twinbox.
+	removeOrphanTemps(dir)
+	return lk, nil
 }
 
 // writeUidlist writes a scan's uidlist; a dry run keeps it in the

@@ -208,18 +208,19 @@ func (ct *crashTest) checkLocks() {
 			left = append(left, fmt.Sprintf("%s (%q)", l, data))
 			if len(data) == 0 {
 				ct.emptyLocks++
+				ct.t.Errorf("a killed sync left an empty dotlock %s: twinbox writes its locks through a temporary file and link(), so this must not happen", l)
 			}
-			os.Remove(l)
 		}
 	}
 	if len(left) == 0 {
 		return
 	}
+	// A SIGKILL cannot be caught, so its dotlocks stay; the next twinbox
+	// (which holds the replica's own lock) must remove them at once and
+	// converge: the rerun below checks that, and requireClean that none
+	// is left at the end.
 	ct.staleLocks += len(left)
-	if !ct.lockNoted {
-		ct.lockNoted = true
-		ct.t.Errorf("BUG: the killed process left its dotlock(s) %v: the next sync (and Dovecot) must wait until they are stale (120 s), so it times out instead of converging (contract §6); removing them to test the rest", left)
-	}
+	ct.t.Logf("the killed process left dotlock(s) %v; the next sync must break them", left)
 }
 
 // checkTempFiles looks for the temporary files of atomic writes

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 )
@@ -67,11 +68,44 @@ type Dotlock struct {
 // ErrLockTimeout, ctx.Err() or the I/O error. ctx only bounds the wait; the
 // lock is held until Unlock.
 func LockUidlist(ctx context.Context, dir string, timeout time.Duration) (*Dotlock, error) {
-	return lockFile(ctx, filepath.Join(dir, UidlistName), UidlistLockStale, timeout)
+	return lockFile(ctx, filepath.Join(dir, UidlistName), UidlistLockStale, timeout, false)
+}
+
+// LockUidlistOrphans is LockUidlist for a caller that holds its replica's
+// own lock, so that no other twinbox process can be working in dir: a
+// twinbox dotlock there that this process does not hold was left by a
+// killed twinbox and is removed at once instead of after 120 s. Dovecot's
+// locks are treated as LockUidlist does.
+func LockUidlistOrphans(ctx context.Context, dir string, timeout time.Duration) (*Dotlock, error) {
+	return lockFile(ctx, filepath.Join(dir, UidlistName), UidlistLockStale, timeout, true)
+}
+
+// liveTokens holds the tokens of the dotlocks this process holds.
+var liveTokens sync.Map
+
+// breakOrphan removes lockPath if it is a twinbox lock this process does
+// not hold. It reports whether it did.
+func breakOrphan(lockPath string) bool {
+	fi, err := os.Lstat(lockPath)
+	if err != nil {
+		return false
+	}
+	data, err := os.ReadFile(lockPath)
+	if err != nil || !strings.HasPrefix(string(data), "twinbox ") {
+		return false
+	}
+	if _, mine := liveTokens.Load(string(data)); mine {
+		return false
+	}
+	again, err := os.Lstat(lockPath)
+	if err != nil || !os.SameFile(fi, again) {
+		return false
+	}
+	return os.Remove(lockPath) == nil
 }
 
 // lockFile takes protected+".lock".
-func lockFile(ctx context.Context, protected string, stale, timeout time.Duration) (*Dotlock, error) {
+func lockFile(ctx context.Context, protected string, stale, timeout time.Duration, orphans bool) (*Dotlock, error) {
 	lockPath := protected + ".lock"
 	deadline := time.Now().Add(timeout)
 	for {
@@ -84,6 +118,9 @@ func lockFile(ctx context.Context, protected string, stale, timeout time.Duratio
 		}
 		if !errors.Is(err, fs.ErrExist) {
 			return nil, fmt.Errorf("locking %s: %w", lockPath, err)
+		}
+		if orphans && breakOrphan(lockPath) {
+			continue
 		}
 		broken, held, err := breakStale(lockPath, protected, stale)
 		if err != nil {
@@ -129,14 +166,26 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 }
 
 func tryLock(lockPath string) (*Dotlock, error) {
-	f, err := os.OpenFile(lockPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return nil, err
-	}
+	// Like Dovecot: write the content to a temporary file, then link it to
+	// the lock's name, so that the lock never exists without its content
+	// (a kill between create and write would leave an anonymous lock).
 	var rnd [8]byte
 	_, _ = crand.Read(rnd[:])
 	token := fmt.Sprintf("twinbox %d %x", os.Getpid(), rnd)
+	tmp := fmt.Sprintf("%s.tmp%x", lockPath, rnd)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, err
+	}
 	_, err = f.WriteString(token)
+	if err == nil {
+		err = os.Link(tmp, lockPath)
+	}
+	os.Remove(tmp)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
 	if err == nil {
 		// Run as root, give the lock to the mailbox's owner: Dovecot
 		// watches the lock file with inotify while it waits.
@@ -160,6 +209,7 @@ func tryLock(lockPath string) (*Dotlock, error) {
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
 	}
+	liveTokens.Store(token, true)
 	go d.refresh()
 	return d, nil
 }
@@ -286,6 +336,7 @@ func (d *Dotlock) Unlock() error {
 	}
 	d.unlocked = true
 	d.mu.Unlock()
+	defer liveTokens.Delete(d.token)
 
 	close(d.stop)
 	<-d.done

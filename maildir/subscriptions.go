@@ -278,5 +278,5 @@ func (l Location) WriteSubscriptions(names []string) error {
 // ("subscriptions.lock"; Dovecot treats it as stale after 30 s without a
 // change). See LockUidlist for the rules.
 func LockSubscriptions(ctx context.Context, root string, timeout time.Duration) (*Dotlock, error) {
-	return lockFile(ctx, filepath.Join(root, SubscriptionsName), SubscriptionsLockStale, timeout)
+	return lockFile(ctx, filepath.Join(root, SubscriptionsName), SubscriptionsLockStale, timeout, false)
 }

@@ -938,3 +938,27 @@ func TestInterruptedRecreateAfterIndexLoss(t *testing.T) {
 		}
 	}
 }
+
+// Found by the property test: B renames a folder, deletes it with intent
+// and makes a new folder under the old name. On A the deleted mailbox
+// still sits in the directory the new one needs: the plan's delete must
+// free it first, or the create is skipped and every sync fails.
+func TestNewFolderWhereDeletedOneStillIs(t *testing.T) {
+	a, b := roots(t)
+	if err := maildir.CreateMailboxDirs(testmail.Dir(t, a, "a/b")); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, a, b)
+	testmail.Rename(t, b, "a/b", "Lists")
+	scan(t, b)
+	testmail.DeleteWithIntent(t, b, "Lists")
+	if err := maildir.CreateMailboxDirs(testmail.Dir(t, b, "a/b")); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, a, b)
+	for _, r := range []string{a, b} {
+		if got := testmail.Mailboxes(t, r); !reflect.DeepEqual(got, []string{"INBOX", "a/b"}) {
+			t.Fatalf("%s: mailboxes %v", r, got)
+		}
+	}
+}
