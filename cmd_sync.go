@@ -319,7 +319,18 @@ func human(n int64) string {
 }
 
 func runCheck(g *globals, c *CheckCmd) error {
-	p, err := openPair(g, c.A, c.B, "", "", replicaOptions{lockTimeout: c.LockTimeout})
+	// check reads only: a throw-away copy of each index, nothing written
+	// to the mail, and no replica made where a path was mistyped.
+	for _, arg := range []string{c.A, c.B} {
+		if e, err := parseEndpoint(arg); err == nil && e.exec == "" {
+			if fi, err := os.Stat(e.loc.Root); err != nil {
+				return fmt.Errorf("%s: not a mail root: %w", arg, err)
+			} else if !fi.IsDir() {
+				return fmt.Errorf("%s: not a mail root: not a directory", arg)
+			}
+		}
+	}
+	p, err := openPair(g, c.A, c.B, "", "", replicaOptions{lockTimeout: c.LockTimeout, dryRun: true})
 	if err != nil {
 		return err
 	}

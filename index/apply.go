@@ -104,6 +104,7 @@ func (r *Replica) Apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 	// came without them), its bodies, then its files, control files and
 	// index. Only one mailbox's adds are held at a time.
 	lazy, _ := src.(replica.AddSource)
+	var deferred []merge.BoxPlan
 	for i := range sp.Boxes {
 		bp := &sp.Boxes[i]
 		if bp.AddCount > 0 && len(bp.Adds) == 0 {
@@ -124,10 +125,17 @@ func (r *Replica) Apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 		if a, ok := adopts[bp.GUID]; ok {
 			ap = &a
 		}
-		one := &merge.SidePlan{Adopts: sp.Adopts, Boxes: sp.Boxes[i : i+1]}
+		// Expunges wait until every mailbox got its adds: a message moved
+		// between folders is linked from the file about to be expunged.
+		work := *bp
+		if ap == nil && !bp.Reset && len(bp.Expunges)+len(bp.Release) > 0 {
+			deferred = append(deferred, merge.BoxPlan{GUID: bp.GUID, UIDNext: bp.UIDNext, Expunges: bp.Expunges, Release: bp.Release})
+			work.Expunges, work.Release = nil, nil
+		}
+		one := &merge.SidePlan{Adopts: sp.Adopts, Boxes: []merge.BoxPlan{work}}
 		tmpFiles, err := r.prepareBodies(ctx, one, src, res, prog)
-		if err == nil {
-			err = r.applyBox(ctx, bp, ap, tmpFiles, res)
+		if err == nil && !work.Empty() {
+			err = r.applyBox(ctx, &work, ap, tmpFiles, res)
 		}
 		for _, p := range tmpFiles {
 			if p != "" {
@@ -136,6 +144,11 @@ func (r *Replica) Apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 		}
 		bp.Adds = nil
 		if err != nil {
+			return res, err
+		}
+	}
+	for i := range deferred {
+		if err := r.applyBox(ctx, &deferred[i], nil, nil, res); err != nil {
 			return res, err
 		}
 	}
