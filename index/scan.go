@@ -521,6 +521,9 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 		for _, m := range old {
 			oldBy[m.UID] = m
 		}
+		// With dovecot-keywords unchanged, a file name the index knows
+		// stands for the flags the index has.
+		kwSame := box.Stamp.Keywords == st.Keywords
 		seen := map[uint32]bool{}
 		guidSeen := map[string]uint32{}
 		for _, rec := range ul.Records {
@@ -538,8 +541,11 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 			}
 			guidSeen[guid] = rec.UID
 			seen[rec.UID] = true
-			want := flagsOf(f.fn, kw)
 			om := oldBy[rec.UID]
+			if kwSame && om != nil && om.GUID == guid && om.File == f.name && om.New == f.inNew && !om.Held {
+				continue // the same file name means the same flags: unchanged
+			}
+			want := flagsOf(f.fn, kw)
 			if om != nil && om.GUID != guid {
 				if err := bt.drop(om.UID, &model.Tombstone{GUID: om.GUID, T: r.store.stamp(tx, 0)}); err != nil {
 					return err

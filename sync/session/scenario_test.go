@@ -45,12 +45,6 @@ func assertIdle(t *testing.T, a, b string) {
 	t.Helper()
 	before := snapshot(t, a) + snapshot(t, b)
 	s := sync2(t, a, b)
-	for _, r := range []*struct {
-		name string
-		res  any
-	}{{"A", s.ResultA}, {"B", s.ResultB}} {
-		_ = r
-	}
 	if n := s.ResultA.Added + s.ResultB.Added + s.ResultA.Flagged + s.ResultB.Flagged + s.ResultA.Expunged + s.ResultB.Expunged + s.ResultA.Moved + s.ResultB.Moved + s.ResultA.MailboxOps + s.ResultB.MailboxOps; n != 0 {
 		t.Fatalf("idle sync did %d things: A=%+v B=%+v", n, s.ResultA, s.ResultB)
 	}
