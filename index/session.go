@@ -181,11 +181,17 @@ func (r *Replica) Commit(ctx context.Context, req replica.CommitRequest) error {
 
 // Fetch streams bodies of this replica's messages.
 func (r *Replica) Fetch(ctx context.Context, refs []replica.BodyRef, fn func(i int, rd io.Reader) error) error {
+	// Where each body should be, from one read of the index; a file that
+	// moved since (Dovecot renamed it) is looked up the slow way.
+	paths := r.bodyPaths(refs)
 	for i, ref := range refs {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		f, err := r.OpenBody(ref)
+		f, err := openSized(paths[i], ref.Size)
+		if err != nil {
+			f, err = r.OpenBody(ref)
+		}
 		if errors.Is(err, fs.ErrNotExist) {
 			r.log.Warn("message to send is gone", "guid", ref.GUID)
 			continue
@@ -199,6 +205,52 @@ func (r *Replica) Fetch(ctx context.Context, refs []replica.BodyRef, fn func(i i
 		}
 	}
 	return nil
+}
+
+// bodyPaths returns the recorded file of each ref ("" when the index does
+// not hold the ref's GUID at its mailbox and UID).
+func (r *Replica) bodyPaths(refs []replica.BodyRef) []string {
+	out := make([]string, len(refs))
+	_ = r.store.db.View(func(tx *bolt.Tx) error {
+		boxes := map[model.MailboxGUID]*Box{}
+		for i, ref := range refs {
+			b, ok := boxes[ref.Box]
+			if !ok {
+				b, _ = getBox(tx, ref.Box)
+				boxes[ref.Box] = b
+			}
+			if b == nil {
+				continue
+			}
+			bb, _ := buckets(tx, ref.Box, false)
+			if bb == nil {
+				continue
+			}
+			if v := bb.uid.Get(u32(ref.UID)); v != nil {
+				if m, err := decodeMsg(v); err == nil && m.GUID == ref.GUID && !m.Held && m.File != "" {
+					out[i] = filepath.Join(r.loc.Root, b.Dir, subdir(m.New), m.File)
+				}
+			}
+		}
+		return nil
+	})
+	return out
+}
+
+// openSized opens path if it is a file of the given size.
+func openSized(path string, size int64) (*os.File, error) {
+	if path == "" {
+		return nil, fs.ErrNotExist
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err != nil || fi.Size() != size {
+		f.Close()
+		return nil, fs.ErrNotExist
+	}
+	return f, nil
 }
 
 // OpenBody opens the file of a message, found by mailbox and UID when they
