@@ -95,10 +95,11 @@ func run(args []string) int {
 			code = exitError
 			return
 		}
-		// Syncs hold large plans briefly; a tighter GC keeps the peak RSS
-		// near the live heap (see bench/README.md).
-		if os.Getenv("GOGC") == "" {
-			debug.SetGCPercent(50)
+		// Syncs hold large plans briefly: a soft memory limit keeps the
+		// peak RSS near the live heap when it is large, without making the
+		// GC run often when it is small (see bench/README.md).
+		if os.Getenv("GOMEMLIMIT") == "" {
+			debug.SetMemoryLimit(56 << 20)
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()

@@ -127,16 +127,54 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	}
 	kwBefore := len(kw)
 
-	var old []*Msg
+	// The index records the plan touches: all of them when the mailbox is
+	// rewritten, else only those of the moved and flagged UIDs (a flag
+	// change in a large mailbox does not decode the whole mailbox).
+	oldBy := map[uint32]*Msg{}
+	rewritingPlan := adopt != nil || bp.Reset
 	if err := r.store.db.View(func(tx *bolt.Tx) error {
-		old, err = loadMsgs(tx, box.GUID)
-		return err
+		if rewritingPlan {
+			old, err := loadMsgs(tx, box.GUID)
+			for _, m := range old {
+				oldBy[m.UID] = m
+			}
+			return err
+		}
+		bb, err := buckets(tx, box.GUID, false)
+		if err != nil || bb == nil {
+			return err
+		}
+		get := func(u uint32) error {
+			if _, done := oldBy[u]; done {
+				return nil
+			}
+			v := bb.uid.Get(u32(u))
+			if v == nil {
+				return nil
+			}
+			m, err := decodeMsg(v)
+			if err != nil {
+				return fmt.Errorf("UID %d: %w", u, err)
+			}
+			oldBy[u] = m
+			return nil
+		}
+		for _, mv := range bp.Moves {
+			if err := get(mv.From); err != nil {
+				return err
+			}
+			if err := get(mv.To); err != nil {
+				return err
+			}
+		}
+		for _, f := range bp.Flags {
+			if err := get(f.UID); err != nil {
+				return err
+			}
+		}
+		return nil
 	}); err != nil {
 		return r.wrap(name, err)
-	}
-	oldBy := map[uint32]*Msg{}
-	for _, m := range old {
-		oldBy[m.UID] = m
 	}
 
 	recs := map[uint32]maildir.UidRecord{}
