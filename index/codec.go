@@ -15,13 +15,17 @@ import (
 // length-prefixed strings in a fixed order. Flags are sorted by name.
 //
 //	v1: 0x01 uid size vsize mtime(zigzag) modseq bits guid base file nflags {name set T(zigzag)}...
-const msgCodecV1 = 1
+//	v2: 0x02 as v1, then born(zigzag)
+const (
+	msgCodecV1 = 1
+	msgCodecV2 = 2
+)
 
 var errCodec = errors.New("malformed message record")
 
 func encodeMsg(m *Msg) []byte {
 	b := make([]byte, 0, 64+len(m.GUID)+len(m.Base)+len(m.File)+16*len(m.Flags))
-	b = append(b, msgCodecV1)
+	b = append(b, msgCodecV2)
 	b = binary.AppendUvarint(b, uint64(m.UID))
 	b = binary.AppendUvarint(b, uint64(max(m.Size, 0)))
 	b = binary.AppendUvarint(b, uint64(max(m.VSize, 0)))
@@ -56,7 +60,7 @@ func encodeMsg(m *Msg) []byte {
 		}
 		b = binary.AppendVarint(b, v.T)
 	}
-	return b
+	return binary.AppendVarint(b, m.Born)
 }
 
 type reader struct {
@@ -112,7 +116,7 @@ func (r *reader) byte1() byte {
 }
 
 func decodeMsg(v []byte) (*Msg, error) {
-	if len(v) == 0 || v[0] != msgCodecV1 {
+	if len(v) == 0 || (v[0] != msgCodecV1 && v[0] != msgCodecV2) {
 		return nil, fmt.Errorf("%w: unknown version", errCodec)
 	}
 	r := &reader{b: v[1:]}
@@ -142,6 +146,9 @@ func decodeMsg(v []byte) (*Msg, error) {
 		name := r.str()
 		set := r.byte1() == 1
 		m.Flags[name] = model.FlagVal{Set: set, T: r.v()}
+	}
+	if v[0] == msgCodecV2 {
+		m.Born = r.v()
 	}
 	if r.err != nil {
 		return nil, r.err

@@ -11,7 +11,7 @@ func TestMsgCodecRoundTrip(t *testing.T) {
 	for _, m := range []*Msg{
 		{},
 		{Message: model.Message{UID: 1, GUID: "g"}},
-		{Message: model.Message{UID: 4294967295, GUID: "1700000000.M1P2.host,S=12", Base: "b", Size: 12, VSize: 14, Mtime: -5, Modseq: 99, New: true, Held: true,
+		{Message: model.Message{UID: 4294967295, GUID: "1700000000.M1P2.host,S=12", Base: "b", Size: 12, VSize: 14, Mtime: -5, Modseq: 99, New: true, Held: true, Born: 1700000000123,
 			Flags: model.Flags{`\Seen`: {Set: true, T: 7}, "$Label1": {Set: false, T: -3}}}, File: "x:2,S"},
 	} {
 		got, err := decodeMsg(encodeMsg(m))

@@ -553,7 +553,7 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 				om = nil
 			}
 			if om == nil {
-				m := &Msg{Message: model.Message{UID: rec.UID, GUID: guid, New: f.inNew}, File: f.name}
+				m := &Msg{Message: model.Message{UID: rec.UID, GUID: guid, New: f.inNew, Born: r.store.stamp(tx, 0)}, File: f.name}
 				if base != guid {
 					m.Base = base
 				}

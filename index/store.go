@@ -339,6 +339,9 @@ func (t *boxTx) drop(uid uint32, tomb *model.Tombstone) error {
 	if tomb == nil {
 		return nil
 	}
+	if old != nil && tomb.MovedTo == 0 && !tomb.Lost && tomb.Born == 0 {
+		tomb.Born = old.Born // the instance this expunge kills
+	}
 	if v := t.bb.tomb.Get(u32(uid)); v != nil {
 		var ot model.Tombstone
 		if json.Unmarshal(v, &ot) == nil {

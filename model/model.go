@@ -150,7 +150,13 @@ type Message struct {
 	VSize  int64  `json:"w,omitempty"` // ,W= virtual size, 0 when unknown
 	Mtime  int64  `json:"t"`           // INTERNALDATE: the file's mtime, Unix ns
 	Modseq uint64 `json:"m,omitempty"` // local: last change on this replica
-	New    bool   `json:"n,omitempty"` // lives in new/ (placement hint only)
+	// Born is when this instance of the message first appeared in this
+	// mailbox, stamped by the replica that saw it first and kept across
+	// syncs and renumberings. An expunge of the GUID stamped with a Born at
+	// or after it kills it, whatever UID it has by now; a copy a client
+	// puts back later is a new instance with a later Born. 0: unknown.
+	Born int64 `json:"bn,omitempty"`
+	New  bool  `json:"n,omitempty"` // lives in new/ (placement hint only)
 	// Held marks a message whose file is gone in a scan that looked like a
 	// mass expunge: it is neither expunged on peers nor restored here until
 	// an admin releases it.
@@ -166,6 +172,7 @@ type Message struct {
 type Tombstone struct {
 	UID     uint32 `json:"u"`
 	GUID    string `json:"g"`
+	Born    int64  `json:"bn,omitempty"` // Born of the expunged instance
 	MovedTo uint32 `json:"to,omitempty"`
 	Lost    bool   `json:"l,omitempty"`
 	Modseq  uint64 `json:"m,omitempty"`

@@ -276,6 +276,7 @@ type sideBox struct {
 	slots map[uint32]*rec     // non-void records by UID
 	guids map[string]*inst    // live instances by message GUID
 	exp   map[string][]uint32 // expunge tombstones by GUID
+	born  map[string]int64    // latest Born among a GUID's expunge tombstones
 	moved map[uint32]uint32   // retired UID -> UID it moved to
 	// mailbox GUID the records currently live under (the loser's GUID when
 	// this side adopts)
@@ -297,7 +298,7 @@ type inst struct {
 }
 
 func newSideBox() *sideBox {
-	return &sideBox{slots: map[uint32]*rec{}, guids: map[string]*inst{}, exp: map[string][]uint32{}, moved: map[uint32]uint32{}}
+	return &sideBox{slots: map[uint32]*rec{}, guids: map[string]*inst{}, exp: map[string][]uint32{}, born: map[string]int64{}, moved: map[uint32]uint32{}}
 }
 
 func (sb *sideBox) addMsg(m model.Message, void bool) {
@@ -325,6 +326,7 @@ func (sb *sideBox) addTomb(t model.Tombstone) {
 		// Only keeps the UID for its GUID: nothing was expunged.
 	case t.MovedTo == 0:
 		sb.exp[t.GUID] = append(sb.exp[t.GUID], t.UID)
+		sb.born[t.GUID] = max(sb.born[t.GUID], t.Born)
 	default:
 		sb.moved[t.UID] = t.MovedTo
 	}
@@ -411,6 +413,8 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 					m = r.inst.msg
 					m.Flags = nil
 					m.Held = false
+				} else if r.tomb != nil {
+					m.Born = r.tomb.Born // the instance the tombstone names
 				}
 				in := &inst{msg: m, implied: true}
 				sb[o].guids[r.guid] = in
@@ -428,6 +432,12 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 				continue
 			}
 			if in.void || bx.void[o] {
+				in.killed = true
+				continue
+			}
+			// The expunged instance, or an older one of the same GUID
+			// (renumbered elsewhere, reaching this side as a plain add).
+			if tb := sb[o].born[g]; tb != 0 && in.msg.Born != 0 && in.msg.Born <= tb {
 				in.killed = true
 				continue
 			}

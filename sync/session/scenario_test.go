@@ -956,3 +956,42 @@ func TestNewFolderWhereDeletedOneStillIs(t *testing.T) {
 		}
 	}
 }
+
+// An expunge of a message that was renumbered on one pair must reach its
+// copy on a third replica that still has it under its old UID: the
+// instance's Born stamp travels with it (3 replicas; the property test's
+// seed 6163758096704320485 before the fix).
+func TestExpungeReachesRenumberedCopyOnThirdReplica(t *testing.T) {
+	d := t.TempDir()
+	a, b, c := filepath.Join(d, "a"), filepath.Join(d, "b"), filepath.Join(d, "c")
+	testmail.Deliver(t, a, "INBOX", "common")
+	sync2(t, a, b)
+	sync2(t, b, c)
+	testmail.Converged(t, a, c)
+	testmail.Deliver(t, a, "INBOX", "on A at UID 2")
+	mc := testmail.Deliver(t, c, "INBOX", "on C at UID 2")
+	sync2(t, b, c) // B takes C's message at UID 2
+	sync2(t, a, b) // A and B: UID 2 conflict, both renumbered
+	if !slices.Contains(testmail.Files(t, a, "INBOX"), mc) {
+		t.Fatal("A did not get C's message")
+	}
+	testmail.Expunge(t, a, "INBOX", mc)
+	sync2(t, a, c) // C still has it at UID 2
+	for _, r := range []string{a, c} {
+		if slices.Contains(testmail.Files(t, r, "INBOX"), mc) {
+			t.Fatalf("%s: the expunged message is back", r)
+		}
+	}
+	for i := 0; i < 2; i++ {
+		sync2(t, a, b)
+		sync2(t, b, c)
+		sync2(t, c, a)
+	}
+	testmail.Converged(t, a, b)
+	testmail.Converged(t, b, c)
+	for _, r := range []string{a, b, c} {
+		if slices.Contains(testmail.Files(t, r, "INBOX"), mc) {
+			t.Fatalf("%s: the expunged message is back", r)
+		}
+	}
+}
