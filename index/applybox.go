@@ -117,9 +117,22 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		skip(res, "mailbox %q: the directory now holds mailbox %x", name, ul.GUID)
 		return nil
 	}
-	files, _, err := listFiles(dir)
-	if err != nil {
-		return r.wrap(name, err)
+	// Was the index up to date with this mailbox before we touch it? Then
+	// it can take the mailbox's stamp after our writes (below), and the
+	// next scan need not read the mailbox again.
+	st0 := stampOf(dir)
+	clean := st0 == box.Stamp
+	flagOnly := adopt == nil && !bp.Reset && len(bp.Adds)+len(bp.Moves)+len(bp.Expunges)+len(bp.Release) == 0
+	var files map[string]*diskFile
+	if flagOnly {
+		// Only renames within the mailbox: find the files by the names the
+		// index has, not by reading a large directory.
+		files = knownFiles(dir, bp.Flags, oldByUID(r, box.GUID, bp.Flags))
+	}
+	if files == nil {
+		if files, _, err = listFiles(dir); err != nil {
+			return r.wrap(name, err)
+		}
 	}
 	kw, _, err := maildir.ReadKeywords(dir)
 	if err != nil {
@@ -445,8 +458,12 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		nu.GUID = [16]byte(adopt.To)
 		nu.UIDValidity = adopt.UIDValidity
 	}
-	if err := maildir.WriteUidlist(dir, &nu); err != nil {
-		return r.wrap(name, err)
+	// Flag changes alone leave the uidlist as it is (its file names may
+	// show stale flags, as Dovecot's do): no rewrite of a large list.
+	if !flagOnly || nu.NextUID != ul.NextUID {
+		if err := maildir.WriteUidlist(dir, &nu); err != nil {
+			return r.wrap(name, err)
+		}
 	}
 	for _, sub := range []string{"cur", "new"} {
 		if err := maildir.SyncDir(filepath.Join(dir, sub)); err != nil {
@@ -592,7 +609,16 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		}
 		b.UIDNext = max(b.UIDNext, nu.NextUID)
 		b.Messages = len(nu.Records)
-		b.Stamp.Uidlist = 0 // we wrote it: re-read on the next scan
+		b.Keywords = kw
+		// Everything in cur/ and the control files changed under our lock;
+		// new/ can change without it (deliveries), so the stamp is taken
+		// only when new/ is as it was when we started and the index was
+		// up to date then. Else the next scan reads the mailbox again.
+		if st1 := stampOf(dir); clean && st1.New == st0.New {
+			b.Stamp = st1
+		} else {
+			b.Stamp.Uidlist = 0
+		}
 		return putBox(tx, b)
 	})
 	return r.wrap(name, err)
@@ -734,4 +760,48 @@ func (r *Replica) applySubs(subs []model.Subscription) error {
 		}
 		return tx.Bucket(bMeta).Put([]byte("subs_stamp"), []byte(fmt.Sprint(mtimeNS(filepath.Join(r.loc.Root, "subscriptions")))))
 	})
+}
+
+// oldByUID reads the index records of the flagged UIDs.
+func oldByUID(r *Replica, g model.MailboxGUID, flags []merge.FlagSet) map[uint32]*Msg {
+	out := map[uint32]*Msg{}
+	_ = r.store.db.View(func(tx *bolt.Tx) error {
+		bb, err := buckets(tx, g, false)
+		if err != nil || bb == nil {
+			return err
+		}
+		for _, f := range flags {
+			if v := bb.uid.Get(u32(f.UID)); v != nil {
+				if m, err := decodeMsg(v); err == nil {
+					out[f.UID] = m
+				}
+			}
+		}
+		return nil
+	})
+	return out
+}
+
+// knownFiles finds the files of flagged messages by their recorded names;
+// nil when any is not where the index says (the caller lists the mailbox).
+func knownFiles(dir string, flags []merge.FlagSet, recs map[uint32]*Msg) map[string]*diskFile {
+	files := map[string]*diskFile{}
+	for _, f := range flags {
+		m := recs[f.UID]
+		if m == nil || m.Held {
+			continue
+		}
+		if m.File == "" {
+			return nil
+		}
+		if _, err := os.Lstat(filepath.Join(dir, subdir(m.New), m.File)); err != nil {
+			return nil
+		}
+		fn, err := maildir.ParseFileName(m.File)
+		if err != nil {
+			return nil
+		}
+		files[fn.Base] = &diskFile{name: m.File, inNew: m.New, fn: fn}
+	}
+	return files
 }
