@@ -747,23 +747,28 @@ func findByBase(dir, base string) string {
 
 // boxDirForPlan returns the directory a BoxPlan's mailbox lives in now.
 func (r *Replica) boxDirForPlan(tx *bolt.Tx, sp *merge.SidePlan, g model.MailboxGUID) (string, error) {
+	var b *Box
 	for _, a := range sp.Adopts {
 		if a.To == g {
-			b, err := getBox(tx, a.From)
-			if err != nil || b == nil {
+			if b, _ = getBox(tx, a.From); b == nil {
 				return "", fmt.Errorf("mailbox %s to merge not in the index", a.From)
 			}
-			return filepath.Join(r.loc.Root, b.Dir), nil
 		}
 	}
-	b, err := getBox(tx, g)
-	if err != nil {
-		return "", err
-	}
 	if b == nil {
-		return "", fmt.Errorf("mailbox %s not in the index", g)
+		var err error
+		if b, err = getBox(tx, g); err != nil {
+			return "", err
+		}
+		if b == nil {
+			return "", fmt.Errorf("mailbox %s not in the index", g)
+		}
 	}
 	dir := filepath.Join(r.loc.Root, b.Dir)
+	if d, err := r.locate(b); err == nil {
+		dir = d // where the mailbox really is now
+	}
+	// A mailbox made by something other than an MTA may lack tmp/.
 	if _, err := os.Stat(filepath.Join(dir, "tmp")); err != nil {
 		if err := maildir.CreateMailboxDirs(dir); err != nil {
 			return "", err

@@ -221,6 +221,10 @@ func (r *Replica) vanished(b *Box, delT time.Time) error {
 
 // scanDir identifies the mailbox in one directory and scans its contents.
 func (r *Replica) scanDir(ctx context.Context, name, dir, rel string, byGUID map[model.MailboxGUID]*Box, byDir map[string]*Box, found map[model.MailboxGUID]bool, res *ScanResult) (bool, error) {
+	if !r.opt.DryRun && maildir.BreakOrphanUidlistLock(dir) {
+		// A killed twinbox's lock would make Dovecot wait for 120 s.
+		r.log.Info("removed a dotlock left by a killed twinbox", "mailbox", name)
+	}
 	st := stampOf(dir)
 	var box *Box
 	if b := byDir[rel]; b != nil && st.Uidlist != -1 && st.Uidlist == b.Stamp.Uidlist && st.UidlistSize == b.Stamp.UidlistSize && st.UidlistIno == b.Stamp.UidlistIno {

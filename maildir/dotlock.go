@@ -80,6 +80,13 @@ func LockUidlistOrphans(ctx context.Context, dir string, timeout time.Duration) 
 	return lockFile(ctx, filepath.Join(dir, UidlistName), UidlistLockStale, timeout, true)
 }
 
+// BreakOrphanUidlistLock removes dir's dovecot-uidlist.lock if it is a
+// twinbox lock this process does not hold (left by a killed twinbox); the
+// caller holds its replica's own lock. It reports whether it did.
+func BreakOrphanUidlistLock(dir string) bool {
+	return breakOrphan(filepath.Join(dir, UidlistName) + ".lock")
+}
+
 // liveTokens holds the tokens of the dotlocks this process holds.
 var liveTokens sync.Map
 
