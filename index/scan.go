@@ -528,6 +528,31 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 		// With dovecot-keywords unchanged, a file name the index knows
 		// stands for the flags the index has.
 		kwSame := box.Stamp.Keywords == st.Keywords
+		// Where each message GUID lives in the uidlist now: a record whose
+		// UID changed hands, or vanished, while its message lives on at
+		// another UID was renumbered (an interrupted apply, or Dovecot), not
+		// expunged.
+		liveAt := map[string]uint32{}
+		for _, rec := range ul.Records {
+			base := baseOf(rec.FileName)
+			if files[base] == nil {
+				continue
+			}
+			g := base
+			if v, ok := rec.Get('G'); ok && v != "" {
+				g = v
+			}
+			if _, dup := liveAt[g]; !dup {
+				liveAt[g] = rec.UID
+			}
+		}
+		retire := func(m *Msg) *model.Tombstone {
+			t := &model.Tombstone{GUID: m.GUID, T: r.store.stamp(tx, 0)}
+			if to, ok := liveAt[m.GUID]; ok && to != m.UID {
+				t.MovedTo = to
+			}
+			return t
+		}
 		seen := map[uint32]bool{}
 		guidSeen := map[string]uint32{}
 		for _, rec := range ul.Records {
@@ -551,7 +576,7 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 			}
 			want := flagsOf(f.fn, kw)
 			if om != nil && om.GUID != guid {
-				if err := bt.drop(om.UID, &model.Tombstone{GUID: om.GUID, T: r.store.stamp(tx, 0)}); err != nil {
+				if err := bt.drop(om.UID, retire(om)); err != nil {
 					return err
 				}
 				om = nil
@@ -621,6 +646,14 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 				live++
 			}
 			if !seen[m.UID] && !m.Held {
+				if to, ok := liveAt[m.GUID]; ok && to != m.UID {
+					// Renumbered, not gone: no expunge, and no mass-expunge count.
+					if err := bt.drop(m.UID, retire(m)); err != nil {
+						return err
+					}
+					changed = true
+					continue
+				}
 				gone = append(gone, m)
 			}
 		}
