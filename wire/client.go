@@ -221,23 +221,6 @@ type addsChunk struct {
 	Adds []merge.Add `json:"adds"`
 }
 
-func splitAdds(plan *merge.SidePlan) (applyRequest, []addsChunk) {
-	req := applyRequest{Plan: *plan}
-	req.Plan.Boxes = append([]merge.BoxPlan(nil), plan.Boxes...)
-	var chunks []addsChunk
-	for i := range req.Plan.Boxes {
-		adds := req.Plan.Boxes[i].Adds
-		req.Plan.Boxes[i].Adds = nil
-		for len(adds) > 0 {
-			n := min(len(adds), chunkRecords)
-			chunks = append(chunks, addsChunk{Box: i, Adds: adds[:n]})
-			adds = adds[n:]
-		}
-	}
-	req.Chunks = len(chunks)
-	return req, chunks
-}
-
 // readApply reads an apply request and its chunks.
 func readApply(c *conn, raw json.RawMessage) (*merge.SidePlan, error) {
 	var req applyRequest

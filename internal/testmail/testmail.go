@@ -272,3 +272,18 @@ func Mailboxes(t testing.TB, root string) []string {
 	}
 	return out
 }
+
+// Snapshot lists every file under root with its size and mtime, the index
+// excluded: two equal snapshots mean no file was written.
+func Snapshot(root string) string {
+	var sb strings.Builder
+	filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || fi.IsDir() || strings.HasPrefix(fi.Name(), "twinbox.") {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, p)
+		fmt.Fprintf(&sb, "%s %d %d\n", rel, fi.Size(), fi.ModTime().UnixNano())
+		return nil
+	})
+	return sb.String()
+}

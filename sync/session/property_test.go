@@ -1154,7 +1154,7 @@ func (w *propWorld) finish() {
 			if !w.sync(a, b, faultSpec{}) {
 				w.rt.Fatalf("sync %s %s after convergence skipped steps", w.name(a), w.name(b))
 			}
-			before := propSnapshot(w.roots[a]) + propSnapshot(w.roots[b])
+			before := testmail.Snapshot(w.roots[a]) + testmail.Snapshot(w.roots[b])
 			ra, rb := w.open(a), w.open(b)
 			sum, err := session.Run(context.Background(), ra, rb, session.Options{})
 			ra.Close()
@@ -1168,25 +1168,10 @@ func (w *propWorld) finish() {
 					w.rt.Fatalf("idle sync %s %s did work", w.name(a), w.name(b))
 				}
 			}
-			if after := propSnapshot(w.roots[a]) + propSnapshot(w.roots[b]); after != before {
+			if after := testmail.Snapshot(w.roots[a]) + testmail.Snapshot(w.roots[b]); after != before {
 				w.rt.Logf("before:\n%s\nafter:\n%s", w.clean(before), w.clean(after))
 				w.rt.Fatalf("idle sync %s %s changed files", w.name(a), w.name(b))
 			}
 		}
 	}
-}
-
-// propSnapshot lists every file of a root with size and mtime, the index
-// excluded.
-func propSnapshot(root string) string {
-	var sb strings.Builder
-	filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
-		if err != nil || fi.IsDir() || strings.HasPrefix(fi.Name(), "twinbox.") {
-			return nil
-		}
-		rel, _ := filepath.Rel(root, p)
-		fmt.Fprintf(&sb, "%s %d %d\n", rel, fi.Size(), fi.ModTime().UnixNano())
-		return nil
-	})
-	return sb.String()
 }

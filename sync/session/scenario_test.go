@@ -43,29 +43,14 @@ func settle(t *testing.T, a, b string) {
 // changes no file.
 func assertIdle(t *testing.T, a, b string) {
 	t.Helper()
-	before := snapshot(t, a) + snapshot(t, b)
+	before := testmail.Snapshot(a) + testmail.Snapshot(b)
 	s := sync2(t, a, b)
 	if n := s.ResultA.Added + s.ResultB.Added + s.ResultA.Flagged + s.ResultB.Flagged + s.ResultA.Expunged + s.ResultB.Expunged + s.ResultA.Moved + s.ResultB.Moved + s.ResultA.MailboxOps + s.ResultB.MailboxOps; n != 0 {
 		t.Fatalf("idle sync did %d things: A=%+v B=%+v", n, s.ResultA, s.ResultB)
 	}
-	if after := snapshot(t, a) + snapshot(t, b); after != before {
+	if after := testmail.Snapshot(a) + testmail.Snapshot(b); after != before {
 		t.Fatalf("idle sync changed files:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
-}
-
-// snapshot lists every file with size and mtime, index excluded.
-func snapshot(t *testing.T, root string) string {
-	t.Helper()
-	var sb strings.Builder
-	filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
-		if err != nil || fi.IsDir() || strings.HasPrefix(fi.Name(), "twinbox.") {
-			return nil
-		}
-		rel, _ := filepath.Rel(root, p)
-		fmt.Fprintf(&sb, "%s %d %d\n", rel, fi.Size(), fi.ModTime().UnixNano())
-		return nil
-	})
-	return sb.String()
 }
 
 func TestFirstSyncIntoEmpty(t *testing.T) {
