@@ -18,6 +18,7 @@ type Client struct {
 	c      *conn
 	rw     io.ReadWriteCloser
 	info   replica.Info
+	peer   *Node
 	closed atomic.Bool
 	stop   func() bool
 	// RoundTrips counts requests this client sent (each one waits for its
@@ -28,11 +29,27 @@ type Client struct {
 var _ replica.Replica = (*Client)(nil)
 
 // Dial runs the handshake on rw (already connected) for user, presenting
-// self. Cancelling ctx closes rw, which ends any call in progress.
+// self, and opens the server's replica. Cancelling ctx closes rw, which
+// ends any call in progress.
 func Dial(ctx context.Context, rw io.ReadWriteCloser, user string, self replica.Info) (*Client, error) {
+	cl, err := Handshake(ctx, rw, user, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := cl.Open(ctx, self); err != nil {
+		cl.abort()
+		return nil, err
+	}
+	return cl, nil
+}
+
+// Handshake runs the handshake on rw for user, saying where this side's
+// replica lives (self may be nil), and returns a client whose server has
+// not yet opened (nor locked) the replica: see Peer and Open.
+func Handshake(ctx context.Context, rw io.ReadWriteCloser, user string, self *Node) (*Client, error) {
 	cl := &Client{c: newConn(rw), rw: rw}
 	cl.stop = context.AfterFunc(ctx, func() { rw.Close() })
-	if err := cl.c.writeMsg(fHello, hello{Proto: "twinbox", Min: Version, Max: Version, User: user, Replica: self}); err != nil {
+	if err := cl.c.writeMsg(fHello, hello{Proto: "twinbox", Min: Version, Max: Version, User: user, Node: self}); err != nil {
 		cl.abort()
 		return nil, fmt.Errorf("handshake: %w", err)
 	}
@@ -48,10 +65,7 @@ func Dial(ctx context.Context, rw io.ReadWriteCloser, user string, self replica.
 		}
 		return nil, protoErr("handshake: got frame %q", t)
 	}
-	var h struct {
-		hello
-		Replica replica.Info `json:"replica"`
-	}
+	var h hello
 	if err := json.Unmarshal(b, &h); err != nil {
 		cl.abort()
 		return nil, protoErr("handshake: %v", err)
@@ -67,9 +81,29 @@ func Dial(ctx context.Context, rw io.ReadWriteCloser, user string, self replica.
 		cl.abort()
 		return nil, err
 	}
-	cl.info = h.Replica
+	cl.peer = h.Node
 	return cl, nil
 }
+
+// Peer is where the server's replica lives, if the server said so.
+func (cl *Client) Peer() *Node { return cl.peer }
+
+// Open asks the server to open (and lock) its replica, presenting self.
+func (cl *Client) Open(ctx context.Context, self replica.Info) error {
+	var info replica.Info
+	if err := cl.call("open", self, &info); err != nil {
+		var pe *PeerError
+		if errors.As(err, &pe) {
+			return fmt.Errorf("peer refused: %s", pe.Msg)
+		}
+		return err
+	}
+	cl.info = info
+	return nil
+}
+
+// Abort drops the connection without a goodbye.
+func (cl *Client) Abort() { cl.abort() }
 
 func errText(b []byte) string {
 	var e errorMsg

@@ -26,7 +26,7 @@ import (
 )
 
 // Version is the protocol version this build speaks.
-const Version = 1
+const Version = 2
 
 // Frame types.
 const (
@@ -221,8 +221,24 @@ type hello struct {
 	Max     int    `json:"max"`
 	User    string `json:"user,omitempty"`
 	Replica any    `json:"replica,omitempty"`
+	Node    *Node  `json:"node,omitempty"`
 	Error   string `json:"error,omitempty"`
 }
+
+// Node says where a replica lives, so that two syncs of the same user
+// started at once from both hosts take the replicas' locks in the same
+// order (see docs/protocol.md, "Lock order").
+type Node struct {
+	// ID is the host's replica ID (twinbox.toml replica_id, default the
+	// host name); Host is its host name.
+	ID   string `json:"id"`
+	Host string `json:"host,omitempty"`
+	// Root is the user's mail root on that host.
+	Root string `json:"root,omitempty"`
+}
+
+// Key orders nodes: the lower key's replica is locked first.
+func (n Node) Key() string { return n.ID + "\x00" + n.Root }
 
 // bodyHdr starts a body.
 type bodyHdr struct {

@@ -126,7 +126,7 @@ func recordSession(t testing.TB, tmpl string, run func(ctx context.Context, loca
 
 // handHello is a client's hello, made by hand.
 func handHello() []byte {
-	return jsonFrame('H', map[string]any{"proto": "twinbox", "min": 1, "max": 1, "user": "fuzz",
+	return jsonFrame('H', map[string]any{"proto": "twinbox", "min": 1, "max": wire.Version, "user": "fuzz",
 		"replica": replica.Info{ReplicaID: "fuzz-client", IndexID: "00112233445566778899aabbccddeeff"}})
 }
 

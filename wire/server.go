@@ -18,14 +18,31 @@ import (
 // know.
 type Opener func(ctx context.Context, user string, peer replica.Info) (replica.Replica, error)
 
+// Server is the serving side of the protocol for one connection.
+type Server struct {
+	// Open opens (and locks) the replica; it is called at the client's
+	// "open" request, or at its first request if it sends none.
+	Open Opener
+	// Node, if set, says where user's replica lives before it is opened;
+	// the client uses it to take the two replicas' locks in order.
+	Node func(user string) (Node, error)
+	Log  *slog.Logger
+}
+
 // Serve speaks the protocol on rw until the peer closes the session or the
 // stream ends. It never panics on bad input: a malformed frame ends the
 // session with an error, which the peer is told of when it can still listen.
 //
-// Requests must come in the order of a sync (replica.Replica): "begin"
-// first, "changes" before "apply", "apply" before "commit"; "fetch" after
-// "begin". A request out of order is a protocol error.
-func Serve(ctx context.Context, rw io.ReadWriter, open Opener, log *slog.Logger) (err error) {
+// Requests must come in the order of a sync (replica.Replica): "open"
+// (optional), "begin", "changes" before "apply", "apply" before "commit";
+// "fetch" after "begin". A request out of order is a protocol error.
+func Serve(ctx context.Context, rw io.ReadWriter, open Opener, log *slog.Logger) error {
+	return (&Server{Open: open, Log: log}).Serve(ctx, rw)
+}
+
+// Serve runs one session on rw (see the function Serve).
+func (s *Server) Serve(ctx context.Context, rw io.ReadWriter) (err error) {
+	log := s.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -56,19 +73,37 @@ func Serve(ctx context.Context, rw io.ReadWriter, open Opener, log *slog.Logger)
 		_ = c.writeMsg(fHello, hello{Proto: "twinbox", Min: Version, Max: Version, Error: msg})
 		return protoErr("%s", msg)
 	}
-	rep, err := open(ctx, h.User, h.Replica)
-	if err != nil {
-		_ = c.writeMsg(fHello, hello{Proto: "twinbox", Min: Version, Max: Version, Error: err.Error()})
+	var node *Node
+	if s.Node != nil {
+		n, err := s.Node(h.User)
+		if err != nil {
+			_ = c.writeMsg(fHello, hello{Proto: "twinbox", Min: Version, Max: Version, Error: err.Error()})
+			return err
+		}
+		node = &n
+	}
+	if err := c.writeMsg(fHello, hello{Proto: "twinbox", Min: Version, Max: Version, Node: node}); err != nil {
 		return err
 	}
+	log = log.With("user", h.User)
+	var rep replica.Replica
 	defer func() {
+		if rep == nil {
+			return
+		}
 		if cerr := rep.Close(); err == nil {
 			err = cerr
 		}
 	}()
-	log = log.With("user", h.User, "peer", h.Replica.ReplicaID)
-	if err := c.writeMsg(fHello, hello{Proto: "twinbox", Min: Version, Max: Version, Replica: rep.Info()}); err != nil {
-		return err
+	open := func(peer replica.Info) error {
+		r, err := s.Open(ctx, h.User, peer)
+		if err != nil {
+			log.Warn("open failed", "peer", peer.ReplicaID, "err", err)
+			return err
+		}
+		rep = r
+		log = log.With("peer", peer.ReplicaID)
+		return nil
 	}
 	cb := &callback{c: c}
 	// What the session has done so far, for the order of requests.
@@ -106,6 +141,31 @@ func Serve(ctx context.Context, rw io.ReadWriter, open Opener, log *slog.Logger)
 		}
 		var out any
 		var callErr error
+		if rq.Op == "open" {
+			if rep != nil {
+				return refuse(protoErr("request \"open\" twice"))
+			}
+			var peer replica.Info
+			if err := decode(rq.Args, &peer); err != nil {
+				return refuse(err)
+			}
+			if err := open(peer); err != nil {
+				_ = c.writeMsg(fError, errorMsg{Message: err.Error()})
+				return err
+			}
+			if err := c.writeMsg(fReply, rep.Info()); err != nil {
+				return err
+			}
+			continue
+		}
+		if rep == nil && rq.Op != "close" {
+			// A client that does not care for lock order opens at its
+			// first request.
+			if err := open(h.Replica); err != nil {
+				_ = c.writeMsg(fError, errorMsg{Message: err.Error()})
+				return err
+			}
+		}
 		switch {
 		case rq.Op == "close":
 		case rq.Op != "begin" && !begun:
