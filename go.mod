@@ -9,3 +9,5 @@ require (
 	golang.org/x/term v0.48.0
 	pgregory.net/rapid v1.3.0
 )
+
+require github.com/BurntSushi/toml v1.6.0
