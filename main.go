@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
+	"github.com/twinbox-mail/twinbox/config"
 )
 
 // Exit codes, stable and documented (dsync's, plus 3).
@@ -37,12 +38,16 @@ const exitHelp = `Exit codes:
 
 // CLI is the command line.
 type CLI struct {
-	Verbose bool `short:"v" help:"Log what happens (to stderr)." env:"TWINBOX_VERBOSE"`
+	Verbose   bool   `short:"v" help:"Log what happens (to stderr)." env:"TWINBOX_VERBOSE"`
+	Config    string `help:"Configuration file (default /etc/twinbox/twinbox.toml if it exists)." env:"TWINBOX_CONFIG" placeholder:"FILE"`
+	ReplicaID string `name:"replica-id" help:"This host's replica ID (overrides replica_id in the configuration; default the host name)." placeholder:"ID"`
 
 	Sync    SyncCmd    `cmd:"" help:"Two-way (master/master) sync of two replicas."`
 	Backup  BackupCmd  `cmd:"" help:"One-way: make DST identical to SRC."`
 	Check   CheckCmd   `cmd:"" help:"Report whether two replicas are identical (exit 1 if not)."`
-	Serve   ServeCmd   `cmd:"" help:"Speak the sync protocol on stdin/stdout for one replica (the far end of a sync)."`
+	Serve   ServeCmd   `cmd:"" help:"Speak the sync protocol on stdin/stdout for one replica (the far end of a sync, dsync-server's role)."`
+	Wrapper WrapperCmd `cmd:"" help:"The forced command of an OpenSSH authorized_keys line: serves only the sync of the user the peer names."`
+	Config_ ConfigCmd  `cmd:"" name:"config" help:"Check the configuration and print the settings in force."`
 	Demo    DemoCmd    `cmd:"" help:"Make two replicas in a fresh directory, change both, sync, and show the result."`
 	Version VersionCmd `cmd:"" help:"Print the version."`
 }
@@ -108,7 +113,7 @@ func run(args []string) int {
 		if cli.Verbose {
 			level = slog.LevelInfo
 		}
-		g := &globals{ctx: ctx, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})), verbose: cli.Verbose}
+		g := &globals{ctx: ctx, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})), verbose: cli.Verbose, configPath: cli.Config, replicaID: cli.ReplicaID}
 		err = kctx.Run(g)
 		var ec exitCode
 		switch {
@@ -127,6 +132,28 @@ type globals struct {
 	ctx     context.Context
 	log     *slog.Logger
 	verbose bool
+
+	configPath, replicaID string
+	cfg                   *config.Config
+}
+
+// config loads the configuration once (see package config).
+func (g *globals) config() (*config.Config, error) {
+	if g.cfg != nil {
+		return g.cfg, nil
+	}
+	c, err := config.Load(g.configPath)
+	if err != nil {
+		return nil, err
+	}
+	if g.replicaID != "" {
+		c.Set("replica_id", g.replicaID)
+		if err := c.Check(); err != nil {
+			return nil, err
+		}
+	}
+	g.cfg = c
+	return c, nil
 }
 
 // VersionCmd prints the version.
@@ -153,28 +180,46 @@ type syncFlags struct {
 	IndexB           string        `name:"index-b" help:"Index file of the second replica (default: <root>/twinbox.db)." env:"TWINBOX_INDEX_B"`
 }
 
-// SyncCmd is `twinbox sync A B`.
+// replicaHelp describes the replica arguments.
+const replicaHelp = "A replica is a Maildir root, maildir:PATH[:LAYOUT=fs][:UTF8], exec:COMMAND (a program speaking the protocol on stdio), remote:[LOGIN@]HOST[:PORT] (OpenSSH runs ssh.command: `twinbox serve -u USER` there), or remoteprefix:[LOGIN@]HOST[:PORT] (the same for a `twinbox wrapper` forced command). With -u USER the first replica is USER's mail on this host (from the configured user source) and the one argument is the peer (default: peer in the configuration)."
+
+// SyncCmd is `twinbox sync A B` or `twinbox sync -u USER [PEER]`.
 type SyncCmd struct {
-	A string `arg:"" help:"First replica: a Maildir root, maildir:PATH[:LAYOUT=fs][:UTF8], or exec:COMMAND (a program speaking the protocol on stdio)."`
-	B string `arg:"" help:"Second replica, as A."`
+	User string `short:"u" help:"The mail user: their replica here (from the user source) syncs with PEER." placeholder:"USER"`
+	A    string `arg:"" optional:"" help:"First replica (or, with -u, the peer)."`
+	B    string `arg:"" optional:"" help:"Second replica."`
 	syncFlags
 }
 
-func (c *SyncCmd) Run(g *globals) error { return runSync(g, c.A, c.B, c.syncFlags, false) }
+func (c *SyncCmd) Run(g *globals) error {
+	a, b, err := replicaArgs(g, c.User, c.A, c.B)
+	if err != nil {
+		return err
+	}
+	return runSync(g, c.User, a, b, c.syncFlags, false)
+}
 
 // BackupCmd is `twinbox backup SRC DST`.
 type BackupCmd struct {
-	Src string `arg:"" help:"Source replica."`
-	Dst string `arg:"" help:"Destination replica: becomes identical to SRC."`
+	User string `short:"u" help:"The mail user: their replica here is the source, PEER the destination." placeholder:"USER"`
+	Src  string `arg:"" optional:"" help:"Source replica (or, with -u, the destination peer)."`
+	Dst  string `arg:"" optional:"" help:"Destination replica: becomes identical to SRC."`
 	syncFlags
 }
 
-func (c *BackupCmd) Run(g *globals) error { return runSync(g, c.Src, c.Dst, c.syncFlags, true) }
+func (c *BackupCmd) Run(g *globals) error {
+	a, b, err := replicaArgs(g, c.User, c.Src, c.Dst)
+	if err != nil {
+		return err
+	}
+	return runSync(g, c.User, a, b, c.syncFlags, true)
+}
 
 // CheckCmd is `twinbox check A B`.
 type CheckCmd struct {
-	A           string        `arg:"" help:"First replica."`
-	B           string        `arg:"" help:"Second replica."`
+	User        string        `short:"u" help:"The mail user: compare their replica here with PEER." placeholder:"USER"`
+	A           string        `arg:"" optional:"" help:"First replica (or, with -u, the peer)."`
+	B           string        `arg:"" optional:"" help:"Second replica."`
 	Exclude     []string      `help:"Skip mailboxes matching PATTERN; repeatable." placeholder:"PATTERN"`
 	Include     []string      `help:"Only mailboxes matching PATTERN; repeatable." placeholder:"PATTERN"`
 	LockTimeout time.Duration `name:"lock-timeout" default:"30s" help:"How long to wait for the replicas' locks." env:"TWINBOX_LOCK_TIMEOUT"`
@@ -185,7 +230,9 @@ func (c *CheckCmd) Run(g *globals) error { return runCheck(g, c) }
 
 // ServeCmd is `twinbox serve`.
 type ServeCmd struct {
-	Root        string        `required:"" help:"The replica to serve: a Maildir root or maildir:PATH[:LAYOUT=fs][:UTF8]." env:"TWINBOX_ROOT"`
+	Root        string        `help:"The replica to serve: a Maildir root or maildir:PATH[:LAYOUT=fs][:UTF8]." env:"TWINBOX_ROOT" xor:"who"`
+	User        string        `short:"u" help:"Serve this user's replica (from the configured user source); as root, run as the mail's owner." xor:"who" placeholder:"USER"`
+	UserPrefix  bool          `name:"user-prefix" help:"Read the user name from the first line of stdin (remoteprefix:)." xor:"who"`
 	Index       string        `help:"Index file (default: <root>/twinbox.db)." env:"TWINBOX_INDEX"`
 	LockTimeout time.Duration `name:"lock-timeout" default:"30s" help:"How long to wait for the replica's lock." env:"TWINBOX_LOCK_TIMEOUT"`
 }
