@@ -163,4 +163,3 @@ func runCheck(g *globals, c *CheckCmd) error {
 	}
 	return nil
 }
-
