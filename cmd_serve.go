@@ -124,7 +124,7 @@ func serveUser(g *globals, user string, allow []string, idx string, lockTimeout 
 			return node, nil
 		},
 		Open: func(ctx context.Context, _ string, peer replica.Info) (replica.Replica, error) {
-			g.log.Info("serving", "user", user, "root", loc.Root, "peer", peer.ReplicaID)
+			g.log.Info("serving", "user", user, "root", loc.Root, "peer", peer.ReplicaID, "uid", os.Geteuid(), "gid", os.Getegid())
 			return index.Open(ctx, loc, index.Options{User: user, IndexPath: idx, LockTimeout: lockTimeout, Logger: g.log})
 		},
 		Log: g.log,

@@ -9,6 +9,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/twinbox-mail/twinbox/config"
 	"github.com/twinbox-mail/twinbox/index"
@@ -302,6 +303,9 @@ func openPairUser(g *globals, user, a, b string, indexA, indexB string, ro repli
 	}
 	sort.SliceStable(order, func(i, j int) bool { return key(order[i]) < key(order[j]) })
 	for i, s := range order {
+		if i == 1 {
+			testPauseBetweenLocks()
+		}
 		if s.e.local() {
 			r, err := index.Open(g.ctx, s.e.loc, ro.index(g, user, s.idx))
 			if err != nil {
@@ -323,4 +327,15 @@ func openPairUser(g *globals, user, a, b string, indexA, indexB string, ro repli
 		*s.dst = s.cl
 	}
 	return p, nil
+}
+
+// testPauseBetweenLocks widens the moment between taking the first and the
+// second replica's lock, for the test that two syncs started at once from
+// both hosts never deadlock (TWINBOX_TEST_PAUSE_BETWEEN_LOCKS=300ms).
+func testPauseBetweenLocks() {
+	if v := os.Getenv("TWINBOX_TEST_PAUSE_BETWEEN_LOCKS"); v != "" {
+		if d, err := time.ParseDuration(v); err == nil && d > 0 && d < time.Minute {
+			time.Sleep(d)
+		}
+	}
 }

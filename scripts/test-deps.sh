@@ -4,7 +4,8 @@
 #   openssh-server openssh-client (ssh transport tests), iproute2, time.
 # Makes sure the system dovecot and sshd services are NOT left running (tests start their
 # own instances), and creates the unprivileged system user "twinboxtest" that the tests
-# run doveadm as (doveadm refuses to access mail as root).
+# run doveadm as (doveadm refuses to access mail as root), and "twinboxvmail", a login
+# with a shell that the OpenSSH tests log in as.
 #
 # Idempotent: running it again only reports that everything is in place.
 set -euo pipefail
@@ -97,5 +98,17 @@ else
 		--shell "$nologin" "$TEST_USER"
 	log "created system user $TEST_USER (uid $(id -u "$TEST_USER"))"
 fi
+
+# 4. The login the OpenSSH tests use as the mail owner ("vmail"): a shell, no
+#    password (but not locked: sshd without PAM refuses locked accounts).
+SSH_USER=twinboxvmail
+if id -u "$SSH_USER" >/dev/null 2>&1; then
+	log "user $SSH_USER exists (uid $(id -u "$SSH_USER"))"
+else
+	useradd --system --user-group --no-create-home --home-dir /nonexistent \
+		--shell /bin/sh "$SSH_USER"
+	log "created system user $SSH_USER (uid $(id -u "$SSH_USER"))"
+fi
+usermod -p '*' "$SSH_USER"
 
 log "done"
