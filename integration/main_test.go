@@ -136,6 +136,13 @@ func startEnv(t testing.TB, extra []string, args ...string) *proc {
 // ours).
 func startAs(t testing.TB, cred *syscall.Credential, extra []string, args ...string) *proc {
 	t.Helper()
+	return startIn(t, cred, nil, extra, args...)
+}
+
+// startIn is startAs running the binary through prefix (a command that
+// ends by exec'ing its arguments, such as `ip netns exec NS`).
+func startIn(t testing.TB, cred *syscall.Credential, prefix []string, extra []string, args ...string) *proc {
+	t.Helper()
 	dir := t.TempDir()
 	out, err := os.Create(filepath.Join(dir, "stdout"))
 	if err != nil {
@@ -146,6 +153,9 @@ func startAs(t testing.TB, cred *syscall.Credential, extra []string, args ...str
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, args...)
+	if len(prefix) > 0 {
+		cmd = exec.Command(prefix[0], append(append(prefix[1:len(prefix):len(prefix)], bin), args...)...)
+	}
 	cmd.Env = append(env(), extra...)
 	if cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
