@@ -279,6 +279,10 @@ func openPairUser(g *globals, user, a, b string, indexA, indexB string, ro repli
 		if err != nil {
 			return fail(fmt.Errorf("%s: %w", s.e.arg, err))
 		}
+		cl.Name = s.e.arg
+		if user != "" {
+			cl.Name += " (user " + user + ")"
+		}
 		s.cl = cl
 		p.clients = append(p.clients, cl)
 		p.closers = append(p.closers, cl.Close)

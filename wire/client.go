@@ -15,10 +15,13 @@ import (
 
 // Client is a replica on the far side of a connection.
 type Client struct {
-	c      *conn
-	rw     io.ReadWriteCloser
-	info   replica.Info
-	peer   *Node
+	c    *conn
+	rw   io.ReadWriteCloser
+	info replica.Info
+	peer *Node
+	// Name names the peer in errors (default: its replica ID), for
+	// example "remote:vmail@mx2 (user bob)".
+	Name   string
 	closed atomic.Bool
 	stop   func() bool
 	// RoundTrips counts requests this client sent (each one waits for its
@@ -83,6 +86,13 @@ func Handshake(ctx context.Context, rw io.ReadWriteCloser, user string, self *No
 	}
 	cl.peer = h.Node
 	return cl, nil
+}
+
+func (cl *Client) name() string {
+	if cl.Name != "" {
+		return cl.Name
+	}
+	return cl.info.ReplicaID
 }
 
 // Peer is where the server's replica lives, if the server said so.
@@ -182,13 +192,13 @@ func (cl *Client) Begin(ctx context.Context, req replica.BeginRequest) (*replica
 // Changes fetches records; they arrive in chunks of at most chunkRecords.
 func (cl *Client) Changes(ctx context.Context, req replica.ChangesRequest) (map[model.MailboxGUID]*merge.Contents, error) {
 	if err := cl.send("changes", req); err != nil {
-		return nil, fmt.Errorf("peer %s: changes: %w", cl.info.ReplicaID, err)
+		return nil, fmt.Errorf("peer %s: changes: %w", cl.name(), err)
 	}
 	out := map[model.MailboxGUID]*merge.Contents{}
 	for {
 		t, b, err := cl.c.readMsg()
 		if err != nil {
-			return nil, fmt.Errorf("peer %s: changes: %w", cl.info.ReplicaID, err)
+			return nil, fmt.Errorf("peer %s: changes: %w", cl.name(), err)
 		}
 		switch t {
 		case fChunk:
@@ -303,13 +313,13 @@ func (cl *Client) Apply(ctx context.Context, plan *merge.SidePlan, src replica.B
 		req.Plan.Boxes[i].Adds = nil
 	}
 	if err := cl.send("apply", req); err != nil {
-		return nil, fmt.Errorf("peer %s: apply: %w", cl.info.ReplicaID, err)
+		return nil, fmt.Errorf("peer %s: apply: %w", cl.name(), err)
 	}
 	var srcErr error // src failed (and the peer was told)
 	for {
 		t, b, err := cl.c.readMsg()
 		if err != nil {
-			return nil, fmt.Errorf("peer %s: apply: %w", cl.info.ReplicaID, err)
+			return nil, fmt.Errorf("peer %s: apply: %w", cl.name(), err)
 		}
 		switch t {
 		case fReply:
@@ -318,7 +328,7 @@ func (cl *Client) Apply(ctx context.Context, plan *merge.SidePlan, src replica.B
 				return nil, protoErr("apply reply: %v", err)
 			}
 			if srcErr != nil {
-				return &out, fmt.Errorf("peer %s: apply: sending bodies: %w", cl.info.ReplicaID, srcErr)
+				return &out, fmt.Errorf("peer %s: apply: sending bodies: %w", cl.name(), srcErr)
 			}
 			return &out, nil
 		case fError:
@@ -337,13 +347,13 @@ func (cl *Client) Apply(ctx context.Context, plan *merge.SidePlan, src replica.B
 				for len(adds) > 0 {
 					n := min(len(adds), chunkRecords)
 					if err := cl.c.writeMsg(fChunk, addsChunk{Box: a.Box, Adds: adds[:n]}); err != nil {
-						return nil, fmt.Errorf("peer %s: apply: %w", cl.info.ReplicaID, err)
+						return nil, fmt.Errorf("peer %s: apply: %w", cl.name(), err)
 					}
 					adds = adds[n:]
 				}
 				plan.Boxes[a.Box].Adds = nil
 				if err := cl.c.writeMsg(fReply, struct{}{}); err != nil {
-					return nil, fmt.Errorf("peer %s: apply: %w", cl.info.ReplicaID, err)
+					return nil, fmt.Errorf("peer %s: apply: %w", cl.name(), err)
 				}
 				continue
 			}
@@ -354,7 +364,7 @@ func (cl *Client) Apply(ctx context.Context, plan *merge.SidePlan, src replica.B
 			if err := serveBodies(ctx, cl.c, src, refs); err != nil {
 				var se *sourceError
 				if !errors.As(err, &se) {
-					return nil, fmt.Errorf("peer %s: apply: sending bodies: %w", cl.info.ReplicaID, err)
+					return nil, fmt.Errorf("peer %s: apply: sending bodies: %w", cl.name(), err)
 				}
 				// The peer was told and answers the apply: read that
 				// answer, or the next call would take it for its own.
@@ -403,7 +413,7 @@ func serveBodies(ctx context.Context, c *conn, src replica.BodySource, refs []re
 // Fetch streams bodies from the server.
 func (cl *Client) Fetch(ctx context.Context, refs []replica.BodyRef, fn func(i int, r io.Reader) error) error {
 	if err := cl.send("fetch", refs); err != nil {
-		return fmt.Errorf("peer %s: fetch: %w", cl.info.ReplicaID, err)
+		return fmt.Errorf("peer %s: fetch: %w", cl.name(), err)
 	}
 	return receiveBodies(cl.c, refs, fn)
 }
