@@ -62,7 +62,12 @@ func syncSSH(t testing.TB, ts *testServer, key clientKey, kh, local, user string
 		t.Fatal(err)
 	}
 	defer rl.Close()
-	rwc, err := transport.SSH(ctx, transport.SSHOptions{Addr: ts.addr, Login: "vmail", User: user, IdentityFiles: []string{key.file}, KnownHostsFiles: []string{kh}})
+	o, err := transport.ParseSSHURL("ssh://vmail@" + ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.User, o.IdentityFiles, o.KnownHostsFiles = user, []string{key.file}, []string{kh}
+	rwc, err := transport.SSH(ctx, o)
 	if err != nil {
 		return nil, err
 	}
