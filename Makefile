@@ -26,7 +26,7 @@ test-long: test-deps
 
 FUZZTIME ?= 30s
 fuzz:
-	@for pkg in ./maildir ./wire ./index; do \
+	@for pkg in ./maildir ./wire ./index ./sshd; do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$f"; $(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=10s $$pkg || exit 1; \
 	  done; \
