@@ -11,6 +11,7 @@ import (
 )
 
 func runSync(g *globals, user, a, b string, f syncFlags, backup bool) error {
+	g.ssh = &f.sshFlags
 	prog := newProgress(os.Stderr, f.JSON)
 	p, err := openPairUser(g, user, a, b, f.IndexA, f.IndexB, replicaOptions{lockTimeout: f.LockTimeout, dryRun: f.DryRun, massMin: f.MassMin, massFrac: f.MassFraction, massExempt: f.MassExempt})
 	if err != nil {
@@ -118,6 +119,7 @@ func human(n int64) string {
 func runCheck(g *globals, c *CheckCmd) error {
 	// check reads only: a throw-away copy of each index, nothing written
 	// to the mail, and no replica made where a path was mistyped.
+	g.ssh = &c.sshFlags
 	a, b, err := replicaArgs(g, c.User, c.A, c.B)
 	if err != nil {
 		return err

@@ -35,7 +35,7 @@ type endpoint struct {
 func (e endpoint) local() bool { return e.dial == nil }
 
 // remoteForms are the peer forms, for messages.
-const remoteForms = "exec:COMMAND, remote:[LOGIN@]HOST[:PORT], remoteprefix:[LOGIN@]HOST[:PORT]"
+const remoteForms = "exec:COMMAND, remote:[LOGIN@]HOST[:PORT], remoteprefix:[LOGIN@]HOST[:PORT], ssh://[LOGIN@]HOST[:PORT]"
 
 // parseEndpoint reads a replica argument for user (may be "").
 func parseEndpoint(g *globals, s, user string) (endpoint, error) {
@@ -78,12 +78,57 @@ func parseEndpoint(g *globals, s, user string) (endpoint, error) {
 		}
 		return e, nil
 	}
+	if strings.HasPrefix(s, "ssh://") {
+		if user == "" {
+			return endpoint{}, fmt.Errorf("%s: a remote replica needs the user: -u USER", s)
+		}
+		o, err := transport.ParseSSHURL(s)
+		if err != nil {
+			return endpoint{}, err
+		}
+		cfg, err := g.config()
+		if err != nil {
+			return endpoint{}, err
+		}
+		o.User = user
+		o.Command = cfg.SSH.RemoteCommand
+		o.IdentityFiles = cfg.SSH.IdentityFiles
+		o.KnownHostsFiles = cfg.SSH.KnownHosts
+		o.AcceptNewHostKey = cfg.SSH.AcceptNewHostKey
+		o.Agent = cfg.SSH.Agent
+		o.Timeout = cfg.SSH.ConnectTimeout.Duration
+		if f := g.ssh; f != nil {
+			if len(f.Identity) > 0 {
+				o.IdentityFiles = f.Identity
+			}
+			if len(f.KnownHosts) > 0 {
+				o.KnownHostsFiles = f.KnownHosts
+			}
+			o.AcceptNewHostKey = o.AcceptNewHostKey || f.AcceptNew
+			o.Agent = o.Agent || f.Agent
+		}
+		o.Stderr = os.Stderr
+		e.dial = func(ctx context.Context) (io.ReadWriteCloser, error) {
+			g.log.Info("connecting", "peer", s, "user", user)
+			return transport.SSH(ctx, o)
+		}
+		return e, nil
+	}
 	loc, err := maildir.ParseLocation(s)
 	if err != nil {
 		return endpoint{}, err
 	}
 	e.loc = loc
 	return e, nil
+}
+
+// sshFlags are the built-in SSH client's settings (ssh:// peers); they
+// override the [ssh] section of the configuration.
+type sshFlags struct {
+	Identity   []string `name:"ssh-identity" help:"ssh:// peers: private key to offer (default ~/.ssh/id_ed25519, id_ecdsa, id_rsa); repeatable." placeholder:"FILE" env:"TWINBOX_SSH_IDENTITY"`
+	KnownHosts []string `name:"ssh-known-hosts" help:"ssh:// peers: known_hosts file(s) to check the host key against (default ~/.ssh/known_hosts)." placeholder:"FILE" env:"TWINBOX_SSH_KNOWN_HOSTS"`
+	AcceptNew  bool     `name:"ssh-accept-new-host-key" help:"ssh:// peers: add an unknown host's key to known_hosts and go on (a changed key still fails)."`
+	Agent      bool     `name:"ssh-agent" help:"ssh:// peers: offer the keys of the agent at $SSH_AUTH_SOCK."`
 }
 
 // parseHost reads [LOGIN@]HOST[:PORT] (HOST may be [v6]). Nothing in it may

@@ -46,6 +46,7 @@ type CLI struct {
 	Backup  BackupCmd  `cmd:"" help:"One-way: make DST identical to SRC."`
 	Check   CheckCmd   `cmd:"" help:"Report whether two replicas are identical (exit 1 if not)."`
 	Serve   ServeCmd   `cmd:"" help:"Speak the sync protocol on stdin/stdout for one replica (the far end of a sync, dsync-server's role)."`
+	Sshd    SshdCmd    `cmd:"" help:"Embedded SSH server that only ever serves the sync protocol (see docs/sshd.md)."`
 	Wrapper WrapperCmd `cmd:"" help:"The forced command of an OpenSSH authorized_keys line: serves only the sync of the user the peer names."`
 	Config_ ConfigCmd  `cmd:"" name:"config" help:"Check the configuration and print the settings in force."`
 	Demo    DemoCmd    `cmd:"" help:"Make two replicas in a fresh directory, change both, sync, and show the result."`
@@ -135,6 +136,7 @@ type globals struct {
 
 	configPath, replicaID string
 	cfg                   *config.Config
+	ssh                   *sshFlags
 }
 
 // config loads the configuration once (see package config).
@@ -178,10 +180,11 @@ type syncFlags struct {
 	JSON             bool          `name:"json" help:"Print a machine-readable summary on stdout." env:"TWINBOX_JSON"`
 	IndexA           string        `name:"index-a" help:"Index file of the first replica (default: <root>/twinbox.db)." env:"TWINBOX_INDEX_A"`
 	IndexB           string        `name:"index-b" help:"Index file of the second replica (default: <root>/twinbox.db)." env:"TWINBOX_INDEX_B"`
+	sshFlags
 }
 
 // replicaHelp describes the replica arguments.
-const replicaHelp = "A replica is a Maildir root, maildir:PATH[:LAYOUT=fs][:UTF8], exec:COMMAND (a program speaking the protocol on stdio), remote:[LOGIN@]HOST[:PORT] (OpenSSH runs ssh.command: `twinbox serve -u USER` there), or remoteprefix:[LOGIN@]HOST[:PORT] (the same for a `twinbox wrapper` forced command). With -u USER the first replica is USER's mail on this host (from the configured user source) and the one argument is the peer (default: peer in the configuration)."
+const replicaHelp = "A replica is a Maildir root, maildir:PATH[:LAYOUT=fs][:UTF8], exec:COMMAND (a program speaking the protocol on stdio), remote:[LOGIN@]HOST[:PORT] (OpenSSH runs ssh.command: `twinbox serve -u USER` there), or remoteprefix:[LOGIN@]HOST[:PORT] (the same for a `twinbox wrapper` forced command), or ssh://[LOGIN@]HOST[:PORT] (the built-in SSH client, host key checked against known_hosts; for `twinbox sshd` or any sshd). With -u USER the first replica is USER's mail on this host (from the configured user source) and the one argument is the peer (default: peer in the configuration)."
 
 // SyncCmd is `twinbox sync A B` or `twinbox sync -u USER [PEER]`.
 type SyncCmd struct {
@@ -224,6 +227,7 @@ type CheckCmd struct {
 	Include     []string      `help:"Only mailboxes matching PATTERN; repeatable." placeholder:"PATTERN"`
 	LockTimeout time.Duration `name:"lock-timeout" default:"30s" help:"How long to wait for the replicas' locks." env:"TWINBOX_LOCK_TIMEOUT"`
 	JSON        bool          `name:"json" help:"Print the differences as JSON."`
+	sshFlags
 }
 
 func (c *CheckCmd) Run(g *globals) error { return runCheck(g, c) }

@@ -48,7 +48,7 @@ type Config struct {
 
 	Users  Users  `toml:"users"`
 	SSH    SSH    `toml:"ssh"`
-	SSHD   SSHD   `toml:"sshd"`
+	SSHD   SSHD   `toml:"sshd"` // defaults: :2222, /etc/twinbox/ssh_host_ed25519_key, /etc/twinbox/authorized_keys
 	Listen Listen `toml:"listen"`
 	Client Client `toml:"client"`
 
@@ -82,7 +82,9 @@ type SSH struct {
 	Command string `toml:"command"`
 	// PrefixCommand is the remoteprefix: template.
 	PrefixCommand string `toml:"prefix_command"`
-	// For ssh:// (the built-in client).
+	// For ssh:// (the built-in client): the command run there (%u the
+	// user), keys, known hosts.
+	RemoteCommand    string   `toml:"remote_command"`
 	IdentityFiles    []string `toml:"identity_files"`
 	KnownHosts       []string `toml:"known_hosts"`
 	AcceptNewHostKey bool     `toml:"accept_new_host_key"`
@@ -185,8 +187,20 @@ func (c *Config) fill() {
 	}
 	for _, d := range []*Duration{&c.SSHD.MaxSession, &c.Listen.MaxSession} {
 		if d.Duration == 0 {
-			d.Duration = 24 * time.Hour
+			d.Duration = 12 * time.Hour
 		}
+	}
+	if c.SSH.RemoteCommand == "" {
+		c.SSH.RemoteCommand = "twinbox serve -u %u"
+	}
+	if c.SSHD.Listen == "" {
+		c.SSHD.Listen = ":2222"
+	}
+	if c.SSHD.HostKey == "" {
+		c.SSHD.HostKey = "/etc/twinbox/ssh_host_ed25519_key"
+	}
+	if c.SSHD.AuthorizedKeys == "" {
+		c.SSHD.AuthorizedKeys = "/etc/twinbox/authorized_keys"
 	}
 	if c.Listen.MaxConns == 0 {
 		c.Listen.MaxConns = 64
@@ -267,6 +281,7 @@ var Env = []struct{ Name, Setting string }{
 	{"TWINBOX_USERS_COMMAND", "users.command"},
 	{"TWINBOX_SSH_COMMAND", "ssh.command"},
 	{"TWINBOX_SSH_PREFIX_COMMAND", "ssh.prefix_command"},
+	{"TWINBOX_SSH_REMOTE_COMMAND", "ssh.remote_command"},
 	{"TWINBOX_SSHD_LISTEN", "sshd.listen"},
 	{"TWINBOX_SSHD_HOST_KEY", "sshd.host_key"},
 	{"TWINBOX_SSHD_AUTHORIZED_KEYS", "sshd.authorized_keys"},
@@ -293,6 +308,8 @@ func (c *Config) field(setting string) *string {
 		return &c.SSH.Command
 	case "ssh.prefix_command":
 		return &c.SSH.PrefixCommand
+	case "ssh.remote_command":
+		return &c.SSH.RemoteCommand
 	case "sshd.listen":
 		return &c.SSHD.Listen
 	case "sshd.host_key":
@@ -355,14 +372,6 @@ func (c *Config) Check() error {
 	for _, t := range []struct{ name, v string }{{"ssh.command", c.SSH.Command}, {"ssh.prefix_command", c.SSH.PrefixCommand}} {
 		if _, err := ExpandCommand(t.v, map[string]string{"login": "l", "host": "h", "port": "22", "user": "u"}); err != nil {
 			bad("%s: %v", t.name, err)
-		}
-	}
-	if c.SSHD.Listen != "" {
-		if c.SSHD.HostKey == "" {
-			bad("sshd.listen is set but sshd.host_key is not")
-		}
-		if c.SSHD.AuthorizedKeys == "" {
-			bad("sshd.listen is set but sshd.authorized_keys is not")
 		}
 	}
 	if c.Listen.TCPS != "" && (c.Listen.CertFile == "" || c.Listen.KeyFile == "") {

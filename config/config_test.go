@@ -112,7 +112,7 @@ users = ["*@ex.org"]
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.ReplicaID != "mx1" || c.Peer != "remote:vmail@mx2" || c.SSHD.IdleTimeout.Minutes() != 2 || c.SSHD.MaxSession.Hours() != 24 || c.Listen.Secrets[0].Users[0] != "*@ex.org" {
+	if c.ReplicaID != "mx1" || c.Peer != "remote:vmail@mx2" || c.SSHD.IdleTimeout.Minutes() != 2 || c.SSHD.MaxSession.Hours() != 12 || c.Listen.Secrets[0].Users[0] != "*@ex.org" {
 		t.Errorf("loaded %+v", c)
 	}
 	t.Setenv("TWINBOX_REPLICA_ID", "mx9")
