@@ -21,6 +21,7 @@
 #   CHECK_DETERMINISM=0  skip generating a fresh corpus twice to compare
 #   WAIT_QUIET     seconds to wait for an idle machine before each corpus [0]
 #   KEEP=1         keep the scratch replicas under WORKDIR/run
+#   REMOTE=0       skip the rows over the embedded SSH server and tcps (root only)
 #   RESULTS        where to save the table [bench/results-YYYY-MM-DD.md]
 #
 # The markdown report goes to stdout (and RESULTS); progress, twinbox's and
@@ -433,6 +434,85 @@ bench_twinbox() { # LABEL
 	[[ $KEEP == 1 ]] || rm -rf "$dir"
 }
 
+# ---------------------------------------------------------------- between hosts (loopback)
+
+# bench_remote LABEL KIND: twinbox between two "hosts" on this machine, the
+# peer reached through `twinbox sshd` (KIND=ssh) or `twinbox listen` over
+# tcps (KIND=tcps) on a loopback port. The served side runs as BENCH_USER
+# (the listener's child `serve` drops root for the mail's owner).
+bench_remote() { # LABEL KIND
+	local c=$1 kind=$2 dir=$RUN/remote-$2 i st port pid peer tool
+	local -a flags extra
+	read -ra flags <<<"$TWINBOX_FLAGS"
+	fresh_dir "$dir"
+	chmod 755 "$dir"
+	mkdir -p "$dir/cli" "$dir/srv"
+	chmod 755 "$dir/srv"
+	chown "$BENCH_USER:" "$dir/srv"
+	port=$((20000 + RANDOM % 20000))
+	printf 'version = 1\nreplica_id = "bench-srv"\n[users]\npath = "%s/srv/%%u"\n' "$dir" >"$dir/srv.toml"
+	printf 'version = 1\nreplica_id = "bench-cli"\n[users]\npath = "%s/cli/%%u"\n' "$dir" >"$dir/cli.toml"
+	case $kind in
+	ssh)
+		ssh-keygen -q -t ed25519 -N '' -f "$dir/id" >/dev/null
+		printf 'users="*" %s\n' "$(cat "$dir/id.pub")" >"$dir/authorized_keys"
+		"$TWINBOX" --config "$dir/srv.toml" sshd --listen "127.0.0.1:$port" --host-key "$dir/host_key" \
+			--authorized-keys "$dir/authorized_keys" 2>"$LOGS/sshd.log" &
+		pid=$!
+		peer="ssh://root@127.0.0.1:$port"
+		tool="twinbox sync ssh://"
+		;;
+	tcps)
+		bench_tcps_setup "$dir" "$port" || { log "tcps setup failed"; return 0; }
+		pid=$TCPS_PID
+		peer="tcps:localhost:$port"
+		tool="twinbox sync tcps:"
+		;;
+	esac
+	for _ in $(seq 100); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+		sleep 0.1
+	done
+	if [[ $kind == ssh ]]; then
+		printf '[127.0.0.1]:%s %s\n' "$port" "$(cat "$dir/host_key.pub")" >"$dir/known_hosts"
+		extra=(--ssh-identity "$dir/id" --ssh-known-hosts "$dir/known_hosts")
+	fi
+	TIMES="" RSSES="" CPUS="" st=""
+	for i in $(seq "$FIRST_REPEAT"); do
+		rm -rf "$dir/cli/bench" "$dir/srv/bench"
+		cp -a "$CORPUS" "$dir/cli/bench"
+		mkdir "$dir/srv/bench"
+		chown "$BENCH_USER:" "$dir/srv/bench"
+		sync
+		run_timed "$LOGS/rm-$kind-first-$i" "$TWINBOX" --config "$dir/cli.toml" sync "${flags[@]}" -u bench "$peer" "${extra[@]}"
+		show_err "$tool (first)" "$LOGS/rm-$kind-first-$i.err"
+		if [[ $T_RC != 0 ]]; then st="$(tb_status "$T_RC")"; fi
+		if [[ $T_RC != 0 && $T_RC != 2 ]]; then st="FAILED: $st"; break; fi
+	done
+	record "$c" "first sync" "$tool" "$FIRST_REPEAT" "$st"
+	if [[ $st != FAILED* ]]; then
+		tb_check "$c $tool" "$dir/cli/bench" "$dir/srv/bench"
+		TIMES="" RSSES="" CPUS="" st=""
+		for i in $(seq "$REPEAT"); do
+			run_timed "$LOGS/rm-$kind-inc-$i" "$TWINBOX" --config "$dir/cli.toml" sync "${flags[@]}" -u bench "$peer" "${extra[@]}"
+			show_err "$tool (no change)" "$LOGS/rm-$kind-inc-$i.err"
+			if [[ $T_RC != 0 ]]; then st="$(tb_status "$T_RC")"; fi
+			if [[ $T_RC != 0 && $T_RC != 2 ]]; then st="FAILED: $st"; break; fi
+		done
+		record "$c" "no-change sync" "$tool" "$REPEAT" "$st"
+		local rt
+		rt=$(grep -o '"round_trips": [0-9]*' "$LOGS/rm-$kind-inc-$REPEAT.out" | grep -o '[0-9]*$' || true)
+		note "$c: a no-change sync over $tool took ${rt:-?} protocol round trips"
+	fi
+	kill "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	[[ $KEEP == 1 ]] || rm -rf "$dir"
+}
+
+bench_tcps_setup() { # DIR PORT: sets TCPS_PID; defined once tcps: exists
+	return 1
+}
+
 # ---------------------------------------------------------------- baselines
 
 bench_cp() { # LABEL
@@ -513,6 +593,10 @@ for sz in $SIZES; do
 	bench_cp "$c"
 	if [[ $TWINBOX_OK == 1 ]]; then
 		bench_twinbox "$c"
+		if [[ ${REMOTE:-1} == 1 && $EUID == 0 ]]; then
+			bench_remote "$c" ssh
+			bench_remote "$c" tcps
+		fi
 	else
 		TIMES="" RSSES="" CPUS=""
 		record "$c" "first sync" "twinbox sync" 0 "not run: twinbox not built"
@@ -528,6 +612,11 @@ done
 
 target_for() { # CORPUS OP TOOL -> "text|limit_us|limit_kib" (empty if none)
 	local c=$1 op=$2 tool=$3 n=${1%%/*} base
+	if [[ $tool == "twinbox sync ssh://" && $op == "first sync" ]]; then
+		base=${MED["$c|first sync|twinbox sync"]:-}
+		[[ -n $base ]] && echo "≤ 1.5× local ($(fmt_time "$base"))|$((base * 3 / 2))|"
+		return 0
+	fi
 	[[ $tool == "twinbox sync" ]] || return 0
 	case $op in
 	"first sync")
