@@ -230,8 +230,12 @@ func (ConfigCheckCmd) Run(g *globals) error {
 			problems = append(problems, fmt.Sprintf("client.secret_file: %v", err))
 		}
 	}
+	sshdKeys := ""
+	if cfg.Defined("sshd") {
+		sshdKeys = cfg.SSHD.AuthorizedKeys
+	}
 	for _, f := range []struct{ name, path string }{
-		{"sshd.authorized_keys", cfg.SSHD.AuthorizedKeys},
+		{"sshd.authorized_keys", sshdKeys},
 		{"listen.cert_file", cfg.Listen.CertFile}, {"listen.key_file", cfg.Listen.KeyFile},
 		{"listen.client_ca_file", cfg.Listen.ClientCAFile}, {"client.ca_file", cfg.Client.CAFile},
 	} {

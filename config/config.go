@@ -54,6 +54,12 @@ type Config struct {
 
 	// Path is the file this was read from ("" if none).
 	Path string `toml:"-"`
+	md   toml.MetaData
+}
+
+// Defined reports whether the file set a key ("sshd.authorized_keys").
+func (c *Config) Defined(key string) bool {
+	return c.md.IsDefined(strings.Split(key, ".")...)
 }
 
 // Users says which users exist and where their mail is.
@@ -256,6 +262,7 @@ func (c *Config) decode(r io.Reader, path string) error {
 	if err != nil {
 		return fmt.Errorf("config %s: %w", path, err)
 	}
+	c.md = md
 	if und := md.Undecoded(); len(und) > 0 {
 		var keys []string
 		for _, k := range und {
