@@ -266,11 +266,11 @@ func (p *proxy) recorded(i int) []byte {
 
 // pki is a test CA with a server and a client certificate, as files.
 type pki struct {
-	dir                  string
-	caFile               string
+	dir                   string
+	caFile                string
 	serverCert, serverKey string
 	clientCert, clientKey string
-	caPool               *x509.CertPool
+	caPool                *x509.CertPool
 }
 
 func newPKI(t *testing.T, serverNames ...string) *pki {
