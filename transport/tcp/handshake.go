@@ -234,14 +234,18 @@ func clientHandshake(rw io.ReadWriter, mode byte, name, user string, key, export
 	}
 
 	h := &hsReader{r: rw, left: maxHandshake}
-	m, err := h.read(len(magic), "server hello")
+	first, err := h.byte("server hello")
 	if err != nil {
 		return nil, err
 	}
-	if string(m) != magic {
-		if m[0] == 0x15 || m[0] == 0x16 {
-			return nil, protoErr("the server answered with TLS: use tcps: for it")
-		}
+	if first == 0x15 || first == 0x16 { // a TLS alert or handshake record
+		return nil, protoErr("the server answered with TLS: use tcps: for it")
+	}
+	m, err := h.read(len(magic)-1, "server hello")
+	if err != nil {
+		return nil, err
+	}
+	if m = append([]byte{first}, m...); string(m) != magic {
 		return nil, protoErr("not a twinbox tcp server (it answered %q)", printable(string(m)))
 	}
 	v, err := h.byte("server version")

@@ -39,14 +39,43 @@ var (
 
 // syncBuf is a log sink safe for the listener's goroutines.
 type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer
+	changed chan struct{} // closed at the next write
 }
 
 func (s *syncBuf) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
 	return s.b.Write(p)
+}
+
+// waitFor waits until ok holds for the text, at most limit; it reports
+// whether it did.
+func (s *syncBuf) waitFor(ok func(string) bool, limit time.Duration) bool {
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	for {
+		s.mu.Lock()
+		text := s.b.String()
+		if s.changed == nil {
+			s.changed = make(chan struct{})
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		if ok(text) {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			return false
+		}
+	}
 }
 
 func (s *syncBuf) String() string {
@@ -131,11 +160,7 @@ func (s *testServer) stop() string {
 	return s.logBuf.String()
 }
 
-// wantLog stops the server and checks that a log line has every one of
-// the fragments.
-func (s *testServer) wantLog(fragments ...string) {
-	s.t.Helper()
-	logs := s.stop()
+func hasLine(logs string, fragments []string) bool {
 	for _, line := range strings.Split(logs, "\n") {
 		ok := true
 		for _, f := range fragments {
@@ -145,10 +170,23 @@ func (s *testServer) wantLog(fragments ...string) {
 			}
 		}
 		if ok {
-			return
+			return true
 		}
 	}
-	s.t.Errorf("no log line with %q in:\n%s", fragments, logs)
+	return false
+}
+
+// wantLog checks that a log line has every one of the fragments: it waits
+// for the line (the server may log after the client saw the outcome), at
+// most a generous bound, then stops the server and looks again.
+func (s *testServer) wantLog(fragments ...string) {
+	s.t.Helper()
+	if !s.stopped && s.logBuf.waitFor(func(text string) bool { return hasLine(text, fragments) }, 30*time.Second) {
+		return
+	}
+	if logs := s.stop(); !hasLine(logs, fragments) {
+		s.t.Errorf("no log line with %q in:\n%s", fragments, logs)
+	}
 }
 
 func (s *testServer) opts(user, name string, key []byte) Options {

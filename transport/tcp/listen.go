@@ -1,6 +1,7 @@
 package tcp
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -264,6 +265,12 @@ func (s *server) serveConn(ctx context.Context, c net.Conn, busy bool) {
 	if s.tls != nil {
 		tc = tls.Server(ic, s.tls)
 		if err := tc.HandshakeContext(hctx); err != nil {
+			var rh tls.RecordHeaderError
+			if errors.As(err, &rh) && rh.Conn != nil && bytes.HasPrefix([]byte(magic), rh.RecordHeader[:]) {
+				// A tcp: client: tell it in its own terms.
+				err = fmt.Errorf("the client speaks tcp: to a tcps: listener (%w)", err)
+				rh.Conn.Write(refusalBytes(s1Prefix(), "this listener speaks tcps: (TLS)"))
+			}
 			refuse(hsInfo{}, fmt.Errorf("TLS handshake: %w", err))
 			return
 		}
