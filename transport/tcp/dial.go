@@ -55,8 +55,14 @@ func SplitAddr(addr string) (host string, port int, err error) {
 	h, p, err := net.SplitHostPort(addr)
 	if err != nil {
 		// No port: a host name, an IPv4 address, [v6] or a bare v6 address.
-		h = strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]")
-		if strings.ContainsAny(h, "[]") || (strings.Contains(h, ":") && net.ParseIP(h) == nil) {
+		h = addr
+		if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+			h = h[1 : len(h)-1]
+			if net.ParseIP(h) == nil {
+				return "", 0, fmt.Errorf("address %q: want host[:port]", addr)
+			}
+		}
+		if strings.ContainsAny(h, "[]/ ") || (strings.Contains(h, ":") && net.ParseIP(h) == nil) {
 			return "", 0, fmt.Errorf("address %q: want host[:port]", addr)
 		}
 		return h, DefaultPort, nil

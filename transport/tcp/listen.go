@@ -253,7 +253,7 @@ func (s *server) serveConn(ctx context.Context, c net.Conn, busy bool) {
 			args = append(args, "secret", info.secret)
 		}
 		reason := err.Error()
-		if hctx.Err() != nil && ctx.Err() == nil {
+		if (hctx.Err() != nil || isTimeout(err)) && ctx.Err() == nil {
 			reason = fmt.Sprintf("handshake timed out after %v (%v)", hto, err)
 		}
 		log.Warn("tcp: refused", append(args, "reason", reason)...)
