@@ -221,6 +221,17 @@ func (c *idleConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
+// lingerClose half-closes c and reads (a little, briefly) what the client
+// still sends, so that closing with unread data does not reset the
+// connection before the client has read the refusal.
+func lingerClose(c net.Conn) {
+	if tcp, ok := c.(interface{ CloseWrite() error }); ok {
+		tcp.CloseWrite()
+	}
+	c.SetReadDeadline(time.Now().Add(time.Second))
+	io.CopyN(io.Discard, c, 64<<10)
+}
+
 // serveConn handles one connection: TLS (tcps), the secret handshake,
 // then the session. Nothing it meets affects other connections: errors
 // and panics end this connection only.
@@ -272,6 +283,7 @@ func (s *server) serveConn(ctx context.Context, c net.Conn, busy bool) {
 				rh.Conn.Write(refusalBytes(s1Prefix(), "this listener speaks tcps: (TLS)"))
 			}
 			refuse(hsInfo{}, fmt.Errorf("TLS handshake: %w", err))
+			lingerClose(c)
 			return
 		}
 		cs := tc.ConnectionState()
@@ -295,8 +307,9 @@ func (s *server) serveConn(ctx context.Context, c net.Conn, busy bool) {
 	if err != nil {
 		refuse(info, err)
 		if tc != nil {
-			tc.Close() // close_notify after the refusal, so the client reads it
+			tc.CloseWrite() // close_notify after the refusal, so the client reads it
 		}
+		lingerClose(c)
 		return
 	}
 	c.SetDeadline(time.Time{})
