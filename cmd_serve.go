@@ -12,6 +12,7 @@ import (
 	"github.com/twinbox-mail/twinbox/index"
 	"github.com/twinbox-mail/twinbox/maildir"
 	"github.com/twinbox-mail/twinbox/sync/replica"
+	"github.com/twinbox-mail/twinbox/transport/tcp"
 	"github.com/twinbox-mail/twinbox/wire"
 	"github.com/twinbox-mail/twinbox/wrapper"
 )
@@ -221,12 +222,12 @@ func (ConfigCheckCmd) Run(g *globals) error {
 		fmt.Fprintf(os.Stderr, "user source lists %d users\n", len(names))
 	}
 	for _, s := range cfg.Listen.Secrets {
-		if _, err := readSecret(s.File); err != nil {
+		if _, err := tcp.ReadKeyFile(s.File); err != nil {
 			problems = append(problems, fmt.Sprintf("listen.secret %q: %v", s.Name, err))
 		}
 	}
 	if cfg.Client.SecretFile != "" {
-		if _, err := readSecret(cfg.Client.SecretFile); err != nil {
+		if _, err := tcp.ReadKeyFile(cfg.Client.SecretFile); err != nil {
 			problems = append(problems, fmt.Sprintf("client.secret_file: %v", err))
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/twinbox-mail/twinbox/sync/replica"
 	"github.com/twinbox-mail/twinbox/sync/session"
 	"github.com/twinbox-mail/twinbox/transport"
+	"github.com/twinbox-mail/twinbox/transport/tcp"
 	"github.com/twinbox-mail/twinbox/wire"
 )
 
@@ -35,7 +36,7 @@ type endpoint struct {
 func (e endpoint) local() bool { return e.dial == nil }
 
 // remoteForms are the peer forms, for messages.
-const remoteForms = "exec:COMMAND, remote:[LOGIN@]HOST[:PORT], remoteprefix:[LOGIN@]HOST[:PORT], ssh://[LOGIN@]HOST[:PORT]"
+const remoteForms = "exec:COMMAND, remote:[LOGIN@]HOST[:PORT], remoteprefix:[LOGIN@]HOST[:PORT], ssh://[LOGIN@]HOST[:PORT], tcp:HOST[:PORT], tcps:HOST[:PORT]"
 
 // parseEndpoint reads a replica argument for user (may be "").
 func parseEndpoint(g *globals, s, user string) (endpoint, error) {
@@ -75,6 +76,33 @@ func parseEndpoint(g *globals, s, user string) (endpoint, error) {
 		e.dial = func(ctx context.Context) (io.ReadWriteCloser, error) {
 			g.log.Info("connecting", "peer", s, "command", strings.Join(argv, " "))
 			return transport.Command(ctx, argv)
+		}
+		return e, nil
+	}
+	if scheme == "tcp" || scheme == "tcps" {
+		if user == "" {
+			return endpoint{}, fmt.Errorf("%s: a remote replica needs the user: -u USER", s)
+		}
+		cfg, err := g.config()
+		if err != nil {
+			return endpoint{}, err
+		}
+		if cfg.Client.SecretName == "" || cfg.Client.SecretFile == "" {
+			return endpoint{}, fmt.Errorf("%s: needs a shared secret: [client] secret_name and secret_file in twinbox.toml (or TWINBOX_CLIENT_SECRET_NAME/_FILE)", s)
+		}
+		key, err := tcp.ReadKeyFile(cfg.Client.SecretFile)
+		if err != nil {
+			return endpoint{}, fmt.Errorf("%s: %w", s, err)
+		}
+		o := tcp.Options{Addr: rest, User: user, SecretName: cfg.Client.SecretName, Secret: key, Timeout: cfg.SSH.ConnectTimeout.Duration}
+		if scheme == "tcps" {
+			if o.TLS, err = tcp.ClientTLS(cfg.Client.CAFile, cfg.Client.CertFile, cfg.Client.KeyFile); err != nil {
+				return endpoint{}, fmt.Errorf("%s: %w", s, err)
+			}
+		}
+		e.dial = func(ctx context.Context) (io.ReadWriteCloser, error) {
+			g.log.Info("connecting", "peer", s, "user", user)
+			return tcp.Dial(ctx, o)
 		}
 		return e, nil
 	}

@@ -47,6 +47,7 @@ type CLI struct {
 	Check   CheckCmd   `cmd:"" help:"Report whether two replicas are identical (exit 1 if not)."`
 	Serve   ServeCmd   `cmd:"" help:"Speak the sync protocol on stdin/stdout for one replica (the far end of a sync, dsync-server's role)."`
 	Sshd    SshdCmd    `cmd:"" help:"Embedded SSH server that only ever serves the sync protocol (see docs/sshd.md)."`
+	Listen  ListenCmd  `cmd:"" help:"tcp: and tcps: listener (shared secret, TLS 1.3; see docs/tcp.md)."`
 	Wrapper WrapperCmd `cmd:"" help:"The forced command of an OpenSSH authorized_keys line: serves only the sync of the user the peer names."`
 	Config_ ConfigCmd  `cmd:"" name:"config" help:"Check the configuration and print the settings in force."`
 	Demo    DemoCmd    `cmd:"" help:"Make two replicas in a fresh directory, change both, sync, and show the result."`
@@ -184,7 +185,7 @@ type syncFlags struct {
 }
 
 // replicaHelp describes the replica arguments.
-const replicaHelp = "A replica is a Maildir root, maildir:PATH[:LAYOUT=fs][:UTF8], exec:COMMAND (a program speaking the protocol on stdio), remote:[LOGIN@]HOST[:PORT] (OpenSSH runs ssh.command: `twinbox serve -u USER` there), or remoteprefix:[LOGIN@]HOST[:PORT] (the same for a `twinbox wrapper` forced command), or ssh://[LOGIN@]HOST[:PORT] (the built-in SSH client, host key checked against known_hosts; for `twinbox sshd` or any sshd). With -u USER the first replica is USER's mail on this host (from the configured user source) and the one argument is the peer (default: peer in the configuration)."
+const replicaHelp = "A replica is a Maildir root, maildir:PATH[:LAYOUT=fs][:UTF8], exec:COMMAND (a program speaking the protocol on stdio), remote:[LOGIN@]HOST[:PORT] (OpenSSH runs ssh.command: `twinbox serve -u USER` there), or remoteprefix:[LOGIN@]HOST[:PORT] (the same for a `twinbox wrapper` forced command), ssh://[LOGIN@]HOST[:PORT] (the built-in SSH client, host key checked against known_hosts; for `twinbox sshd` or any sshd), tcp:HOST[:PORT] (shared secret, encrypted; port 8946) or tcps:HOST[:PORT] (TLS 1.3 and the shared secret), both to `twinbox listen`. With -u USER the first replica is USER's mail on this host (from the configured user source) and the one argument is the peer (default: peer in the configuration)."
 
 // SyncCmd is `twinbox sync A B` or `twinbox sync -u USER [PEER]`.
 type SyncCmd struct {

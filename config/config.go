@@ -33,8 +33,6 @@ const DefaultSSHCommand = "ssh -l%{login} %{host} twinbox serve -u %u"
 // first on the connection, for a forced command (`twinbox wrapper`).
 const DefaultSSHPrefixCommand = "ssh -l%{login} %{host} twinbox serve --user-prefix"
 
-// DefaultPort is the port of tcp: and tcps: when none is given.
-const DefaultPort = "4790"
 
 // Config is the whole file.
 type Config struct {
@@ -186,9 +184,10 @@ func (c *Config) fill() {
 			d.Duration = 30 * time.Second
 		}
 	}
+	// Idle: long enough for the peer's longest scan of its own replica.
 	for _, d := range []*Duration{&c.SSHD.IdleTimeout, &c.Listen.IdleTimeout} {
 		if d.Duration == 0 {
-			d.Duration = 10 * time.Minute
+			d.Duration = 30 * time.Minute
 		}
 	}
 	for _, d := range []*Duration{&c.SSHD.MaxSession, &c.Listen.MaxSession} {

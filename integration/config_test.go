@@ -43,13 +43,13 @@ users = ["*"]
 	// A secret readable by others, then a short one.
 	os.Chmod(secret, 0o644)
 	r = runWant(t, 1, "--config", good, "config", "check")
-	if !strings.Contains(r.stderr, "readable by group or others") {
+	if !strings.Contains(r.stderr, "lets others read or write it") {
 		t.Errorf("open secret file:\n%s", r)
 	}
 	os.WriteFile(secret, []byte("c2hvcnQ=\n"), 0o600)
 	os.Chmod(secret, 0o600)
 	r = runWant(t, 1, "--config", good, "config", "check")
-	if !strings.Contains(r.stderr, "shorter than 32 bytes") {
+	if !strings.Contains(r.stderr, "need at least 32") {
 		t.Errorf("short secret:\n%s", r)
 	}
 	// Unknown keys and a missing version are errors that name them.

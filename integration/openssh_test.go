@@ -48,15 +48,16 @@ type sshHarness struct {
 	log      string
 }
 
-// newSSHD starts sshd; it is stopped when the test ends.
-func newSSHD(t *testing.T) *sshHarness {
+// newHarness makes the test directory (readable by SSHUser), keys and
+// known_hosts, without starting sshd.
+func newHarness(t *testing.T) *sshHarness {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "the OpenSSH tests need root (sshd)")
+		skipOrFail(t, "the host tests need root")
 	}
-	for _, p := range []string{"/usr/sbin/sshd", "ssh", "ssh-keygen"} {
+	for _, p := range []string{"ssh", "ssh-keygen"} {
 		if _, err := exec.LookPath(p); err != nil {
-			skipOrFail(t, "no %s (apt-get install openssh-server openssh-client)", p)
+			skipOrFail(t, "no %s (apt-get install openssh-client)", p)
 		}
 	}
 	u, err := user.Lookup(SSHUser)
@@ -74,6 +75,16 @@ func newSSHD(t *testing.T) *sshHarness {
 	if err := os.Chmod(h.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	return h
+}
+
+// newSSHD starts sshd; it is stopped when the test ends.
+func newSSHD(t *testing.T) *sshHarness {
+	t.Helper()
+	if _, err := exec.LookPath("/usr/sbin/sshd"); err != nil {
+		skipOrFail(t, "no sshd (apt-get install openssh-server)")
+	}
+	h := newHarness(t)
 	os.MkdirAll("/run/sshd", 0o755) // sshd's privilege separation directory
 	keygen := func(path string) string {
 		out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", filepath.Base(path), "-f", path).CombinedOutput()
