@@ -33,7 +33,6 @@ const DefaultSSHCommand = "ssh -l%{login} %{host} twinbox serve -u %u"
 // first on the connection, for a forced command (`twinbox wrapper`).
 const DefaultSSHPrefixCommand = "ssh -l%{login} %{host} twinbox serve --user-prefix"
 
-
 // Config is the whole file.
 type Config struct {
 	Version int `toml:"version"`
