@@ -509,8 +509,26 @@ bench_remote() { # LABEL KIND
 	[[ $KEEP == 1 ]] || rm -rf "$dir"
 }
 
-bench_tcps_setup() { # DIR PORT: sets TCPS_PID; defined once tcps: exists
-	return 1
+# bench_tcps_setup DIR PORT: a test CA and a certificate for localhost
+# (openssl), a shared secret, `twinbox listen --tcps` on the port; sets
+# TCPS_PID.
+bench_tcps_setup() {
+	local dir=$1 port=$2
+	command -v openssl >/dev/null || apt_install openssl || return 1
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=bench CA" \
+		-keyout "$dir/ca.key" -out "$dir/ca.pem" >/dev/null 2>&1 || return 1
+	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+		-keyout "$dir/srv.key" -out "$dir/srv.csr" >/dev/null 2>&1 || return 1
+	printf 'subjectAltName=DNS:localhost\n' >"$dir/ext"
+	openssl x509 -req -in "$dir/srv.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
+		-extfile "$dir/ext" -out "$dir/srv.crt" >/dev/null 2>&1 || return 1
+	head -c 32 /dev/urandom | base64 >"$dir/secret"
+	chmod 600 "$dir/secret"
+	printf '[listen]\ncert_file = "%s"\nkey_file = "%s"\n[[listen.secret]]\nname = "bench"\nfile = "%s"\nusers = ["*"]\n' \
+		"$dir/srv.crt" "$dir/srv.key" "$dir/secret" >>"$dir/srv.toml"
+	printf '[client]\nsecret_name = "bench"\nsecret_file = "%s"\nca_file = "%s"\n' "$dir/secret" "$dir/ca.pem" >>"$dir/cli.toml"
+	"$TWINBOX" --config "$dir/srv.toml" listen --tcps "127.0.0.1:$port" 2>"$LOGS/listen.log" &
+	TCPS_PID=$!
 }
 
 # ---------------------------------------------------------------- baselines
@@ -612,7 +630,7 @@ done
 
 target_for() { # CORPUS OP TOOL -> "text|limit_us|limit_kib" (empty if none)
 	local c=$1 op=$2 tool=$3 n=${1%%/*} base
-	if [[ $tool == "twinbox sync ssh://" && $op == "first sync" ]]; then
+	if [[ ($tool == "twinbox sync ssh://" || $tool == "twinbox sync tcps:") && $op == "first sync" ]]; then
 		base=${MED["$c|first sync|twinbox sync"]:-}
 		[[ -n $base ]] && echo "≤ 1.5× local ($(fmt_time "$base"))|$((base * 3 / 2))|"
 		return 0
