@@ -75,10 +75,11 @@ type replicaOptions struct {
 	massMin     int
 	massFrac    float64
 	massExempt  []string
+	flagCmd     string
 }
 
 func (o replicaOptions) index(g *globals, idx string) index.Options {
-	opt := index.Options{IndexPath: idx, LockTimeout: o.lockTimeout, Logger: g.log, DryRun: o.dryRun, MassExpungeMin: o.massMin, MassExpungeFraction: o.massFrac}
+	opt := index.Options{IndexPath: idx, LockTimeout: o.lockTimeout, Logger: g.log, DryRun: o.dryRun, MassExpungeMin: o.massMin, MassExpungeFraction: o.massFrac, FlagChangeCommand: o.flagCmd}
 	if len(o.massExempt) > 0 {
 		pats := o.massExempt
 		opt.MassExpungeExempt = func(name string) bool {
@@ -215,7 +216,7 @@ func openPair(g *globals, a, b string, indexA, indexB string, ro replicaOptions)
 
 func runSync(g *globals, a, b string, f syncFlags, backup bool) error {
 	prog := newProgress(os.Stderr, f.JSON)
-	p, err := openPair(g, a, b, f.IndexA, f.IndexB, replicaOptions{lockTimeout: f.LockTimeout, dryRun: f.DryRun, massMin: f.MassMin, massFrac: f.MassFraction, massExempt: f.MassExempt})
+	p, err := openPair(g, a, b, f.IndexA, f.IndexB, replicaOptions{lockTimeout: f.LockTimeout, dryRun: f.DryRun, massMin: f.MassMin, massFrac: f.MassFraction, massExempt: f.MassExempt, flagCmd: f.FlagChangeCmd})
 	if err != nil {
 		return err
 	}
@@ -369,7 +370,7 @@ func runServe(g *globals, c *ServeCmd) error {
 		return err
 	}
 	open := func(ctx contextT, user string, peer replica.Info) (replica.Replica, error) {
-		return index.Open(ctx, loc, index.Options{User: user, IndexPath: c.Index, LockTimeout: c.LockTimeout, Logger: g.log})
+		return index.Open(ctx, loc, index.Options{User: user, IndexPath: c.Index, LockTimeout: c.LockTimeout, Logger: g.log, FlagChangeCommand: c.FlagChangeCmd})
 	}
 	err = wire.Serve(g.ctx, stdio{}, open, g.log)
 	if errors.Is(err, io.EOF) {

@@ -151,6 +151,7 @@ type syncFlags struct {
 	JSON             bool          `name:"json" help:"Print a machine-readable summary on stdout." env:"TWINBOX_JSON"`
 	IndexA           string        `name:"index-a" help:"Index file of the first replica (default: <root>/twinbox.db)." env:"TWINBOX_INDEX_A"`
 	IndexB           string        `name:"index-b" help:"Index file of the second replica (default: <root>/twinbox.db)." env:"TWINBOX_INDEX_B"`
+	FlagChangeCmd    string        `name:"flag-change-command" help:"After a sync that changed flags on a local replica, run /bin/sh -c CMD with TWINBOX_ROOT, TWINBOX_USER and TWINBOX_MAILBOXES set (e.g. doveadm force-resync, for maildir_very_dirty_syncs)." placeholder:"CMD" env:"TWINBOX_FLAG_CHANGE_COMMAND"`
 }
 
 // SyncCmd is `twinbox sync A B`.
@@ -185,9 +186,10 @@ func (c *CheckCmd) Run(g *globals) error { return runCheck(g, c) }
 
 // ServeCmd is `twinbox serve`.
 type ServeCmd struct {
-	Root        string        `required:"" help:"The replica to serve: a Maildir root or maildir:PATH[:LAYOUT=fs][:UTF8]." env:"TWINBOX_ROOT"`
-	Index       string        `help:"Index file (default: <root>/twinbox.db)." env:"TWINBOX_INDEX"`
-	LockTimeout time.Duration `name:"lock-timeout" default:"30s" help:"How long to wait for the replica's lock." env:"TWINBOX_LOCK_TIMEOUT"`
+	Root          string        `required:"" help:"The replica to serve: a Maildir root or maildir:PATH[:LAYOUT=fs][:UTF8]." env:"TWINBOX_ROOT"`
+	Index         string        `help:"Index file (default: <root>/twinbox.db)." env:"TWINBOX_INDEX"`
+	LockTimeout   time.Duration `name:"lock-timeout" default:"30s" help:"How long to wait for the replica's lock." env:"TWINBOX_LOCK_TIMEOUT"`
+	FlagChangeCmd string        `name:"flag-change-command" help:"After a sync that changed flags on the replica, run /bin/sh -c CMD with TWINBOX_ROOT, TWINBOX_USER and TWINBOX_MAILBOXES set (e.g. doveadm force-resync, for maildir_very_dirty_syncs)." placeholder:"CMD" env:"TWINBOX_FLAG_CHANGE_COMMAND"`
 }
 
 func (c *ServeCmd) Run(g *globals) error { return runServe(g, c) }

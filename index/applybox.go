@@ -366,6 +366,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 				return r.wrap(name, err)
 			}
 			files[nf.Base] = &diskFile{name: newName, inNew: inNew, fn: nf}
+			r.noteFlagChange(name)
 		}
 		rec.FileName = newName
 		recs[fset.UID] = rec

@@ -176,7 +176,11 @@ func (r *Replica) Commit(ctx context.Context, req replica.CommitRequest) error {
 		}
 		return putPair(tx, pairKey(req.Peer), ps)
 	})
-	return r.wrap("", err)
+	if err != nil {
+		return r.wrap("", err)
+	}
+	r.runFlagChangeHook(ctx)
+	return nil
 }
 
 // Fetch streams bodies of this replica's messages.
