@@ -398,6 +398,14 @@ func appendErr(c *imapclient.Client, mailbox string, b []byte, flags ...imap.Fla
 func deliverMTA(t testing.TB, s *side, dir string, b []byte, seq int) string {
 	t.Helper()
 	mdir := filepath.Join(s.root(), dir)
+	for _, sub := range []string{"tmp", "new", "cur"} {
+		if err := os.MkdirAll(filepath.Join(mdir, sub), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.srv.Own(mdir); err != nil {
+		t.Fatal(err)
+	}
 	name := fmt.Sprintf("%d.M%dP%d_%d.mta.test,S=%d", time.Now().Unix(), time.Now().Nanosecond()/1000, os.Getpid(), seq, len(b))
 	tmp := filepath.Join(mdir, "tmp", name)
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {

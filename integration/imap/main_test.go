@@ -145,6 +145,16 @@ func start(t testing.TB, extraEnv []string, args ...string) *proc {
 	return p
 }
 
+// running reports whether the process has not exited yet.
+func (p *proc) running() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
 // kill sends SIGKILL if the process still runs.
 func (p *proc) kill() {
 	select {
