@@ -24,9 +24,12 @@
 //
 //	TWINBOX_SEED=N             replay the stress test's random choices (printed on failure)
 //	TWINBOX_LONG=1             400 steps per stress client instead of 40; 1000 messages in the busy test
-//	TWINBOX_STRESS_FOLDERS=1   stress clients also rename and delete folders (known to find
-//	                           errors not fixed yet: exit 1 of a sync, a folder listed but not
-//	                           selectable)
+//	TWINBOX_STRESS_FOLDERS=1   stress clients also create, rename and delete folders. Known
+//	                           to find twinbox bugs not fixed yet, mostly around folders made
+//	                           on both sides at once (merged): a UID showing different bodies
+//	                           on A and B after an idle sync, Dovecot's "Expunged message
+//	                           reappeared", a sync exiting 1, a folder listed but not
+//	                           selectable. Off by default so that CI stays green.
 //	TWINBOX_REQUIRE_DOVECOT=1  fail, not skip, when Dovecot or root is missing
 //	TWINBOX_TEST_BINARY=PATH   test this binary instead of building one
 //

@@ -64,9 +64,10 @@ var (
 	flagPool  = []imap.Flag{imap.FlagSeen, imap.FlagFlagged, imap.FlagAnswered, imap.FlagDraft, "$A", "$B", "Later"}
 )
 
-// folderOps reports whether the stress clients also rename and delete
-// folders (TWINBOX_STRESS_FOLDERS=1). Off by default: with them the run
-// finds twinbox errors not fixed yet (see the package comment).
+// folderOps reports whether the stress clients also create, rename and
+// delete folders (TWINBOX_STRESS_FOLDERS=1). Off by default: with them the
+// run finds twinbox bugs not fixed yet (see the package comment). Without
+// them the scratch folders never exist, and operations on them are refused.
 func folderOps() bool { return os.Getenv("TWINBOX_STRESS_FOLDERS") == "1" }
 
 // stressClient is one IMAP client doing random operations on one side.
@@ -180,7 +181,7 @@ func (sc *stressClient) step() error {
 				_, err = sc.c.Copy(uidSet(uid), dst).Wait()
 			}
 		}
-	case n < 82:
+	case n < 82 && folderOps():
 		op = "create"
 		err = sc.c.Create(scratch[sc.rnd.IntN(len(scratch))], nil).Wait()
 	case n < 86 && folderOps():
@@ -194,7 +195,7 @@ func (sc *stressClient) step() error {
 		op = "delete"
 		err = sc.c.Delete(scratch[sc.rnd.IntN(len(scratch))]).Wait()
 	case n < 90:
-		return nil
+		return nil // folder operations are off
 	default:
 		op = "subscribe"
 		name := sc.pickBox(true)
@@ -350,11 +351,9 @@ func TestConcurrentClientsAndSyncs(t *testing.T) {
 	p.settle(t)
 	t.Logf("quiescence took %d syncs", p.syncs-before)
 	va, vb := p.requireSame(t)
-	for _, v := range []*view{va, vb} {
-		for name, b := range v.Boxes {
-			for u, m := range b.Msgs {
-				l.observe("A", name, b.UIDValidity, u, m.Hash)
-			}
+	for name, b := range va.Boxes {
+		for u, m := range b.Msgs {
+			l.observe("A", name, b.UIDValidity, u, m.Hash)
 		}
 	}
 	for name, b := range vb.Boxes {
