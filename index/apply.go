@@ -125,6 +125,17 @@ func (r *Replica) Apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 		if a, ok := adopts[bp.GUID]; ok {
 			ap = &a
 		}
+		if ap == nil {
+			if b, err := r.getBox(bp.GUID); err != nil {
+				return res, r.wrap("", err)
+			} else if b == nil {
+				// Its create was skipped: the disk changed since the scan
+				// (a client made a folder of that name meanwhile, say).
+				skip(res, "mailbox %s: not made, so its messages wait for the next sync", bp.GUID)
+				bp.Adds = nil
+				continue
+			}
+		}
 		// Expunges wait until every mailbox got its adds: a message moved
 		// between folders is linked from the file about to be expunged.
 		work := *bp

@@ -104,12 +104,21 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		return r.wrap(name, err)
 	}
 	lk, err := r.lockUidlist(ctx, dir)
+	if err != nil && dirGone(dir) {
+		skip(res, "mailbox %q: gone during the sync", name)
+		return nil
+	}
 	if err != nil {
 		return r.wrap(name, err)
 	}
 	defer lk.Unlock()
 
 	ul, _, err := maildir.ReadUidlist(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Deleted (by Dovecot, say) since the scan: the next sync sees why.
+		skip(res, "mailbox %q: gone during the sync", name)
+		return nil
+	}
 	if err != nil {
 		return r.wrap(name, err)
 	}
@@ -185,6 +194,11 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 				return err
 			}
 		}
+		for _, e := range bp.Expunges {
+			if err := get(e.UID); err != nil {
+				return err
+			}
+		}
 		return nil
 	}); err != nil {
 		return r.wrap(name, err)
@@ -197,7 +211,22 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		}
 		recs[rec.UID] = rec
 	}
+	// A record's message GUID is what the index recorded for its file (a
+	// copy within the mailbox is known by its own base name, not by its G
+	// field: see messageGUIDs); a file the index does not know by its G
+	// field or base name.
+	byBase := make(map[string]string, len(oldBy))
+	for _, m := range oldBy {
+		b := m.Base
+		if b == "" {
+			b = m.GUID
+		}
+		byBase[b] = m.GUID
+	}
 	guidOf := func(rec maildir.UidRecord) string {
+		if g, ok := byBase[baseOf(rec.FileName)]; ok {
+			return g
+		}
 		if g, ok := rec.Get('G'); ok && g != "" {
 			return g
 		}
@@ -366,6 +395,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 				return r.wrap(name, err)
 			}
 			files[nf.Base] = &diskFile{name: newName, inNew: inNew, fn: nf}
+			r.noteFlagChange(name)
 		}
 		rec.FileName = newName
 		recs[fset.UID] = rec
@@ -655,17 +685,33 @@ func (r *Replica) applyDelete(ctx context.Context, op merge.MailboxOp, res *Appl
 	dir, err := r.locate(b)
 	if err == nil {
 		lk, err := r.lockUidlist(ctx, dir)
+		if err != nil && dirGone(dir) {
+			skip(res, "delete of %q: the directory went away during the sync", b.Name)
+			return nil
+		}
 		if err != nil {
 			return r.wrap(b.Name, err)
 		}
 		files, _, err := listFiles(dir)
 		if err != nil {
 			lk.Unlock()
+			if dirGone(dir) {
+				skip(res, "delete of %q: the directory went away during the sync", b.Name)
+				return nil
+			}
 			return r.wrap(b.Name, err)
 		}
 		if len(files) > 0 {
 			lk.Unlock()
 			skip(res, "delete of %q: %d messages arrived since the scan", b.Name, len(files))
+			return nil
+		}
+		if f := busyTmp(dir, r.opt.Now()); f != "" {
+			// A client is saving a message into it (Dovecot writes to tmp/
+			// before it takes the uidlist lock): removing the directory
+			// would fail its APPEND.
+			lk.Unlock()
+			skip(res, "delete of %q: a message is being saved into it (%s)", b.Name, f)
 			return nil
 		}
 		if err := removeMailboxDir(dir, r.loc.Layout == maildir.LayoutFS); err != nil {
@@ -702,6 +748,28 @@ func (r *Replica) applyDelete(ctx context.Context, op merge.MailboxOp, res *Appl
 	}
 	res.MailboxOps++
 	return nil
+}
+
+// busyTmpAge is how recent a file in a mailbox's tmp/ must be to count as
+// a save in progress (Dovecot itself removes tmp/ files after 36 hours).
+const busyTmpAge = time.Hour
+
+// busyTmp returns the name of a recent file in dir/tmp that is not
+// twinbox's own, or "".
+func busyTmp(dir string, now time.Time) string {
+	ents, err := os.ReadDir(filepath.Join(dir, "tmp"))
+	if err != nil {
+		return ""
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "twinbox.") {
+			continue // ours (a killed apply's; removed at the next open)
+		}
+		if fi, err := e.Info(); err == nil && now.Sub(fi.ModTime()) < busyTmpAge {
+			return e.Name()
+		}
+	}
+	return ""
 }
 
 // removeMailboxDir deletes a mailbox's own files; under LAYOUT=fs a

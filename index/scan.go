@@ -111,6 +111,13 @@ func (r *Replica) Scan(ctx context.Context) (*ScanResult, error) {
 		}
 		changed, err := r.scanDir(ctx, d.Name, d.Dir, rel, byGUID, byDir, found, res)
 		if err != nil {
+			if dirGone(d.Dir) {
+				// Deleted or renamed (by Dovecot) while we read it: the
+				// next scan sees what became of it.
+				r.log.Info("mailbox vanished during the scan", "mailbox", d.Name, "error", err)
+				res.Changed = true
+				continue
+			}
 			return nil, err
 		}
 		res.Changed = res.Changed || changed
@@ -532,19 +539,10 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 		// UID changed hands, or vanished, while its message lives on at
 		// another UID was renumbered (an interrupted apply, or Dovecot), not
 		// expunged.
+		guids := messageGUIDs(ul.Records, func(base string) bool { return files[base] != nil })
 		liveAt := map[string]uint32{}
-		for _, rec := range ul.Records {
-			base := baseOf(rec.FileName)
-			if files[base] == nil {
-				continue
-			}
-			g := base
-			if v, ok := rec.Get('G'); ok && v != "" {
-				g = v
-			}
-			if _, dup := liveAt[g]; !dup {
-				liveAt[g] = rec.UID
-			}
+		for uid, g := range guids {
+			liveAt[g] = uid
 		}
 		retire := func(m *Msg) *model.Tombstone {
 			t := &model.Tombstone{GUID: m.GUID, T: r.store.stamp(tx, 0)}
@@ -554,22 +552,20 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 			return t
 		}
 		seen := map[uint32]bool{}
-		guidSeen := map[string]uint32{}
 		for _, rec := range ul.Records {
 			base := baseOf(rec.FileName)
 			f := files[base]
 			if f == nil {
 				continue
 			}
-			guid := base
-			if g, ok := rec.Get('G'); ok && g != "" {
-				guid = g
-			}
-			if _, dup := guidSeen[guid]; dup {
-				guid = base // the same GUID twice: the later one is its file
-			}
-			guidSeen[guid] = rec.UID
 			seen[rec.UID] = true
+			guid, ok := guids[rec.UID]
+			if !ok {
+				// Its GUID and its base name both name other files here:
+				// leave it as the index has it (never an expunge).
+				r.log.Warn("a message's GUID and file name are both taken by other messages; not replicating it", "mailbox", name, "uid", rec.UID, "file", rec.FileName)
+				continue
+			}
 			om := oldBy[rec.UID]
 			if kwSame && om != nil && om.GUID == guid && om.File == f.name && om.New == f.inNew && !om.Held {
 				continue // the same file name means the same flags: unchanged
@@ -700,6 +696,70 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 		r.log.Warn("mass expunge held back: run with --allow-mass-expunge to replicate it", "mailbox", name, "messages", held)
 	}
 	return changed, nil
+}
+
+// messageGUIDs gives each uidlist record whose file exists (has(base))
+// its message GUID: the record's G field, else its base name. Dovecot
+// copies a message within one mailbox as a new file whose G field names the
+// original, so one GUID can stand for two files of a mailbox; but a GUID
+// names one message per mailbox. Among the records that share a GUID the
+// file whose base name is that GUID keeps it (else the lowest UID), and each
+// of the others is known by its own base name, unique in the mailbox. A
+// record whose base name is taken as well (by another record's G field) is
+// left out.
+func messageGUIDs(recs []maildir.UidRecord, has func(base string) bool) map[uint32]string {
+	type cand struct {
+		uid        uint32
+		base, guid string
+	}
+	var cs []cand
+	groups := map[string][]int{}
+	for _, rec := range recs {
+		base := baseOf(rec.FileName)
+		if !has(base) {
+			continue
+		}
+		g := base
+		if v, ok := rec.Get('G'); ok && v != "" {
+			g = v
+		}
+		groups[g] = append(groups[g], len(cs))
+		cs = append(cs, cand{rec.UID, base, g})
+	}
+	out := make(map[uint32]string, len(cs))
+	taken := map[string]bool{}
+	keeper := map[int]bool{}
+	for g, idx := range groups {
+		k := idx[0]
+		for _, i := range idx {
+			if cs[i].uid < cs[k].uid {
+				k = i
+			}
+		}
+		for _, i := range idx {
+			if cs[i].base == g {
+				k = i
+				break
+			}
+		}
+		keeper[k] = true
+		out[cs[k].uid] = g
+		taken[g] = true
+	}
+	rest := make([]int, 0, len(cs)-len(keeper))
+	for i := range cs {
+		if !keeper[i] {
+			rest = append(rest, i)
+		}
+	}
+	sort.Slice(rest, func(a, b int) bool { return cs[rest[a]].uid < cs[rest[b]].uid })
+	for _, i := range rest {
+		if c := cs[i]; !taken[c.base] {
+			out[c.uid] = c.base
+			taken[c.base] = true
+		}
+	}
+	return out
 }
 
 // knownLocally reports whether a flag name can be seen in a file name of
@@ -907,6 +967,12 @@ type unlocker interface{ Unlock() error }
 type noLock struct{}
 
 func (noLock) Unlock() error { return nil }
+
+// dirGone reports whether a mailbox directory no longer exists.
+func dirGone(dir string) bool {
+	_, err := os.Stat(dir)
+	return errors.Is(err, fs.ErrNotExist)
+}
 
 // lockUidlist takes Dovecot's lock, except in a dry run, which writes
 // nothing to the mail store.

@@ -321,7 +321,15 @@ func (t *boxTx) put(m *Msg) error {
 	if err := t.bb.mod.Put(u64(m.Modseq), u32(m.UID)); err != nil {
 		return err
 	}
-	_ = t.bb.tomb.Delete(u32(m.UID))
+	if v := t.bb.tomb.Get(u32(m.UID)); v != nil {
+		// Its modseq entry goes too: a stale one would report the next
+		// tombstone at this UID twice.
+		var ot model.Tombstone
+		if json.Unmarshal(v, &ot) == nil {
+			_ = t.bb.tmod.Delete(u64(ot.Modseq))
+		}
+		_ = t.bb.tomb.Delete(u32(m.UID))
+	}
 	return t.tx.Bucket(bGUIDs).Put(guidKey(m.GUID, t.box.GUID, m.UID), nil)
 }
 
