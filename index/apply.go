@@ -79,7 +79,7 @@ func (r *Replica) Apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 			}
 		}
 		if dir, err := r.loc.MailboxDir(op.Name); err == nil {
-			if ul, _, err := maildir.ReadUidlist(dir); err == nil && model.MailboxGUID(ul.GUID) != op.GUID {
+			if ul, err := readUidlistHeader(dir); err == nil && model.MailboxGUID(ul.GUID) != op.GUID {
 				for _, d := range sp.Deletes {
 					if d.GUID == model.MailboxGUID(ul.GUID) {
 						if err := r.applyDelete(ctx, d, res); err != nil {
@@ -211,7 +211,7 @@ func (r *Replica) validatePlan(sp *merge.SidePlan) (string, error) {
 // renamed under LAYOUT=fs).
 func (r *Replica) locate(b *Box) (string, error) {
 	dir := filepath.Join(r.loc.Root, b.Dir)
-	if ul, _, err := maildir.ReadUidlist(dir); err == nil && model.MailboxGUID(ul.GUID) == b.GUID {
+	if ul, err := readUidlistHeader(dir); err == nil && model.MailboxGUID(ul.GUID) == b.GUID {
 		return dir, nil
 	}
 	dirs, err := r.loc.ListMailboxes()
@@ -219,7 +219,7 @@ func (r *Replica) locate(b *Box) (string, error) {
 		return "", err
 	}
 	for _, d := range dirs {
-		if ul, _, err := maildir.ReadUidlist(d.Dir); err == nil && model.MailboxGUID(ul.GUID) == b.GUID {
+		if ul, err := readUidlistHeader(d.Dir); err == nil && model.MailboxGUID(ul.GUID) == b.GUID {
 			return d.Dir, nil
 		}
 	}
