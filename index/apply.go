@@ -162,13 +162,31 @@ func (r *Replica) Apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 			return res, err
 		}
 	}
-	if err := r.setDirtyTmp(nil); err != nil {
-		return res, err
+	// The apply is over: its temporary files are gone (one transaction,
+	// none when there was nothing to do: a commit costs two fdatasyncs).
+	needs := work
+	if !needs {
+		_ = r.store.db.View(func(tx *bolt.Tx) error {
+			needs = tx.Bucket(bMeta).Get([]byte("dirty_tmp")) != nil
+			return nil
+		})
 	}
-	if work {
-		if err := r.setApplying(false); err != nil {
-			return res, r.wrap("", err)
+	if !needs {
+		return res, nil
+	}
+	if err := r.store.db.Update(func(tx *bolt.Tx) error {
+		m := tx.Bucket(bMeta)
+		if m.Get([]byte("dirty_tmp")) != nil {
+			if err := m.Delete([]byte("dirty_tmp")); err != nil {
+				return err
+			}
 		}
+		if work {
+			return m.Delete([]byte("dirty_apply"))
+		}
+		return nil
+	}); err != nil {
+		return res, r.wrap("", err)
 	}
 	return res, nil
 }
