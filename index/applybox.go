@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -493,13 +494,18 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	}
 	nu := *ul
 	nu.Version = 3
-	nu.Records = nu.Records[:0:0]
-	var maxUID uint32
-	for _, rec := range recs {
-		nu.Records = append(nu.Records, rec)
-		maxUID = max(maxUID, rec.UID)
+	// In UID order: the UIDs are sorted, not the (large) records.
+	uids := make([]uint32, 0, len(recs))
+	for u := range recs {
+		uids = append(uids, u)
 	}
-	sort.Slice(nu.Records, func(i, j int) bool { return nu.Records[i].UID < nu.Records[j].UID })
+	slices.Sort(uids)
+	nu.Records = make([]maildir.UidRecord, 0, len(uids))
+	var maxUID uint32
+	for _, u := range uids {
+		nu.Records = append(nu.Records, recs[u])
+		maxUID = max(maxUID, u)
+	}
 	nu.NextUID = max(diskNext, bp.UIDNext, maxUID+1)
 	if adopt != nil {
 		nu.GUID = [16]byte(adopt.To)
