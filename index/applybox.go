@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -113,30 +114,68 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	}
 	defer lk.Unlock()
 
-	ul, _, err := maildir.ReadUidlist(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		// Deleted (by Dovecot, say) since the scan: the next sync sees why.
-		skip(res, "mailbox %q: gone during the sync", name)
-		return nil
-	}
-	if err != nil {
-		return r.wrap(name, err)
-	}
-	if model.MailboxGUID(ul.GUID) != box.GUID {
-		skip(res, "mailbox %q: the directory now holds mailbox %x", name, ul.GUID)
-		return nil
-	}
 	// Was the index up to date with this mailbox before we touch it? Then
 	// it can take the mailbox's stamp after our writes (below), and the
 	// next scan need not read the mailbox again.
 	st0 := stampOf(dir)
 	clean := st0 == box.Stamp
 	flagOnly := adopt == nil && !bp.Reset && len(bp.Adds)+len(bp.Moves)+len(bp.Expunges)+len(bp.Release) == 0
+	// Flag changes alone, with the uidlist as the index last saw it (same
+	// mtime, size and inode): its records are the index's, so only its
+	// header is read, and the flagged records come from the index. The
+	// uidlist is then not rewritten (checked below).
+	light := false
+	var ul *maildir.Uidlist
+	if flagOnly && st0.Uidlist != -1 && st0.Uidlist == box.Stamp.Uidlist && st0.UidlistSize == box.Stamp.UidlistSize && st0.UidlistIno == box.Stamp.UidlistIno {
+		if h, err := readUidlistHeader(dir); err == nil && len(h.Records) == 0 && bp.UIDNext <= h.NextUID {
+			ul, light = h, true
+		}
+	}
+	if ul == nil {
+		ul, _, err = maildir.ReadUidlist(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			// Deleted (by Dovecot, say) since the scan: the next sync sees why.
+			skip(res, "mailbox %q: gone during the sync", name)
+			return nil
+		}
+		if err != nil {
+			return r.wrap(name, err)
+		}
+	}
+	if model.MailboxGUID(ul.GUID) != box.GUID {
+		skip(res, "mailbox %q: the directory now holds mailbox %x", name, ul.GUID)
+		return nil
+	}
 	var files map[string]*diskFile
+	var flaggedRecs map[uint32]*Msg
 	if flagOnly {
 		// Only renames within the mailbox: find the files by the names the
 		// index has, not by reading a large directory.
+		flaggedRecs = oldByUID(r, box.GUID, bp.Flags)
+		files = knownFiles(dir, bp.Flags, flaggedRecs)
+	} else if clean && adopt == nil && !bp.Reset && len(bp.Moves)+len(bp.Expunges)+len(bp.Release) == 0 {
+		// Adds (and flags) into a mailbox the index is up to date with:
+		// every file on disk is listed in the uidlist, so a base name the
+		// uidlist does not list is free (step 4), and the flagged files
+		// are found by their recorded names.
 		files = knownFiles(dir, bp.Flags, oldByUID(r, box.GUID, bp.Flags))
+	}
+	if light {
+		for _, f := range bp.Flags {
+			if m := flaggedRecs[f.UID]; files == nil || m == nil || m.Held || m.File == "" {
+				light = false // the long way: the whole uidlist
+				break
+			}
+		}
+		if !light {
+			if ul, _, err = maildir.ReadUidlist(dir); err != nil {
+				return r.wrap(name, err)
+			}
+			if model.MailboxGUID(ul.GUID) != box.GUID {
+				skip(res, "mailbox %q: the directory now holds mailbox %x", name, ul.GUID)
+				return nil
+			}
+		}
 	}
 	if files == nil {
 		if files, _, err = listFiles(dir); err != nil {
@@ -205,6 +244,16 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	}
 
 	recs := map[uint32]maildir.UidRecord{}
+	if light {
+		for _, f := range bp.Flags {
+			m := flaggedRecs[f.UID]
+			rec := maildir.UidRecord{UID: m.UID, FileName: m.File}
+			if baseOf(m.File) != m.GUID {
+				rec.Set('G', m.GUID)
+			}
+			recs[m.UID] = rec
+		}
+	}
 	for _, rec := range ul.Records {
 		if (adopt != nil || bp.Reset) && files[baseOf(rec.FileName)] == nil {
 			continue // expunged under the old identity: not carried over
@@ -476,13 +525,18 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	}
 	nu := *ul
 	nu.Version = 3
-	nu.Records = nu.Records[:0:0]
-	var maxUID uint32
-	for _, rec := range recs {
-		nu.Records = append(nu.Records, rec)
-		maxUID = max(maxUID, rec.UID)
+	// In UID order: the UIDs are sorted, not the (large) records.
+	uids := make([]uint32, 0, len(recs))
+	for u := range recs {
+		uids = append(uids, u)
 	}
-	sort.Slice(nu.Records, func(i, j int) bool { return nu.Records[i].UID < nu.Records[j].UID })
+	slices.Sort(uids)
+	nu.Records = make([]maildir.UidRecord, 0, len(uids))
+	var maxUID uint32
+	for _, u := range uids {
+		nu.Records = append(nu.Records, recs[u])
+		maxUID = max(maxUID, u)
+	}
 	nu.NextUID = max(diskNext, bp.UIDNext, maxUID+1)
 	if adopt != nil {
 		nu.GUID = [16]byte(adopt.To)
@@ -491,6 +545,10 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	// Flag changes alone leave the uidlist as it is (its file names may
 	// show stale flags, as Dovecot's do): no rewrite of a large list.
 	if !flagOnly || nu.NextUID != ul.NextUID {
+		if light {
+			// recs holds only the flagged records: never written.
+			return r.errf(name, "internal error: uidlist rewrite after a header-only read")
+		}
 		if err := maildir.WriteUidlist(dir, &nu); err != nil {
 			return r.wrap(name, err)
 		}
@@ -638,13 +696,19 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			}
 		}
 		b.UIDNext = max(b.UIDNext, nu.NextUID)
-		b.Messages = len(nu.Records)
+		if !light {
+			b.Messages = len(nu.Records)
+		}
 		b.Keywords = kw
 		// Everything in cur/ and the control files changed under our lock;
-		// new/ can change without it (deliveries), so the stamp is taken
-		// only when new/ is as it was when we started and the index was
-		// up to date then. Else the next scan reads the mailbox again.
-		if st1 := stampOf(dir); clean && st1.New == st0.New {
+		// new/ can change without it (deliveries). When the index was up to
+		// date as we started, it takes the stamp of what we wrote, but with
+		// new/'s time from before if new/ changed since (our own adds, or
+		// a delivery): the next scan then lists the mailbox again, and with
+		// the uidlist's stamp matching it needs no uidlist parse (scanKnown).
+		// Else the next scan reads the mailbox in full.
+		if st1 := stampOf(dir); clean {
+			st1.New = st0.New
 			b.Stamp = st1
 		} else {
 			b.Stamp.Uidlist = 0

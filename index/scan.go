@@ -1,7 +1,9 @@
 package index
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -233,14 +235,20 @@ func (r *Replica) scanDir(ctx context.Context, name, dir, rel string, byGUID map
 		r.log.Info("removed a dotlock left by a killed twinbox", "mailbox", name)
 	}
 	st := stampOf(dir)
-	var box *Box
-	if b := byDir[rel]; b != nil && st.Uidlist != -1 && st.Uidlist == b.Stamp.Uidlist && st.UidlistSize == b.Stamp.UidlistSize && st.UidlistIno == b.Stamp.UidlistIno {
-		box = b
-		if box.Stamp == st && box.Name == name && !found[box.GUID] && !r.opt.AllowMassExpunge {
-			found[box.GUID] = true
+	if b := byDir[rel]; b != nil && st.Uidlist != -1 && st.Uidlist == b.Stamp.Uidlist && st.UidlistSize == b.Stamp.UidlistSize && st.UidlistIno == b.Stamp.UidlistIno &&
+		b.Name == name && !found[b.GUID] && !r.opt.AllowMassExpunge {
+		if b.Stamp == st {
+			found[b.GUID] = true
 			return false, nil // nothing changed
 		}
+		if handled, changed, err := r.scanKnown(ctx, b, name, dir, st); err != nil || handled {
+			if handled {
+				found[b.GUID] = true
+			}
+			return changed, err
+		}
 	}
+	var box *Box
 	ul, _, err := maildir.ReadUidlist(dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return false, r.wrap(name, err)
@@ -394,32 +402,98 @@ func baseOf(file string) string {
 
 // listFiles reads cur/ and new/.
 func listFiles(dir string) (map[string]*diskFile, []string, error) {
-	files := map[string]*diskFile{}
+	return listSubs(dir, true, true)
+}
+
+// listSubs reads cur/ (if cur) and new/ (if nw): message files by base
+// name, and the names that are not Maildir names.
+func listSubs(dir string, cur, nw bool) (map[string]*diskFile, []string, error) {
+	var files map[string]*diskFile
 	var bad []string
 	for _, sub := range []string{"cur", "new"} {
-		ents, err := os.ReadDir(filepath.Join(dir, sub))
+		if (sub == "cur" && !cur) || (sub == "new" && !nw) {
+			continue
+		}
+		names, err := readNames(filepath.Join(dir, sub))
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				continue
 			}
 			return nil, nil, err
 		}
-		for _, e := range ents {
-			if !e.Type().IsRegular() && e.Type() != 0 {
-				continue
-			}
-			fn, err := maildir.ParseFileName(e.Name())
+		if files == nil {
+			files = make(map[string]*diskFile, len(names))
+		}
+		for _, name := range names {
+			fn, err := maildir.ParseFileName(name)
 			if err != nil {
-				bad = append(bad, sub+"/"+e.Name())
+				bad = append(bad, sub+"/"+name)
 				continue
 			}
 			if old, ok := files[fn.Base]; ok && !old.inNew {
 				continue // the cur/ copy wins over new/ (Dovecot mid-move)
 			}
-			files[fn.Base] = &diskFile{name: e.Name(), inNew: sub == "new", fn: fn}
+			files[fn.Base] = &diskFile{name: name, inNew: sub == "new", fn: fn}
 		}
 	}
+	if files == nil {
+		files = map[string]*diskFile{}
+	}
 	return files, bad, nil
+}
+
+// readNames returns the names of the regular files (and entries of unknown
+// type) in a directory, unsorted: a large cur/ is read with a few getdents
+// calls and one string per entry.
+func readNames(dir string) ([]string, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var names []string
+	buf := make([]byte, 64<<10)
+	fd := int(f.Fd())
+	for {
+		n, err := syscall.ReadDirent(fd, buf)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "readdirent", Path: dir, Err: err}
+		}
+		if n <= 0 {
+			return names, nil
+		}
+		for b := buf[:n]; len(b) > 0; {
+			// struct linux_dirent64: ino u64, off s64, reclen u16, type u8, name.
+			if len(b) < 19 {
+				break
+			}
+			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+			if reclen < 19 || reclen > len(b) {
+				return nil, fmt.Errorf("reading directory %s: malformed entry", dir)
+			}
+			typ := b[18]
+			nb := b[19:reclen]
+			if i := bytes.IndexByte(nb, 0); i >= 0 {
+				nb = nb[:i]
+			}
+			b = b[reclen:]
+			if len(nb) == 0 || (nb[0] == '.' && (len(nb) == 1 || (len(nb) == 2 && nb[1] == '.'))) {
+				continue
+			}
+			name := string(nb)
+			if typ == syscall.DT_UNKNOWN { // a file system without d_type
+				if fi, err := os.Lstat(filepath.Join(dir, name)); err != nil || !fi.Mode().IsRegular() {
+					continue
+				}
+			} else if typ != syscall.DT_REG {
+				continue
+			}
+			names = append(names, name)
+		}
+	}
 }
 
 // flagsOf translates a file name's flags to model names.
@@ -603,36 +677,11 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 				changed = true
 				continue
 			}
-			flagsChanged := om.Held
-			nf := model.Flags{}
-			for k, v := range om.Flags {
-				nf[k] = v
+			ch, err := r.refreshKnown(tx, bt, om, f, want, kw)
+			if err != nil {
+				return err
 			}
-			for n := range want {
-				if !nf[n].Set {
-					nf[n] = model.FlagVal{Set: true, T: r.store.stamp(tx, nf[n].T)}
-					flagsChanged = true
-				}
-			}
-			for n, v := range nf {
-				if v.Set && !want[n] && knownLocally(n, kw) {
-					nf[n] = model.FlagVal{Set: false, T: r.store.stamp(tx, v.T)}
-					flagsChanged = true
-				}
-			}
-			if flagsChanged {
-				om.Flags, om.Held, om.File, om.New = nf, false, f.name, f.inNew
-				if err := bt.put(om); err != nil {
-					return err
-				}
-				changed = true
-			} else if om.File != f.name || om.New != f.inNew {
-				// Moved new/ -> cur/ or renamed without a flag change: no modseq.
-				om.File, om.New = f.name, f.inNew
-				if err := bt.putQuiet(om); err != nil {
-					return err
-				}
-			}
+			changed = changed || ch
 		}
 		// Records whose files are gone.
 		var gone []*Msg
@@ -760,6 +809,291 @@ func messageGUIDs(recs []maildir.UidRecord, has func(base string) bool) map[uint
 		}
 	}
 	return out
+}
+
+// refreshKnown brings the record om of a file the index knows up to date
+// with the file f (flags from want): flags that differ get new stamps and a
+// modseq; a rename without a flag change (new/ -> cur/) is stored quietly.
+func (r *Replica) refreshKnown(tx *bolt.Tx, bt *boxTx, om *Msg, f *diskFile, want map[string]bool, kw []string) (bool, error) {
+	flagsChanged := om.Held
+	nf := model.Flags{}
+	for k, v := range om.Flags {
+		nf[k] = v
+	}
+	for n := range want {
+		if !nf[n].Set {
+			nf[n] = model.FlagVal{Set: true, T: r.store.stamp(tx, nf[n].T)}
+			flagsChanged = true
+		}
+	}
+	for n, v := range nf {
+		if v.Set && !want[n] && knownLocally(n, kw) {
+			nf[n] = model.FlagVal{Set: false, T: r.store.stamp(tx, v.T)}
+			flagsChanged = true
+		}
+	}
+	if flagsChanged {
+		om.Flags, om.Held, om.File, om.New = nf, false, f.name, f.inNew
+		return true, bt.put(om)
+	}
+	if om.File != f.name || om.New != f.inNew {
+		// Moved new/ -> cur/ or renamed without a flag change: no modseq.
+		om.File, om.New = f.name, f.inNew
+		return false, bt.putQuiet(om)
+	}
+	return false, nil
+}
+
+// scanKnown scans a mailbox whose dovecot-uidlist and dovecot-keywords are
+// as the index last recorded them (same mtime, size and inode) while cur/ or
+// new/ changed. With the uidlist unchanged the index's records are its
+// records, so a listed file whose base the index knows is that record's
+// file: renamed files (flag changes, new/ -> cur/) are found by one read of
+// the directories and one pass over the index that decodes only the
+// records whose file name changed, without parsing the uidlist. Files the
+// index does not know get UIDs under Dovecot's lock as in the full scan,
+// when their UIDs are plain new ones.
+//
+// With cur/'s mtime unchanged only new/ is listed. Anything else (a record
+// whose file is gone, a held record whose file is back, a base in both cur/
+// and new/, a new file at a UID the index holds or retired, a message GUID
+// twice, a dry run with new files) returns handled = false before the index
+// is written (UIDs may have been assigned), and the full scan runs.
+func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st Stamp) (handled, changed bool, err error) {
+	if box.NameT == 0 || box.Stamp.Keywords != st.Keywords {
+		return false, false, nil
+	}
+	// With cur/ as it was, only new/ is read: cur/'s files are where the
+	// index says.
+	curSame := st.Cur == box.Stamp.Cur && st.Cur != -1
+	files, bad, err := listSubs(dir, !curSame, true)
+	if err != nil {
+		return false, false, r.wrap(name, err)
+	}
+	type hit struct {
+		uid uint32
+		f   *diskFile
+	}
+	var renamed []hit
+	matched := map[*diskFile]bool{}
+	inCur := 0 // records of files in an unchanged cur/
+	ok := true
+	err = r.store.db.View(func(tx *bolt.Tx) error {
+		bb, err := buckets(tx, box.GUID, false)
+		if err != nil || bb == nil {
+			return err
+		}
+		c := bb.uid.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			p, good := peekMsg(v)
+			if !good {
+				ok = false
+				return nil
+			}
+			base := p.base
+			if len(base) == 0 {
+				base = p.guid
+			}
+			f := files[string(base)]
+			if curSame && !p.new && !p.held {
+				if f != nil {
+					ok = false // a copy in new/ too: the full scan decides
+					return nil
+				}
+				inCur++
+				continue
+			}
+			if p.held {
+				if f != nil {
+					ok = false // back: the full scan un-holds it
+					return nil
+				}
+				continue
+			}
+			if f == nil || matched[f] {
+				ok = false // gone (expunged or renumbered), or a base twice
+				return nil
+			}
+			matched[f] = true
+			if string(p.file) != f.name || p.new != f.inNew {
+				renamed = append(renamed, hit{p.uid, f})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return false, false, r.wrap(name, err)
+	}
+	if !ok {
+		return false, false, nil
+	}
+	var fresh []*diskFile
+	for _, f := range files {
+		if !matched[f] {
+			fresh = append(fresh, f)
+		}
+	}
+	ulStamp := st
+	var ul *maildir.Uidlist
+	if len(fresh) > 0 {
+		if r.opt.DryRun {
+			return false, false, nil
+		}
+		var post Stamp
+		ul, post, err = r.assignKnown(ctx, box, name, dir, files)
+		if err != nil {
+			return false, false, err
+		}
+		if ul == nil {
+			return false, false, nil
+		}
+		ulStamp.Uidlist, ulStamp.UidlistSize, ulStamp.UidlistIno = post.Uidlist, post.UidlistSize, post.UidlistIno
+	}
+	for _, b := range bad {
+		r.log.Warn("ignoring a file whose name is not a Maildir name", "mailbox", name, "file", b)
+	}
+	uidOf := map[string]maildir.UidRecord{}
+	if ul != nil {
+		want := map[string]bool{}
+		for _, f := range fresh {
+			want[f.fn.Base] = true
+		}
+		for _, rec := range ul.Records {
+			if b := baseOf(rec.FileName); want[b] {
+				if _, dup := uidOf[b]; dup {
+					ul = nil // listed twice: the full scan sorts it out
+					break
+				}
+				uidOf[b] = rec
+			}
+		}
+	}
+	kw := box.Keywords
+	full := false
+	err = r.store.db.Update(func(tx *bolt.Tx) error {
+		bt, err := openBoxTx(tx, box)
+		if err != nil {
+			return err
+		}
+		for _, h := range renamed {
+			om, err := bt.get(h.uid)
+			if err != nil {
+				return err
+			}
+			if om == nil {
+				return fmt.Errorf("UID %d left the index during the scan", h.uid)
+			}
+			ch, err := r.refreshKnown(tx, bt, om, h.f, flagsOf(h.f.fn, kw), kw)
+			if err != nil {
+				return err
+			}
+			changed = changed || ch
+		}
+		added := 0
+		if len(fresh) > 0 {
+			// Plain new UIDs only: neither a record nor a tombstone at the
+			// UID, and the message's GUID not elsewhere in this mailbox.
+			for _, f := range fresh {
+				rec, listed := uidOf[f.fn.Base]
+				if ul == nil || !listed || bt.bb.uid.Get(u32(rec.UID)) != nil || bt.bb.tomb.Get(u32(rec.UID)) != nil {
+					full = true
+					return errFullScan
+				}
+				guid := f.fn.Base
+				if g, ok := rec.Get('G'); ok && g != "" {
+					guid = g
+				}
+				for _, h := range findGUID(tx, guid) {
+					if h.Box == box.GUID {
+						full = true
+						return errFullScan
+					}
+				}
+				m := &Msg{Message: model.Message{UID: rec.UID, GUID: guid, New: f.inNew, Born: r.store.stamp(tx, 0)}, File: f.name}
+				if guid != f.fn.Base {
+					m.Base = f.fn.Base
+				}
+				for n := range flagsOf(f.fn, kw) {
+					if m.Flags == nil {
+						m.Flags = model.Flags{}
+					}
+					m.Flags[n] = model.FlagVal{Set: true}
+				}
+				fi, err := os.Stat(filepath.Join(dir, subdir(f.inNew), f.name))
+				if err != nil {
+					full = true // gone since the listing
+					return errFullScan
+				}
+				m.Size, m.Mtime = fi.Size(), fi.ModTime().UnixNano()
+				if f.fn.VSize > 0 {
+					m.VSize = f.fn.VSize
+				}
+				if err := bt.put(m); err != nil {
+					return err
+				}
+				added++
+			}
+			box.UIDNext = max(box.UIDNext, ul.NextUID)
+			changed = true
+		}
+		box.Stamp = ulStamp
+		box.Messages = inCur + len(matched) + added
+		return putBox(tx, box)
+	})
+	if full {
+		return false, false, nil
+	}
+	if err != nil {
+		return false, false, r.wrap(name, err)
+	}
+	return true, changed, nil
+}
+
+// errFullScan rolls back a fast-path scan transaction.
+var errFullScan = errors.New("full scan needed")
+
+// assignKnown gives UIDs to the listed files the uidlist does not list,
+// under Dovecot's lock, and returns the uidlist and the stamp of the file
+// as written (or as found, if nothing needed a UID), taken under the lock.
+// It returns a nil uidlist when the uidlist is no longer the one the index
+// knows (another GUID or UIDVALIDITY): the full scan handles that.
+func (r *Replica) assignKnown(ctx context.Context, box *Box, name, dir string, files map[string]*diskFile) (*maildir.Uidlist, Stamp, error) {
+	var post Stamp
+	lk, err := r.lockUidlist(ctx, dir)
+	if err != nil {
+		return nil, post, r.wrap(name, err)
+	}
+	defer lk.Unlock()
+	ul, _, err := maildir.ReadUidlist(dir)
+	if err != nil {
+		return nil, post, r.wrap(name, err)
+	}
+	if model.MailboxGUID(ul.GUID) != box.GUID || ul.UIDValidity != box.UIDValidity {
+		return nil, post, nil
+	}
+	inList := make(map[string]bool, len(ul.Records))
+	for _, rec := range ul.Records {
+		inList[baseOf(rec.FileName)] = true
+	}
+	var fresh []string
+	for base := range files {
+		if !inList[base] {
+			fresh = append(fresh, base)
+		}
+	}
+	if len(fresh) > 0 {
+		sort.Slice(fresh, func(i, j int) bool { return lessName(fresh[i], fresh[j]) })
+		ul.NextUID = max(ul.NextUID, 1)
+		for _, base := range fresh {
+			ul.Records = append(ul.Records, maildir.UidRecord{UID: ul.NextUID, FileName: files[base].name})
+			ul.NextUID++
+		}
+		if err := r.writeUidlist(dir, ul); err != nil {
+			return nil, post, r.wrap(name, err)
+		}
+	}
+	post = stampOf(dir)
+	return ul, post, nil
 }
 
 // knownLocally reports whether a flag name can be seen in a file name of

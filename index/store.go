@@ -93,6 +93,24 @@ func openStore(path string, timeout time.Duration) (*Store, error) {
 	}
 	_ = maildir.OwnLike(path, filepath.Dir(path)) // root-run: the mail owner keeps access
 	s := &Store{db: db, now: time.Now}
+	// An index made before has its buckets and identity: read them without
+	// a write transaction (each commit costs two fdatasyncs).
+	ready := false
+	_ = db.View(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bMeta, bBoxes, bMsgs, bSubs, bPeers, bGUIDs} {
+			if tx.Bucket(b) == nil {
+				return nil
+			}
+		}
+		m := tx.Bucket(bMeta)
+		if id := m.Get([]byte("index_id")); id != nil && string(m.Get([]byte("version"))) == indexVersion {
+			s.indexID, ready = string(id), true
+		}
+		return nil
+	})
+	if ready {
+		return s, nil
+	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bMeta, bBoxes, bMsgs, bSubs, bPeers, bGUIDs} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
