@@ -580,7 +580,7 @@ func (r *Replica) prepareBodies(ctx context.Context, sp *merge.SidePlan, src rep
 			dirs = append(dirs, dir)
 			for _, add := range bp.Adds {
 				tmp := filepath.Join(dir, "tmp", fmt.Sprintf("twinbox.%d.%d.%s", time.Now().UnixNano(), tmpSeq.Add(1), r.opt.Hostname))
-				if local := r.localFile(tx, add.Msg.GUID, bp.GUID); local != "" {
+				if local := r.localFile(tx, add.Msg.GUID, bp.GUID, add.Msg.Size); local != "" {
 					if err := linkOrCopy(local, tmp); err == nil {
 						paths[k] = tmp
 						res.Linked++
@@ -707,9 +707,12 @@ func linkOrCopy(src, dst string) error {
 	return os.Chtimes(dst, fi.ModTime(), fi.ModTime())
 }
 
-// localFile finds a file of this replica holding message GUID g,
-// preferring mailbox prefer.
-func (r *Replica) localFile(tx *bolt.Tx, g string, prefer model.MailboxGUID) string {
+// localFile finds a file of this replica holding message GUID g, of the
+// given size, preferring mailbox prefer. Only a file whose base name is the
+// one the index recorded for the message counts: a record that names
+// another message's file (an index out of step with the disk) must never
+// lend that body to g; the body is then fetched from the peer instead.
+func (r *Replica) localFile(tx *bolt.Tx, g string, prefer model.MailboxGUID, size int64) string {
 	hits := findGUID(tx, g)
 	sort.SliceStable(hits, func(i, j int) bool { return hits[i].Box == prefer && hits[j].Box != prefer })
 	for _, h := range hits {
@@ -726,16 +729,24 @@ func (r *Replica) localFile(tx *bolt.Tx, g string, prefer model.MailboxGUID) str
 			continue
 		}
 		m, err := decodeMsg(v)
-		if err != nil || m.Held || m.File == "" {
+		if err != nil || m.Held || m.GUID != g {
 			continue
 		}
-		p := filepath.Join(r.loc.Root, b.Dir, subdir(m.New), m.File)
-		if _, err := os.Stat(p); err == nil {
-			return p
+		if !m.fileOK() {
+			r.log.Warn("index record names another message's file; not using it", "mailbox", b.Name, "uid", m.UID, "guid", m.GUID, "file", m.File)
+			continue
 		}
-		if p := findByBase(filepath.Join(r.loc.Root, b.Dir), baseOf(m.File)); p != "" {
-			return p
+		dir := filepath.Join(r.loc.Root, b.Dir)
+		p := filepath.Join(dir, subdir(m.New), m.File)
+		if _, err := os.Stat(p); err != nil {
+			if p = findByBase(dir, m.fileBase()); p == "" {
+				continue
+			}
 		}
+		if fi, err := os.Stat(p); err != nil || fi.Size() != size {
+			continue
+		}
+		return p
 	}
 	return ""
 }

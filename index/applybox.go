@@ -292,18 +292,68 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		expunged = append(expunged, e)
 	}
 
-	// 2. Moves (new UIDs for messages this side already has).
-	pending := map[uint32]maildir.UidRecord{}
+	// 2. Moves (new UIDs for messages this side already has). A move to a
+	// UID taken since the scan (Dovecot gave it to a new message) is not
+	// made, on disk or in the index: the message keeps its UID and the
+	// next sync plans again. Nor is a move to a UID that the message of a
+	// move not made still holds.
+	type moveCand struct {
+		mv  merge.Move
+		rec maildir.UidRecord
+	}
+	var cands []moveCand
+	to := map[uint32]bool{}
 	for _, mv := range bp.Moves {
 		rec, ok := recs[mv.From]
 		if !ok || guidOf(rec) != mv.GUID {
 			skip(res, "mailbox %q UID %d: message %s to renumber not found", name, mv.From, mv.GUID)
 			continue
 		}
-		delete(recs, mv.From)
-		rec.UID = mv.To
-		pending[mv.To] = rec
-		moved = append(moved, mv)
+		if to[mv.To] {
+			skip(res, "mailbox %q: two messages to renumber to UID %d", name, mv.To)
+			continue
+		}
+		to[mv.To] = true
+		cands = append(cands, moveCand{mv, rec})
+	}
+	accepted := make([]bool, len(cands))
+	for i := range accepted {
+		accepted[i] = true
+	}
+	for again := true; again; {
+		again = false
+		vacated := map[uint32]bool{}
+		for i, c := range cands {
+			if accepted[i] {
+				vacated[c.mv.From] = true
+			}
+		}
+		for i, c := range cands {
+			u := c.mv.To
+			if !accepted[i] || vacated[u] {
+				continue
+			}
+			if _, taken := recs[u]; taken || (!rewriting && u < diskNext && oldBy[u] == nil) {
+				skip(res, "mailbox %q: UID %d taken since the scan (message %s stays at UID %d)", name, u, c.mv.GUID, c.mv.From)
+				accepted[i] = false
+				again = true
+			}
+		}
+	}
+	for i, c := range cands {
+		if accepted[i] {
+			delete(recs, c.mv.From)
+		}
+	}
+	pending := map[uint32]maildir.UidRecord{}
+	for i, c := range cands {
+		if !accepted[i] {
+			continue
+		}
+		rec := c.rec
+		rec.UID = c.mv.To
+		recs[c.mv.To] = rec
+		moved = append(moved, c.mv)
 		res.Moved++
 	}
 	if bp.Reset {
@@ -324,7 +374,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 				if old != nil {
 					m.Mtime, m.Size = old.Mtime, old.Size
 				}
-				m.File = rec.FileName
+				m.File, m.Base = rec.FileName, baseOf(rec.FileName) // this side's file
 				added = append(added, m)
 				if tmp[i] != "" {
 					os.Remove(tmp[i])
@@ -343,8 +393,8 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			bp.Flags = append(bp.Flags, merge.FlagSet{UID: m.UID, GUID: m.GUID, Flags: m.Flags})
 		}
 	}
-	for u, rec := range pending {
-		if _, taken := recs[u]; taken || (!rewriting && u < diskNext && oldBy[u] == nil && !movedFrom(moved, u)) {
+	for u, rec := range pending { // a reset's kept messages (recs is empty)
+		if _, taken := recs[u]; taken {
 			skip(res, "mailbox %q: UID %d taken since the scan", name, u)
 			continue
 		}
@@ -561,6 +611,9 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 					if src == nil {
 						continue // the next scan picks it up
 					}
+					if src.fileBase() != baseOf(rec.FileName) {
+						continue // another message's file: the next scan reads it
+					}
 					c := *src
 					m = &c
 					m.UID = rec.UID
@@ -652,15 +705,6 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		return putBox(tx, b)
 	})
 	return r.wrap(name, err)
-}
-
-func movedFrom(moved []merge.Move, u uint32) bool {
-	for _, m := range moved {
-		if m.From == u {
-			return true
-		}
-	}
-	return false
 }
 
 func (r *Replica) nextSeq() uint64 {
