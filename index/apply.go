@@ -94,9 +94,15 @@ func (r *Replica) Apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 		}
 	}
 	adopts := map[model.MailboxGUID]merge.Adopt{}
+	gone := map[model.MailboxGUID]bool{}
 	for _, a := range sp.Adopts {
-		if err := r.applyAdoptDir(ctx, a, res); err != nil {
+		made, err := r.applyAdoptDir(ctx, a, res)
+		if err != nil {
 			return res, err
+		}
+		if !made {
+			gone[a.To] = true
+			continue
 		}
 		adopts[a.To] = a
 	}
@@ -120,6 +126,12 @@ func (r *Replica) Apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 				return res, r.wrap(name, fmt.Errorf("refusing a plan: %w", err))
 			}
 			bp.Adds = adds
+		}
+		if gone[bp.GUID] {
+			// The mailbox to merge went away during the sync (a client
+			// deleted it): the next sync sees why.
+			bp.Adds = nil
+			continue
 		}
 		var ap *merge.Adopt
 		if a, ok := adopts[bp.GUID]; ok {
@@ -417,6 +429,10 @@ func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, next uint
 		return r.wrap(op.Name, err)
 	}
 	lk, err := r.lockUidlist(ctx, dir)
+	if err != nil && dirGone(dir) {
+		skip(res, "create of %q: the directory went away during the sync", op.Name)
+		return nil
+	}
 	if err != nil {
 		return r.wrap(op.Name, err)
 	}
@@ -479,17 +495,17 @@ func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, next uint
 
 // applyAdoptDir puts the adopting mailbox's directory at its final name;
 // applyBox then rewrites its identity.
-func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, res *ApplyResult) error {
+func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, res *ApplyResult) (bool, error) {
 	b, err := r.getBox(a.From)
 	if err != nil {
-		return r.wrap(a.Name, err)
+		return false, r.wrap(a.Name, err)
 	}
 	if b == nil {
-		return r.errf(a.Name, "merge of unknown mailbox %s", a.From)
+		return false, r.errf(a.Name, "merge of unknown mailbox %s", a.From)
 	}
 	dst, err := r.loc.MailboxDir(a.Name)
 	if err != nil {
-		return r.wrap(a.Name, err)
+		return false, r.wrap(a.Name, err)
 	}
 	dir, err := r.locate(b)
 	if errors.Is(err, fs.ErrNotExist) && b.Missing {
@@ -501,24 +517,32 @@ func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, res *ApplyRe
 			dir = dst
 		}
 		if err := maildir.CreateMailboxDirs(dir); err != nil {
-			return r.wrap(a.Name, err)
+			return false, r.wrap(a.Name, err)
 		}
+	} else if errors.Is(err, fs.ErrNotExist) {
+		// Deleted (by a client through Dovecot) since the scan.
+		skip(res, "merge of %q into %q: the mailbox went away during the sync", b.Name, a.Name)
+		return false, nil
 	} else if err != nil {
-		return r.wrap(b.Name, fmt.Errorf("locating mailbox to merge: %w", err))
+		return false, r.wrap(b.Name, fmt.Errorf("locating mailbox to merge: %w", err))
 	}
 	if dir != dst && !model.IsInbox(b.Name) {
 		if _, err := os.Lstat(dst); err == nil {
 			// A missing mailbox's leftover (empty) directory may sit there.
 			if !isEmptyMailboxDir(dst) {
 				skip(res, "merge of %q into %q: target directory in use", b.Name, a.Name)
-				return nil
+				return true, nil // merged where it is
 			}
 			if err := os.RemoveAll(dst); err != nil {
-				return r.wrap(a.Name, err)
+				return false, r.wrap(a.Name, err)
 			}
 		}
 		if err := os.Rename(dir, dst); err != nil {
-			return r.wrap(b.Name, err)
+			if dirGone(dir) {
+				skip(res, "merge of %q into %q: the mailbox went away during the sync", b.Name, a.Name)
+				return false, nil
+			}
+			return false, r.wrap(b.Name, err)
 		}
 		dir = dst
 	}
@@ -531,7 +555,7 @@ func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, res *ApplyRe
 		return putBox(tx, b)
 	})
 	res.MailboxOps++
-	return r.wrap(a.Name, err)
+	return err == nil, r.wrap(a.Name, err)
 }
 
 func isEmptyMailboxDir(dir string) bool {

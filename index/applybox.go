@@ -76,7 +76,18 @@ func validKeyword(n string) bool {
 
 // applyBox carries out the message work in one mailbox: the on-disk part
 // under Dovecot's lock, then the index part.
-func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.Adopt, tmp []string, res *ApplyResult) error {
+func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.Adopt, tmp []string, res *ApplyResult) (err error) {
+	var dir, name string
+	defer func() {
+		// A client deleted the mailbox (Dovecot removes the directory
+		// without the uidlist lock) while we worked in it: what we wrote
+		// there went with it and the index has not recorded it. The next
+		// sync sees why.
+		if err != nil && dir != "" && errors.Is(err, fs.ErrNotExist) && dirGone(dir) {
+			skip(res, "mailbox %q: gone during the sync", name)
+			err = nil
+		}
+	}()
 	srcGUID := bp.GUID
 	if adopt != nil {
 		srcGUID = adopt.From
@@ -88,8 +99,13 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	if box == nil {
 		return r.errf("", "plan for unknown mailbox %s", srcGUID)
 	}
-	name := box.Name
-	dir, err := r.locate(box)
+	name = box.Name
+	dir, err = r.locate(box)
+	if errors.Is(err, fs.ErrNotExist) && !box.Deleted && r.deletedInLog(box) {
+		// Deleted by a client since the scan: not made again here.
+		skip(res, "mailbox %q: deleted during the sync", name)
+		return nil
+	}
 	if errors.Is(err, fs.ErrNotExist) && !box.Deleted {
 		// Vanished since the scan, or never made: make it now.
 		dir = filepath.Join(r.loc.Root, box.Dir)
@@ -478,7 +494,11 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			base = a.Msg.GUID
 		}
 		if fn, err := maildir.ParseFileName(base); err != nil || fn.Base != base || inList[base] || files[base] != nil {
-			base = maildir.NewBase(time.Now(), r.nextSeq(), r.opt.Hostname, a.Msg.Size, a.Msg.VSize)
+			vsize := a.Msg.VSize
+			if vsize <= 0 {
+				vsize = -1 // unknown: no ,W= (W=0 makes Dovecot serve an empty body)
+			}
+			base = maildir.NewBase(time.Now(), r.nextSeq(), r.opt.Hostname, a.Msg.Size, vsize)
 		}
 		var fl maildir.Flags
 		var bits uint32
