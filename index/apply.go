@@ -94,9 +94,15 @@ func (r *Replica) Apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 		}
 	}
 	adopts := map[model.MailboxGUID]merge.Adopt{}
+	gone := map[model.MailboxGUID]bool{}
 	for _, a := range sp.Adopts {
-		if err := r.applyAdoptDir(ctx, a, res); err != nil {
+		made, err := r.applyAdoptDir(ctx, a, res)
+		if err != nil {
 			return res, err
+		}
+		if !made {
+			gone[a.To] = true
+			continue
 		}
 		adopts[a.To] = a
 	}
@@ -120,6 +126,12 @@ func (r *Replica) Apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 				return res, r.wrap(name, fmt.Errorf("refusing a plan: %w", err))
 			}
 			bp.Adds = adds
+		}
+		if gone[bp.GUID] {
+			// The mailbox to merge went away during the sync (a client
+			// deleted it): the next sync sees why.
+			bp.Adds = nil
+			continue
 		}
 		var ap *merge.Adopt
 		if a, ok := adopts[bp.GUID]; ok {
@@ -438,6 +450,10 @@ func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, next uint
 		return r.wrap(op.Name, err)
 	}
 	lk, err := r.lockUidlist(ctx, dir)
+	if err != nil && dirGone(dir) {
+		skip(res, "create of %q: the directory went away during the sync", op.Name)
+		return nil
+	}
 	if err != nil {
 		return r.wrap(op.Name, err)
 	}
@@ -500,17 +516,17 @@ func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, next uint
 
 // applyAdoptDir puts the adopting mailbox's directory at its final name;
 // applyBox then rewrites its identity.
-func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, res *ApplyResult) error {
+func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, res *ApplyResult) (bool, error) {
 	b, err := r.getBox(a.From)
 	if err != nil {
-		return r.wrap(a.Name, err)
+		return false, r.wrap(a.Name, err)
 	}
 	if b == nil {
-		return r.errf(a.Name, "merge of unknown mailbox %s", a.From)
+		return false, r.errf(a.Name, "merge of unknown mailbox %s", a.From)
 	}
 	dst, err := r.loc.MailboxDir(a.Name)
 	if err != nil {
-		return r.wrap(a.Name, err)
+		return false, r.wrap(a.Name, err)
 	}
 	dir, err := r.locate(b)
 	if errors.Is(err, fs.ErrNotExist) && b.Missing {
@@ -522,24 +538,32 @@ func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, res *ApplyRe
 			dir = dst
 		}
 		if err := maildir.CreateMailboxDirs(dir); err != nil {
-			return r.wrap(a.Name, err)
+			return false, r.wrap(a.Name, err)
 		}
+	} else if errors.Is(err, fs.ErrNotExist) {
+		// Deleted (by a client through Dovecot) since the scan.
+		skip(res, "merge of %q into %q: the mailbox went away during the sync", b.Name, a.Name)
+		return false, nil
 	} else if err != nil {
-		return r.wrap(b.Name, fmt.Errorf("locating mailbox to merge: %w", err))
+		return false, r.wrap(b.Name, fmt.Errorf("locating mailbox to merge: %w", err))
 	}
 	if dir != dst && !model.IsInbox(b.Name) {
 		if _, err := os.Lstat(dst); err == nil {
 			// A missing mailbox's leftover (empty) directory may sit there.
 			if !isEmptyMailboxDir(dst) {
 				skip(res, "merge of %q into %q: target directory in use", b.Name, a.Name)
-				return nil
+				return true, nil // merged where it is
 			}
 			if err := os.RemoveAll(dst); err != nil {
-				return r.wrap(a.Name, err)
+				return false, r.wrap(a.Name, err)
 			}
 		}
 		if err := os.Rename(dir, dst); err != nil {
-			return r.wrap(b.Name, err)
+			if dirGone(dir) {
+				skip(res, "merge of %q into %q: the mailbox went away during the sync", b.Name, a.Name)
+				return false, nil
+			}
+			return false, r.wrap(b.Name, err)
 		}
 		dir = dst
 	}
@@ -552,7 +576,7 @@ func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, res *ApplyRe
 		return putBox(tx, b)
 	})
 	res.MailboxOps++
-	return r.wrap(a.Name, err)
+	return err == nil, r.wrap(a.Name, err)
 }
 
 func isEmptyMailboxDir(dir string) bool {
@@ -601,7 +625,7 @@ func (r *Replica) prepareBodies(ctx context.Context, sp *merge.SidePlan, src rep
 			dirs = append(dirs, dir)
 			for _, add := range bp.Adds {
 				tmp := filepath.Join(dir, "tmp", fmt.Sprintf("twinbox.%d.%d.%s", time.Now().UnixNano(), tmpSeq.Add(1), r.opt.Hostname))
-				if local := r.localFile(tx, add.Msg.GUID, bp.GUID); local != "" {
+				if local := r.localFile(tx, add.Msg.GUID, bp.GUID, add.Msg.Size); local != "" {
 					if err := linkOrCopy(local, tmp); err == nil {
 						paths[k] = tmp
 						res.Linked++
@@ -728,9 +752,12 @@ func linkOrCopy(src, dst string) error {
 	return os.Chtimes(dst, fi.ModTime(), fi.ModTime())
 }
 
-// localFile finds a file of this replica holding message GUID g,
-// preferring mailbox prefer.
-func (r *Replica) localFile(tx *bolt.Tx, g string, prefer model.MailboxGUID) string {
+// localFile finds a file of this replica holding message GUID g, of the
+// given size, preferring mailbox prefer. Only a file whose base name is the
+// one the index recorded for the message counts: a record that names
+// another message's file (an index out of step with the disk) must never
+// lend that body to g; the body is then fetched from the peer instead.
+func (r *Replica) localFile(tx *bolt.Tx, g string, prefer model.MailboxGUID, size int64) string {
 	hits := findGUID(tx, g)
 	sort.SliceStable(hits, func(i, j int) bool { return hits[i].Box == prefer && hits[j].Box != prefer })
 	for _, h := range hits {
@@ -747,16 +774,24 @@ func (r *Replica) localFile(tx *bolt.Tx, g string, prefer model.MailboxGUID) str
 			continue
 		}
 		m, err := decodeMsg(v)
-		if err != nil || m.Held || m.File == "" {
+		if err != nil || m.Held || m.GUID != g {
 			continue
 		}
-		p := filepath.Join(r.loc.Root, b.Dir, subdir(m.New), m.File)
-		if _, err := os.Stat(p); err == nil {
-			return p
+		if !m.fileOK() {
+			r.log.Warn("index record names another message's file; not using it", "mailbox", b.Name, "uid", m.UID, "guid", m.GUID, "file", m.File)
+			continue
 		}
-		if p := findByBase(filepath.Join(r.loc.Root, b.Dir), baseOf(m.File)); p != "" {
-			return p
+		dir := filepath.Join(r.loc.Root, b.Dir)
+		p := filepath.Join(dir, subdir(m.New), m.File)
+		if _, err := os.Stat(p); err != nil {
+			if p = findByBase(dir, m.fileBase()); p == "" {
+				continue
+			}
 		}
+		if fi, err := os.Stat(p); err != nil || fi.Size() != size {
+			continue
+		}
+		return p
 	}
 	return ""
 }

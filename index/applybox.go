@@ -77,7 +77,18 @@ func validKeyword(n string) bool {
 
 // applyBox carries out the message work in one mailbox: the on-disk part
 // under Dovecot's lock, then the index part.
-func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.Adopt, tmp []string, res *ApplyResult) error {
+func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.Adopt, tmp []string, res *ApplyResult) (err error) {
+	var dir, name string
+	defer func() {
+		// A client deleted the mailbox (Dovecot removes the directory
+		// without the uidlist lock) while we worked in it: what we wrote
+		// there went with it and the index has not recorded it. The next
+		// sync sees why.
+		if err != nil && dir != "" && errors.Is(err, fs.ErrNotExist) && dirGone(dir) {
+			skip(res, "mailbox %q: gone during the sync", name)
+			err = nil
+		}
+	}()
 	srcGUID := bp.GUID
 	if adopt != nil {
 		srcGUID = adopt.From
@@ -89,8 +100,13 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	if box == nil {
 		return r.errf("", "plan for unknown mailbox %s", srcGUID)
 	}
-	name := box.Name
-	dir, err := r.locate(box)
+	name = box.Name
+	dir, err = r.locate(box)
+	if errors.Is(err, fs.ErrNotExist) && !box.Deleted && r.deletedInLog(box) {
+		// Deleted by a client since the scan: not made again here.
+		skip(res, "mailbox %q: deleted during the sync", name)
+		return nil
+	}
 	if errors.Is(err, fs.ErrNotExist) && !box.Deleted {
 		// Vanished since the scan, or never made: make it now.
 		dir = filepath.Join(r.loc.Root, box.Dir)
@@ -341,18 +357,68 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		expunged = append(expunged, e)
 	}
 
-	// 2. Moves (new UIDs for messages this side already has).
-	pending := map[uint32]maildir.UidRecord{}
+	// 2. Moves (new UIDs for messages this side already has). A move to a
+	// UID taken since the scan (Dovecot gave it to a new message) is not
+	// made, on disk or in the index: the message keeps its UID and the
+	// next sync plans again. Nor is a move to a UID that the message of a
+	// move not made still holds.
+	type moveCand struct {
+		mv  merge.Move
+		rec maildir.UidRecord
+	}
+	var cands []moveCand
+	to := map[uint32]bool{}
 	for _, mv := range bp.Moves {
 		rec, ok := recs[mv.From]
 		if !ok || guidOf(rec) != mv.GUID {
 			skip(res, "mailbox %q UID %d: message %s to renumber not found", name, mv.From, mv.GUID)
 			continue
 		}
-		delete(recs, mv.From)
-		rec.UID = mv.To
-		pending[mv.To] = rec
-		moved = append(moved, mv)
+		if to[mv.To] {
+			skip(res, "mailbox %q: two messages to renumber to UID %d", name, mv.To)
+			continue
+		}
+		to[mv.To] = true
+		cands = append(cands, moveCand{mv, rec})
+	}
+	accepted := make([]bool, len(cands))
+	for i := range accepted {
+		accepted[i] = true
+	}
+	for again := true; again; {
+		again = false
+		vacated := map[uint32]bool{}
+		for i, c := range cands {
+			if accepted[i] {
+				vacated[c.mv.From] = true
+			}
+		}
+		for i, c := range cands {
+			u := c.mv.To
+			if !accepted[i] || vacated[u] {
+				continue
+			}
+			if _, taken := recs[u]; taken || (!rewriting && u < diskNext && oldBy[u] == nil) {
+				skip(res, "mailbox %q: UID %d taken since the scan (message %s stays at UID %d)", name, u, c.mv.GUID, c.mv.From)
+				accepted[i] = false
+				again = true
+			}
+		}
+	}
+	for i, c := range cands {
+		if accepted[i] {
+			delete(recs, c.mv.From)
+		}
+	}
+	pending := map[uint32]maildir.UidRecord{}
+	for i, c := range cands {
+		if !accepted[i] {
+			continue
+		}
+		rec := c.rec
+		rec.UID = c.mv.To
+		recs[c.mv.To] = rec
+		moved = append(moved, c.mv)
 		res.Moved++
 	}
 	if bp.Reset {
@@ -373,7 +439,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 				if old != nil {
 					m.Mtime, m.Size = old.Mtime, old.Size
 				}
-				m.File = rec.FileName
+				m.File, m.Base = rec.FileName, baseOf(rec.FileName) // this side's file
 				added = append(added, m)
 				if tmp[i] != "" {
 					os.Remove(tmp[i])
@@ -392,8 +458,8 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			bp.Flags = append(bp.Flags, merge.FlagSet{UID: m.UID, GUID: m.GUID, Flags: m.Flags})
 		}
 	}
-	for u, rec := range pending {
-		if _, taken := recs[u]; taken || (!rewriting && u < diskNext && oldBy[u] == nil && !movedFrom(moved, u)) {
+	for u, rec := range pending { // a reset's kept messages (recs is empty)
+		if _, taken := recs[u]; taken {
 			skip(res, "mailbox %q: UID %d taken since the scan", name, u)
 			continue
 		}
@@ -477,7 +543,11 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			base = a.Msg.GUID
 		}
 		if fn, err := maildir.ParseFileName(base); err != nil || fn.Base != base || inList[base] || files[base] != nil {
-			base = maildir.NewBase(time.Now(), r.nextSeq(), r.opt.Hostname, a.Msg.Size, a.Msg.VSize)
+			vsize := a.Msg.VSize
+			if vsize <= 0 {
+				vsize = -1 // unknown: no ,W= (W=0 makes Dovecot serve an empty body)
+			}
+			base = maildir.NewBase(time.Now(), r.nextSeq(), r.opt.Hostname, a.Msg.Size, vsize)
 		}
 		var fl maildir.Flags
 		var bits uint32
@@ -619,6 +689,9 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 					if src == nil {
 						continue // the next scan picks it up
 					}
+					if src.fileBase() != baseOf(rec.FileName) {
+						continue // another message's file: the next scan reads it
+					}
 					c := *src
 					m = &c
 					m.UID = rec.UID
@@ -716,15 +789,6 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		return putBox(tx, b)
 	})
 	return r.wrap(name, err)
-}
-
-func movedFrom(moved []merge.Move, u uint32) bool {
-	for _, m := range moved {
-		if m.From == u {
-			return true
-		}
-	}
-	return false
 }
 
 func (r *Replica) nextSeq() uint64 {

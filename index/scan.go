@@ -613,7 +613,12 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 		// UID changed hands, or vanished, while its message lives on at
 		// another UID was renumbered (an interrupted apply, or Dovecot), not
 		// expunged.
-		guids := messageGUIDs(ul.Records, func(base string) bool { return files[base] != nil })
+		guids := messageGUIDs(ul.Records, func(base string) bool { return files[base] != nil }, func(uid uint32, base string) string {
+			if m := oldBy[uid]; m != nil && m.fileBase() == base {
+				return m.GUID
+			}
+			return ""
+		})
 		liveAt := map[string]uint32{}
 		for uid, g := range guids {
 			liveAt[g] = uid
@@ -676,6 +681,14 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 				}
 				changed = true
 				continue
+			}
+			if om.fileBase() != base {
+				// Another file at the same UID and GUID (never made by
+				// Dovecot or twinbox; an index out of step): it is this one.
+				om.Base = ""
+				if base != guid {
+					om.Base = base
+				}
 			}
 			ch, err := r.refreshKnown(tx, bt, om, f, want, kw)
 			if err != nil {
@@ -748,37 +761,59 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 }
 
 // messageGUIDs gives each uidlist record whose file exists (has(base))
-// its message GUID: the record's G field, else its base name. Dovecot
-// copies a message within one mailbox as a new file whose G field names the
-// original, so one GUID can stand for two files of a mailbox; but a GUID
-// names one message per mailbox. Among the records that share a GUID the
-// file whose base name is that GUID keeps it (else the lowest UID), and each
-// of the others is known by its own base name, unique in the mailbox. A
-// record whose base name is taken as well (by another record's G field) is
-// left out.
-func messageGUIDs(recs []maildir.UidRecord, has func(base string) bool) map[uint32]string {
+// its message GUID. A record the index already knows (known returns the
+// GUID recorded for that UID and file base, "" if none) keeps that GUID:
+// a message's GUID never changes while it lives at one UID. Any other
+// record gets its G field, else its base name. Dovecot copies a message
+// within one mailbox as a new file whose G field names the original, so
+// one GUID can stand for two files of a mailbox; but a GUID names one
+// message per mailbox. Among the new records that share a GUID not taken
+// yet, the file whose base name is that GUID gets it (else the lowest UID),
+// and each of the others is known by its own base name, unique in the
+// mailbox, or, where that is another record's GUID too, by its base name
+// and UID.
+//
+// Without the index's memory the GUID of a copy would depend on whether
+// its original is still there: expunging the original would turn the copy
+// into the original at the copy's UID.
+func messageGUIDs(recs []maildir.UidRecord, has func(base string) bool, known func(uid uint32, base string) string) map[uint32]string {
 	type cand struct {
 		uid        uint32
 		base, guid string
 	}
+	out := map[uint32]string{}
+	taken := map[string]bool{}
 	var cs []cand
-	groups := map[string][]int{}
 	for _, rec := range recs {
 		base := baseOf(rec.FileName)
 		if !has(base) {
+			continue
+		}
+		if g := known(rec.UID, base); g != "" && !taken[g] {
+			out[rec.UID] = g
+			taken[g] = true
 			continue
 		}
 		g := base
 		if v, ok := rec.Get('G'); ok && v != "" {
 			g = v
 		}
-		groups[g] = append(groups[g], len(cs))
 		cs = append(cs, cand{rec.UID, base, g})
 	}
-	out := make(map[uint32]string, len(cs))
-	taken := map[string]bool{}
+	groups := map[string][]int{}
+	var order []string
+	for i, c := range cs {
+		if _, ok := groups[c.guid]; !ok {
+			order = append(order, c.guid)
+		}
+		groups[c.guid] = append(groups[c.guid], i)
+	}
 	keeper := map[int]bool{}
-	for g, idx := range groups {
+	for _, g := range order {
+		if taken[g] {
+			continue // the index knows another message by it
+		}
+		idx := groups[g]
 		k := idx[0]
 		for _, i := range idx {
 			if cs[i].uid < cs[k].uid {
@@ -803,9 +838,20 @@ func messageGUIDs(recs []maildir.UidRecord, has func(base string) bool) map[uint
 	}
 	sort.Slice(rest, func(a, b int) bool { return cs[rest[a]].uid < cs[rest[b]].uid })
 	for _, i := range rest {
-		if c := cs[i]; !taken[c.base] {
-			out[c.uid] = c.base
-			taken[c.base] = true
+		c := cs[i]
+		g := c.base
+		if taken[g] {
+			// Its base name is another message's GUID too: Dovecot's COPY
+			// or MOVE into another mailbox keeps the base name, so a
+			// message moved out and back in again comes back under its
+			// old name while a copy made meanwhile holds its GUID. A GUID
+			// of its own, unique in the mailbox (and kept by the index).
+			suffix := fmt.Sprintf("-u%d", c.uid)
+			g = c.base[:min(len(c.base), 255-len(suffix))] + suffix // a GUID is at most 255 bytes
+		}
+		if !taken[g] {
+			out[c.uid] = g
+			taken[g] = true
 		}
 	}
 	return out

@@ -240,7 +240,7 @@ func (r *Replica) bodyPaths(refs []replica.BodyRef) []string {
 				continue
 			}
 			if v := bb.uid.Get(u32(ref.UID)); v != nil {
-				if m, err := decodeMsg(v); err == nil && m.GUID == ref.GUID && !m.Held && m.File != "" {
+				if m, err := decodeMsg(v); err == nil && m.GUID == ref.GUID && !m.Held && m.fileOK() {
 					out[i] = filepath.Join(r.loc.Root, b.Dir, subdir(m.New), m.File)
 				}
 			}
@@ -274,14 +274,14 @@ func (r *Replica) OpenBody(ref replica.BodyRef) (*os.File, error) {
 		if b, err := getBox(tx, ref.Box); err == nil && b != nil {
 			if bb, _ := buckets(tx, ref.Box, false); bb != nil {
 				if v := bb.uid.Get(u32(ref.UID)); v != nil {
-					if m, err := decodeMsg(v); err == nil && m.GUID == ref.GUID && !m.Held {
+					if m, err := decodeMsg(v); err == nil && m.GUID == ref.GUID && !m.Held && m.fileOK() {
 						dir := filepath.Join(r.loc.Root, b.Dir)
 						p := filepath.Join(dir, subdir(m.New), m.File)
 						if _, err := os.Stat(p); err == nil {
 							path = p
 							return nil
 						}
-						if p := findByBase(dir, baseOf(m.File)); p != "" {
+						if p := findByBase(dir, m.fileBase()); p != "" {
 							path = p
 							return nil
 						}
@@ -289,7 +289,7 @@ func (r *Replica) OpenBody(ref replica.BodyRef) (*os.File, error) {
 				}
 			}
 		}
-		path = r.localFile(tx, ref.GUID, ref.Box)
+		path = r.localFile(tx, ref.GUID, ref.Box, ref.Size)
 		return nil
 	})
 	if err != nil {

@@ -68,6 +68,22 @@ type Msg struct {
 	File string `json:"file,omitempty"` // last known file name (cur/ or new/)
 }
 
+// fileBase is the base name of the message's file on this replica: Base
+// (set when the file is not named by the GUID), else the GUID.
+func (m *Msg) fileBase() string {
+	if m.Base != "" {
+		return m.Base
+	}
+	return m.GUID
+}
+
+// fileOK reports whether the recorded file name is the message's own (its
+// base is the message's): a record naming another message's file must
+// never serve a body.
+func (m *Msg) fileOK() bool {
+	return m.File != "" && baseOf(m.File) == m.fileBase()
+}
+
 // Store is an open index. It holds the replica's lock until Close.
 type Store struct {
 	db      *bolt.DB

@@ -186,17 +186,19 @@ func tryLock(lockPath string) (*Dotlock, error) {
 	}
 	_, err = f.WriteString(token)
 	if err == nil {
+		// Run as root, give the lock to the mailbox's owner before it
+		// exists under its name: a Dovecot waiting for it watches it with
+		// inotify, which a root-owned 0600 file refuses ("Permission
+		// denied" in Dovecot's log).
+		err = chownLike(tmp, "", filepath.Dir(lockPath))
+	}
+	if err == nil {
 		err = os.Link(tmp, lockPath)
 	}
 	os.Remove(tmp)
 	if err != nil {
 		f.Close()
 		return nil, err
-	}
-	if err == nil {
-		// Run as root, give the lock to the mailbox's owner: Dovecot
-		// watches the lock file with inotify while it waits.
-		err = chownLike(lockPath, "", filepath.Dir(lockPath))
 	}
 	var fi os.FileInfo
 	if err == nil {
