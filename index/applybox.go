@@ -477,6 +477,11 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		if err != nil || b == nil {
 			return fmt.Errorf("mailbox %s left the index: %v", box.GUID, err)
 		}
+		var born int64
+		for _, m := range added {
+			born = max(born, m.Born)
+		}
+		r.store.observe(tx, born)
 		if rewriting {
 			// New identity or a full rewrite: rebuild the records from what
 			// is now on disk.
@@ -552,7 +557,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			return err
 		}
 		for _, e := range expunged {
-			if err := bt.drop(e.UID, &model.Tombstone{GUID: e.GUID, T: r.store.stamp(tx, 0)}); err != nil {
+			if err := bt.drop(e.UID, &model.Tombstone{GUID: e.GUID, Born: e.Born, T: r.store.stamp(tx, 0)}); err != nil {
 				return err
 			}
 		}

@@ -159,6 +159,24 @@ func (s *Store) stamp(tx *bolt.Tx, prev int64) int64 {
 	return t
 }
 
+// observe moves the hybrid clock to at least t (a stamp that came from a
+// peer), so that every later local stamp orders after it: a copy a client
+// puts back after an instance arrived is born after that instance, whatever
+// the clocks of the hosts say.
+func (s *Store) observe(tx *bolt.Tx, t int64) {
+	m := tx.Bucket(bMeta)
+	var last int64
+	if v := m.Get([]byte("hlc")); len(v) == 8 {
+		last = int64(binary.BigEndian.Uint64(v))
+	}
+	if t <= last {
+		return
+	}
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(t))
+	_ = m.Put([]byte("hlc"), b[:])
+}
+
 func u32(v uint32) []byte {
 	var b [4]byte
 	binary.BigEndian.PutUint32(b[:], v)
@@ -339,8 +357,10 @@ func (t *boxTx) drop(uid uint32, tomb *model.Tombstone) error {
 	if tomb == nil {
 		return nil
 	}
-	if old != nil && tomb.MovedTo == 0 && !tomb.Lost && tomb.Born == 0 {
-		tomb.Born = old.Born // the instance this expunge kills
+	if old != nil && tomb.MovedTo == 0 && !tomb.Lost && (tomb.Born == 0 || (old.Born != 0 && old.Born < tomb.Born)) {
+		// The instance this expunge kills; an expunge that came from a
+		// peer keeps the lower of its Born and the local record's.
+		tomb.Born = old.Born
 	}
 	if v := t.bb.tomb.Get(u32(uid)); v != nil {
 		var ot model.Tombstone

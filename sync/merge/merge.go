@@ -294,7 +294,12 @@ type inst struct {
 	void    bool // UID does not count
 	implied bool // not reported: known to equal the other side's record
 	killed  bool
-	final   uint32
+	// killBorn is the Born of the expunge that killed the instance by
+	// its stamp: the tombstone this side records takes it, so that a
+	// local stamp newer than the expunged instance (a record the scan
+	// re-made after a killed apply) never widens the expunge.
+	killBorn int64
+	final    uint32
 }
 
 func newSideBox() *sideBox {
@@ -435,13 +440,16 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 				in.killed = true
 				continue
 			}
-			// Not yet: killing every instance born at or before the expunged
-			// one (to reach copies renumbered elsewhere) lost mail in the
-			// crash tests (integration.TestCrashKillClient), through false
-			// expunge tombstones the scan made after a killed apply (fixed
-			// since: index/scan.go retires such records as renumbered).
-			// Born is kept and carried; the rule waits for a re-run of the
-			// crash and three-replica property tests.
+			// The instance the tombstone names, wherever it lives now: every
+			// instance of the GUID born at or before the expunged one (a
+			// copy renumbered by another pair's sync reaches a third
+			// replica as a plain add, with its Born but without the
+			// renumbering record). A copy a client put back later has a
+			// later Born and survives. Unknown (0) stamps never kill.
+			if tb := sb[o].born[g]; tb != 0 && in.msg.Born != 0 && in.msg.Born <= tb {
+				in.killed, in.killBorn = true, tb
+				continue
+			}
 			for _, u0 := range uids {
 				if reaches(u0, in.msg.UID, sb[0].moved, sb[1].moved) {
 					in.killed = true
@@ -620,7 +628,7 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 }
 
 func addExpunge(bp *BoxPlan, in *inst) {
-	e := Expunge{UID: in.msg.UID, GUID: in.msg.GUID}
+	e := Expunge{UID: in.msg.UID, GUID: in.msg.GUID, Born: in.killBorn}
 	if in.msg.Held {
 		bp.Release = append(bp.Release, e)
 	} else {

@@ -143,10 +143,13 @@ type FlagSet struct {
 	Flags model.Flags
 }
 
-// Expunge removes the message at UID.
+// Expunge removes the message at UID. Born, when not 0, is the Born of
+// the expunge that killed it (the tombstone the side records takes it
+// instead of the local record's, when lower).
 type Expunge struct {
 	UID  uint32
 	GUID string
+	Born int64 `json:",omitempty"`
 }
 
 // Empty reports whether the side has nothing to do.
