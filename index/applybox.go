@@ -496,7 +496,9 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 				if err := tx.Bucket(bBoxes).Delete(adopt.From[:]); err != nil {
 					return err
 				}
-				_ = tx.Bucket(bMsgs).DeleteBucket(adopt.From[:])
+				if err := dropBoxBuckets(tx, adopt.From); err != nil {
+					return err
+				}
 				if nb, err := getBox(tx, adopt.To); err == nil && nb != nil {
 					// The index knew the winner (missing here): its
 					// tombstones stay.

@@ -34,6 +34,11 @@ var (
 	bSubs  = []byte("subs")
 	bPeers = []byte("peers")
 	bGUIDs = []byte("guids")
+	// bTGUIDs finds a message GUID's expunge tombstones: key msgGUID \0
+	// boxGUID uid(4 bytes), no value. Added within format "2": an index
+	// without it gets it built at open. Entries are hints, checked against
+	// the tombstone itself when read.
+	bTGUIDs = []byte("tguids")
 
 	bUID  = []byte("uid")
 	bMod  = []byte("mod")
@@ -96,6 +101,11 @@ func openStore(path string, timeout time.Duration) (*Store, error) {
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bMeta, bBoxes, bMsgs, bSubs, bPeers, bGUIDs} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		if tx.Bucket(bTGUIDs) == nil {
+			if err := buildTGUIDs(tx); err != nil {
 				return err
 			}
 		}
@@ -339,8 +349,108 @@ func (t *boxTx) put(m *Msg) error {
 	if err := t.bb.mod.Put(u64(m.Modseq), u32(m.UID)); err != nil {
 		return err
 	}
-	_ = t.bb.tomb.Delete(u32(m.UID))
+	if v := t.bb.tomb.Get(u32(m.UID)); v != nil {
+		t.unindexTomb(m.UID, v)
+		_ = t.bb.tomb.Delete(u32(m.UID))
+	}
 	return t.tx.Bucket(bGUIDs).Put(guidKey(m.GUID, t.box.GUID, m.UID), nil)
+}
+
+// unindexTomb removes the tombstone v at uid from the GUID index. (Its
+// modseq entry stays: Changes skips entries whose tombstone is gone.)
+func (t *boxTx) unindexTomb(uid uint32, v []byte) {
+	var ot model.Tombstone
+	if json.Unmarshal(v, &ot) == nil && isExpunge(&ot) {
+		_ = t.tx.Bucket(bTGUIDs).Delete(guidKey(ot.GUID, t.box.GUID, uid))
+	}
+}
+
+func isExpunge(t *model.Tombstone) bool { return t.MovedTo == 0 && !t.Lost }
+
+// buildTGUIDs makes the tombstone GUID index of an index written before it
+// existed.
+func buildTGUIDs(tx *bolt.Tx) error {
+	tg, err := tx.CreateBucket(bTGUIDs)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bMsgs).ForEach(func(k, _ []byte) error {
+		if len(k) != 16 {
+			return nil
+		}
+		var g model.MailboxGUID
+		copy(g[:], k)
+		tombs, err := loadTombs(tx, g)
+		if err != nil {
+			return err
+		}
+		for _, t := range tombs {
+			if isExpunge(&t) {
+				if err := tg.Put(guidKey(t.GUID, g, t.UID), nil); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// dropBoxBuckets deletes a mailbox's records and tombstones and their GUID
+// index entries.
+func dropBoxBuckets(tx *bolt.Tx, g model.MailboxGUID) error {
+	bb, err := buckets(tx, g, false)
+	if err != nil || bb == nil {
+		return err
+	}
+	gi, tg := tx.Bucket(bGUIDs), tx.Bucket(bTGUIDs)
+	if err := bb.uid.ForEach(func(k, v []byte) error {
+		if m, err := decodeMsg(v); err == nil {
+			_ = gi.Delete(guidKey(m.GUID, g, m.UID))
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := bb.tomb.ForEach(func(k, v []byte) error {
+		var t model.Tombstone
+		if json.Unmarshal(v, &t) == nil && isExpunge(&t) {
+			_ = tg.Delete(guidKey(t.GUID, g, t.UID))
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	return tx.Bucket(bMsgs).DeleteBucket(g[:])
+}
+
+// expungesOf returns the expunge tombstones of message GUID mg in mailbox g.
+func expungesOf(tx *bolt.Tx, g model.MailboxGUID, mg string) ([]model.Tombstone, error) {
+	tg := tx.Bucket(bTGUIDs)
+	if tg == nil {
+		return nil, nil
+	}
+	bb, err := buckets(tx, g, false)
+	if err != nil || bb == nil {
+		return nil, err
+	}
+	prefix := make([]byte, 0, len(mg)+1+16)
+	prefix = append(append(append(prefix, mg...), 0), g[:]...)
+	var out []model.Tombstone
+	c := tg.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && len(k) == len(prefix)+4 && string(k[:len(prefix)]) == string(prefix); k, _ = c.Next() {
+		v := bb.tomb.Get(k[len(prefix):])
+		if v == nil {
+			continue
+		}
+		var t model.Tombstone
+		if err := json.Unmarshal(v, &t); err != nil {
+			return nil, fmt.Errorf("mailbox %s tombstone: %w", g, err)
+		}
+		if isExpunge(&t) && t.GUID == mg {
+			out = append(out, t)
+		}
+	}
+	return out, nil
 }
 
 // drop removes the message at uid and, unless tomb is nil, records tomb.
@@ -366,6 +476,9 @@ func (t *boxTx) drop(uid uint32, tomb *model.Tombstone) error {
 		var ot model.Tombstone
 		if json.Unmarshal(v, &ot) == nil {
 			_ = t.bb.tmod.Delete(u64(ot.Modseq))
+			if isExpunge(&ot) {
+				_ = t.tx.Bucket(bTGUIDs).Delete(guidKey(ot.GUID, t.box.GUID, uid))
+			}
 		}
 	}
 	t.box.Modseq++
@@ -377,6 +490,11 @@ func (t *boxTx) drop(uid uint32, tomb *model.Tombstone) error {
 	}
 	if err := t.bb.tomb.Put(u32(uid), v); err != nil {
 		return err
+	}
+	if isExpunge(tomb) {
+		if err := t.tx.Bucket(bTGUIDs).Put(guidKey(tomb.GUID, t.box.GUID, uid), nil); err != nil {
+			return err
+		}
 	}
 	return t.bb.tmod.Put(u64(tomb.Modseq), u32(uid))
 }
