@@ -609,10 +609,19 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 				}
 			}
 		}
+		refilled := false
 		for _, m := range added {
+			refilled = refilled || bt.lostAt(m.UID, m.GUID)
 			if err := bt.put(m); err != nil {
 				return err
 			}
+		}
+		if refilled {
+			// A message lost with the mailbox's directory is back. Other
+			// peers' saved state may say that this replica and they agree
+			// below their common UIDNEXT, and this UID was Lost here then
+			// (while the peer may have nothing there): that state is stale.
+			b.Epoch = randomUint64()
 		}
 		b.UIDNext = max(b.UIDNext, nu.NextUID)
 		b.Messages = len(nu.Records)

@@ -356,6 +356,16 @@ func (t *boxTx) put(m *Msg) error {
 	return t.tx.Bucket(bGUIDs).Put(guidKey(m.GUID, t.box.GUID, m.UID), nil)
 }
 
+// lostAt reports whether uid holds a Lost tombstone of message g.
+func (t *boxTx) lostAt(uid uint32, g string) bool {
+	v := t.bb.tomb.Get(u32(uid))
+	if v == nil {
+		return false
+	}
+	var ot model.Tombstone
+	return json.Unmarshal(v, &ot) == nil && ot.Lost && ot.GUID == g
+}
+
 // unindexTomb removes the tombstone v at uid from the GUID index. (Its
 // modseq entry stays: Changes skips entries whose tombstone is gone.)
 func (t *boxTx) unindexTomb(uid uint32, v []byte) {

@@ -551,6 +551,11 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 		// Deleted on purpose and nothing the deleter never saw survives.
 		for s := 0; s < 2; s++ {
 			if bx.alive(s) {
+				if r := bx.rec[s]; r != nil && !r.Deleted && r.Name != bx.name {
+					// Out of the way first: its directory may hold a name
+					// that a mailbox created by this plan takes.
+					plan.Sides[s].Renames = append(plan.Sides[s].Renames, MailboxOp{GUID: bx.guid, Name: bx.name, NameT: bx.nameT, UIDValidity: bx.uidv})
+				}
 				bp := BoxPlan{GUID: bx.guid}
 				for _, g := range sortedKeys(sb[s].guids) {
 					addExpunge(&bp, sb[s].guids[g])
