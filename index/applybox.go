@@ -493,10 +493,15 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 				return err
 			}
 			if adopt != nil && adopt.From != adopt.To {
-				if err := tx.Bucket(bBoxes).Delete(adopt.From[:]); err != nil {
-					return err
-				}
-				if err := dropBoxBuckets(tx, adopt.From); err != nil {
+				// The loser's GUID stays as an alias of the winner, with its
+				// expunge tombstones: a third replica that still holds it is
+				// merged into the winner too, and what was expunged here
+				// under it stays expunged.
+				alias := *b
+				alias.Deleted, alias.DeletedT, alias.Missing, alias.MergedInto = true, r.store.stamp(tx, b.NameT), false, adopt.To
+				alias.Messages, alias.Held, alias.Keywords, alias.Stamp, alias.Dir = 0, 0, nil, Stamp{}, ""
+				alias.Epoch = randomUint64()
+				if err := putBox(tx, &alias); err != nil {
 					return err
 				}
 				if nb, err := getBox(tx, adopt.To); err == nil && nb != nil {

@@ -445,7 +445,7 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 		if box.Deleted {
 			box.Revived = r.lastDelete(box.GUID)
 		}
-		box.Deleted, box.Missing, box.DeletedT = false, false, 0
+		box.Deleted, box.Missing, box.DeletedT, box.MergedInto = false, false, 0, model.MailboxGUID{}
 		box.Epoch = randomUint64()
 		changed = true
 	}

@@ -405,34 +405,6 @@ func buildTGUIDs(tx *bolt.Tx) error {
 	})
 }
 
-// dropBoxBuckets deletes a mailbox's records and tombstones and their GUID
-// index entries.
-func dropBoxBuckets(tx *bolt.Tx, g model.MailboxGUID) error {
-	bb, err := buckets(tx, g, false)
-	if err != nil || bb == nil {
-		return err
-	}
-	gi, tg := tx.Bucket(bGUIDs), tx.Bucket(bTGUIDs)
-	if err := bb.uid.ForEach(func(k, v []byte) error {
-		if m, err := decodeMsg(v); err == nil {
-			_ = gi.Delete(guidKey(m.GUID, g, m.UID))
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	if err := bb.tomb.ForEach(func(k, v []byte) error {
-		var t model.Tombstone
-		if json.Unmarshal(v, &t) == nil && isExpunge(&t) {
-			_ = tg.Delete(guidKey(t.GUID, g, t.UID))
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	return tx.Bucket(bMsgs).DeleteBucket(g[:])
-}
-
 // expungesOf returns the expunge tombstones of message GUID mg in mailbox g.
 func expungesOf(tx *bolt.Tx, g model.MailboxGUID, mg string) ([]model.Tombstone, error) {
 	tg := tx.Bucket(bTGUIDs)

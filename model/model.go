@@ -199,6 +199,11 @@ type Mailbox struct {
 	// Missing marks a live mailbox whose directory vanished without a
 	// recorded delete: its contents were reset and it will be refilled.
 	Missing bool `json:"missing,omitempty"`
+	// MergedInto, on a Deleted record, says that this replica adopted the
+	// mailbox into another one (contract §3.4): the GUID is an alias of
+	// that mailbox, and a peer still holding it merges it there too. The
+	// record keeps the mailbox's expunge tombstones.
+	MergedInto MailboxGUID `json:"merged_into,omitzero"`
 }
 
 // Subscription is one name's subscribed/unsubscribed register.

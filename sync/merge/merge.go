@@ -146,11 +146,37 @@ func resolveMailboxes(sides [2]*Side, plan *Plan) []*box {
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].guid.Less(all[j].guid) })
 
+	// Aliases: a mailbox one side merged into another (MergedInto) that
+	// the other side still holds is merged into the same one there, when
+	// that side does not hold the winner live (else the rules below apply).
+	var merged []*box
+	isMerged := map[*box]bool{}
+	for _, bx := range all {
+		for s := 0; s < 2; s++ {
+			o := 1 - s
+			r, l := bx.rec[s], bx.rec[o]
+			if r == nil || r.MergedInto.IsZero() || l == nil || l.Deleted || isMerged[bx] || len(bx.losersOf()) > 0 {
+				continue
+			}
+			k := aliasTarget(byGUID, s, r.MergedInto)
+			if k == nil || k == bx || isMerged[k] || k.losers[o] != nil {
+				continue
+			}
+			if kr := k.rec[o]; kr != nil && !kr.Deleted && !kr.Missing {
+				continue
+			}
+			k.losers[o] = l
+			isMerged[bx] = true
+			merged = append(merged, bx)
+			plan.Merged = append(plan.Merged, fmt.Sprintf("%s %s -> %s (alias)", l.Name, bx.guid, k.guid))
+		}
+	}
+
 	// Name collisions among mailboxes that are (or may stay) alive.
 	groups := map[string][]*box{}
 	var names []string
 	for _, bx := range all {
-		if !bx.alive(0) && !bx.alive(1) {
+		if isMerged[bx] || (!bx.alive(0) && !bx.alive(1)) {
 			continue
 		}
 		if groups[bx.name] == nil {
@@ -163,7 +189,6 @@ func resolveMailboxes(sides [2]*Side, plan *Plan) []*box {
 	for _, bx := range all {
 		used[bx.name] = true
 	}
-	var merged []*box
 	for _, n := range names {
 		g := groups[n]
 		if len(g) < 2 {
@@ -211,19 +236,46 @@ func resolveMailboxes(sides [2]*Side, plan *Plan) []*box {
 			bx.nameT = maxT(bx) + 1
 		}
 	}
+	for _, m := range merged {
+		isMerged[m] = true
+	}
 	out := all[:0]
 	for _, bx := range all {
-		isMerged := false
-		for _, m := range merged {
-			if m == bx {
-				isMerged = true
-			}
-		}
-		if !isMerged {
+		if !isMerged[bx] {
 			out = append(out, bx)
 		}
 	}
 	return out
+}
+
+func (b *box) losersOf() []*model.Mailbox {
+	var out []*model.Mailbox
+	for s := 0; s < 2; s++ {
+		if b.losers[s] != nil {
+			out = append(out, b.losers[s])
+		}
+	}
+	return out
+}
+
+// aliasTarget follows side s's MergedInto records from g to a mailbox that
+// is live on s (at most 16 hops).
+func aliasTarget(byGUID map[model.MailboxGUID]*box, s int, g model.MailboxGUID) *box {
+	for i := 0; i < 16; i++ {
+		bx := byGUID[g]
+		if bx == nil || bx.rec[s] == nil {
+			return nil
+		}
+		r := bx.rec[s]
+		if !r.Deleted {
+			return bx
+		}
+		if r.MergedInto.IsZero() {
+			return nil
+		}
+		g = r.MergedInto
+	}
+	return nil
 }
 
 func uidsUsed(bx *box) uint32 {
@@ -252,7 +304,7 @@ func maxT(bx *box) int64 {
 func mergeable(keeper, loser *box) (int, bool) {
 	for s := 0; s < 2; s++ {
 		o := 1 - s
-		if !(loser.has(s) && !loser.has(o)) || loser.rec[s].Deleted || keeper.losers[s] != nil {
+		if !(loser.has(s) && !loser.has(o)) || loser.rec[s].Deleted || keeper.losers[s] != nil || len(loser.losersOf()) > 0 {
 			continue
 		}
 		k := keeper.rec[s]
@@ -370,6 +422,17 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 						if t.MovedTo == 0 && !t.Lost {
 							sb[s].exp[t.GUID] = append(sb[s].exp[t.GUID], 0)
 						}
+					}
+				}
+			}
+		}
+		if l := bx.losers[1-s]; l != nil {
+			// The other side's loser is an alias here: what this side
+			// expunged under that GUID kills the other side's copies.
+			if c := sides[s].Contents[l.GUID]; c != nil {
+				for _, t := range c.Tombstones {
+					if t.MovedTo == 0 && !t.Lost {
+						sb[s].exp[t.GUID] = append(sb[s].exp[t.GUID], 0)
 					}
 				}
 			}

@@ -5,10 +5,12 @@ package session_test
 // the seed that found it.
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/twinbox-mail/twinbox/internal/testmail"
@@ -68,4 +70,56 @@ func TestRefillFromThirdReplicaReachesPeer(t *testing.T) {
 	settle(t, a, b)
 	settle(t, b, c)
 	settle(t, a, c)
+}
+
+// A mailbox merged into another (the same name created on two replicas)
+// leaves an alias on the side that adopted it: a third replica that still
+// holds the old GUID is merged into the same winner, and a message
+// expunged under the old GUID before the merge stays expunged (the
+// adopting side used to drop the old GUID's tombstones).
+func TestMergedMailboxAliasReachesThirdReplica(t *testing.T) {
+	d := t.TempDir()
+	a, b, c := filepath.Join(d, "a"), filepath.Join(d, "b"), filepath.Join(d, "c")
+	b1 := testmail.Deliver(t, b, "Lists", "b1")
+	b2 := testmail.Deliver(t, b, "Lists", "b2")
+	sync2(t, b, c)
+	var onA []string
+	for i := 0; i < 3; i++ { // A's Lists has handed out more UIDs: it wins
+		onA = append(onA, testmail.Deliver(t, a, "Lists", fmt.Sprintf("a%d", i)))
+	}
+	testmail.Expunge(t, b, "Lists", b2)
+	s := sync2(t, a, b)
+	if len(s.Merged) == 0 {
+		t.Fatal("A's and B's Lists were not merged")
+	}
+	wantGUID := testmail.Uidlist(t, a, "Lists").GUID
+	s = sync2(t, b, c) // C still has B's old Lists, with b2
+	if len(s.Merged) == 0 || !strings.Contains(s.Merged[0], "alias") {
+		t.Fatalf("C's old Lists not merged through the alias: %v", s.Merged)
+	}
+	for i := 0; i < 2; i++ {
+		sync2(t, a, b)
+		sync2(t, b, c)
+		sync2(t, c, a)
+	}
+	settle(t, a, b)
+	settle(t, b, c)
+	settle(t, a, c)
+	for _, r := range []string{a, b, c} {
+		if got := testmail.Mailboxes(t, r); !reflect.DeepEqual(got, []string{"INBOX", "Lists"}) {
+			t.Fatalf("%s: mailboxes %v", r, got)
+		}
+		if g := testmail.Uidlist(t, r, "Lists").GUID; g != wantGUID {
+			t.Fatalf("%s: Lists has GUID %x, want %x", r, g, wantGUID)
+		}
+		files := testmail.Files(t, r, "Lists")
+		if slices.Contains(files, b2) {
+			t.Fatalf("%s: the message expunged before the merge is back", r)
+		}
+		for _, m := range append([]string{b1}, onA...) {
+			if !slices.Contains(files, m) {
+				t.Fatalf("%s: %s lost", r, m)
+			}
+		}
+	}
 }
