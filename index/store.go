@@ -449,9 +449,11 @@ func (t *boxTx) drop(uid uint32, tomb *model.Tombstone) error {
 	if tomb == nil {
 		return nil
 	}
-	if old != nil && tomb.MovedTo == 0 && !tomb.Lost && (tomb.Born == 0 || (old.Born != 0 && old.Born < tomb.Born)) {
-		// The instance this expunge kills; an expunge that came from a
-		// peer keeps the lower of its Born and the local record's.
+	if old != nil && (tomb.Born == 0 || (old.Born != 0 && old.Born < tomb.Born)) {
+		// The instance this tombstone retires (a peer that did not hear of
+		// it yet still holds that instance, and an implied record made
+		// from the tombstone carries its Born); an expunge that came from
+		// a peer keeps the lower of its Born and the local record's.
 		tomb.Born = old.Born
 	}
 	if v := t.bb.tomb.Get(u32(uid)); v != nil {

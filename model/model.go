@@ -172,7 +172,7 @@ type Message struct {
 type Tombstone struct {
 	UID     uint32 `json:"u"`
 	GUID    string `json:"g"`
-	Born    int64  `json:"bn,omitempty"` // Born of the expunged instance
+	Born    int64  `json:"bn,omitempty"` // Born of the instance it retired
 	MovedTo uint32 `json:"to,omitempty"`
 	Lost    bool   `json:"l,omitempty"`
 	Modseq  uint64 `json:"m,omitempty"`

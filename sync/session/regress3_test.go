@@ -123,3 +123,40 @@ func TestMergedMailboxAliasReachesThirdReplica(t *testing.T) {
 		}
 	}
 }
+
+// A renumbering tombstone carries the Born of the instance it retired: a
+// peer that has not heard of the renumbering still holds that instance
+// under the old UID (an implied record in an incremental sync), and an
+// expunge of the instance at its new UID must kill it there
+// (TWINBOX_PROP_REPLICAS=3 -rapid.seed=46366).
+func TestExpungeAfterRenumberReachesUnchangedPeer(t *testing.T) {
+	d := t.TempDir()
+	a, b, c := filepath.Join(d, "a"), filepath.Join(d, "b"), filepath.Join(d, "c")
+	testmail.Deliver(t, c, "INBOX", "common")
+	sync2(t, a, c)
+	sync2(t, b, c)
+	m := testmail.Deliver(t, c, "INBOX", "on C at UID 2")
+	sync2(t, b, c) // B and C: m at UID 2, saved state
+	testmail.Deliver(t, a, "INBOX", "on A at UID 2")
+	sync2(t, a, b) // UID 2 taken on both: m renumbered on B
+	testmail.Expunge(t, a, "INBOX", m)
+	sync2(t, a, b) // B expunges m at its new UID
+	sync2(t, b, c) // C still has m at UID 2, unchanged since its last sync with B
+	for _, r := range []string{b, c} {
+		if slices.Contains(testmail.Files(t, r, "INBOX"), m) {
+			t.Fatalf("%s: the expunged message is back", r)
+		}
+	}
+	for i := 0; i < 2; i++ {
+		sync2(t, a, b)
+		sync2(t, b, c)
+		sync2(t, c, a)
+	}
+	settle(t, a, b)
+	settle(t, b, c)
+	for _, r := range []string{a, b, c} {
+		if slices.Contains(testmail.Files(t, r, "INBOX"), m) {
+			t.Fatalf("%s: the expunged message is back", r)
+		}
+	}
+}
