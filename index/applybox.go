@@ -197,7 +197,17 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		}
 		recs[rec.UID] = rec
 	}
+	// Identities as the scan gives them (by file: moves change UIDs).
+	idOf := map[string]string{}
+	for i, id := range uidlistIDs(ul, files) {
+		if id != "" {
+			idOf[baseOf(ul.Records[i].FileName)] = id
+		}
+	}
 	guidOf := func(rec maildir.UidRecord) string {
+		if id, ok := idOf[baseOf(rec.FileName)]; ok {
+			return id
+		}
 		if g, ok := rec.Get('G'); ok && g != "" {
 			return g
 		}

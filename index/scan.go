@@ -378,6 +378,47 @@ func (r *Replica) deletedInLog(b *Box) bool {
 	return !deleteTime(recs, b).IsZero()
 }
 
+// uidlistIDs returns the message GUID of each uidlist record whose file
+// exists ("" for the others): its G field, else its base. One GUID on two
+// records (a client copied a message into a mailbox that holds it
+// already): the record whose file has that base keeps it, else the first;
+// the others fall back to their bases. A file listed twice counts once.
+func uidlistIDs(ul *maildir.Uidlist, files map[string]*diskFile) []string {
+	ids := make([]string, len(ul.Records))
+	owner := map[string]int{}
+	for i, rec := range ul.Records {
+		base := baseOf(rec.FileName)
+		if files[base] == nil {
+			continue
+		}
+		g := base
+		if v, ok := rec.Get('G'); ok && v != "" {
+			g = v
+		}
+		ids[i] = g
+		if o, ok := owner[g]; !ok || (baseOf(ul.Records[o].FileName) != g && base == g) {
+			owner[g] = i
+		}
+	}
+	taken := make(map[string]bool, len(ids))
+	for i, rec := range ul.Records {
+		g := ids[i]
+		if g == "" {
+			continue
+		}
+		if owner[g] != i {
+			g = baseOf(rec.FileName)
+		}
+		if taken[g] {
+			ids[i] = "" // the same file listed twice
+			continue
+		}
+		ids[i] = g
+		taken[g] = true
+	}
+	return ids
+}
+
 func baseOf(file string) string {
 	if i := strings.IndexByte(file, ':'); i >= 0 {
 		return file[:i]
@@ -532,18 +573,17 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 		// UID changed hands, or vanished, while its message lives on at
 		// another UID was renumbered (an interrupted apply, or Dovecot), not
 		// expunged.
+		//
+		// Identities: a message's GUID is its G field, else its base. One
+		// GUID on two records (a client copied a message into a mailbox
+		// that holds it already): the record whose file has that base
+		// keeps it, else the first; the others fall back to their bases.
+		// A file listed twice counts once.
+		ids := uidlistIDs(ul, files)
 		liveAt := map[string]uint32{}
-		for _, rec := range ul.Records {
-			base := baseOf(rec.FileName)
-			if files[base] == nil {
-				continue
-			}
-			g := base
-			if v, ok := rec.Get('G'); ok && v != "" {
-				g = v
-			}
-			if _, dup := liveAt[g]; !dup {
-				liveAt[g] = rec.UID
+		for i, rec := range ul.Records {
+			if ids[i] != "" {
+				liveAt[ids[i]] = rec.UID
 			}
 		}
 		retire := func(m *Msg) *model.Tombstone {
@@ -572,21 +612,13 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 			return nil
 		}
 		seen := map[uint32]bool{}
-		guidSeen := map[string]uint32{}
-		for _, rec := range ul.Records {
+		for i, rec := range ul.Records {
 			base := baseOf(rec.FileName)
 			f := files[base]
-			if f == nil {
+			guid := ids[i]
+			if f == nil || guid == "" {
 				continue
 			}
-			guid := base
-			if g, ok := rec.Get('G'); ok && g != "" {
-				guid = g
-			}
-			if _, dup := guidSeen[guid]; dup {
-				guid = base // the same GUID twice: the later one is its file
-			}
-			guidSeen[guid] = rec.UID
 			seen[rec.UID] = true
 			om := oldBy[rec.UID]
 			if kwSame && om != nil && om.GUID == guid && om.File == f.name && om.New == f.inNew && !om.Held {

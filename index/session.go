@@ -150,6 +150,9 @@ func (r *Replica) Changes(ctx context.Context, req replica.ChangesRequest) (map[
 			for _, t := range c.Tombstones {
 				have[t.UID] = true
 			}
+			for _, m := range c.Messages {
+				have[m.UID] = true
+			}
 			for _, g := range lk.Messages {
 				ts, err := expungesOf(tx, lk.GUID, g)
 				if err != nil {
@@ -159,6 +162,17 @@ func (r *Replica) Changes(ctx context.Context, req replica.ChangesRequest) (map[
 					if !have[t.UID] {
 						have[t.UID] = true
 						c.Tombstones = append(c.Tombstones, t)
+					}
+				}
+				// A copy held here unchanged, under another UID.
+				ms, err := recordsOf(tx, lk.GUID, g)
+				if err != nil {
+					return fmt.Errorf("mailbox %q: %w", b.Name, err)
+				}
+				for _, m := range ms {
+					if !have[m.UID] {
+						have[m.UID] = true
+						c.Messages = append(c.Messages, m)
 					}
 				}
 			}

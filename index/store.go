@@ -405,6 +405,32 @@ func buildTGUIDs(tx *bolt.Tx) error {
 	})
 }
 
+// recordsOf returns the records of message GUID mg in mailbox g.
+func recordsOf(tx *bolt.Tx, g model.MailboxGUID, mg string) ([]model.Message, error) {
+	bb, err := buckets(tx, g, false)
+	if err != nil || bb == nil {
+		return nil, err
+	}
+	prefix := make([]byte, 0, len(mg)+1+16)
+	prefix = append(append(append(prefix, mg...), 0), g[:]...)
+	var out []model.Message
+	c := tx.Bucket(bGUIDs).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && len(k) == len(prefix)+4 && string(k[:len(prefix)]) == string(prefix); k, _ = c.Next() {
+		v := bb.uid.Get(k[len(prefix):])
+		if v == nil {
+			continue
+		}
+		m, err := decodeMsg(v)
+		if err != nil {
+			return nil, fmt.Errorf("mailbox %s UID %d: %w", g, binary.BigEndian.Uint32(k[len(prefix):]), err)
+		}
+		if m.GUID == mg {
+			out = append(out, m.Message)
+		}
+	}
+	return out, nil
+}
+
 // expungesOf returns the expunge tombstones of message GUID mg in mailbox g.
 func expungesOf(tx *bolt.Tx, g model.MailboxGUID, mg string) ([]model.Tombstone, error) {
 	tg := tx.Bucket(bTGUIDs)

@@ -351,13 +351,14 @@ func lookups(c map[model.MailboxGUID]*merge.Contents, base map[model.MailboxGUID
 	return out
 }
 
-// addTombstones adds the tombstones of more to c, skipping UIDs c has.
+// addTombstones adds the records and tombstones of more to c, skipping
+// UIDs c has.
 func addTombstones(c, more map[model.MailboxGUID]*merge.Contents) map[model.MailboxGUID]*merge.Contents {
 	if c == nil {
 		c = map[model.MailboxGUID]*merge.Contents{}
 	}
 	for g, m := range more {
-		if m == nil || len(m.Tombstones) == 0 {
+		if m == nil || len(m.Tombstones)+len(m.Messages) == 0 {
 			continue
 		}
 		ct := c[g]
@@ -376,6 +377,12 @@ func addTombstones(c, more map[model.MailboxGUID]*merge.Contents) map[model.Mail
 			if !have[t.UID] {
 				have[t.UID] = true
 				ct.Tombstones = append(ct.Tombstones, t)
+			}
+		}
+		for _, x := range m.Messages {
+			if !have[x.UID] {
+				have[x.UID] = true
+				ct.Messages = append(ct.Messages, x)
 			}
 		}
 	}
