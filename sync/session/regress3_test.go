@@ -238,3 +238,34 @@ func TestChangesLookup(t *testing.T) {
 		t.Fatal("the expunge tombstone has no Born")
 	}
 }
+
+// A replica that never held a message, and got it from a third replica
+// after the expunge elsewhere, learns of the expunge at its next sync with
+// the replica that made it (per-GUID lookups: that replica reports its
+// expunge however old, though the pair's saved state says "nothing
+// changed there").
+func TestNeverHeldMessageMeetsOldExpunge(t *testing.T) {
+	d := t.TempDir()
+	a, b, c := filepath.Join(d, "a"), filepath.Join(d, "b"), filepath.Join(d, "c")
+	testmail.Deliver(t, a, "INBOX", "common")
+	sync2(t, a, b)
+	sync2(t, b, c)
+	m := testmail.Deliver(t, c, "INBOX", "on C")
+	sync2(t, a, c) // A gets m
+	testmail.Expunge(t, a, "INBOX", m)
+	sync2(t, a, b) // B never held m: nothing to learn
+	sync2(t, b, c) // B gets m from C
+	sync2(t, a, b) // A's expunge reaches B's copy
+	if slices.Contains(testmail.Files(t, b, "INBOX"), m) {
+		t.Fatal("B kept the message A expunged")
+	}
+	sync2(t, b, c)
+	for _, r := range []string{a, b, c} {
+		if slices.Contains(testmail.Files(t, r, "INBOX"), m) {
+			t.Fatalf("%s: the expunged message is back", r)
+		}
+	}
+	settle(t, a, b)
+	settle(t, b, c)
+	settle(t, a, c)
+}
