@@ -149,7 +149,7 @@ func resolveMailboxes(sides [2]*Side, plan *Plan) []*box {
 	// Aliases: a mailbox one side merged into another (MergedInto) that
 	// the other side still holds is merged into the same one there, when
 	// that side does not hold the winner live (else the rules below apply).
-	var merged []*box
+	var merged, aliased []*box
 	isMerged := map[*box]bool{}
 	for _, bx := range all {
 		for s := 0; s < 2; s++ {
@@ -166,6 +166,7 @@ func resolveMailboxes(sides [2]*Side, plan *Plan) []*box {
 				continue
 			}
 			k.losers[o] = l
+			aliased = append(aliased, k)
 			isMerged[bx] = true
 			merged = append(merged, bx)
 			plan.Merged = append(plan.Merged, fmt.Sprintf("%s %s -> %s (alias)", l.Name, bx.guid, k.guid))
@@ -238,6 +239,16 @@ func resolveMailboxes(sides [2]*Side, plan *Plan) []*box {
 	}
 	for _, m := range merged {
 		isMerged[m] = true
+	}
+	// A mailbox merged through an alias may sit under another name: it
+	// moves to the final name first (renames come first in an apply), out
+	// of the way of mailboxes the plan creates.
+	for _, k := range aliased {
+		for s := 0; s < 2; s++ {
+			if l := k.losers[s]; l != nil && model.NormName(l.Name) != k.name {
+				plan.Sides[s].Renames = append(plan.Sides[s].Renames, MailboxOp{GUID: l.GUID, Name: k.name, NameT: k.nameT, UIDValidity: l.UIDValidity})
+			}
+		}
 	}
 	out := all[:0]
 	for _, bx := range all {
