@@ -520,6 +520,15 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 			// replica as a plain add, with its Born but without the
 			// renumbering record). A copy a client put back later has a
 			// later Born and survives. Unknown (0) stamps never kill.
+			// The other side holding the GUID live at the same UID holds
+			// this very instance (a UID never names other content): its
+			// expunges named other instances. (Born stamps of a replica
+			// whose index was rebuilt are later than the real ones, and an
+			// instance killed and re-added from the peer leaves an expunge
+			// tombstone at its old UID.)
+			if oi, ok := sb[o].guids[g]; ok && !oi.void && oi.msg.UID == in.msg.UID {
+				continue
+			}
 			if tb := sb[o].born[g]; tb != 0 && in.msg.Born != 0 && in.msg.Born <= tb {
 				in.killed, in.killBorn = true, tb
 				continue
