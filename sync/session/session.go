@@ -119,7 +119,18 @@ func Run(ctx context.Context, a, b replica.Replica, opt Options) (*Summary, erro
 	}
 	sum.Mailboxes = len(keep)
 	reqA, reqB := changesRequest(boxesA, boxesB, sinceA), changesRequest(boxesB, boxesA, sinceB)
-	sum.Full = len(keep) - len(base)
+	// Compared in full: mailboxes without saved state that either side is
+	// asked for (not a mailbox deleted or merged away on one side that the
+	// other never knew).
+	full := map[model.MailboxGUID]bool{}
+	for _, r := range [...]replica.ChangesRequest{reqA, reqB} {
+		for _, bs := range r.Boxes {
+			if _, ok := base[bs.GUID]; !ok {
+				full[bs.GUID] = true
+			}
+		}
+	}
+	sum.Full = len(full)
 	ca, err := a.Changes(ctx, reqA)
 	if err != nil {
 		return nil, err
