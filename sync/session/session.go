@@ -327,13 +327,15 @@ func backupState(a, b []model.Mailbox, base map[model.MailboxGUID]uint32, sa, sb
 
 func changesRequest(own, other []model.Mailbox, since map[model.MailboxGUID]uint64) replica.ChangesRequest {
 	var req replica.ChangesRequest
-	otherHas := map[model.MailboxGUID]bool{}
+	otherLive := map[model.MailboxGUID]bool{}
 	for _, m := range other {
-		otherHas[m.GUID] = true
+		otherLive[m.GUID] = !m.Deleted
 	}
 	for _, m := range own {
-		if m.Deleted && !otherHas[m.GUID] {
-			continue // a delete the other side never knew of: nothing to say
+		if m.Deleted && !otherLive[m.GUID] {
+			// A delete (or a merge alias) the other side never knew of, or
+			// that it made too: nothing to say.
+			continue
 		}
 		s, ok := since[m.GUID]
 		if ok && s == m.Modseq {
