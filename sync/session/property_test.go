@@ -125,7 +125,7 @@ import (
 )
 
 const (
-	propChecks      = 2000
+	propChecks      = 1500
 	maxPropMessages = 40
 	tokenMarker     = "twinbox-prop-token:"
 )
