@@ -197,11 +197,19 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		}
 		recs[rec.UID] = rec
 	}
-	// Identities as the scan gives them (by file: moves change UIDs).
-	idOf := map[string]string{}
-	for i, id := range uidlistIDs(ul, files) {
-		if id != "" {
-			idOf[baseOf(ul.Records[i].FileName)] = id
+	// Identities as the scan gives them (by file: moves change UIDs); they
+	// differ from the G field only where a G field names another record's
+	// GUID, so without G fields the plain rule below is the scan's.
+	var idOf map[string]string
+	for _, rec := range ul.Records {
+		if _, ok := rec.Get('G'); ok {
+			idOf = map[string]string{}
+			for i, id := range uidlistIDs(ul, files) {
+				if id != "" {
+					idOf[baseOf(ul.Records[i].FileName)] = id
+				}
+			}
+			break
 		}
 	}
 	guidOf := func(rec maildir.UidRecord) string {

@@ -385,7 +385,25 @@ func (r *Replica) deletedInLog(b *Box) bool {
 // the others fall back to their bases. A file listed twice counts once.
 func uidlistIDs(ul *maildir.Uidlist, files map[string]*diskFile) []string {
 	ids := make([]string, len(ul.Records))
-	owner := map[string]int{}
+	var owner map[string]int
+	for _, rec := range ul.Records {
+		if _, ok := rec.Get('G'); ok {
+			owner = map[string]int{}
+			break
+		}
+	}
+	if owner == nil {
+		// No G fields (the usual case): every file is its own GUID.
+		taken := make(map[string]bool, len(ids))
+		for i, rec := range ul.Records {
+			base := baseOf(rec.FileName)
+			if files[base] != nil && !taken[base] {
+				ids[i] = base
+				taken[base] = true
+			}
+		}
+		return ids
+	}
 	for i, rec := range ul.Records {
 		base := baseOf(rec.FileName)
 		if files[base] == nil {
