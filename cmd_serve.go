@@ -59,9 +59,9 @@ func runServe(g *globals, c *ServeCmd) error {
 		if err != nil {
 			return err
 		}
-		return serveUser(g, user, nil, c.Index, c.LockTimeout)
+		return serveUser(g, user, nil, c.Index, c.LockTimeout, c.FlagChangeCmd)
 	case c.User != "":
-		return serveUser(g, c.User, nil, c.Index, c.LockTimeout)
+		return serveUser(g, c.User, nil, c.Index, c.LockTimeout, c.FlagChangeCmd)
 	case c.Root == "":
 		return errors.New("serve: give --root PATH, -u USER or --user-prefix")
 	}
@@ -75,7 +75,7 @@ func runServe(g *globals, c *ServeCmd) error {
 	}
 	srv := &wire.Server{
 		Open: func(ctx contextT, user string, peer replica.Info) (replica.Replica, error) {
-			return index.Open(ctx, loc, index.Options{User: user, IndexPath: c.Index, LockTimeout: c.LockTimeout, Logger: g.log})
+			return index.Open(ctx, loc, index.Options{User: user, IndexPath: c.Index, LockTimeout: c.LockTimeout, Logger: g.log, FlagChangeCommand: g.flagChangeCommand(c.FlagChangeCmd)})
 		},
 		Node: func(string) (wire.Node, error) { return node, nil },
 		Log:  g.log,
@@ -93,7 +93,7 @@ func endOK(err error) error {
 // serveUser serves user's replica on stdin/stdout, as the mail's owner.
 // A user it cannot serve is refused inside the protocol's handshake, so
 // that the peer prints the reason.
-func serveUser(g *globals, user string, allow []string, idx string, lockTimeout time.Duration) error {
+func serveUser(g *globals, user string, allow []string, idx string, lockTimeout time.Duration, flagCmd string) error {
 	u, err := lookupServed(g, user, allow)
 	if err == nil {
 		if err = wrapper.DropPrivileges(u.UID, u.GID, false); err != nil {
@@ -126,7 +126,7 @@ func serveUser(g *globals, user string, allow []string, idx string, lockTimeout 
 		},
 		Open: func(ctx context.Context, _ string, peer replica.Info) (replica.Replica, error) {
 			g.log.Info("serving", "user", user, "root", loc.Root, "peer", peer.ReplicaID, "uid", os.Geteuid(), "gid", os.Getegid())
-			return index.Open(ctx, loc, index.Options{User: user, IndexPath: idx, LockTimeout: lockTimeout, Logger: g.log})
+			return index.Open(ctx, loc, index.Options{User: user, IndexPath: idx, LockTimeout: lockTimeout, Logger: g.log, FlagChangeCommand: g.flagChangeCommand(flagCmd)})
 		},
 		Log: g.log,
 	}
@@ -197,7 +197,7 @@ func (c *WrapperCmd) Run(g *globals) error {
 			return err
 		}
 	}
-	return serveUser(g, user, c.Allow, c.Index, c.LockTimeout)
+	return serveUser(g, user, c.Allow, c.Index, c.LockTimeout, "")
 }
 
 // ConfigCmd is `twinbox config check`.

@@ -13,7 +13,7 @@ import (
 func runSync(g *globals, user, a, b string, f syncFlags, backup bool) error {
 	g.ssh = &f.sshFlags
 	prog := newProgress(os.Stderr, f.JSON)
-	p, err := openPairUser(g, user, a, b, f.IndexA, f.IndexB, replicaOptions{lockTimeout: f.LockTimeout, dryRun: f.DryRun, massMin: f.MassMin, massFrac: f.MassFraction, massExempt: f.MassExempt})
+	p, err := openPairUser(g, user, a, b, f.IndexA, f.IndexB, replicaOptions{lockTimeout: f.LockTimeout, dryRun: f.DryRun, massMin: f.MassMin, massFrac: f.MassFraction, massExempt: f.MassExempt, flagCmd: g.flagChangeCommand(f.FlagChangeCmd)})
 	if err != nil {
 		return err
 	}

@@ -218,10 +218,11 @@ type replicaOptions struct {
 	massMin     int
 	massFrac    float64
 	massExempt  []string
+	flagCmd     string
 }
 
 func (o replicaOptions) index(g *globals, user, idx string) index.Options {
-	opt := index.Options{User: user, IndexPath: idx, LockTimeout: o.lockTimeout, Logger: g.log, DryRun: o.dryRun, MassExpungeMin: o.massMin, MassExpungeFraction: o.massFrac}
+	opt := index.Options{User: user, IndexPath: idx, LockTimeout: o.lockTimeout, Logger: g.log, DryRun: o.dryRun, MassExpungeMin: o.massMin, MassExpungeFraction: o.massFrac, FlagChangeCommand: o.flagCmd}
 	if len(o.massExempt) > 0 {
 		pats := o.massExempt
 		opt.MassExpungeExempt = func(name string) bool {

@@ -15,3 +15,9 @@ require (
 require github.com/BurntSushi/toml v1.6.0
 
 require github.com/anmitsu/go-shlex v0.0.0-20200514113438-38f4b401e2be // indirect
+
+require (
+	github.com/emersion/go-imap/v2 v2.0.0-beta.8
+	github.com/emersion/go-message v0.18.2 // indirect
+	github.com/emersion/go-sasl v0.0.0-20241020182733-b788ff22d5a6 // indirect
+)

@@ -140,6 +140,19 @@ type globals struct {
 	ssh                   *sshFlags
 }
 
+// flagChangeCommand is the --flag-change-command flag, else the
+// configuration's flag_change_command (a broken configuration is reported
+// by whatever needs it; here it means none).
+func (g *globals) flagChangeCommand(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	if cfg, err := g.config(); err == nil {
+		return cfg.FlagChangeCommand
+	}
+	return ""
+}
+
 // config loads the configuration once (see package config).
 func (g *globals) config() (*config.Config, error) {
 	if g.cfg != nil {
@@ -179,6 +192,7 @@ type syncFlags struct {
 	MassFraction     float64       `name:"mass-expunge-fraction" default:"0.5" help:"and more than this fraction of the mailbox." env:"TWINBOX_MASS_EXPUNGE_FRACTION"`
 	MassExempt       []string      `name:"mass-expunge-exempt" help:"Mailbox patterns never held back (default: Trash, Junk, Spam, Deleted Messages/Items at any level)." placeholder:"PATTERN" env:"TWINBOX_MASS_EXPUNGE_EXEMPT"`
 	JSON             bool          `name:"json" help:"Print a machine-readable summary on stdout." env:"TWINBOX_JSON"`
+	FlagChangeCmd    string        `name:"flag-change-command" help:"After a sync that changed flags on a local replica, run /bin/sh -c CMD with TWINBOX_ROOT, TWINBOX_USER and TWINBOX_MAILBOXES set (e.g. doveadm force-resync, for maildir_very_dirty_syncs; default flag_change_command in the configuration)." placeholder:"CMD" env:"TWINBOX_FLAG_CHANGE_COMMAND"`
 	IndexA           string        `name:"index-a" help:"Index file of the first replica (default: <root>/twinbox.db)." env:"TWINBOX_INDEX_A"`
 	IndexB           string        `name:"index-b" help:"Index file of the second replica (default: <root>/twinbox.db)." env:"TWINBOX_INDEX_B"`
 	sshFlags
@@ -235,11 +249,12 @@ func (c *CheckCmd) Run(g *globals) error { return runCheck(g, c) }
 
 // ServeCmd is `twinbox serve`.
 type ServeCmd struct {
-	Root        string        `help:"The replica to serve: a Maildir root or maildir:PATH[:LAYOUT=fs][:UTF8]." env:"TWINBOX_ROOT" xor:"who"`
-	User        string        `short:"u" help:"Serve this user's replica (from the configured user source); as root, run as the mail's owner." xor:"who" placeholder:"USER"`
-	UserPrefix  bool          `name:"user-prefix" help:"Read the user name from the first line of stdin (remoteprefix:)." xor:"who"`
-	Index       string        `help:"Index file (default: <root>/twinbox.db)." env:"TWINBOX_INDEX"`
-	LockTimeout time.Duration `name:"lock-timeout" default:"30s" help:"How long to wait for the replica's lock." env:"TWINBOX_LOCK_TIMEOUT"`
+	Root          string        `help:"The replica to serve: a Maildir root or maildir:PATH[:LAYOUT=fs][:UTF8]." env:"TWINBOX_ROOT" xor:"who"`
+	User          string        `short:"u" help:"Serve this user's replica (from the configured user source); as root, run as the mail's owner." xor:"who" placeholder:"USER"`
+	UserPrefix    bool          `name:"user-prefix" help:"Read the user name from the first line of stdin (remoteprefix:)." xor:"who"`
+	FlagChangeCmd string        `name:"flag-change-command" help:"After a sync that changed flags on the replica, run /bin/sh -c CMD with TWINBOX_ROOT, TWINBOX_USER and TWINBOX_MAILBOXES set (e.g. doveadm force-resync, for maildir_very_dirty_syncs; default flag_change_command in the configuration)." placeholder:"CMD" env:"TWINBOX_FLAG_CHANGE_COMMAND"`
+	Index         string        `help:"Index file (default: <root>/twinbox.db)." env:"TWINBOX_INDEX"`
+	LockTimeout   time.Duration `name:"lock-timeout" default:"30s" help:"How long to wait for the replica's lock." env:"TWINBOX_LOCK_TIMEOUT"`
 }
 
 func (c *ServeCmd) Run(g *globals) error { return runServe(g, c) }

@@ -585,6 +585,62 @@ bench_doveadm() { # LABEL VERB(sync|backup)
 	[[ $KEEP == 1 ]] || rm -rf "$dir"
 }
 
+# bench_doveadm_ssh LABEL: `doveadm sync` to a remote: peer over OpenSSH on a
+# loopback port (an sshd of our own; the far doveadm runs as SSH_USER, the
+# near one as BENCH_USER), for comparison with twinbox over ssh://.
+SSH_USER=${SSH_USER:-twinboxvmail}
+bench_doveadm_ssh() {
+	local c=$1 dir=$RUN/dvssh i st port rc
+	if [[ $EUID != 0 || ! -x /usr/sbin/sshd ]] || ! id "$SSH_USER" >/dev/null 2>&1; then
+		note "$c: no doveadm-over-ssh rows (needs root, openssh-server and the user $SSH_USER: scripts/test-deps.sh makes it)"
+		return 0
+	fi
+	fresh_dir "$dir"
+	chmod 755 "$dir"
+	mkdir -p "$dir/auth" "$dir/vhome" /run/sshd
+	ssh-keygen -q -t ed25519 -N '' -f "$dir/host_key"
+	ssh-keygen -q -t ed25519 -N '' -f "$dir/id"
+	chown "$BENCH_USER" "$dir/id" "$dir/id.pub"
+	cp "$dir/id.pub" "$dir/auth/$SSH_USER"
+	chmod 644 "$dir/auth/$SSH_USER"
+	chown "$SSH_USER" "$dir/vhome"
+	cp "$DV_CONF" "$dir/dovecot.conf"
+	chmod 644 "$dir/dovecot.conf"
+	port=$((20000 + RANDOM % 20000))
+	printf 'ListenAddress 127.0.0.1:%s\nHostKey %s/host_key\nPidFile %s/sshd.pid\nAuthorizedKeysFile %s/auth/%%u\nPasswordAuthentication no\nUsePAM no\nStrictModes no\nAllowUsers %s\n' \
+		"$port" "$dir" "$dir" "$dir" "$SSH_USER" >"$dir/sshd_config"
+	/usr/sbin/sshd -f "$dir/sshd_config" -E "$LOGS/dvssh-sshd.log" || { note "$c: sshd for doveadm-over-ssh failed to start"; return 0; }
+	printf '[127.0.0.1]:%s %s\n' "$port" "$(cat "$dir/host_key.pub")" >"$dir/known"
+	chmod 644 "$dir/known"
+	local rcmd="ssh -F /dev/null -i $dir/id -p $port -o UserKnownHostsFile=$dir/known -o StrictHostKeyChecking=yes -o BatchMode=yes -l $SSH_USER 127.0.0.1 env USER=$SSH_USER HOME=$dir/vhome doveadm -c $dir/dovecot.conf -o mail_location=maildir:$dir/B dsync-server"
+	local -a cmd=("${DV_RUN[@]}" -o "mail_location=maildir:$dir/A" -o "dsync_remote_cmd=$rcmd" sync remote:127.0.0.1)
+	TIMES="" RSSES="" CPUS="" st=""
+	for i in $(seq "$FIRST_REPEAT"); do
+		rm -rf "$dir/A" "$dir/B"
+		cp -a "$CORPUS" "$dir/A"
+		chown -R "$BENCH_USER:" "$dir/A"
+		mkdir "$dir/B"
+		chown "$SSH_USER:" "$dir/B"
+		sync
+		[[ $i == 1 ]] && log "  doveadm over ssh: ${cmd[*]}"
+		run_timed "$LOGS/dvssh-first-$i" "${cmd[@]}"
+		show_err "doveadm sync over ssh (first)" "$LOGS/dvssh-first-$i.err"
+		if [[ $T_RC != 0 ]]; then st="exit $T_RC"; [[ $T_RC == 2 ]] || { st="FAILED: $st"; break; }; fi
+	done
+	record "$c" "first sync" "doveadm sync over ssh" "$FIRST_REPEAT" "$st"
+	if [[ $st != FAILED* ]]; then
+		TIMES="" RSSES="" CPUS="" st=""
+		for i in $(seq "$REPEAT"); do
+			run_timed "$LOGS/dvssh-inc-$i" "${cmd[@]}"
+			show_err "doveadm sync over ssh (no change)" "$LOGS/dvssh-inc-$i.err"
+			if [[ $T_RC != 0 ]]; then st="exit $T_RC"; [[ $T_RC == 2 ]] || { st="FAILED: $st"; break; }; fi
+		done
+		record "$c" "no-change sync" "doveadm sync over ssh" "$REPEAT" "$st"
+	fi
+	kill "$(cat "$dir/sshd.pid")" 2>/dev/null || true
+	[[ $KEEP == 1 ]] || rm -rf "$dir"
+}
+
 # ---------------------------------------------------------------- run
 
 mkdir -p "$RUN"
@@ -622,6 +678,7 @@ for sz in $SIZES; do
 	if [[ $DV_OK == 1 ]]; then
 		bench_doveadm "$c" sync
 		bench_doveadm "$c" backup
+		if [[ ${REMOTE:-1} == 1 ]]; then bench_doveadm_ssh "$c"; fi
 	fi
 done
 [[ $KEEP == 1 ]] || rm -rf "$RUN"
@@ -705,10 +762,12 @@ report() {
 	echo "|---|---|--:|"
 	local a b
 	for c in "${CORPORA[@]}"; do
-		for pair in "twinbox sync:doveadm sync" "twinbox sync:cp -a" "twinbox backup:doveadm backup" "doveadm sync:cp -a"; do
-			a=${MED["$c|first sync|${pair%%:*}"]:-}
-			b=${MED["$c|first sync|${pair##*:}"]:-}
-			printf '| %s | first sync: %s / %s | %s |\n' "$c" "${pair%%:*}" "${pair##*:}" \
+		for pair in "twinbox sync>doveadm sync" "twinbox sync>cp -a" "twinbox backup>doveadm backup" "doveadm sync>cp -a" \
+			"twinbox sync ssh://>twinbox sync" "twinbox sync tcps:>twinbox sync" "twinbox sync ssh://>doveadm sync over ssh"; do
+			a=${MED["$c|first sync|${pair%%>*}"]:-}
+			b=${MED["$c|first sync|${pair##*>}"]:-}
+			if [[ -z $a && ($pair == *ssh* || $pair == *tcps*) ]]; then continue; fi
+			printf '| %s | first sync: %s / %s | %s |\n' "$c" "${pair%%>*}" "${pair##*>}" \
 				"$([[ -n $a && -n $b ]] && awk -v a="$a" -v b="$b" 'BEGIN{printf "%.2f", a/b}' || echo "n/a")"
 		done
 	done

@@ -42,6 +42,11 @@ type Config struct {
 	// Peer is the other replica (mail_replica in dsync's terms), in any
 	// form `twinbox sync -u USER PEER` accepts.
 	Peer string `toml:"peer"`
+	// FlagChangeCommand runs (/bin/sh -c) after a sync that changed flags
+	// on a replica of this host, with TWINBOX_ROOT, TWINBOX_USER and
+	// TWINBOX_MAILBOXES set: for maildir_very_dirty_syncs, e.g.
+	// doveadm force-resync -u "$TWINBOX_USER" '*' (docs/dovecot.md).
+	FlagChangeCommand string `toml:"flag_change_command"`
 
 	Users  Users  `toml:"users"`
 	SSH    SSH    `toml:"ssh"`

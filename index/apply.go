@@ -79,7 +79,7 @@ func (r *Replica) Apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 			}
 		}
 		if dir, err := r.loc.MailboxDir(op.Name); err == nil {
-			if ul, _, err := maildir.ReadUidlist(dir); err == nil && model.MailboxGUID(ul.GUID) != op.GUID {
+			if ul, err := readUidlistHeader(dir); err == nil && model.MailboxGUID(ul.GUID) != op.GUID {
 				for _, d := range sp.Deletes {
 					if d.GUID == model.MailboxGUID(ul.GUID) {
 						if err := r.applyDelete(ctx, d, res); err != nil {
@@ -125,6 +125,20 @@ func (r *Replica) Apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 		if a, ok := adopts[bp.GUID]; ok {
 			ap = &a
 		}
+		if ap == nil {
+			if b, err := r.getBox(bp.GUID); err != nil {
+				return res, r.wrap("", err)
+			} else if b == nil {
+				if !planCreates(sp, bp.GUID) {
+					return res, r.errf("", "refusing a plan: mailbox %s is not in the index and the plan does not create it", bp.GUID)
+				}
+				// Its create was skipped: the disk changed since the scan
+				// (a client made a folder of that name meanwhile, say).
+				skip(res, "mailbox %s: not made, so its messages wait for the next sync", bp.GUID)
+				bp.Adds = nil
+				continue
+			}
+		}
 		// Expunges wait until every mailbox got its adds: a message moved
 		// between folders is linked from the file about to be expunged.
 		work := *bp
@@ -162,13 +176,31 @@ func (r *Replica) Apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 			return res, err
 		}
 	}
-	if err := r.setDirtyTmp(nil); err != nil {
-		return res, err
+	// The apply is over: its temporary files are gone (one transaction,
+	// none when there was nothing to do: a commit costs two fdatasyncs).
+	needs := work
+	if !needs {
+		_ = r.store.db.View(func(tx *bolt.Tx) error {
+			needs = tx.Bucket(bMeta).Get([]byte("dirty_tmp")) != nil
+			return nil
+		})
 	}
-	if work {
-		if err := r.setApplying(false); err != nil {
-			return res, r.wrap("", err)
+	if !needs {
+		return res, nil
+	}
+	if err := r.store.db.Update(func(tx *bolt.Tx) error {
+		m := tx.Bucket(bMeta)
+		if m.Get([]byte("dirty_tmp")) != nil {
+			if err := m.Delete([]byte("dirty_tmp")); err != nil {
+				return err
+			}
 		}
+		if work {
+			return m.Delete([]byte("dirty_apply"))
+		}
+		return nil
+	}); err != nil {
+		return res, r.wrap("", err)
 	}
 	return res, nil
 }
@@ -211,7 +243,7 @@ func (r *Replica) validatePlan(sp *merge.SidePlan) (string, error) {
 // renamed under LAYOUT=fs).
 func (r *Replica) locate(b *Box) (string, error) {
 	dir := filepath.Join(r.loc.Root, b.Dir)
-	if ul, _, err := maildir.ReadUidlist(dir); err == nil && model.MailboxGUID(ul.GUID) == b.GUID {
+	if ul, err := readUidlistHeader(dir); err == nil && model.MailboxGUID(ul.GUID) == b.GUID {
 		return dir, nil
 	}
 	dirs, err := r.loc.ListMailboxes()
@@ -219,7 +251,7 @@ func (r *Replica) locate(b *Box) (string, error) {
 		return "", err
 	}
 	for _, d := range dirs {
-		if ul, _, err := maildir.ReadUidlist(d.Dir); err == nil && model.MailboxGUID(ul.GUID) == b.GUID {
+		if ul, err := readUidlistHeader(d.Dir); err == nil && model.MailboxGUID(ul.GUID) == b.GUID {
 			return d.Dir, nil
 		}
 	}
@@ -868,4 +900,20 @@ func (r *Replica) setApplying(on bool) error {
 		}
 		return tx.Bucket(bMeta).Delete([]byte("dirty_apply"))
 	})
+}
+
+// planCreates reports whether the plan makes mailbox g (so that its box
+// may be missing from the index only because that create was skipped).
+func planCreates(sp *merge.SidePlan, g model.MailboxGUID) bool {
+	for _, c := range sp.Creates {
+		if c.GUID == g {
+			return true
+		}
+	}
+	for _, a := range sp.Adopts {
+		if a.To == g {
+			return true
+		}
+	}
+	return false
 }

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -104,30 +105,77 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		return r.wrap(name, err)
 	}
 	lk, err := r.lockUidlist(ctx, dir)
+	if err != nil && dirGone(dir) {
+		skip(res, "mailbox %q: gone during the sync", name)
+		return nil
+	}
 	if err != nil {
 		return r.wrap(name, err)
 	}
 	defer lk.Unlock()
 
-	ul, _, err := maildir.ReadUidlist(dir)
-	if err != nil {
-		return r.wrap(name, err)
-	}
-	if model.MailboxGUID(ul.GUID) != box.GUID {
-		skip(res, "mailbox %q: the directory now holds mailbox %x", name, ul.GUID)
-		return nil
-	}
 	// Was the index up to date with this mailbox before we touch it? Then
 	// it can take the mailbox's stamp after our writes (below), and the
 	// next scan need not read the mailbox again.
 	st0 := stampOf(dir)
 	clean := st0 == box.Stamp
 	flagOnly := adopt == nil && !bp.Reset && len(bp.Adds)+len(bp.Moves)+len(bp.Expunges)+len(bp.Release) == 0
+	// Flag changes alone, with the uidlist as the index last saw it (same
+	// mtime, size and inode): its records are the index's, so only its
+	// header is read, and the flagged records come from the index. The
+	// uidlist is then not rewritten (checked below).
+	light := false
+	var ul *maildir.Uidlist
+	if flagOnly && st0.Uidlist != -1 && st0.Uidlist == box.Stamp.Uidlist && st0.UidlistSize == box.Stamp.UidlistSize && st0.UidlistIno == box.Stamp.UidlistIno {
+		if h, err := readUidlistHeader(dir); err == nil && len(h.Records) == 0 && bp.UIDNext <= h.NextUID {
+			ul, light = h, true
+		}
+	}
+	if ul == nil {
+		ul, _, err = maildir.ReadUidlist(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			// Deleted (by Dovecot, say) since the scan: the next sync sees why.
+			skip(res, "mailbox %q: gone during the sync", name)
+			return nil
+		}
+		if err != nil {
+			return r.wrap(name, err)
+		}
+	}
+	if model.MailboxGUID(ul.GUID) != box.GUID {
+		skip(res, "mailbox %q: the directory now holds mailbox %x", name, ul.GUID)
+		return nil
+	}
 	var files map[string]*diskFile
+	var flaggedRecs map[uint32]*Msg
 	if flagOnly {
 		// Only renames within the mailbox: find the files by the names the
 		// index has, not by reading a large directory.
+		flaggedRecs = oldByUID(r, box.GUID, bp.Flags)
+		files = knownFiles(dir, bp.Flags, flaggedRecs)
+	} else if clean && adopt == nil && !bp.Reset && len(bp.Moves)+len(bp.Expunges)+len(bp.Release) == 0 {
+		// Adds (and flags) into a mailbox the index is up to date with:
+		// every file on disk is listed in the uidlist, so a base name the
+		// uidlist does not list is free (step 4), and the flagged files
+		// are found by their recorded names.
 		files = knownFiles(dir, bp.Flags, oldByUID(r, box.GUID, bp.Flags))
+	}
+	if light {
+		for _, f := range bp.Flags {
+			if m := flaggedRecs[f.UID]; files == nil || m == nil || m.Held || m.File == "" {
+				light = false // the long way: the whole uidlist
+				break
+			}
+		}
+		if !light {
+			if ul, _, err = maildir.ReadUidlist(dir); err != nil {
+				return r.wrap(name, err)
+			}
+			if model.MailboxGUID(ul.GUID) != box.GUID {
+				skip(res, "mailbox %q: the directory now holds mailbox %x", name, ul.GUID)
+				return nil
+			}
+		}
 	}
 	if files == nil {
 		if files, _, err = listFiles(dir); err != nil {
@@ -185,36 +233,48 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 				return err
 			}
 		}
+		for _, e := range bp.Expunges {
+			if err := get(e.UID); err != nil {
+				return err
+			}
+		}
 		return nil
 	}); err != nil {
 		return r.wrap(name, err)
 	}
 
 	recs := map[uint32]maildir.UidRecord{}
+	if light {
+		for _, f := range bp.Flags {
+			m := flaggedRecs[f.UID]
+			rec := maildir.UidRecord{UID: m.UID, FileName: m.File}
+			if baseOf(m.File) != m.GUID {
+				rec.Set('G', m.GUID)
+			}
+			recs[m.UID] = rec
+		}
+	}
 	for _, rec := range ul.Records {
 		if (adopt != nil || bp.Reset) && files[baseOf(rec.FileName)] == nil {
 			continue // expunged under the old identity: not carried over
 		}
 		recs[rec.UID] = rec
 	}
-	// Identities as the scan gives them (by file: moves change UIDs); they
-	// differ from the G field only where a G field names another record's
-	// GUID, so without G fields the plain rule below is the scan's.
-	var idOf map[string]string
-	for _, rec := range ul.Records {
-		if _, ok := rec.Get('G'); ok {
-			idOf = map[string]string{}
-			for i, id := range uidlistIDs(ul, files) {
-				if id != "" {
-					idOf[baseOf(ul.Records[i].FileName)] = id
-				}
-			}
-			break
+	// A record's message GUID is what the index recorded for its file (a
+	// copy within the mailbox is known by its own base name, not by its G
+	// field: see messageGUIDs); a file the index does not know by its G
+	// field or base name.
+	byBase := make(map[string]string, len(oldBy))
+	for _, m := range oldBy {
+		b := m.Base
+		if b == "" {
+			b = m.GUID
 		}
+		byBase[b] = m.GUID
 	}
 	guidOf := func(rec maildir.UidRecord) string {
-		if id, ok := idOf[baseOf(rec.FileName)]; ok {
-			return id
+		if g, ok := byBase[baseOf(rec.FileName)]; ok {
+			return g
 		}
 		if g, ok := rec.Get('G'); ok && g != "" {
 			return g
@@ -384,6 +444,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 				return r.wrap(name, err)
 			}
 			files[nf.Base] = &diskFile{name: newName, inNew: inNew, fn: nf}
+			r.noteFlagChange(name)
 		}
 		rec.FileName = newName
 		recs[fset.UID] = rec
@@ -464,13 +525,18 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	}
 	nu := *ul
 	nu.Version = 3
-	nu.Records = nu.Records[:0:0]
-	var maxUID uint32
-	for _, rec := range recs {
-		nu.Records = append(nu.Records, rec)
-		maxUID = max(maxUID, rec.UID)
+	// In UID order: the UIDs are sorted, not the (large) records.
+	uids := make([]uint32, 0, len(recs))
+	for u := range recs {
+		uids = append(uids, u)
 	}
-	sort.Slice(nu.Records, func(i, j int) bool { return nu.Records[i].UID < nu.Records[j].UID })
+	slices.Sort(uids)
+	nu.Records = make([]maildir.UidRecord, 0, len(uids))
+	var maxUID uint32
+	for _, u := range uids {
+		nu.Records = append(nu.Records, recs[u])
+		maxUID = max(maxUID, u)
+	}
 	nu.NextUID = max(diskNext, bp.UIDNext, maxUID+1)
 	if adopt != nil {
 		nu.GUID = [16]byte(adopt.To)
@@ -479,6 +545,10 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	// Flag changes alone leave the uidlist as it is (its file names may
 	// show stale flags, as Dovecot's do): no rewrite of a large list.
 	if !flagOnly || nu.NextUID != ul.NextUID {
+		if light {
+			// recs holds only the flagged records: never written.
+			return r.errf(name, "internal error: uidlist rewrite after a header-only read")
+		}
 		if err := maildir.WriteUidlist(dir, &nu); err != nil {
 			return r.wrap(name, err)
 		}
@@ -647,13 +717,19 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			b.Epoch = randomUint64()
 		}
 		b.UIDNext = max(b.UIDNext, nu.NextUID)
-		b.Messages = len(nu.Records)
+		if !light {
+			b.Messages = len(nu.Records)
+		}
 		b.Keywords = kw
 		// Everything in cur/ and the control files changed under our lock;
-		// new/ can change without it (deliveries), so the stamp is taken
-		// only when new/ is as it was when we started and the index was
-		// up to date then. Else the next scan reads the mailbox again.
-		if st1 := stampOf(dir); clean && st1.New == st0.New {
+		// new/ can change without it (deliveries). When the index was up to
+		// date as we started, it takes the stamp of what we wrote, but with
+		// new/'s time from before if new/ changed since (our own adds, or
+		// a delivery): the next scan then lists the mailbox again, and with
+		// the uidlist's stamp matching it needs no uidlist parse (scanKnown).
+		// Else the next scan reads the mailbox in full.
+		if st1 := stampOf(dir); clean {
+			st1.New = st0.New
 			b.Stamp = st1
 		} else {
 			b.Stamp.Uidlist = 0
@@ -694,17 +770,33 @@ func (r *Replica) applyDelete(ctx context.Context, op merge.MailboxOp, res *Appl
 	dir, err := r.locate(b)
 	if err == nil {
 		lk, err := r.lockUidlist(ctx, dir)
+		if err != nil && dirGone(dir) {
+			skip(res, "delete of %q: the directory went away during the sync", b.Name)
+			return nil
+		}
 		if err != nil {
 			return r.wrap(b.Name, err)
 		}
 		files, _, err := listFiles(dir)
 		if err != nil {
 			lk.Unlock()
+			if dirGone(dir) {
+				skip(res, "delete of %q: the directory went away during the sync", b.Name)
+				return nil
+			}
 			return r.wrap(b.Name, err)
 		}
 		if len(files) > 0 {
 			lk.Unlock()
 			skip(res, "delete of %q: %d messages arrived since the scan", b.Name, len(files))
+			return nil
+		}
+		if f := busyTmp(dir, r.opt.Now()); f != "" {
+			// A client is saving a message into it (Dovecot writes to tmp/
+			// before it takes the uidlist lock): removing the directory
+			// would fail its APPEND.
+			lk.Unlock()
+			skip(res, "delete of %q: a message is being saved into it (%s)", b.Name, f)
 			return nil
 		}
 		if err := removeMailboxDir(dir, r.loc.Layout == maildir.LayoutFS); err != nil {
@@ -741,6 +833,28 @@ func (r *Replica) applyDelete(ctx context.Context, op merge.MailboxOp, res *Appl
 	}
 	res.MailboxOps++
 	return nil
+}
+
+// busyTmpAge is how recent a file in a mailbox's tmp/ must be to count as
+// a save in progress (Dovecot itself removes tmp/ files after 36 hours).
+const busyTmpAge = time.Hour
+
+// busyTmp returns the name of a recent file in dir/tmp that is not
+// twinbox's own, or "".
+func busyTmp(dir string, now time.Time) string {
+	ents, err := os.ReadDir(filepath.Join(dir, "tmp"))
+	if err != nil {
+		return ""
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "twinbox.") {
+			continue // ours (a killed apply's; removed at the next open)
+		}
+		if fi, err := e.Info(); err == nil && now.Sub(fi.ModTime()) < busyTmpAge {
+			return e.Name()
+		}
+	}
+	return ""
 }
 
 // removeMailboxDir deletes a mailbox's own files; under LAYOUT=fs a

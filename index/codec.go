@@ -155,3 +155,57 @@ func decodeMsg(v []byte) (*Msg, error) {
 	}
 	return m, nil
 }
+
+// msgPeek is the part of a message record a scan compares with the disk,
+// read without allocating: the slices point into the record.
+type msgPeek struct {
+	uid              uint32
+	guid, base, file []byte
+	new, held        bool
+}
+
+// peekMsg reads the fixed leading fields of a record (both versions).
+func peekMsg(v []byte) (msgPeek, bool) {
+	var p msgPeek
+	if len(v) == 0 || (v[0] != msgCodecV1 && v[0] != msgCodecV2) {
+		return p, false
+	}
+	b := v[1:]
+	uv := func() uint64 {
+		x, n := binary.Uvarint(b)
+		if n <= 0 {
+			b = nil
+			return 0
+		}
+		b = b[n:]
+		return x
+	}
+	str := func() []byte {
+		n := uv()
+		if b == nil || n > uint64(len(b)) {
+			b = nil
+			return nil
+		}
+		s := b[:n:n]
+		b = b[n:]
+		return s
+	}
+	uid := uv()
+	uv() // size
+	uv() // vsize
+	if b != nil {
+		if _, n := binary.Varint(b); n > 0 {
+			b = b[n:]
+		} else {
+			b = nil
+		}
+	}
+	uv() // modseq
+	bits := uv()
+	p.guid, p.base, p.file = str(), str(), str()
+	if b == nil || uid > math.MaxUint32 {
+		return msgPeek{}, false
+	}
+	p.uid, p.new, p.held = uint32(uid), bits&1 != 0, bits&2 != 0
+	return p, true
+}

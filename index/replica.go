@@ -47,6 +47,10 @@ type Options struct {
 	// ReplicaID identifies this replica to peers (default: derived from
 	// the index's random identity, unique per root).
 	ReplicaID string
+	// FlagChangeCommand, if set, runs as `/bin/sh -c FlagChangeCommand`
+	// after a sync that changed flags on this replica (see hook.go), so
+	// that a Dovecot with maildir_very_dirty_syncs notices them.
+	FlagChangeCommand string
 }
 
 // Replica is one user's Maildir root and its index, opened for a sync. It
@@ -57,6 +61,9 @@ type Replica struct {
 	store *Store
 	log   *slog.Logger
 	seq   uint64
+	// flagBoxes are the mailboxes whose files an apply renamed for flag
+	// changes and that the flag-change hook has not been told of yet.
+	flagBoxes map[string]bool
 }
 
 // Open locks and opens the replica at loc.
@@ -125,8 +132,13 @@ func Open(ctx context.Context, loc maildir.Location, opt Options) (*Replica, err
 	return r, nil
 }
 
-// Close releases the replica's lock.
-func (r *Replica) Close() error { return r.store.Close() }
+// Close runs the flag-change hook for flag changes no commit reported
+// (a sync that exited 2 still renamed the files), then releases the
+// replica's lock.
+func (r *Replica) Close() error {
+	r.runFlagChangeHook(context.Background())
+	return r.store.Close()
+}
 
 // IndexID is the index's identity.
 func (r *Replica) IndexID() string { return r.store.IndexID() }

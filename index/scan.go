@@ -1,7 +1,9 @@
 package index
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -111,6 +113,13 @@ func (r *Replica) Scan(ctx context.Context) (*ScanResult, error) {
 		}
 		changed, err := r.scanDir(ctx, d.Name, d.Dir, rel, byGUID, byDir, found, res)
 		if err != nil {
+			if dirGone(d.Dir) {
+				// Deleted or renamed (by Dovecot) while we read it: the
+				// next scan sees what became of it.
+				r.log.Info("mailbox vanished during the scan", "mailbox", d.Name, "error", err)
+				res.Changed = true
+				continue
+			}
 			return nil, err
 		}
 		res.Changed = res.Changed || changed
@@ -226,14 +235,20 @@ func (r *Replica) scanDir(ctx context.Context, name, dir, rel string, byGUID map
 		r.log.Info("removed a dotlock left by a killed twinbox", "mailbox", name)
 	}
 	st := stampOf(dir)
-	var box *Box
-	if b := byDir[rel]; b != nil && st.Uidlist != -1 && st.Uidlist == b.Stamp.Uidlist && st.UidlistSize == b.Stamp.UidlistSize && st.UidlistIno == b.Stamp.UidlistIno {
-		box = b
-		if box.Stamp == st && box.Name == name && !found[box.GUID] && !r.opt.AllowMassExpunge {
-			found[box.GUID] = true
+	if b := byDir[rel]; b != nil && st.Uidlist != -1 && st.Uidlist == b.Stamp.Uidlist && st.UidlistSize == b.Stamp.UidlistSize && st.UidlistIno == b.Stamp.UidlistIno &&
+		b.Name == name && !found[b.GUID] && !r.opt.AllowMassExpunge {
+		if b.Stamp == st {
+			found[b.GUID] = true
 			return false, nil // nothing changed
 		}
+		if handled, changed, err := r.scanKnown(ctx, b, name, dir, st); err != nil || handled {
+			if handled {
+				found[b.GUID] = true
+			}
+			return changed, err
+		}
 	}
+	var box *Box
 	ul, _, err := maildir.ReadUidlist(dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return false, r.wrap(name, err)
@@ -378,65 +393,6 @@ func (r *Replica) deletedInLog(b *Box) bool {
 	return !deleteTime(recs, b).IsZero()
 }
 
-// uidlistIDs returns the message GUID of each uidlist record whose file
-// exists ("" for the others): its G field, else its base. One GUID on two
-// records (a client copied a message into a mailbox that holds it
-// already): the record whose file has that base keeps it, else the first;
-// the others fall back to their bases. A file listed twice counts once.
-func uidlistIDs(ul *maildir.Uidlist, files map[string]*diskFile) []string {
-	ids := make([]string, len(ul.Records))
-	var owner map[string]int
-	for _, rec := range ul.Records {
-		if _, ok := rec.Get('G'); ok {
-			owner = map[string]int{}
-			break
-		}
-	}
-	if owner == nil {
-		// No G fields (the usual case): every file is its own GUID.
-		taken := make(map[string]bool, len(ids))
-		for i, rec := range ul.Records {
-			base := baseOf(rec.FileName)
-			if files[base] != nil && !taken[base] {
-				ids[i] = base
-				taken[base] = true
-			}
-		}
-		return ids
-	}
-	for i, rec := range ul.Records {
-		base := baseOf(rec.FileName)
-		if files[base] == nil {
-			continue
-		}
-		g := base
-		if v, ok := rec.Get('G'); ok && v != "" {
-			g = v
-		}
-		ids[i] = g
-		if o, ok := owner[g]; !ok || (baseOf(ul.Records[o].FileName) != g && base == g) {
-			owner[g] = i
-		}
-	}
-	taken := make(map[string]bool, len(ids))
-	for i, rec := range ul.Records {
-		g := ids[i]
-		if g == "" {
-			continue
-		}
-		if owner[g] != i {
-			g = baseOf(rec.FileName)
-		}
-		if taken[g] {
-			ids[i] = "" // the same file listed twice
-			continue
-		}
-		ids[i] = g
-		taken[g] = true
-	}
-	return ids
-}
-
 func baseOf(file string) string {
 	if i := strings.IndexByte(file, ':'); i >= 0 {
 		return file[:i]
@@ -446,32 +402,98 @@ func baseOf(file string) string {
 
 // listFiles reads cur/ and new/.
 func listFiles(dir string) (map[string]*diskFile, []string, error) {
-	files := map[string]*diskFile{}
+	return listSubs(dir, true, true)
+}
+
+// listSubs reads cur/ (if cur) and new/ (if nw): message files by base
+// name, and the names that are not Maildir names.
+func listSubs(dir string, cur, nw bool) (map[string]*diskFile, []string, error) {
+	var files map[string]*diskFile
 	var bad []string
 	for _, sub := range []string{"cur", "new"} {
-		ents, err := os.ReadDir(filepath.Join(dir, sub))
+		if (sub == "cur" && !cur) || (sub == "new" && !nw) {
+			continue
+		}
+		names, err := readNames(filepath.Join(dir, sub))
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				continue
 			}
 			return nil, nil, err
 		}
-		for _, e := range ents {
-			if !e.Type().IsRegular() && e.Type() != 0 {
-				continue
-			}
-			fn, err := maildir.ParseFileName(e.Name())
+		if files == nil {
+			files = make(map[string]*diskFile, len(names))
+		}
+		for _, name := range names {
+			fn, err := maildir.ParseFileName(name)
 			if err != nil {
-				bad = append(bad, sub+"/"+e.Name())
+				bad = append(bad, sub+"/"+name)
 				continue
 			}
 			if old, ok := files[fn.Base]; ok && !old.inNew {
 				continue // the cur/ copy wins over new/ (Dovecot mid-move)
 			}
-			files[fn.Base] = &diskFile{name: e.Name(), inNew: sub == "new", fn: fn}
+			files[fn.Base] = &diskFile{name: name, inNew: sub == "new", fn: fn}
 		}
 	}
+	if files == nil {
+		files = map[string]*diskFile{}
+	}
 	return files, bad, nil
+}
+
+// readNames returns the names of the regular files (and entries of unknown
+// type) in a directory, unsorted: a large cur/ is read with a few getdents
+// calls and one string per entry.
+func readNames(dir string) ([]string, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var names []string
+	buf := make([]byte, 64<<10)
+	fd := int(f.Fd())
+	for {
+		n, err := syscall.ReadDirent(fd, buf)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "readdirent", Path: dir, Err: err}
+		}
+		if n <= 0 {
+			return names, nil
+		}
+		for b := buf[:n]; len(b) > 0; {
+			// struct linux_dirent64: ino u64, off s64, reclen u16, type u8, name.
+			if len(b) < 19 {
+				break
+			}
+			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+			if reclen < 19 || reclen > len(b) {
+				return nil, fmt.Errorf("reading directory %s: malformed entry", dir)
+			}
+			typ := b[18]
+			nb := b[19:reclen]
+			if i := bytes.IndexByte(nb, 0); i >= 0 {
+				nb = nb[:i]
+			}
+			b = b[reclen:]
+			if len(nb) == 0 || (nb[0] == '.' && (len(nb) == 1 || (len(nb) == 2 && nb[1] == '.'))) {
+				continue
+			}
+			name := string(nb)
+			if typ == syscall.DT_UNKNOWN { // a file system without d_type
+				if fi, err := os.Lstat(filepath.Join(dir, name)); err != nil || !fi.Mode().IsRegular() {
+					continue
+				}
+			} else if typ != syscall.DT_REG {
+				continue
+			}
+			names = append(names, name)
+		}
+	}
 }
 
 // flagsOf translates a file name's flags to model names.
@@ -591,18 +613,10 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 		// UID changed hands, or vanished, while its message lives on at
 		// another UID was renumbered (an interrupted apply, or Dovecot), not
 		// expunged.
-		//
-		// Identities: a message's GUID is its G field, else its base. One
-		// GUID on two records (a client copied a message into a mailbox
-		// that holds it already): the record whose file has that base
-		// keeps it, else the first; the others fall back to their bases.
-		// A file listed twice counts once.
-		ids := uidlistIDs(ul, files)
+		guids := messageGUIDs(ul.Records, func(base string) bool { return files[base] != nil })
 		liveAt := map[string]uint32{}
-		for i, rec := range ul.Records {
-			if ids[i] != "" {
-				liveAt[ids[i]] = rec.UID
-			}
+		for uid, g := range guids {
+			liveAt[g] = uid
 		}
 		retire := func(m *Msg) *model.Tombstone {
 			t := &model.Tombstone{GUID: m.GUID, T: r.store.stamp(tx, 0)}
@@ -630,14 +644,20 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 			return nil
 		}
 		seen := map[uint32]bool{}
-		for i, rec := range ul.Records {
+		for _, rec := range ul.Records {
 			base := baseOf(rec.FileName)
 			f := files[base]
-			guid := ids[i]
-			if f == nil || guid == "" {
+			if f == nil {
 				continue
 			}
 			seen[rec.UID] = true
+			guid, ok := guids[rec.UID]
+			if !ok {
+				// Its GUID and its base name both name other files here:
+				// leave it as the index has it (never an expunge).
+				r.log.Warn("a message's GUID and file name are both taken by other messages; not replicating it", "mailbox", name, "uid", rec.UID, "file", rec.FileName)
+				continue
+			}
 			om := oldBy[rec.UID]
 			if kwSame && om != nil && om.GUID == guid && om.File == f.name && om.New == f.inNew && !om.Held {
 				continue // the same file name means the same flags: unchanged
@@ -680,36 +700,11 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 				changed = true
 				continue
 			}
-			flagsChanged := om.Held
-			nf := model.Flags{}
-			for k, v := range om.Flags {
-				nf[k] = v
+			ch, err := r.refreshKnown(tx, bt, om, f, want, kw)
+			if err != nil {
+				return err
 			}
-			for n := range want {
-				if !nf[n].Set {
-					nf[n] = model.FlagVal{Set: true, T: r.store.stamp(tx, nf[n].T)}
-					flagsChanged = true
-				}
-			}
-			for n, v := range nf {
-				if v.Set && !want[n] && knownLocally(n, kw) {
-					nf[n] = model.FlagVal{Set: false, T: r.store.stamp(tx, v.T)}
-					flagsChanged = true
-				}
-			}
-			if flagsChanged {
-				om.Flags, om.Held, om.File, om.New = nf, false, f.name, f.inNew
-				if err := bt.put(om); err != nil {
-					return err
-				}
-				changed = true
-			} else if om.File != f.name || om.New != f.inNew {
-				// Moved new/ -> cur/ or renamed without a flag change: no modseq.
-				om.File, om.New = f.name, f.inNew
-				if err := bt.putQuiet(om); err != nil {
-					return err
-				}
-			}
+			changed = changed || ch
 		}
 		// Records whose files are gone.
 		var gone []*Msg
@@ -773,6 +768,355 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 		r.log.Warn("mass expunge held back: run with --allow-mass-expunge to replicate it", "mailbox", name, "messages", held)
 	}
 	return changed, nil
+}
+
+// messageGUIDs gives each uidlist record whose file exists (has(base))
+// its message GUID: the record's G field, else its base name. Dovecot
+// copies a message within one mailbox as a new file whose G field names the
+// original, so one GUID can stand for two files of a mailbox; but a GUID
+// names one message per mailbox. Among the records that share a GUID the
+// file whose base name is that GUID keeps it (else the lowest UID), and each
+// of the others is known by its own base name, unique in the mailbox. A
+// record whose base name is taken as well (by another record's G field) is
+// left out.
+func messageGUIDs(recs []maildir.UidRecord, has func(base string) bool) map[uint32]string {
+	type cand struct {
+		uid        uint32
+		base, guid string
+	}
+	var cs []cand
+	groups := map[string][]int{}
+	for _, rec := range recs {
+		base := baseOf(rec.FileName)
+		if !has(base) {
+			continue
+		}
+		g := base
+		if v, ok := rec.Get('G'); ok && v != "" {
+			g = v
+		}
+		groups[g] = append(groups[g], len(cs))
+		cs = append(cs, cand{rec.UID, base, g})
+	}
+	out := make(map[uint32]string, len(cs))
+	taken := map[string]bool{}
+	keeper := map[int]bool{}
+	for g, idx := range groups {
+		k := idx[0]
+		for _, i := range idx {
+			if cs[i].uid < cs[k].uid {
+				k = i
+			}
+		}
+		for _, i := range idx {
+			if cs[i].base == g {
+				k = i
+				break
+			}
+		}
+		keeper[k] = true
+		out[cs[k].uid] = g
+		taken[g] = true
+	}
+	rest := make([]int, 0, len(cs)-len(keeper))
+	for i := range cs {
+		if !keeper[i] {
+			rest = append(rest, i)
+		}
+	}
+	sort.Slice(rest, func(a, b int) bool { return cs[rest[a]].uid < cs[rest[b]].uid })
+	for _, i := range rest {
+		if c := cs[i]; !taken[c.base] {
+			out[c.uid] = c.base
+			taken[c.base] = true
+		}
+	}
+	return out
+}
+
+// refreshKnown brings the record om of a file the index knows up to date
+// with the file f (flags from want): flags that differ get new stamps and a
+// modseq; a rename without a flag change (new/ -> cur/) is stored quietly.
+func (r *Replica) refreshKnown(tx *bolt.Tx, bt *boxTx, om *Msg, f *diskFile, want map[string]bool, kw []string) (bool, error) {
+	flagsChanged := om.Held
+	nf := model.Flags{}
+	for k, v := range om.Flags {
+		nf[k] = v
+	}
+	for n := range want {
+		if !nf[n].Set {
+			nf[n] = model.FlagVal{Set: true, T: r.store.stamp(tx, nf[n].T)}
+			flagsChanged = true
+		}
+	}
+	for n, v := range nf {
+		if v.Set && !want[n] && knownLocally(n, kw) {
+			nf[n] = model.FlagVal{Set: false, T: r.store.stamp(tx, v.T)}
+			flagsChanged = true
+		}
+	}
+	if flagsChanged {
+		om.Flags, om.Held, om.File, om.New = nf, false, f.name, f.inNew
+		return true, bt.put(om)
+	}
+	if om.File != f.name || om.New != f.inNew {
+		// Moved new/ -> cur/ or renamed without a flag change: no modseq.
+		om.File, om.New = f.name, f.inNew
+		return false, bt.putQuiet(om)
+	}
+	return false, nil
+}
+
+// scanKnown scans a mailbox whose dovecot-uidlist and dovecot-keywords are
+// as the index last recorded them (same mtime, size and inode) while cur/ or
+// new/ changed. With the uidlist unchanged the index's records are its
+// records, so a listed file whose base the index knows is that record's
+// file: renamed files (flag changes, new/ -> cur/) are found by one read of
+// the directories and one pass over the index that decodes only the
+// records whose file name changed, without parsing the uidlist. Files the
+// index does not know get UIDs under Dovecot's lock as in the full scan,
+// when their UIDs are plain new ones.
+//
+// With cur/'s mtime unchanged only new/ is listed. Anything else (a record
+// whose file is gone, a held record whose file is back, a base in both cur/
+// and new/, a new file at a UID the index holds or retired, a message GUID
+// twice, a dry run with new files) returns handled = false before the index
+// is written (UIDs may have been assigned), and the full scan runs.
+func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st Stamp) (handled, changed bool, err error) {
+	if box.NameT == 0 || box.Stamp.Keywords != st.Keywords {
+		return false, false, nil
+	}
+	// With cur/ as it was, only new/ is read: cur/'s files are where the
+	// index says.
+	curSame := st.Cur == box.Stamp.Cur && st.Cur != -1
+	files, bad, err := listSubs(dir, !curSame, true)
+	if err != nil {
+		return false, false, r.wrap(name, err)
+	}
+	type hit struct {
+		uid uint32
+		f   *diskFile
+	}
+	var renamed []hit
+	matched := map[*diskFile]bool{}
+	inCur := 0 // records of files in an unchanged cur/
+	ok := true
+	err = r.store.db.View(func(tx *bolt.Tx) error {
+		bb, err := buckets(tx, box.GUID, false)
+		if err != nil || bb == nil {
+			return err
+		}
+		c := bb.uid.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			p, good := peekMsg(v)
+			if !good {
+				ok = false
+				return nil
+			}
+			base := p.base
+			if len(base) == 0 {
+				base = p.guid
+			}
+			f := files[string(base)]
+			if curSame && !p.new && !p.held {
+				if f != nil {
+					ok = false // a copy in new/ too: the full scan decides
+					return nil
+				}
+				inCur++
+				continue
+			}
+			if p.held {
+				if f != nil {
+					ok = false // back: the full scan un-holds it
+					return nil
+				}
+				continue
+			}
+			if f == nil || matched[f] {
+				ok = false // gone (expunged or renumbered), or a base twice
+				return nil
+			}
+			matched[f] = true
+			if string(p.file) != f.name || p.new != f.inNew {
+				renamed = append(renamed, hit{p.uid, f})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return false, false, r.wrap(name, err)
+	}
+	if !ok {
+		return false, false, nil
+	}
+	var fresh []*diskFile
+	for _, f := range files {
+		if !matched[f] {
+			fresh = append(fresh, f)
+		}
+	}
+	ulStamp := st
+	var ul *maildir.Uidlist
+	if len(fresh) > 0 {
+		if r.opt.DryRun {
+			return false, false, nil
+		}
+		var post Stamp
+		ul, post, err = r.assignKnown(ctx, box, name, dir, files)
+		if err != nil {
+			return false, false, err
+		}
+		if ul == nil {
+			return false, false, nil
+		}
+		ulStamp.Uidlist, ulStamp.UidlistSize, ulStamp.UidlistIno = post.Uidlist, post.UidlistSize, post.UidlistIno
+	}
+	for _, b := range bad {
+		r.log.Warn("ignoring a file whose name is not a Maildir name", "mailbox", name, "file", b)
+	}
+	uidOf := map[string]maildir.UidRecord{}
+	if ul != nil {
+		want := map[string]bool{}
+		for _, f := range fresh {
+			want[f.fn.Base] = true
+		}
+		for _, rec := range ul.Records {
+			if b := baseOf(rec.FileName); want[b] {
+				if _, dup := uidOf[b]; dup {
+					ul = nil // listed twice: the full scan sorts it out
+					break
+				}
+				uidOf[b] = rec
+			}
+		}
+	}
+	kw := box.Keywords
+	full := false
+	err = r.store.db.Update(func(tx *bolt.Tx) error {
+		bt, err := openBoxTx(tx, box)
+		if err != nil {
+			return err
+		}
+		for _, h := range renamed {
+			om, err := bt.get(h.uid)
+			if err != nil {
+				return err
+			}
+			if om == nil {
+				return fmt.Errorf("UID %d left the index during the scan", h.uid)
+			}
+			ch, err := r.refreshKnown(tx, bt, om, h.f, flagsOf(h.f.fn, kw), kw)
+			if err != nil {
+				return err
+			}
+			changed = changed || ch
+		}
+		added := 0
+		if len(fresh) > 0 {
+			// Plain new UIDs only: neither a record nor a tombstone at the
+			// UID, and the message's GUID not elsewhere in this mailbox.
+			for _, f := range fresh {
+				rec, listed := uidOf[f.fn.Base]
+				if ul == nil || !listed || bt.bb.uid.Get(u32(rec.UID)) != nil || bt.bb.tomb.Get(u32(rec.UID)) != nil {
+					full = true
+					return errFullScan
+				}
+				guid := f.fn.Base
+				if g, ok := rec.Get('G'); ok && g != "" {
+					guid = g
+				}
+				for _, h := range findGUID(tx, guid) {
+					if h.Box == box.GUID {
+						full = true
+						return errFullScan
+					}
+				}
+				m := &Msg{Message: model.Message{UID: rec.UID, GUID: guid, New: f.inNew, Born: r.store.stamp(tx, 0)}, File: f.name}
+				if guid != f.fn.Base {
+					m.Base = f.fn.Base
+				}
+				for n := range flagsOf(f.fn, kw) {
+					if m.Flags == nil {
+						m.Flags = model.Flags{}
+					}
+					m.Flags[n] = model.FlagVal{Set: true}
+				}
+				fi, err := os.Stat(filepath.Join(dir, subdir(f.inNew), f.name))
+				if err != nil {
+					full = true // gone since the listing
+					return errFullScan
+				}
+				m.Size, m.Mtime = fi.Size(), fi.ModTime().UnixNano()
+				if f.fn.VSize > 0 {
+					m.VSize = f.fn.VSize
+				}
+				if err := bt.put(m); err != nil {
+					return err
+				}
+				added++
+			}
+			box.UIDNext = max(box.UIDNext, ul.NextUID)
+			changed = true
+		}
+		box.Stamp = ulStamp
+		box.Messages = inCur + len(matched) + added
+		return putBox(tx, box)
+	})
+	if full {
+		return false, false, nil
+	}
+	if err != nil {
+		return false, false, r.wrap(name, err)
+	}
+	return true, changed, nil
+}
+
+// errFullScan rolls back a fast-path scan transaction.
+var errFullScan = errors.New("full scan needed")
+
+// assignKnown gives UIDs to the listed files the uidlist does not list,
+// under Dovecot's lock, and returns the uidlist and the stamp of the file
+// as written (or as found, if nothing needed a UID), taken under the lock.
+// It returns a nil uidlist when the uidlist is no longer the one the index
+// knows (another GUID or UIDVALIDITY): the full scan handles that.
+func (r *Replica) assignKnown(ctx context.Context, box *Box, name, dir string, files map[string]*diskFile) (*maildir.Uidlist, Stamp, error) {
+	var post Stamp
+	lk, err := r.lockUidlist(ctx, dir)
+	if err != nil {
+		return nil, post, r.wrap(name, err)
+	}
+	defer lk.Unlock()
+	ul, _, err := maildir.ReadUidlist(dir)
+	if err != nil {
+		return nil, post, r.wrap(name, err)
+	}
+	if model.MailboxGUID(ul.GUID) != box.GUID || ul.UIDValidity != box.UIDValidity {
+		return nil, post, nil
+	}
+	inList := make(map[string]bool, len(ul.Records))
+	for _, rec := range ul.Records {
+		inList[baseOf(rec.FileName)] = true
+	}
+	var fresh []string
+	for base := range files {
+		if !inList[base] {
+			fresh = append(fresh, base)
+		}
+	}
+	if len(fresh) > 0 {
+		sort.Slice(fresh, func(i, j int) bool { return lessName(fresh[i], fresh[j]) })
+		ul.NextUID = max(ul.NextUID, 1)
+		for _, base := range fresh {
+			ul.Records = append(ul.Records, maildir.UidRecord{UID: ul.NextUID, FileName: files[base].name})
+			ul.NextUID++
+		}
+		if err := r.writeUidlist(dir, ul); err != nil {
+			return nil, post, r.wrap(name, err)
+		}
+	}
+	post = stampOf(dir)
+	return ul, post, nil
 }
 
 // knownLocally reports whether a flag name can be seen in a file name of
@@ -980,6 +1324,12 @@ type unlocker interface{ Unlock() error }
 type noLock struct{}
 
 func (noLock) Unlock() error { return nil }
+
+// dirGone reports whether a mailbox directory no longer exists.
+func dirGone(dir string) bool {
+	_, err := os.Stat(dir)
+	return errors.Is(err, fs.ErrNotExist)
+}
 
 // lockUidlist takes Dovecot's lock, except in a dry run, which writes
 // nothing to the mail store.

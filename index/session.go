@@ -118,10 +118,19 @@ func (r *Replica) Changes(ctx context.Context, req replica.ChangesRequest) (map[
 				c.Messages = append(c.Messages, m.Message)
 			}
 			tc := bb.tmod.Cursor()
+			tombSeen := map[uint32]bool{}
 			for k, v := tc.Seek(u64(bs.Since + 1)); k != nil; k, v = tc.Next() {
 				tv := bb.tomb.Get(v)
 				if tv == nil {
 					continue
+				}
+				// An index written before put() cleaned up after itself
+				// can hold a stale modseq entry for a UID: report each
+				// tombstone once.
+				if u := binary.BigEndian.Uint32(v); tombSeen[u] {
+					continue
+				} else {
+					tombSeen[u] = true
 				}
 				var t model.Tombstone
 				if err := json.Unmarshal(tv, &t); err != nil {
@@ -223,7 +232,11 @@ func (r *Replica) Commit(ctx context.Context, req replica.CommitRequest) error {
 		}
 		return putPair(tx, pairKey(req.Peer), ps)
 	})
-	return r.wrap("", err)
+	if err != nil {
+		return r.wrap("", err)
+	}
+	r.runFlagChangeHook(ctx)
+	return nil
 }
 
 // Fetch streams bodies of this replica's messages.

@@ -98,6 +98,24 @@ func openStore(path string, timeout time.Duration) (*Store, error) {
 	}
 	_ = maildir.OwnLike(path, filepath.Dir(path)) // root-run: the mail owner keeps access
 	s := &Store{db: db, now: time.Now}
+	// An index made before has its buckets and identity: read them without
+	// a write transaction (each commit costs two fdatasyncs).
+	ready := false
+	_ = db.View(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bMeta, bBoxes, bMsgs, bSubs, bPeers, bGUIDs, bTGUIDs} {
+			if tx.Bucket(b) == nil {
+				return nil
+			}
+		}
+		m := tx.Bucket(bMeta)
+		if id := m.Get([]byte("index_id")); id != nil && string(m.Get([]byte("version"))) == indexVersion {
+			s.indexID, ready = string(id), true
+		}
+		return nil
+	})
+	if ready {
+		return s, nil
+	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bMeta, bBoxes, bMsgs, bSubs, bPeers, bGUIDs} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -350,7 +368,15 @@ func (t *boxTx) put(m *Msg) error {
 		return err
 	}
 	if v := t.bb.tomb.Get(u32(m.UID)); v != nil {
-		t.unindexTomb(m.UID, v)
+		var ot model.Tombstone
+		if json.Unmarshal(v, &ot) == nil {
+			// Its modseq entry goes too: a stale one would report the next
+			// tombstone at this UID twice.
+			_ = t.bb.tmod.Delete(u64(ot.Modseq))
+			if isExpunge(&ot) {
+				_ = t.tx.Bucket(bTGUIDs).Delete(guidKey(ot.GUID, t.box.GUID, m.UID))
+			}
+		}
 		_ = t.bb.tomb.Delete(u32(m.UID))
 	}
 	return t.tx.Bucket(bGUIDs).Put(guidKey(m.GUID, t.box.GUID, m.UID), nil)

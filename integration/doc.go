@@ -17,13 +17,23 @@
 //     about nothing; and Dovecot working on the replicas between syncs
 //     (contract §7).
 //   - owner_test.go: a sync run as root keeps the Maildirs' owner.
-//   - cli_test.go: exit codes and output of sync, backup, check and demo.
+//   - cli_test.go: exit codes and output of sync, backup, check and demo;
+//     config_test.go: `config check`, bad users and hosts.
+//   - openssh_test.go: a real OpenSSH sshd on loopback: remote: as the mail
+//     user, remoteprefix:/remote: through `twinbox wrapper` as root's forced
+//     command, refusals, and syncs started at once from both ends (lock
+//     order). sshd_test.go: `twinbox sshd` with ssh:// and OpenSSH's client.
+//     tcp_test.go: `twinbox listen` with tcp: and tcps: (a test CA).
+//   - netns_test.go: two hosts in network namespaces with their own host
+//     names, syncing both ways at once; a large sync over a slow veth cut by
+//     link-down and by killing the far serve.
+//   - imap/: two Dovecot IMAP servers and go-imap clients (issue 3).
 //
 // Environment:
 //
 //	TWINBOX_SEED=N             replay a run's random mail and kill moments (logged by each test)
 //	TWINBOX_LONG=1             larger syncs and five times as many kills
-//	TWINBOX_REQUIRE_DOVECOT=1  fail, not skip, the Dovecot tests when doveadm is missing
+//	TWINBOX_REQUIRE_DOVECOT=1  fail, not skip, the Dovecot, OpenSSH and namespace tests when what they need is missing
 //	TWINBOX_TEST_BINARY=PATH   test this binary instead of building one
 //
 // The package has no code besides this comment: everything is in _test.go

@@ -1,8 +1,9 @@
 // Package transport provides the ways to reach a peer's sync server. Each
-// yields an io.ReadWriteCloser that wire.Dial runs the protocol over. This
-// session's build has the in-process pipe (local-to-local syncs) and the
-// command transport (a peer reached through a program's stdin/stdout, as
-// OpenSSH's `ssh host twinbox serve` is).
+// yields an io.ReadWriteCloser that the wire protocol runs over: the
+// in-process pipe (local-to-local syncs), the command transport (a peer
+// reached through a program's stdin/stdout: exec:, and OpenSSH's `ssh host
+// twinbox serve` for remote:), and the built-in SSH client (ssh://).
+// tcp: and tcps: are in the subpackage tcp.
 package transport
 
 import (

@@ -432,6 +432,7 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 					for _, t := range c.Tombstones {
 						if t.MovedTo == 0 && !t.Lost {
 							sb[s].exp[t.GUID] = append(sb[s].exp[t.GUID], 0)
+							sb[s].born[t.GUID] = max(sb[s].born[t.GUID], t.Born)
 						}
 					}
 				}
@@ -444,6 +445,7 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 				for _, t := range c.Tombstones {
 					if t.MovedTo == 0 && !t.Lost {
 						sb[s].exp[t.GUID] = append(sb[s].exp[t.GUID], 0)
+						sb[s].born[t.GUID] = max(sb[s].born[t.GUID], t.Born)
 					}
 				}
 			}
@@ -511,7 +513,14 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 				continue
 			}
 			if in.void || bx.void[o] {
-				in.killed = true
+				// Its UID says nothing here (a merging loser's message, or
+				// a mailbox whose UIDs do not count): the expunge kills it
+				// unless it is a younger instance than every expunged one,
+				// a copy a client made after (moved into a folder that is
+				// now being merged), which must survive.
+				if tb := sb[o].born[g]; tb == 0 || in.msg.Born == 0 || in.msg.Born <= tb {
+					in.killed = true
+				}
 				continue
 			}
 			// The instance the tombstone names, wherever it lives now: every

@@ -1,0 +1,125 @@
+package imap
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/emersion/go-imap/v2"
+
+	"github.com/twinbox-mail/twinbox/integration/dovecot"
+)
+
+// TestAutocreatedFoldersMerge: each Dovecot autocreates Drafts and Sent on
+// its own (different GUIDs and UIDVALIDITYs), clients put mail in both;
+// the sync merges them: one Drafts and one Sent on both sides with all the
+// mail, subscribed alike.
+func TestAutocreatedFoldersMerge(t *testing.T) {
+	p := newPair(t, dovecot.ServerOptions{AutoCreate: []string{"Drafts"}, AutoSubscribe: []string{"Sent"}})
+	var want []string
+	for _, s := range p.sides() {
+		c := dial(t, s)
+		selectBox(t, c, "Drafts")
+		want = append(want, appendMsg(t, c, "Drafts", body("draft on "+s.name), imap.FlagDraft))
+		want = append(want, appendMsg(t, c, "Sent", body("sent on "+s.name), imap.FlagSeen))
+		_ = c.Logout().Wait()
+	}
+	p.settle(t)
+	va, _ := p.requireSame(t)
+	for i, h := range want {
+		box := []string{"Drafts", "Sent"}[i%2]
+		msgIn(t, va, box, h)
+	}
+	if !slices.Contains(va.Subs, "Sent") {
+		t.Errorf("Sent not subscribed: %v", va.Subs)
+	}
+	p.checkLogs(t)
+}
+
+// TestDovecotBusyDuringSync: while a sync copies a few hundred messages,
+// IMAP clients on both sides make Dovecot move them from new/ to cur/,
+// rename them for flags and rewrite the uidlist (APPENDs). Every sync exits
+// 0 or 2; the next ones converge; nothing is lost.
+func TestDovecotBusyDuringSync(t *testing.T) {
+	p := newPair(t, dovecot.ServerOptions{})
+	n := 150
+	if longMode() {
+		n = 1000
+	}
+	var delivered []string
+	for i := range n {
+		delivered = append(delivered, deliverMTA(t, p.a, "", body(fmt.Sprintf("busy a %d", i)), i))
+	}
+	for i := range n / 5 {
+		delivered = append(delivered, deliverMTA(t, p.b, "", body(fmt.Sprintf("busy b %d", i)), n+i))
+	}
+	var (
+		mu       sync.Mutex
+		appended []string
+		during   int // client operations done while a sync ran
+	)
+	for round := range 3 {
+		sp := start(t, nil, "sync", p.a.root(), p.b.root())
+		p.syncs++
+		var wg sync.WaitGroup
+		errs := make(chan error, 2)
+		for _, s := range p.sides() {
+			c := dial(t, s)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { _ = c.Logout().Wait() }()
+				// Until the sync ends (at most 100 rounds): SELECT (new/ ->
+				// cur/), flag changes on everything (renames in cur/), an
+				// APPEND (a uidlist rewrite).
+				for i := 0; i < 100; i++ {
+					if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+						errs <- fmt.Errorf("%s: SELECT: %w", s.name, err)
+						return
+					}
+					op := imap.StoreFlagsAdd
+					if i%2 == 1 {
+						op = imap.StoreFlagsDel
+					}
+					all := imap.UIDSet{imap.UIDRange{Start: 1, Stop: 0}}
+					if _, err := c.Store(all, &imap.StoreFlags{Op: op, Silent: true, Flags: []imap.Flag{"$Busy"}}, nil).Collect(); err != nil {
+						errs <- fmt.Errorf("%s: STORE: %w", s.name, err)
+						return
+					}
+					b := body(fmt.Sprintf("during sync %d on %s #%d", round, s.name, i))
+					if err := appendErr(c, "INBOX", b); err != nil {
+						errs <- fmt.Errorf("%s: APPEND: %w", s.name, err)
+						return
+					}
+					mu.Lock()
+					appended = append(appended, hashOf(b))
+					running := sp.running()
+					if running {
+						during++
+					}
+					mu.Unlock()
+					if !running {
+						return
+					}
+				}
+			}()
+		}
+		r := sp.wait(t)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		if r.code != 0 && r.code != 2 {
+			t.Fatalf("round %d:\n%s", round, r)
+		}
+	}
+	t.Logf("%d client rounds (SELECT, STORE on all, APPEND) finished while a sync ran", during)
+	p.settle(t)
+	va, _ := p.requireSame(t)
+	for _, h := range append(delivered, appended...) {
+		msgIn(t, va, "INBOX", h)
+	}
+	p.checkLogs(t)
+}
