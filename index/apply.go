@@ -501,7 +501,7 @@ func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, next uint
 		if b.Deleted {
 			b.Revived = r.lastDelete(b.GUID)
 		}
-		b.Deleted, b.DeletedT, b.Missing = false, 0, false
+		b.Deleted, b.DeletedT, b.Missing, b.MergedInto = false, 0, false, model.MailboxGUID{}
 		b.UIDNext = max(b.UIDNext, ul.NextUID)
 		b.Epoch = randomUint64()
 		b.Stamp = Stamp{}

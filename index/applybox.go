@@ -635,6 +635,11 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		if err != nil || b == nil {
 			return fmt.Errorf("mailbox %s left the index: %v", box.GUID, err)
 		}
+		var born int64
+		for _, m := range added {
+			born = max(born, m.Born)
+		}
+		r.store.observe(tx, born)
 		if rewriting {
 			// New identity or a full rewrite: rebuild the records from what
 			// is now on disk.
@@ -646,10 +651,17 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 				return err
 			}
 			if adopt != nil && adopt.From != adopt.To {
-				if err := tx.Bucket(bBoxes).Delete(adopt.From[:]); err != nil {
+				// The loser's GUID stays as an alias of the winner, with its
+				// expunge tombstones: a third replica that still holds it is
+				// merged into the winner too, and what was expunged here
+				// under it stays expunged.
+				alias := *b
+				alias.Deleted, alias.DeletedT, alias.Missing, alias.MergedInto = true, r.store.stamp(tx, b.NameT), false, adopt.To
+				alias.Messages, alias.Held, alias.Keywords, alias.Stamp, alias.Dir = 0, 0, nil, Stamp{}, ""
+				alias.Epoch = randomUint64()
+				if err := putBox(tx, &alias); err != nil {
 					return err
 				}
-				_ = tx.Bucket(bMsgs).DeleteBucket(adopt.From[:])
 				if nb, err := getBox(tx, adopt.To); err == nil && nb != nil {
 					// The index knew the winner (missing here): its
 					// tombstones stay.
@@ -713,7 +725,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			return err
 		}
 		for _, e := range expunged {
-			if err := bt.drop(e.UID, &model.Tombstone{GUID: e.GUID, T: r.store.stamp(tx, 0)}); err != nil {
+			if err := bt.drop(e.UID, &model.Tombstone{GUID: e.GUID, Born: e.Born, T: r.store.stamp(tx, 0)}); err != nil {
 				return err
 			}
 		}
@@ -763,10 +775,19 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 				}
 			}
 		}
+		refilled := false
 		for _, m := range added {
+			refilled = refilled || bt.lostAt(m.UID, m.GUID)
 			if err := bt.put(m); err != nil {
 				return err
 			}
+		}
+		if refilled {
+			// A message lost with the mailbox's directory is back. Other
+			// peers' saved state may say that this replica and they agree
+			// below their common UIDNEXT, and this UID was Lost here then
+			// (while the peer may have nothing there): that state is stale.
+			b.Epoch = randomUint64()
 		}
 		b.UIDNext = max(b.UIDNext, nu.NextUID)
 		if !light {

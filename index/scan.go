@@ -526,7 +526,7 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 		if box.Deleted {
 			box.Revived = r.lastDelete(box.GUID)
 		}
-		box.Deleted, box.Missing, box.DeletedT = false, false, 0
+		box.Deleted, box.Missing, box.DeletedT, box.MergedInto = false, false, 0, model.MailboxGUID{}
 		box.Epoch = randomUint64()
 		changed = true
 	}
@@ -630,6 +630,24 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 			}
 			return t
 		}
+		// renumberedFrom finds the record a message had before it moved to
+		// UID u (built only when a new record needs it).
+		var oldByGUID map[string]*Msg
+		renumberedFrom := func(g string, u uint32) *Msg {
+			if liveAt[g] != u {
+				return nil
+			}
+			if oldByGUID == nil {
+				oldByGUID = make(map[string]*Msg, len(old))
+				for _, m := range old {
+					oldByGUID[m.GUID] = m
+				}
+			}
+			if o := oldByGUID[g]; o != nil && o.UID != u {
+				return o
+			}
+			return nil
+		}
 		seen := map[uint32]bool{}
 		for _, rec := range ul.Records {
 			base := baseOf(rec.FileName)
@@ -657,7 +675,12 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 				om = nil
 			}
 			if om == nil {
-				m := &Msg{Message: model.Message{UID: rec.UID, GUID: guid, New: f.inNew, Born: r.store.stamp(tx, 0)}, File: f.name}
+				m := &Msg{Message: model.Message{UID: rec.UID, GUID: guid, New: f.inNew}, File: f.name}
+				if o := renumberedFrom(guid, rec.UID); o != nil && o.Born != 0 {
+					m.Born = o.Born // the same instance at a new UID
+				} else {
+					m.Born = r.store.stamp(tx, 0)
+				}
 				if base != guid {
 					m.Base = base
 				}

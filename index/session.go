@@ -139,6 +139,53 @@ func (r *Replica) Changes(ctx context.Context, req replica.ChangesRequest) (map[
 				c.Tombstones = append(c.Tombstones, t)
 			}
 		}
+		for _, lk := range req.Lookup {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			b, err := getBox(tx, lk.GUID)
+			if err != nil {
+				return err
+			}
+			if b == nil {
+				continue
+			}
+			c := out[lk.GUID]
+			if c == nil {
+				c = &merge.Contents{}
+				out[lk.GUID] = c
+			}
+			have := map[uint32]bool{}
+			for _, t := range c.Tombstones {
+				have[t.UID] = true
+			}
+			for _, m := range c.Messages {
+				have[m.UID] = true
+			}
+			for _, g := range lk.Messages {
+				ts, err := expungesOf(tx, lk.GUID, g)
+				if err != nil {
+					return fmt.Errorf("mailbox %q: %w", b.Name, err)
+				}
+				for _, t := range ts {
+					if !have[t.UID] {
+						have[t.UID] = true
+						c.Tombstones = append(c.Tombstones, t)
+					}
+				}
+				// A copy held here unchanged, under another UID.
+				ms, err := recordsOf(tx, lk.GUID, g)
+				if err != nil {
+					return fmt.Errorf("mailbox %q: %w", b.Name, err)
+				}
+				for _, m := range ms {
+					if !have[m.UID] {
+						have[m.UID] = true
+						c.Messages = append(c.Messages, m)
+					}
+				}
+			}
+		}
 		return nil
 	})
 	if err != nil {

@@ -34,6 +34,11 @@ var (
 	bSubs  = []byte("subs")
 	bPeers = []byte("peers")
 	bGUIDs = []byte("guids")
+	// bTGUIDs finds a message GUID's expunge tombstones: key msgGUID \0
+	// boxGUID uid(4 bytes), no value. Added within format "2": an index
+	// without it gets it built at open. Entries are hints, checked against
+	// the tombstone itself when read.
+	bTGUIDs = []byte("tguids")
 
 	bUID  = []byte("uid")
 	bMod  = []byte("mod")
@@ -113,7 +118,7 @@ func openStore(path string, timeout time.Duration) (*Store, error) {
 	// a write transaction (each commit costs two fdatasyncs).
 	ready := false
 	_ = db.View(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bMeta, bBoxes, bMsgs, bSubs, bPeers, bGUIDs} {
+		for _, b := range [][]byte{bMeta, bBoxes, bMsgs, bSubs, bPeers, bGUIDs, bTGUIDs} {
 			if tx.Bucket(b) == nil {
 				return nil
 			}
@@ -130,6 +135,11 @@ func openStore(path string, timeout time.Duration) (*Store, error) {
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bMeta, bBoxes, bMsgs, bSubs, bPeers, bGUIDs} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		if tx.Bucket(bTGUIDs) == nil {
+			if err := buildTGUIDs(tx); err != nil {
 				return err
 			}
 		}
@@ -191,6 +201,24 @@ func (s *Store) stamp(tx *bolt.Tx, prev int64) int64 {
 	binary.BigEndian.PutUint64(b[:], uint64(t))
 	_ = m.Put([]byte("hlc"), b[:])
 	return t
+}
+
+// observe moves the hybrid clock to at least t (a stamp that came from a
+// peer), so that every later local stamp orders after it: a copy a client
+// puts back after an instance arrived is born after that instance, whatever
+// the clocks of the hosts say.
+func (s *Store) observe(tx *bolt.Tx, t int64) {
+	m := tx.Bucket(bMeta)
+	var last int64
+	if v := m.Get([]byte("hlc")); len(v) == 8 {
+		last = int64(binary.BigEndian.Uint64(v))
+	}
+	if t <= last {
+		return
+	}
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(t))
+	_ = m.Put([]byte("hlc"), b[:])
 }
 
 func u32(v uint32) []byte {
@@ -356,15 +384,123 @@ func (t *boxTx) put(m *Msg) error {
 		return err
 	}
 	if v := t.bb.tomb.Get(u32(m.UID)); v != nil {
-		// Its modseq entry goes too: a stale one would report the next
-		// tombstone at this UID twice.
 		var ot model.Tombstone
 		if json.Unmarshal(v, &ot) == nil {
+			// Its modseq entry goes too: a stale one would report the next
+			// tombstone at this UID twice.
 			_ = t.bb.tmod.Delete(u64(ot.Modseq))
+			if isExpunge(&ot) {
+				_ = t.tx.Bucket(bTGUIDs).Delete(guidKey(ot.GUID, t.box.GUID, m.UID))
+			}
 		}
 		_ = t.bb.tomb.Delete(u32(m.UID))
 	}
 	return t.tx.Bucket(bGUIDs).Put(guidKey(m.GUID, t.box.GUID, m.UID), nil)
+}
+
+// lostAt reports whether uid holds a Lost tombstone of message g.
+func (t *boxTx) lostAt(uid uint32, g string) bool {
+	v := t.bb.tomb.Get(u32(uid))
+	if v == nil {
+		return false
+	}
+	var ot model.Tombstone
+	return json.Unmarshal(v, &ot) == nil && ot.Lost && ot.GUID == g
+}
+
+// unindexTomb removes the tombstone v at uid from the GUID index. (Its
+// modseq entry stays: Changes skips entries whose tombstone is gone.)
+func (t *boxTx) unindexTomb(uid uint32, v []byte) {
+	var ot model.Tombstone
+	if json.Unmarshal(v, &ot) == nil && isExpunge(&ot) {
+		_ = t.tx.Bucket(bTGUIDs).Delete(guidKey(ot.GUID, t.box.GUID, uid))
+	}
+}
+
+func isExpunge(t *model.Tombstone) bool { return t.MovedTo == 0 && !t.Lost }
+
+// buildTGUIDs makes the tombstone GUID index of an index written before it
+// existed.
+func buildTGUIDs(tx *bolt.Tx) error {
+	tg, err := tx.CreateBucket(bTGUIDs)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bMsgs).ForEach(func(k, _ []byte) error {
+		if len(k) != 16 {
+			return nil
+		}
+		var g model.MailboxGUID
+		copy(g[:], k)
+		tombs, err := loadTombs(tx, g)
+		if err != nil {
+			return err
+		}
+		for _, t := range tombs {
+			if isExpunge(&t) {
+				if err := tg.Put(guidKey(t.GUID, g, t.UID), nil); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// recordsOf returns the records of message GUID mg in mailbox g.
+func recordsOf(tx *bolt.Tx, g model.MailboxGUID, mg string) ([]model.Message, error) {
+	bb, err := buckets(tx, g, false)
+	if err != nil || bb == nil {
+		return nil, err
+	}
+	prefix := make([]byte, 0, len(mg)+1+16)
+	prefix = append(append(append(prefix, mg...), 0), g[:]...)
+	var out []model.Message
+	c := tx.Bucket(bGUIDs).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && len(k) == len(prefix)+4 && string(k[:len(prefix)]) == string(prefix); k, _ = c.Next() {
+		v := bb.uid.Get(k[len(prefix):])
+		if v == nil {
+			continue
+		}
+		m, err := decodeMsg(v)
+		if err != nil {
+			return nil, fmt.Errorf("mailbox %s UID %d: %w", g, binary.BigEndian.Uint32(k[len(prefix):]), err)
+		}
+		if m.GUID == mg {
+			out = append(out, m.Message)
+		}
+	}
+	return out, nil
+}
+
+// expungesOf returns the expunge tombstones of message GUID mg in mailbox g.
+func expungesOf(tx *bolt.Tx, g model.MailboxGUID, mg string) ([]model.Tombstone, error) {
+	tg := tx.Bucket(bTGUIDs)
+	if tg == nil {
+		return nil, nil
+	}
+	bb, err := buckets(tx, g, false)
+	if err != nil || bb == nil {
+		return nil, err
+	}
+	prefix := make([]byte, 0, len(mg)+1+16)
+	prefix = append(append(append(prefix, mg...), 0), g[:]...)
+	var out []model.Tombstone
+	c := tg.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && len(k) == len(prefix)+4 && string(k[:len(prefix)]) == string(prefix); k, _ = c.Next() {
+		v := bb.tomb.Get(k[len(prefix):])
+		if v == nil {
+			continue
+		}
+		var t model.Tombstone
+		if err := json.Unmarshal(v, &t); err != nil {
+			return nil, fmt.Errorf("mailbox %s tombstone: %w", g, err)
+		}
+		if isExpunge(&t) && t.GUID == mg {
+			out = append(out, t)
+		}
+	}
+	return out, nil
 }
 
 // drop removes the message at uid and, unless tomb is nil, records tomb.
@@ -381,13 +517,20 @@ func (t *boxTx) drop(uid uint32, tomb *model.Tombstone) error {
 	if tomb == nil {
 		return nil
 	}
-	if old != nil && tomb.MovedTo == 0 && !tomb.Lost && tomb.Born == 0 {
-		tomb.Born = old.Born // the instance this expunge kills
+	if old != nil && (tomb.Born == 0 || (old.Born != 0 && old.Born < tomb.Born)) {
+		// The instance this tombstone retires (a peer that did not hear of
+		// it yet still holds that instance, and an implied record made
+		// from the tombstone carries its Born); an expunge that came from
+		// a peer keeps the lower of its Born and the local record's.
+		tomb.Born = old.Born
 	}
 	if v := t.bb.tomb.Get(u32(uid)); v != nil {
 		var ot model.Tombstone
 		if json.Unmarshal(v, &ot) == nil {
 			_ = t.bb.tmod.Delete(u64(ot.Modseq))
+			if isExpunge(&ot) {
+				_ = t.tx.Bucket(bTGUIDs).Delete(guidKey(ot.GUID, t.box.GUID, uid))
+			}
 		}
 	}
 	t.box.Modseq++
@@ -399,6 +542,11 @@ func (t *boxTx) drop(uid uint32, tomb *model.Tombstone) error {
 	}
 	if err := t.bb.tomb.Put(u32(uid), v); err != nil {
 		return err
+	}
+	if isExpunge(tomb) {
+		if err := t.tx.Bucket(bTGUIDs).Put(guidKey(tomb.GUID, t.box.GUID, uid), nil); err != nil {
+			return err
+		}
 	}
 	return t.bb.tmod.Put(u64(tomb.Modseq), u32(uid))
 }

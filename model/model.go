@@ -172,7 +172,7 @@ type Message struct {
 type Tombstone struct {
 	UID     uint32 `json:"u"`
 	GUID    string `json:"g"`
-	Born    int64  `json:"bn,omitempty"` // Born of the expunged instance
+	Born    int64  `json:"bn,omitempty"` // Born of the instance it retired
 	MovedTo uint32 `json:"to,omitempty"`
 	Lost    bool   `json:"l,omitempty"`
 	Modseq  uint64 `json:"m,omitempty"`
@@ -199,6 +199,11 @@ type Mailbox struct {
 	// Missing marks a live mailbox whose directory vanished without a
 	// recorded delete: its contents were reset and it will be refilled.
 	Missing bool `json:"missing,omitempty"`
+	// MergedInto, on a Deleted record, says that this replica adopted the
+	// mailbox into another one (contract §3.4): the GUID is an alias of
+	// that mailbox, and a peer still holding it merges it there too. The
+	// record keeps the mailbox's expunge tombstones.
+	MergedInto MailboxGUID `json:"merged_into,omitzero"`
 }
 
 // Subscription is one name's subscribed/unsubscribed register.

@@ -146,11 +146,38 @@ func resolveMailboxes(sides [2]*Side, plan *Plan) []*box {
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].guid.Less(all[j].guid) })
 
+	// Aliases: a mailbox one side merged into another (MergedInto) that
+	// the other side still holds is merged into the same one there, when
+	// that side does not hold the winner live (else the rules below apply).
+	var merged, aliased []*box
+	isMerged := map[*box]bool{}
+	for _, bx := range all {
+		for s := 0; s < 2; s++ {
+			o := 1 - s
+			r, l := bx.rec[s], bx.rec[o]
+			if r == nil || r.MergedInto.IsZero() || l == nil || l.Deleted || isMerged[bx] || len(bx.losersOf()) > 0 {
+				continue
+			}
+			k := aliasTarget(byGUID, s, r.MergedInto)
+			if k == nil || k == bx || isMerged[k] || k.losers[o] != nil {
+				continue
+			}
+			if kr := k.rec[o]; kr != nil && !kr.Deleted && !kr.Missing {
+				continue
+			}
+			k.losers[o] = l
+			aliased = append(aliased, k)
+			isMerged[bx] = true
+			merged = append(merged, bx)
+			plan.Merged = append(plan.Merged, fmt.Sprintf("%s %s -> %s (alias)", l.Name, bx.guid, k.guid))
+		}
+	}
+
 	// Name collisions among mailboxes that are (or may stay) alive.
 	groups := map[string][]*box{}
 	var names []string
 	for _, bx := range all {
-		if !bx.alive(0) && !bx.alive(1) {
+		if isMerged[bx] || (!bx.alive(0) && !bx.alive(1)) {
 			continue
 		}
 		if groups[bx.name] == nil {
@@ -163,7 +190,6 @@ func resolveMailboxes(sides [2]*Side, plan *Plan) []*box {
 	for _, bx := range all {
 		used[bx.name] = true
 	}
-	var merged []*box
 	for _, n := range names {
 		g := groups[n]
 		if len(g) < 2 {
@@ -211,19 +237,56 @@ func resolveMailboxes(sides [2]*Side, plan *Plan) []*box {
 			bx.nameT = maxT(bx) + 1
 		}
 	}
-	out := all[:0]
-	for _, bx := range all {
-		isMerged := false
-		for _, m := range merged {
-			if m == bx {
-				isMerged = true
+	for _, m := range merged {
+		isMerged[m] = true
+	}
+	// A mailbox merged through an alias may sit under another name: it
+	// moves to the final name first (renames come first in an apply), out
+	// of the way of mailboxes the plan creates.
+	for _, k := range aliased {
+		for s := 0; s < 2; s++ {
+			if l := k.losers[s]; l != nil && model.NormName(l.Name) != k.name {
+				plan.Sides[s].Renames = append(plan.Sides[s].Renames, MailboxOp{GUID: l.GUID, Name: k.name, NameT: k.nameT, UIDValidity: l.UIDValidity})
 			}
 		}
-		if !isMerged {
+	}
+	out := all[:0]
+	for _, bx := range all {
+		if !isMerged[bx] {
 			out = append(out, bx)
 		}
 	}
 	return out
+}
+
+func (b *box) losersOf() []*model.Mailbox {
+	var out []*model.Mailbox
+	for s := 0; s < 2; s++ {
+		if b.losers[s] != nil {
+			out = append(out, b.losers[s])
+		}
+	}
+	return out
+}
+
+// aliasTarget follows side s's MergedInto records from g to a mailbox that
+// is live on s (at most 16 hops).
+func aliasTarget(byGUID map[model.MailboxGUID]*box, s int, g model.MailboxGUID) *box {
+	for i := 0; i < 16; i++ {
+		bx := byGUID[g]
+		if bx == nil || bx.rec[s] == nil {
+			return nil
+		}
+		r := bx.rec[s]
+		if !r.Deleted {
+			return bx
+		}
+		if r.MergedInto.IsZero() {
+			return nil
+		}
+		g = r.MergedInto
+	}
+	return nil
 }
 
 func uidsUsed(bx *box) uint32 {
@@ -252,7 +315,7 @@ func maxT(bx *box) int64 {
 func mergeable(keeper, loser *box) (int, bool) {
 	for s := 0; s < 2; s++ {
 		o := 1 - s
-		if !(loser.has(s) && !loser.has(o)) || loser.rec[s].Deleted || keeper.losers[s] != nil {
+		if !(loser.has(s) && !loser.has(o)) || loser.rec[s].Deleted || keeper.losers[s] != nil || len(loser.losersOf()) > 0 {
 			continue
 		}
 		k := keeper.rec[s]
@@ -294,7 +357,12 @@ type inst struct {
 	void    bool // UID does not count
 	implied bool // not reported: known to equal the other side's record
 	killed  bool
-	final   uint32
+	// killBorn is the Born of the expunge that killed the instance by
+	// its stamp: the tombstone this side records takes it, so that a
+	// local stamp newer than the expunged instance (a record the scan
+	// re-made after a killed apply) never widens the expunge.
+	killBorn int64
+	final    uint32
 }
 
 func newSideBox() *sideBox {
@@ -366,6 +434,18 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 							sb[s].exp[t.GUID] = append(sb[s].exp[t.GUID], 0)
 							sb[s].born[t.GUID] = max(sb[s].born[t.GUID], t.Born)
 						}
+					}
+				}
+			}
+		}
+		if l := bx.losers[1-s]; l != nil {
+			// The other side's loser is an alias here: what this side
+			// expunged under that GUID kills the other side's copies.
+			if c := sides[s].Contents[l.GUID]; c != nil {
+				for _, t := range c.Tombstones {
+					if t.MovedTo == 0 && !t.Lost {
+						sb[s].exp[t.GUID] = append(sb[s].exp[t.GUID], 0)
+						sb[s].born[t.GUID] = max(sb[s].born[t.GUID], t.Born)
 					}
 				}
 			}
@@ -443,13 +523,25 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 				}
 				continue
 			}
-			// Not yet: killing every instance born at or before the expunged
-			// one (to reach copies renumbered elsewhere) lost mail in the
-			// crash tests (integration.TestCrashKillClient), through false
-			// expunge tombstones the scan made after a killed apply (fixed
-			// since: index/scan.go retires such records as renumbered).
-			// Born is kept and carried; the rule waits for a re-run of the
-			// crash and three-replica property tests.
+			// The instance the tombstone names, wherever it lives now: every
+			// instance of the GUID born at or before the expunged one (a
+			// copy renumbered by another pair's sync reaches a third
+			// replica as a plain add, with its Born but without the
+			// renumbering record). A copy a client put back later has a
+			// later Born and survives. Unknown (0) stamps never kill.
+			// The other side holding the GUID live at the same UID holds
+			// this very instance (a UID never names other content): its
+			// expunges named other instances. (Born stamps of a replica
+			// whose index was rebuilt are later than the real ones, and an
+			// instance killed and re-added from the peer leaves an expunge
+			// tombstone at its old UID.)
+			if oi, ok := sb[o].guids[g]; ok && !oi.void && oi.msg.UID == in.msg.UID {
+				continue
+			}
+			if tb := sb[o].born[g]; tb != 0 && in.msg.Born != 0 && in.msg.Born <= tb {
+				in.killed, in.killBorn = true, tb
+				continue
+			}
 			for _, u0 := range uids {
 				if reaches(u0, in.msg.UID, sb[0].moved, sb[1].moved) {
 					in.killed = true
@@ -551,6 +643,11 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 		// Deleted on purpose and nothing the deleter never saw survives.
 		for s := 0; s < 2; s++ {
 			if bx.alive(s) {
+				if r := bx.rec[s]; r != nil && !r.Deleted && r.Name != bx.name {
+					// Out of the way first: its directory may hold a name
+					// that a mailbox created by this plan takes.
+					plan.Sides[s].Renames = append(plan.Sides[s].Renames, MailboxOp{GUID: bx.guid, Name: bx.name, NameT: bx.nameT, UIDValidity: bx.uidv})
+				}
 				bp := BoxPlan{GUID: bx.guid}
 				for _, g := range sortedKeys(sb[s].guids) {
 					addExpunge(&bp, sb[s].guids[g])
@@ -628,7 +725,7 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 }
 
 func addExpunge(bp *BoxPlan, in *inst) {
-	e := Expunge{UID: in.msg.UID, GUID: in.msg.GUID}
+	e := Expunge{UID: in.msg.UID, GUID: in.msg.GUID, Born: in.killBorn}
 	if in.msg.Held {
 		bp.Release = append(bp.Release, e)
 	} else {

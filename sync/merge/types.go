@@ -16,11 +16,14 @@
 //     handed out the most UIDs, then the lowest GUID); each other one is
 //     merged into it when it exists on one side only and that side does
 //     not hold the keeper's directory (contract §3.4), else renamed aside
-//     with a "-<guid8>" suffix.
+//     with a "-<guid8>" suffix. A side that merged a mailbox away keeps its
+//     GUID as an alias (MergedInto): the other side's copy of that GUID is
+//     merged into the same mailbox.
 //  2. A deleted mailbox stays deleted only if no message survives in it:
 //     messages the deleting side never saw bring it back (contract §5).
-//  3. Expunge tombstones kill the instance they name (GUID and UID,
-//     following sync renumberings). An expunge beats a flag change.
+//  3. Expunge tombstones kill the instance they name: every instance of the
+//     GUID born at or before it (Born stamps), or reached from its UID
+//     through sync renumberings. An expunge beats a flag change.
 //  4. UIDs: a message keeps its UID when the other side has no different
 //     message or tombstone at that UID; otherwise, and for messages of a
 //     mailbox whose UIDVALIDITY is being replaced, it gets a fresh UID at or
@@ -143,10 +146,13 @@ type FlagSet struct {
 	Flags model.Flags
 }
 
-// Expunge removes the message at UID.
+// Expunge removes the message at UID. Born, when not 0, is the Born of
+// the expunge that killed it (the tombstone the side records takes it
+// instead of the local record's, when lower).
 type Expunge struct {
 	UID  uint32
 	GUID string
+	Born int64 `json:",omitempty"`
 }
 
 // Empty reports whether the side has nothing to do.

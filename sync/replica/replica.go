@@ -82,6 +82,19 @@ type PairBoxState struct {
 // ChangesRequest asks for records of some mailboxes: Since 0 means all.
 type ChangesRequest struct {
 	Boxes []BoxSince `json:"boxes"`
+	// Lookup asks, per mailbox, for the records and expunge tombstones of
+	// some message GUIDs whatever their modseq: the peer reported instances
+	// of them that this side may hold unchanged under another UID, or may
+	// have expunged before (a copy that came back through a third replica
+	// under another UID). A replica that does not know the field answers
+	// without them, which costs convergence, never mail.
+	Lookup []BoxLookup `json:"lookup,omitempty"`
+}
+
+// BoxLookup names message GUIDs of one mailbox.
+type BoxLookup struct {
+	GUID     model.MailboxGUID `json:"guid"`
+	Messages []string          `json:"messages"`
 }
 
 // BoxSince asks for one mailbox's records with modseq above Since.

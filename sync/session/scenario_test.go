@@ -947,7 +947,6 @@ func TestNewFolderWhereDeletedOneStillIs(t *testing.T) {
 // instance's Born stamp travels with it (3 replicas; the property test's
 // seed 6163758096704320485 before the fix).
 func TestExpungeReachesRenumberedCopyOnThirdReplica(t *testing.T) {
-	t.Skip("known gap (docs/design.md §9): with three replicas an expunge does not reach a copy renumbered on another pair; the Born rule that fixed it lost mail in crash tests and is off")
 	d := t.TempDir()
 	a, b, c := filepath.Join(d, "a"), filepath.Join(d, "b"), filepath.Join(d, "c")
 	testmail.Deliver(t, a, "INBOX", "common")

@@ -119,14 +119,37 @@ func Run(ctx context.Context, a, b replica.Replica, opt Options) (*Summary, erro
 	}
 	sum.Mailboxes = len(keep)
 	reqA, reqB := changesRequest(boxesA, boxesB, sinceA), changesRequest(boxesB, boxesA, sinceB)
-	sum.Full = len(keep) - len(base)
+	// Compared in full: mailboxes without saved state that either side is
+	// asked for (not a mailbox deleted or merged away on one side that the
+	// other never knew).
+	full := map[model.MailboxGUID]bool{}
+	for _, r := range [...]replica.ChangesRequest{reqA, reqB} {
+		for _, bs := range r.Boxes {
+			if _, ok := base[bs.GUID]; !ok {
+				full[bs.GUID] = true
+			}
+		}
+	}
+	sum.Full = len(full)
 	ca, err := a.Changes(ctx, reqA)
 	if err != nil {
 		return nil, err
 	}
+	// Per-GUID expunges: where the saved state is used, each side also
+	// reports its expunges of the message GUIDs the other side reported,
+	// however old (a copy of an expunged message can come back through a
+	// third replica, under another UID).
+	reqB.Lookup = lookups(ca, base)
 	cb, err := b.Changes(ctx, reqB)
 	if err != nil {
 		return nil, err
+	}
+	if lk := lookups(cb, base); len(lk) > 0 {
+		more, err := a.Changes(ctx, replica.ChangesRequest{Lookup: lk})
+		if err != nil {
+			return nil, err
+		}
+		ca = addTombstones(ca, more)
 	}
 
 	// The engine, sides in replica-ID order (backup: the source first).
@@ -304,13 +327,15 @@ func backupState(a, b []model.Mailbox, base map[model.MailboxGUID]uint32, sa, sb
 
 func changesRequest(own, other []model.Mailbox, since map[model.MailboxGUID]uint64) replica.ChangesRequest {
 	var req replica.ChangesRequest
-	otherHas := map[model.MailboxGUID]bool{}
+	otherLive := map[model.MailboxGUID]bool{}
 	for _, m := range other {
-		otherHas[m.GUID] = true
+		otherLive[m.GUID] = !m.Deleted
 	}
 	for _, m := range own {
-		if m.Deleted && !otherHas[m.GUID] {
-			continue // a delete the other side never knew of: nothing to say
+		if m.Deleted && !otherLive[m.GUID] {
+			// A delete (or a merge alias) the other side never knew of, or
+			// that it made too: nothing to say.
+			continue
 		}
 		s, ok := since[m.GUID]
 		if ok && s == m.Modseq {
@@ -319,6 +344,62 @@ func changesRequest(own, other []model.Mailbox, since map[model.MailboxGUID]uint
 		req.Boxes = append(req.Boxes, replica.BoxSince{GUID: m.GUID, Since: s})
 	}
 	return req
+}
+
+// lookups lists, per mailbox synced from saved state, the message GUIDs a
+// side reported.
+func lookups(c map[model.MailboxGUID]*merge.Contents, base map[model.MailboxGUID]uint32) []replica.BoxLookup {
+	var out []replica.BoxLookup
+	for g, ct := range c {
+		if _, ok := base[g]; !ok || ct == nil || len(ct.Messages) == 0 {
+			continue
+		}
+		lk := replica.BoxLookup{GUID: g}
+		for _, m := range ct.Messages {
+			lk.Messages = append(lk.Messages, m.GUID)
+		}
+		out = append(out, lk)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].GUID.Less(out[j].GUID) })
+	return out
+}
+
+// addTombstones adds the records and tombstones of more to c, skipping
+// UIDs c has.
+func addTombstones(c, more map[model.MailboxGUID]*merge.Contents) map[model.MailboxGUID]*merge.Contents {
+	if c == nil {
+		c = map[model.MailboxGUID]*merge.Contents{}
+	}
+	for g, m := range more {
+		if m == nil || len(m.Tombstones)+len(m.Messages) == 0 {
+			continue
+		}
+		ct := c[g]
+		if ct == nil {
+			ct = &merge.Contents{}
+			c[g] = ct
+		}
+		have := map[uint32]bool{}
+		for _, x := range ct.Messages {
+			have[x.UID] = true
+		}
+		for _, t := range ct.Tombstones {
+			have[t.UID] = true
+		}
+		for _, t := range m.Tombstones {
+			if !have[t.UID] {
+				have[t.UID] = true
+				ct.Tombstones = append(ct.Tombstones, t)
+			}
+		}
+		for _, x := range m.Messages {
+			if !have[x.UID] {
+				have[x.UID] = true
+				ct.Messages = append(ct.Messages, x)
+			}
+		}
+	}
+	return c
 }
 
 // finalBases is the UIDNEXT both sides agree on per mailbox after the sync.
