@@ -168,7 +168,7 @@ var knownSeeds = []struct {
 func TestPropertyKnownSeeds(t *testing.T) {
 	for _, k := range knownSeeds {
 		t.Run(k.seed, func(t *testing.T) {
-			for name, v := range map[string]string{"rapid.seed": k.seed, "rapid.checks": "1"} {
+			for name, v := range map[string]string{"rapid.seed": k.seed, "rapid.checks": "1", "rapid.nofailfile": "true"} {
 				f := flag.Lookup(name)
 				if f == nil {
 					t.Skipf("no flag %s", name)
