@@ -22,7 +22,7 @@
 #   WAIT_QUIET     seconds to wait for an idle machine before each corpus [0]
 #   KEEP=1         keep the scratch replicas under WORKDIR/run
 #   REMOTE=0       skip the rows over the embedded SSH server and tcps (root only)
-#   RESULTS        where to save the table [bench/results-YYYY-MM-DD.md]
+#   RESULTS        where to save the table [bench/results-YYYY-MM-DD.md, or -2, -3... if taken]
 #
 # The markdown report goes to stdout (and RESULTS); progress, twinbox's and
 # Dovecot's messages go to stderr.
@@ -43,7 +43,15 @@ INSTALL=${INSTALL:-1}
 CHECK_DETERMINISM=${CHECK_DETERMINISM:-1}
 KEEP=${KEEP:-0}
 WAIT_QUIET=${WAIT_QUIET:-0}
-RESULTS=${RESULTS:-$ROOT/bench/results-$(date +%Y-%m-%d).md}
+if [[ -z ${RESULTS:-} ]]; then
+	# Never overwrite an earlier run's table: results-DATE.md, -2.md, ...
+	RESULTS=$ROOT/bench/results-$(date +%Y-%m-%d).md
+	n=2
+	while [[ -e $RESULTS ]]; do
+		RESULTS=$ROOT/bench/results-$(date +%Y-%m-%d)-$n.md
+		n=$((n + 1))
+	done
+fi
 
 RUN=$WORKDIR/run
 LOGS_ROOT=$WORKDIR/logs
