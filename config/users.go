@@ -16,6 +16,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -36,13 +37,13 @@ func ValidUserName(u string) error {
 		return fmt.Errorf("user name %q is not UTF-8", u)
 	case strings.HasPrefix(u, "-"):
 		return fmt.Errorf("user name %q starts with '-'", u)
-	case strings.Contains(u, ".."):
-		return fmt.Errorf("user name %q contains \"..\"", u)
 	case strings.ContainsAny(u, "/\\%"):
 		return fmt.Errorf("user name %q contains '/', '\\' or '%%'", u)
+	case strings.Contains(u, ".."):
+		return fmt.Errorf("user name %q contains \"..\"", u)
 	}
 	for _, r := range u {
-		if r <= ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+		if r <= ' ' || unicode.IsControl(r) || unicode.IsSpace(r) || r == utf8.RuneError {
 			return fmt.Errorf("user name %q contains a space or control character", u)
 		}
 	}

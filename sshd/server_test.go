@@ -132,7 +132,7 @@ func TestBadUserNames(t *testing.T) {
 		}
 		c.Close()
 	}
-	for _, why := range []string{`"../x" contains '/'`, `".." contains '..'`, `"a/b" contains '/'`, `"-x" starts with '-'`, `"twinbox serve -u a\x01b" not allowed`, "longer than 255 bytes"} {
+	for _, why := range []string{`"../x" contains '/'`, `".." contains ".."`, `"a/b" contains '/'`, `"-x" starts with '-'`, `"twinbox serve -u a\x01b" not allowed`, "longer than 255 bytes"} {
 		ts.log.wait(t, "refused", "reason", why, "fingerprint", k.fp)
 	}
 	if ts.served.Load() != 0 {

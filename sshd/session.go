@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/twinbox-mail/twinbox/config"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unicode"
-	"unicode/utf8"
 
 	gliderssh "github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
@@ -21,28 +21,7 @@ const MaxUserLen = 255
 // ValidUser checks a mail user name from a peer: non-empty, at most
 // MaxUserLen bytes of UTF-8, no "/", no "..", no control characters or
 // white space, not starting with "-".
-func ValidUser(u string) error {
-	switch {
-	case u == "":
-		return errors.New("empty user name")
-	case len(u) > MaxUserLen:
-		return fmt.Errorf("user name longer than %d bytes", MaxUserLen)
-	case !utf8.ValidString(u):
-		return errors.New("user name is not valid UTF-8")
-	case strings.HasPrefix(u, "-"):
-		return fmt.Errorf("user name %q starts with '-'", u)
-	case strings.Contains(u, "/"):
-		return fmt.Errorf("user name %q contains '/'", u)
-	case strings.Contains(u, ".."):
-		return fmt.Errorf("user name %q contains '..'", u)
-	}
-	for _, r := range u {
-		if unicode.IsControl(r) || unicode.IsSpace(r) || r == utf8.RuneError {
-			return fmt.Errorf("user name %q contains a control or space character", u)
-		}
-	}
-	return nil
-}
+func ValidUser(u string) error { return config.ValidUserName(u) }
 
 // ParseCommand checks an exec request: exactly "twinbox serve -u USER" or
 // "serve -u USER" (words separated by spaces), with a valid USER. It

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/twinbox-mail/twinbox/config"
 	"io"
 	"os"
 	"strings"
@@ -81,23 +82,7 @@ func (s *Secret) Check() error {
 // ValidUser checks a mail user's name as it arrives from a peer: non-empty,
 // at most 255 bytes of UTF-8, no '/', no "..", no control characters or
 // spaces, not starting with '-'.
-func ValidUser(user string) error {
-	switch {
-	case user == "":
-		return errors.New("empty user name")
-	case len(user) > maxUserLen:
-		return fmt.Errorf("user name longer than %d bytes", maxUserLen)
-	case !utf8.ValidString(user):
-		return errors.New("user name is not UTF-8")
-	case strings.HasPrefix(user, "-"):
-		return fmt.Errorf("user name %q starts with '-'", user)
-	case strings.Contains(user, ".."):
-		return fmt.Errorf("user name %q contains \"..\"", user)
-	case strings.ContainsFunc(user, func(r rune) bool { return r == '/' || isBadUserRune(r) }):
-		return fmt.Errorf("user name %q contains '/', a space or a control character", user)
-	}
-	return nil
-}
+func ValidUser(user string) error { return config.ValidUserName(user) }
 
 func isBadUserRune(r rune) bool {
 	return r <= ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == utf8.RuneError ||
