@@ -133,7 +133,7 @@ func TestRefusedSecrets(t *testing.T) {
 // them at all).
 func TestRefusedUserNames(t *testing.T) {
 	s, _, _ := carolServer(t, &Listener{})
-	for _, u := range []string{"../carol", "a/b", "-rf", "a b", "a\x00b", "a\nb", "caro\x7f", "\xff\xfe", ""} {
+	for _, u := range []string{"../carol", "..carol", "a/b", "-rf", "a b", "a\x00b", "a\nb", "caro\x7f", "\xff\xfe", ""} {
 		_, err := Dial(context.Background(), s.opts(u, "mx1", keyA))
 		if err == nil || errors.Is(err, ErrRefused) {
 			t.Errorf("client sent user %q: %v", u, err)
@@ -144,6 +144,7 @@ func TestRefusedUserNames(t *testing.T) {
 		}
 	}
 	s.wantLog("tcp: refused", "reason=", `contains \"..\"`)
+	s.wantLog("tcp: refused", "reason=", `contains '/'`)
 	s.wantLog("tcp: refused", "starts with '-'")
 	s.wantLog("tcp: refused", "empty user name")
 	s.wantLog("tcp: refused", "not UTF-8")
