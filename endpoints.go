@@ -35,9 +35,6 @@ type endpoint struct {
 
 func (e endpoint) local() bool { return e.dial == nil }
 
-// remoteForms are the peer forms, for messages.
-const remoteForms = "exec:COMMAND, remote:[LOGIN@]HOST[:PORT], remoteprefix:[LOGIN@]HOST[:PORT], ssh://[LOGIN@]HOST[:PORT], tcp:HOST[:PORT], tcps:HOST[:PORT]"
-
 // parseEndpoint reads a replica argument for user (may be "").
 func parseEndpoint(g *globals, s, user string) (endpoint, error) {
 	e := endpoint{arg: s, user: user}
@@ -287,34 +284,22 @@ func openPairUser(g *globals, user, a, b string, indexA, indexB string, ro repli
 		// Serve the second one in process.
 		loc, idx := eb.loc, indexB
 		eb.dial = func(ctx context.Context) (io.ReadWriteCloser, error) {
-			ce, se, err := transport.Pipe()
-			if err != nil {
-				return nil, err
-			}
 			node, err := g.selfNode(loc.Root)
 			if err != nil {
 				return nil, err
 			}
-			srv := &wire.Server{
+			conn, wait, err := transport.ServeInProcess(ctx, &wire.Server{
 				Open: func(ctx contextT, u string, peer replica.Info) (replica.Replica, error) {
 					return index.Open(ctx, loc, ro.index(g, user, idx))
 				},
 				Node: func(string) (wire.Node, error) { return node, nil },
 				Log:  g.log,
-			}
-			done := make(chan error, 1)
-			go func() {
-				err := srv.Serve(ctx, se)
-				se.Close()
-				done <- err
-			}()
-			p.closers = append(p.closers, func() error {
-				if err := <-done; err != nil && !errors.Is(err, io.EOF) {
-					return err
-				}
-				return nil
 			})
-			return ce, nil
+			if err != nil {
+				return nil, err
+			}
+			p.closers = append(p.closers, wait)
+			return conn, nil
 		}
 		sides[1].e = eb
 	}

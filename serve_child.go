@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -9,6 +8,8 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/twinbox-mail/twinbox/transport"
 )
 
 // serveChild serves one authenticated connection of a listener (the
@@ -35,8 +36,8 @@ func (g *globals) serveChild(ctx context.Context, user string, rw io.ReadWriter)
 	cmd := exec.CommandContext(ctx, self, args...)
 	cmd.Stdin = rw
 	cmd.Stdout = rw
-	var stderr bytes.Buffer
-	cmd.Stderr = &tailBuffer{b: &stderr, max: 8 << 10}
+	stderr := &transport.TailBuffer{Max: 8 << 10}
+	cmd.Stderr = stderr
 	// The copy from the connection may block in a read after the child
 	// ended: do not wait for it long.
 	cmd.WaitDelay = 2 * time.Second
@@ -73,21 +74,4 @@ func lastLineOf(s string) string {
 		return s[i+1:]
 	}
 	return s
-}
-
-// tailBuffer keeps the first max bytes written to it.
-type tailBuffer struct {
-	b   *bytes.Buffer
-	max int
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	if room := t.max - t.b.Len(); room > 0 {
-		if len(p) > room {
-			t.b.Write(p[:room])
-		} else {
-			t.b.Write(p)
-		}
-	}
-	return len(p), nil
 }

@@ -7,12 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/twinbox-mail/twinbox/internal/testbin"
 )
 
 // bin is the twinbox binary TestMain built for this run.
@@ -21,39 +22,15 @@ var bin string
 // TestMain builds the binary once, into a temporary directory, for all tests
 // (TWINBOX_TEST_BINARY=PATH uses a binary built before instead).
 func TestMain(m *testing.M) {
-	if p := os.Getenv("TWINBOX_TEST_BINARY"); p != "" {
-		bin = p
-		os.Exit(m.Run())
-	}
-	dir, err := os.MkdirTemp("", "twinbox-integration-bin-")
-	if err != nil {
+	var cleanup func()
+	var err error
+	if bin, cleanup, err = testbin.Build("twinbox-integration-bin-"); err != nil {
 		fmt.Fprintln(os.Stderr, "integration:", err)
-		os.Exit(1)
-	}
-	// Other users may run it too (the tests that run it as the mail owner).
-	if err := os.Chmod(dir, 0o755); err != nil {
-		fmt.Fprintln(os.Stderr, "integration:", err)
-		os.Exit(1)
-	}
-	bin = filepath.Join(dir, "twinbox")
-	cmd := exec.Command(goTool(), "build", "-trimpath", "-o", bin, "github.com/twinbox-mail/twinbox")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "integration: building twinbox: %v\n%s", err, out)
-		os.RemoveAll(dir)
 		os.Exit(1)
 	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
-}
-
-// goTool finds the go command: go test puts GOROOT/bin first in PATH.
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
 }
 
 // longMode reports whether TWINBOX_LONG=1 asks for the long runs.

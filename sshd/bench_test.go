@@ -14,6 +14,7 @@ import (
 	"github.com/twinbox-mail/twinbox/sync/replica"
 	"github.com/twinbox-mail/twinbox/sync/session"
 	"github.com/twinbox-mail/twinbox/transport"
+	"github.com/twinbox-mail/twinbox/wire"
 )
 
 // BenchmarkFirstSync compares a first sync of 3000 messages (4 KiB each)
@@ -45,7 +46,11 @@ func BenchmarkFirstSync(b *testing.B) {
 						return index.Open(ctx, maildir.Location{Root: remote}, index.Options{User: u, LockTimeout: 10 * time.Second, ReplicaID: "server-alice"})
 					}
 					b.StartTimer()
-					cl, wait, derr := transport.ServeInProcess(ctx, "alice", rl.Info(), open, nil)
+					conn, wait, derr := transport.ServeInProcess(ctx, &wire.Server{Open: open})
+					if derr != nil {
+						b.Fatal(derr)
+					}
+					cl, derr := wire.Dial(ctx, conn, "alice", rl.Info())
 					if derr != nil {
 						b.Fatal(derr)
 					}

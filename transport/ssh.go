@@ -108,7 +108,7 @@ type sshConn struct {
 	sess   *gossh.Session
 	stdin  io.WriteCloser
 	stdout io.Reader
-	stderr *tailBuffer
+	stderr *TailBuffer
 	// stderrDone is closed when the remote stderr ended.
 	stderrDone chan struct{}
 	addr       string
@@ -267,7 +267,7 @@ func SSH(ctx context.Context, o SSHOptions) (io.ReadWriteCloser, error) {
 	if err != nil {
 		return fail(err)
 	}
-	tail := &tailBuffer{max: 4 << 10}
+	tail := &TailBuffer{Max: 4 << 10}
 	var w io.Writer = tail
 	if o.Stderr != nil {
 		w = io.MultiWriter(tail, o.Stderr)
@@ -499,28 +499,30 @@ func appendKnownHost(path, line string) error {
 	return f.Sync()
 }
 
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
+// TailBuffer keeps the last Max bytes written to it (a program's stderr,
+// whose last line says why it failed). It is safe for concurrent use.
+type TailBuffer struct {
+	Max int
 	mu  sync.Mutex
-	max int
 	b   bytes.Buffer
 }
 
-func (t *tailBuffer) Write(p []byte) (int, error) {
+func (t *TailBuffer) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := len(p)
-	if len(p) > t.max {
-		p = p[len(p)-t.max:]
+	if len(p) > t.Max {
+		p = p[len(p)-t.Max:]
 	}
 	t.b.Write(p)
-	if over := t.b.Len() - t.max; over > 0 {
+	if over := t.b.Len() - t.Max; over > 0 {
 		t.b.Next(over)
 	}
 	return n, nil
 }
 
-func (t *tailBuffer) String() string {
+// String returns what is kept.
+func (t *TailBuffer) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.b.String()

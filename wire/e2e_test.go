@@ -195,10 +195,18 @@ func TestOpenerErrorReachesClient(t *testing.T) {
 	}
 
 	// The same through transport.ServeInProcess.
-	_, _, err = transport.ServeInProcess(ctx, "mallory", replica.Info{ReplicaID: "c"}, func(ctx context.Context, user string, peer replica.Info) (replica.Replica, error) {
+	conn, wait, err := transport.ServeInProcess(ctx, &wire.Server{Open: func(ctx context.Context, user string, peer replica.Info) (replica.Replica, error) {
 		return nil, errors.New("locked by another sync")
-	}, nil)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = wire.Dial(ctx, conn, "mallory", replica.Info{ReplicaID: "c"})
+	conn.Close()
 	if err == nil || !strings.Contains(err.Error(), "locked by another sync") {
 		t.Errorf("ServeInProcess: %v", err)
+	}
+	if werr := wait(); werr == nil || !strings.Contains(werr.Error(), "locked by another sync") {
+		t.Errorf("ServeInProcess server: %v", werr)
 	}
 }

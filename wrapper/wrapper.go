@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"syscall"
 
 	"github.com/twinbox-mail/twinbox/config"
@@ -37,7 +38,7 @@ type Request struct {
 func ParseCommand(cmd string) (Request, error) {
 	words, err := config.SplitCommand(cmd)
 	if err != nil {
-		if cmd == "" || onlySpace(cmd) {
+		if strings.TrimSpace(cmd) == "" {
 			return Request{Prefix: true}, nil
 		}
 		return Request{}, fmt.Errorf("refused command %q: %v", clip(cmd), err)
@@ -71,15 +72,6 @@ func ParseCommand(cmd string) (Request, error) {
 		}
 	}
 	return r, nil
-}
-
-func onlySpace(s string) bool {
-	for _, c := range s {
-		if c != ' ' && c != '\t' && c != '\n' {
-			return false
-		}
-	}
-	return true
 }
 
 func clip(s string) string {

@@ -7,12 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/twinbox-mail/twinbox/internal/testbin"
 )
 
 // bin is the twinbox binary TestMain built for this run.
@@ -21,29 +22,14 @@ var bin string
 // TestMain builds the binary once (TWINBOX_TEST_BINARY=PATH uses one built
 // before), as integration/main_test.go does.
 func TestMain(m *testing.M) {
-	if p := os.Getenv("TWINBOX_TEST_BINARY"); p != "" {
-		bin = p
-		os.Exit(m.Run())
-	}
-	dir, err := os.MkdirTemp("", "twinbox-imap-bin-")
-	if err != nil {
+	var cleanup func()
+	var err error
+	if bin, cleanup, err = testbin.Build("twinbox-imap-bin-"); err != nil {
 		fmt.Fprintln(os.Stderr, "imap:", err)
 		os.Exit(1)
 	}
-	bin = filepath.Join(dir, "twinbox")
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	cmd := exec.Command(gobin, "build", "-trimpath", "-o", bin, "github.com/twinbox-mail/twinbox")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "imap: building twinbox: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }
 
