@@ -60,6 +60,16 @@ func letters(f model.Flags, kw []string) (maildir.Flags, uint32, []string) {
 	return fl, bits, kw
 }
 
+// diskAgrees reports whether a file name shows the flags f that the index
+// holds for its message. Keywords without a letter in this mailbox's
+// dovecot-keywords (kw) are not compared: no file name can show them.
+// A file that disagrees was renamed for flags (by Dovecot) after the scan.
+func diskAgrees(fn maildir.FileName, f model.Flags, kw []string) bool {
+	fl, bits, _ := letters(f, kw[:len(kw):len(kw)])
+	mask := uint32(1)<<min(len(kw), 26) - 1
+	return fn.Flags == fl && fn.Keywords&mask == bits&mask
+}
+
 // validKeyword reports whether a keyword name is an IMAP atom that can
 // live in dovecot-keywords.
 func validKeyword(n string) bool {
@@ -411,11 +421,39 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		}
 	}
 	pending := map[uint32]maildir.UidRecord{}
+	// Under the same UIDVALIDITY a renumbered message also gets a new file
+	// name: to Dovecot the old UID's file is gone (expunged) and a new
+	// file arrived at the new UID. A file name that changed its UID under
+	// Dovecot would contradict the record any Dovecot process still holds
+	// in memory ("Duplicate file entry ... (uid 2 -> 7)", then "Expunged
+	// message reappeared"). The rename is atomic: at every moment the
+	// message has exactly one name. (A rewrite changes the UIDVALIDITY,
+	// which makes Dovecot forget every name it knew.)
+	newBase := map[uint32]string{} // From -> the base the file now has
 	for i, c := range cands {
 		if !accepted[i] {
 			continue
 		}
 		rec := c.rec
+		if !rewriting {
+			// The new name keeps the file's flags, and the index will
+			// hold that name: the flags must be the ones the index has.
+			if f := files[baseOf(rec.FileName)]; f != nil && oldBy[c.mv.From] != nil && !diskAgrees(f.fn, oldBy[c.mv.From].Flags, kw) {
+				recs[c.mv.From] = c.rec
+				skip(res, "mailbox %q UID %d: flags of %s changed since the scan (not renumbered)", name, c.mv.From, c.mv.GUID)
+				continue
+			}
+			nr, nb, err := r.renameForMove(dir, files, rec, c.mv.GUID)
+			if errors.Is(err, fs.ErrNotExist) {
+				recs[c.mv.From] = c.rec // stays where it is
+				skip(res, "mailbox %q UID %d: file of %s gone", name, c.mv.From, c.mv.GUID)
+				continue
+			}
+			if err != nil {
+				return r.wrap(name, err)
+			}
+			rec, newBase[c.mv.From] = nr, nb
+		}
 		rec.UID = c.mv.To
 		recs[c.mv.To] = rec
 		moved = append(moved, c.mv)
@@ -490,6 +528,16 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			skip(res, "mailbox %q UID %d: file of %s gone", name, fset.UID, fset.GUID)
 			continue
 		}
+		src := fset.UID
+		if from, ok := uidOfMove[fset.UID]; ok {
+			src = from
+		}
+		if m := oldBy[src]; m != nil && !m.Held && !diskAgrees(f.fn, cur, kw) {
+			// Renamed for flags since the scan (a client's STORE through
+			// Dovecot): writing the merged flags would undo that change.
+			skip(res, "mailbox %q UID %d: flags of %s changed since the scan", name, fset.UID, fset.GUID)
+			continue
+		}
 		var fl maildir.Flags
 		var bits uint32
 		fl, bits, kw = letters(want, kw)
@@ -526,6 +574,24 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	for _, rec := range ul.Records {
 		inList[baseOf(rec.FileName)] = true // expunged names stay taken
 	}
+	// A message this mailbox held before (expunged, moved out and back,
+	// or renumbered under a new name) never gets its old file name again:
+	// a Dovecot process that still remembers that name under its old UID
+	// would see an expunged file come back ("Duplicate file entry",
+	// "Expunged message reappeared").
+	usedBefore := map[string]bool{}
+	if !rewriting && len(bp.Adds) > 0 {
+		if err := r.store.db.View(func(tx *bolt.Tx) error {
+			for _, a := range bp.Adds {
+				if usedIn(tx, box.GUID, a.Msg.GUID) {
+					usedBefore[a.Msg.GUID] = true
+				}
+			}
+			return nil
+		}); err != nil {
+			return r.wrap(name, err)
+		}
+	}
 	for i, a := range bp.Adds {
 		if tmp[i] == "" {
 			continue
@@ -542,7 +608,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		if base == "" {
 			base = a.Msg.GUID
 		}
-		if fn, err := maildir.ParseFileName(base); err != nil || fn.Base != base || inList[base] || files[base] != nil {
+		if fn, err := maildir.ParseFileName(base); err != nil || fn.Base != base || inList[base] || files[base] != nil || usedBefore[a.Msg.GUID] {
 			vsize := a.Msg.VSize
 			if vsize <= 0 {
 				vsize = -1 // unknown: no ,W= (W=0 makes Dovecot serve an empty body)
@@ -738,6 +804,9 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 				c := *m
 				c.UID = mv.To
 				c.File = recs[mv.To].FileName
+				if nb, ok := newBase[mv.From]; ok {
+					c.Base = nb
+				}
 				if err := bt.put(&c); err != nil {
 					return err
 				}
@@ -815,6 +884,34 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 func (r *Replica) nextSeq() uint64 {
 	r.seq++
 	return r.seq
+}
+
+// renameForMove gives the file of rec (message guid) a fresh base name in
+// the same directory, keeping its size fields and flags, and returns the
+// record naming it (with a G field for the GUID) and the new base. A file
+// that is not there returns fs.ErrNotExist.
+func (r *Replica) renameForMove(dir string, files map[string]*diskFile, rec maildir.UidRecord, guid string) (maildir.UidRecord, string, error) {
+	f := files[baseOf(rec.FileName)]
+	if f == nil {
+		return rec, "", fs.ErrNotExist
+	}
+	nb := maildir.NewBase(time.Now(), r.nextSeq(), r.opt.Hostname, f.fn.Size, f.fn.VSize)
+	nf := f.fn
+	nf.Base = nb
+	name := nf.String()
+	from := filepath.Join(dir, subdir(f.inNew), f.name)
+	to := filepath.Join(dir, subdir(f.inNew), name)
+	if _, err := os.Lstat(to); err == nil {
+		return rec, "", fmt.Errorf("renumbering %s: %s exists", f.name, name)
+	}
+	if err := os.Rename(from, to); err != nil {
+		return rec, "", err
+	}
+	delete(files, f.fn.Base)
+	files[nb] = &diskFile{name: name, inNew: f.inNew, fn: nf}
+	rec.FileName = name
+	rec.Set('G', guid)
+	return rec, nb, nil
 }
 
 // applyDelete removes a mailbox the plan deleted, unless new mail arrived

@@ -137,6 +137,7 @@ func Open(ctx context.Context, loc maildir.Location, opt Options) (*Replica, err
 // replica's lock.
 func (r *Replica) Close() error {
 	r.runFlagChangeHook(context.Background())
+	r.verifyOnClose()
 	return r.store.Close()
 }
 

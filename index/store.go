@@ -503,6 +503,25 @@ func expungesOf(tx *bolt.Tx, g model.MailboxGUID, mg string) ([]model.Tombstone,
 	return out, nil
 }
 
+// usedIn reports whether message GUID mg was ever seen in mailbox g on
+// this replica as far as the index knows: a live record or an expunge
+// tombstone (from the GUID buckets' hints, which may be stale: a stale one
+// only errs towards true).
+func usedIn(tx *bolt.Tx, g model.MailboxGUID, mg string) bool {
+	prefix := make([]byte, 0, len(mg)+1+16)
+	prefix = append(append(append(prefix, mg...), 0), g[:]...)
+	for _, name := range [][]byte{bGUIDs, bTGUIDs} {
+		b := tx.Bucket(name)
+		if b == nil {
+			continue
+		}
+		if k, _ := b.Cursor().Seek(prefix); k != nil && len(k) == len(prefix)+4 && string(k[:len(prefix)]) == string(prefix) {
+			return true
+		}
+	}
+	return false
+}
+
 // drop removes the message at uid and, unless tomb is nil, records tomb.
 func (t *boxTx) drop(uid uint32, tomb *model.Tombstone) error {
 	old, err := t.get(uid)

@@ -99,6 +99,9 @@ var BadLogPatterns = []string{
 	"Duplicate file entry",
 }
 
+// MatchBadPattern returns the BadLogPatterns entry line matches, or "".
+func MatchBadPattern(line string) string { return matchBadPattern(line) }
+
 func matchBadPattern(line string) string {
 	l := strings.ToLower(line)
 	for _, p := range BadLogPatterns {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twinbox-mail/twinbox/index"
 	"github.com/twinbox-mail/twinbox/internal/testbin"
 )
 
@@ -68,8 +69,13 @@ func env() []string {
 			out = append(out, kv)
 		}
 	}
-	return out
+	// Every run checks its indexes' invariants as it closes them and
+	// says so on stderr (index.VerifyEnv); the tests fail on that line.
+	return append(out, index.VerifyEnv+"=1")
 }
+
+// brokenIndex is what the binary prints when an index invariant is broken.
+const brokenIndex = "index invariant broken"
 
 // cmdTimeout bounds every run of the binary that is not killed on purpose.
 const cmdTimeout = 3 * time.Minute
@@ -167,6 +173,9 @@ func (p *proc) wait(t testing.TB) result {
 	o, _ := os.ReadFile(p.out.Name())
 	e, _ := os.ReadFile(p.err.Name())
 	r.stdout, r.stderr = string(o), string(e)
+	if strings.Contains(r.stderr, brokenIndex) {
+		t.Errorf("twinbox %s:\n%s", strings.Join(p.args, " "), r.stderr)
+	}
 	return r
 }
 

@@ -240,6 +240,8 @@ func (sc *stressClient) step() error {
 type syncLoop struct {
 	runs, kills, changed int
 	failures             []string
+	// log collects every run's verbose output (kept when the test fails).
+	log bytes.Buffer
 }
 
 func (sl *syncLoop) run(p *pair, rnd *rand.Rand, stop <-chan struct{}) {
@@ -249,7 +251,7 @@ func (sl *syncLoop) run(p *pair, rnd *rand.Rand, stop <-chan struct{}) {
 			return
 		default:
 		}
-		cmd := exec.Command(bin, "sync", p.a.root(), p.b.root())
+		cmd := exec.Command(bin, "sync", "-v", p.a.root(), p.b.root())
 		cmd.Env = env()
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
@@ -276,9 +278,13 @@ func (sl *syncLoop) run(p *pair, rnd *rand.Rand, stop <-chan struct{}) {
 		if timer != nil {
 			timer.Stop()
 		}
+		fmt.Fprintf(&sl.log, "=== sync run %d (%s, ended %s)\n%s", sl.runs, cmd.ProcessState, time.Now().Format("15:04:05.000"), out.String())
 		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
 			sl.kills++
 			continue
+		}
+		if strings.Contains(out.String(), brokenIndex) {
+			sl.failures = append(sl.failures, fmt.Sprintf("sync run %d:\n%s", sl.runs, out.String()))
 		}
 		switch code := cmd.ProcessState.ExitCode(); code {
 		case 0:
@@ -379,4 +385,12 @@ func TestConcurrentClientsAndSyncs(t *testing.T) {
 	}
 	t.Logf("%d messages appended, %d possibly removed by clients, %d in the final view, %d lost", len(l.appended), len(l.mayGone), len(have), lost)
 	p.checkLogs(t)
+	if t.Failed() {
+		f, err := os.CreateTemp("", "twinbox-stress-syncs-*.log")
+		if err == nil {
+			_, _ = f.Write(sl.log.Bytes())
+			f.Close()
+			t.Logf("the syncs' verbose output: %s", f.Name())
+		}
+	}
 }

@@ -57,8 +57,50 @@ func Deliver(t testing.TB, root, mailbox, body string) string {
 	return base
 }
 
-// Find returns the path of the file with the given base in a mailbox.
-func Find(t testing.TB, root, mailbox, base string) string {
+// messageID maps a mailbox's file base names to the message they hold: the
+// uidlist's G field where it has one (twinbox gives a renumbered message a
+// new file name and keeps its identity there), else the base itself.
+func messageID(dir string) func(base string) string {
+	ids := map[string]string{}
+	if ul, _, err := maildir.ReadUidlist(dir); err == nil {
+		for _, r := range ul.Records {
+			if g, ok := r.Get('G'); ok && g != "" {
+				ids[r.Base()] = g
+			}
+		}
+	}
+	return func(base string) string {
+		if g, ok := ids[base]; ok {
+			return g
+		}
+		return base
+	}
+}
+
+// Find returns the path of the file of message id (the base name Deliver
+// returned) in a mailbox, or "": the file of that base name if there is
+// one, else the file whose uidlist record names id in its G field.
+func Find(t testing.TB, root, mailbox, id string) string {
+	t.Helper()
+	if p := FindFile(t, root, mailbox, id); p != "" {
+		return p
+	}
+	dir := Dir(t, root, mailbox)
+	idOf := messageID(dir)
+	for _, sub := range []string{"cur", "new"} {
+		ents, _ := os.ReadDir(filepath.Join(dir, sub))
+		for _, e := range ents {
+			if idOf(strings.SplitN(e.Name(), ":", 2)[0]) == id {
+				return filepath.Join(dir, sub, e.Name())
+			}
+		}
+	}
+	return ""
+}
+
+// FindFile returns the path of the file with the given base name in a
+// mailbox, or "".
+func FindFile(t testing.TB, root, mailbox, base string) string {
 	t.Helper()
 	dir := Dir(t, root, mailbox)
 	for _, sub := range []string{"cur", "new"} {
@@ -72,15 +114,17 @@ func Find(t testing.TB, root, mailbox, base string) string {
 	return ""
 }
 
-// Files lists the base names of a mailbox's messages, sorted.
+// Files lists the messages of a mailbox, sorted: each by the base name
+// Deliver returned for it (messageID), whatever its file is called now.
 func Files(t testing.TB, root, mailbox string) []string {
 	t.Helper()
 	dir := Dir(t, root, mailbox)
+	idOf := messageID(dir)
 	var out []string
 	for _, sub := range []string{"cur", "new"} {
 		ents, _ := os.ReadDir(filepath.Join(dir, sub))
 		for _, e := range ents {
-			out = append(out, strings.SplitN(e.Name(), ":", 2)[0])
+			out = append(out, idOf(strings.SplitN(e.Name(), ":", 2)[0]))
 		}
 	}
 	sort.Strings(out)
@@ -103,7 +147,7 @@ func SetFlags(t testing.TB, root, mailbox, base, letters string) {
 	defer lk.Unlock()
 	l := []byte(letters)
 	sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
-	np := filepath.Join(dir, "cur", base+":2,"+string(l))
+	np := filepath.Join(dir, "cur", strings.SplitN(filepath.Base(p), ":", 2)[0]+":2,"+string(l))
 	if err := os.Rename(p, np); err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +188,15 @@ func TrySync(a, b string, opt session.Options) (*session.Summary, error) {
 		return nil, err
 	}
 	defer rb.Close()
-	return session.Run(ctx, ra, rb, opt)
+	sum, err := session.Run(ctx, ra, rb, opt)
+	if err != nil {
+		return sum, err
+	}
+	// Every sync in the tests also checks the indexes' invariants.
+	if bad := append(ra.Verify(), rb.Verify()...); len(bad) > 0 && !opt.DryRun {
+		return sum, fmt.Errorf("index invariants broken after the sync:\n%s", strings.Join(bad, "\n"))
+	}
+	return sum, nil
 }
 
 // Check returns the differences between two roots.

@@ -33,7 +33,7 @@ func dovecotCopy(t *testing.T, root, from, to, src, newBase string) string {
 		t.Fatal(err)
 	}
 	base := src
-	if testmail.Find(t, root, to, src) != "" {
+	if testmail.FindFile(t, root, to, src) != "" {
 		base = newBase
 	}
 	name := base + ":2,"

@@ -1081,6 +1081,10 @@ func (w *propWorld) sync(a, b int, f faultSpec) bool {
 	wb := &faulty{Replica: rb, spec: f, armed: f.kind != faultNone && f.side == 1, fired: &fired, scanned: func() { w.lost[b] = false }}
 	sum, err := session.Run(context.Background(), wa, wb, session.Options{})
 	w.logPlan(sum)
+	// Even an interrupted sync leaves indexes whose invariants hold.
+	if bad := append(ra.Verify(), rb.Verify()...); len(bad) > 0 {
+		w.rt.Fatalf("sync %s %s (%v): index invariants broken:\n%s", w.name(a), w.name(b), f, w.clean(strings.Join(bad, "\n")))
+	}
 	switch {
 	case err != nil && !fired:
 		w.rt.Fatalf("sync %s %s (%v): %v", w.name(a), w.name(b), f, w.clean(err.Error()))
