@@ -763,6 +763,14 @@ func (r *Replica) prepareBodies(ctx context.Context, sp *merge.SidePlan, src rep
 			}
 			got[i] = true
 			n, err := writeBody(want[i], rd, perFile)
+			if err != nil && errors.Is(err, fs.ErrNotExist) && dirGone(filepath.Dir(want[i])) {
+				// Its folder went away (a client deleted or renamed it)
+				// while the bodies streamed: the stream goes on, this body
+				// waits for the next sync.
+				_, _ = io.Copy(io.Discard, rd)
+				skip(res, "message %s: its folder went away during the sync", refs[i].GUID)
+				return nil
+			}
 			if err != nil {
 				os.Remove(want[i])
 				return r.wrap("", fmt.Errorf("writing message %s: %w", refs[i].GUID, err))

@@ -2,6 +2,7 @@ package index
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/twinbox-mail/twinbox/maildir"
 	"github.com/twinbox-mail/twinbox/model"
 	"github.com/twinbox-mail/twinbox/sync/merge"
+	"github.com/twinbox-mail/twinbox/sync/replica"
 )
 
 // A Dovecot lock that stays held past the lock timeout (in the stress
@@ -119,5 +121,60 @@ func TestDeleteLeavesNothingBehind(t *testing.T) {
 		if strings.HasPrefix(e.Name(), ".Work") || strings.HasPrefix(e.Name(), maildir.HiddenPrefix) {
 			t.Errorf("left behind: %s", e.Name())
 		}
+	}
+}
+
+// deletingSource is a peer whose Fetch finds the receiving folder deleted
+// by a client before the bodies arrive.
+type deletingSource struct {
+	t         *testing.T
+	root, dir string
+	body      string
+	fnErr     error // what the receiving side answered a body with
+}
+
+func (s *deletingSource) Fetch(ctx context.Context, refs []replica.BodyRef, fn func(i int, r io.Reader) error) error {
+	clientDeletes(s.t, s.root, s.dir)
+	for i := range refs {
+		if err := fn(i, strings.NewReader(s.body)); err != nil {
+			s.fnErr = err
+			return err
+		}
+	}
+	return nil
+}
+
+// A client deletes the folder that bodies are streaming into: the body
+// write fails in the vanished tmp/, and the sync skips it (exit 2) instead
+// of breaking the stream (the stress test saw "apply: EOF", exit 1).
+func TestFolderDeletedWhileBodiesStream(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	work := filepath.Join(root, ".Work")
+	putFile(t, work, "1700000001.M1P1.test,S=10", "body one\r\n")
+	r := openTestReplica(t, root)
+	if _, err := r.Scan(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ul, _, _ := maildir.ReadUidlist(work)
+	g := model.MailboxGUID(ul.GUID)
+	body := "body two\r\n"
+	plan := &merge.SidePlan{Boxes: []merge.BoxPlan{{GUID: g, UIDNext: 3, Adds: []merge.Add{{
+		Msg:       model.Message{GUID: "1700000002.M2P1.peer,S=10", UID: 2, Size: int64(len(body))},
+		SourceBox: g, SourceUID: 2,
+	}}}}}
+	src := &deletingSource{t: t, root: root, dir: work, body: body}
+	res, err := r.Apply(ctx, plan, src)
+	if src.fnErr != nil {
+		t.Errorf("the body stream was broken (a peer over the wire would see EOF): %v", src.fnErr)
+	}
+	if err != nil {
+		t.Fatalf("apply: %v (want skipped, exit 2)", err)
+	}
+	if !res.Changed || len(res.Skipped) == 0 {
+		t.Fatalf("apply result %+v: want skipped", res)
+	}
+	if _, err := os.Stat(work); err == nil {
+		t.Errorf("the deleted folder was made again")
 	}
 }
