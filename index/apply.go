@@ -54,7 +54,65 @@ const perFileSyncMax = 128
 //     mailbox); the peer learns of success after every mailbox is done.
 //
 // A crash at any step leaves files that the next scan reads as they are.
+//
+// Clients keep working while a sync applies: a file or folder that a
+// client deleted or renamed since the scan (an error wrapping
+// fs.ErrNotExist), or a Dovecot lock held past the lock timeout, ends the
+// apply early as skipped: the sync exits 2
+// ("run again"), what was done is recorded, and the next sync, scanning
+// afresh, does the rest.
 func (r *Replica) Apply(ctx context.Context, sp *merge.SidePlan, src replica.BodySource) (*ApplyResult, error) {
+	res, err := r.apply(ctx, sp, src)
+	if err == nil || ctx.Err() != nil {
+		return res, err
+	}
+	why := ""
+	switch {
+	case errors.Is(err, maildir.ErrLockTimeout):
+		why = "a Dovecot lock was held longer than the lock timeout"
+	case errors.Is(err, fs.ErrNotExist) && r.treeMoved():
+		why = "a folder was deleted or renamed during the sync"
+	case errors.Is(err, fs.ErrNotExist):
+		// A file that was there a moment ago (a body, a folder on the
+		// peer's side that a client deleted): never a reason to fail
+		// while clients work; a sync that never gets past it would show
+		// as one that never converges.
+		why = "a file went away during the sync"
+	default:
+		return res, err
+	}
+	r.log.Info("apply stopped early; the next sync continues", "reason", why, "error", err)
+	if res == nil {
+		res = &ApplyResult{}
+	}
+	skip(res, "%s (%v): the rest waits for the next sync", why, err)
+	return res, nil
+}
+
+// treeMoved reports whether some mailbox the index knows is no longer at
+// its recorded directory (deleted, renamed, or replaced by another).
+func (r *Replica) treeMoved() bool {
+	var boxes []*Box
+	if err := r.store.db.View(func(tx *bolt.Tx) error {
+		var err error
+		boxes, err = allBoxes(tx)
+		return err
+	}); err != nil {
+		return false
+	}
+	for _, b := range boxes {
+		if b.Deleted || b.Missing {
+			continue
+		}
+		ul, err := readUidlistHeader(filepath.Join(r.loc.Root, b.Dir))
+		if err != nil || model.MailboxGUID(ul.GUID) != b.GUID {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Replica) apply(ctx context.Context, sp *merge.SidePlan, src replica.BodySource) (*ApplyResult, error) {
 	res := &ApplyResult{}
 	if mailbox, err := r.validatePlan(sp); err != nil {
 		r.fillEpochs(res)
@@ -258,7 +316,7 @@ func (r *Replica) locate(b *Box) (string, error) {
 	if ul, err := readUidlistHeader(dir); err == nil && model.MailboxGUID(ul.GUID) == b.GUID {
 		return dir, nil
 	}
-	dirs, err := r.loc.ListMailboxes()
+	dirs, err := r.listDirs()
 	if err != nil {
 		return "", err
 	}
@@ -288,12 +346,25 @@ func (r *Replica) rel(dir string) string {
 	return rel
 }
 
+// tmpDirFor is where a mailbox waits, renamed aside, while a chain of
+// renames runs: a hidden name (maildir.HiddenPath) that Dovecot's listing
+// never shows.
 func (r *Replica) tmpDirFor(g model.MailboxGUID) (string, error) {
-	name := TmpPrefix + g.String()
-	if r.loc.Layout == maildir.LayoutFS {
-		return filepath.Join(r.loc.Root, name), nil
+	return r.loc.HiddenPath(g.String()), nil
+}
+
+// listDirs lists the mailbox directories: those Dovecot sees, and those
+// renamed aside under a hidden name.
+func (r *Replica) listDirs() ([]maildir.MailboxDir, error) {
+	dirs, err := r.loc.ListMailboxes()
+	if err != nil {
+		return nil, err
 	}
-	return filepath.Join(r.loc.Root, "."+name), nil
+	aside, err := r.loc.HiddenMailboxes()
+	if err != nil {
+		return nil, err
+	}
+	return append(dirs, aside...), nil
 }
 
 func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *ApplyResult) error {
@@ -349,7 +420,11 @@ func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *
 			if dir == tmp {
 				continue // aside already (an earlier rename was skipped)
 			}
-			if err := os.Rename(dir, tmp); err != nil {
+			if err := r.renameLocked(ctx, dir, tmp); err != nil {
+				if dirGone(dir) {
+					m.dir = ""
+					continue // renamed or deleted by a client meanwhile
+				}
 				return r.wrap(m.box.Name, fmt.Errorf("renaming aside: %w", err))
 			}
 			m.dir = tmp
@@ -393,16 +468,34 @@ func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *
 	return nil
 }
 
+// renameLocked renames a mailbox directory while holding its uidlist lock,
+// so that no Dovecot lock is in it as it moves (Dovecot would then fail to
+// remove its lock at the old path, and the lock would sit in the moved
+// folder until it goes stale); our lock moves with it and is removed at
+// its new place.
+func (r *Replica) renameLocked(ctx context.Context, dir, dst string) error {
+	lk, err := r.lockUidlist(ctx, dir)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(dir, dst); err != nil {
+		lk.Unlock()
+		return err
+	}
+	lk.Moved(dst)
+	return lk.Unlock()
+}
+
 // renameOne moves one mailbox directory and records the new name.
 func (r *Replica) renameOne(ctx context.Context, box *Box, dir, dst string, op merge.MailboxOp) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if dir != dst {
-		if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		if err := r.loc.MkdirParents(filepath.Dir(dst)); err != nil {
 			return r.wrap(op.Name, err)
 		}
-		if err := os.Rename(dir, dst); err != nil {
+		if err := r.renameLocked(ctx, dir, dst); err != nil {
 			return r.wrap(box.Name, fmt.Errorf("renaming to %q: %w", op.Name, err))
 		}
 		if err := maildir.SyncDir(filepath.Dir(dst)); err != nil {
@@ -446,7 +539,12 @@ func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, next uint
 			dir = d
 		}
 	}
-	if err := maildir.CreateMailboxDirs(dir); err != nil {
+	// A new directory appears complete: with its uidlist, owned right.
+	fresh := &maildir.Uidlist{Version: 3, UIDValidity: op.UIDValidity, NextUID: max(next, 1), GUID: [16]byte(op.GUID)}
+	if old != nil && old.UIDValidity == op.UIDValidity {
+		fresh.NextUID = max(fresh.NextUID, old.UIDNext) // UIDs it had stay used (§3.1)
+	}
+	if _, err := r.loc.MakeMailbox(dir, fresh); err != nil {
 		return r.wrap(op.Name, err)
 	}
 	lk, err := r.lockUidlist(ctx, dir)
@@ -537,7 +635,11 @@ func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, res *ApplyRe
 		if _, err := os.Lstat(dst); err != nil || isEmptyMailboxDir(dst) {
 			dir = dst
 		}
-		if err := maildir.CreateMailboxDirs(dir); err != nil {
+		var ul *maildir.Uidlist
+		if b.UIDValidity != 0 {
+			ul = &maildir.Uidlist{Version: 3, UIDValidity: b.UIDValidity, NextUID: max(1, b.UIDNext), GUID: [16]byte(b.GUID)}
+		}
+		if _, err := r.loc.MakeMailbox(dir, ul); err != nil {
 			return false, r.wrap(a.Name, err)
 		}
 	} else if errors.Is(err, fs.ErrNotExist) {
@@ -558,7 +660,7 @@ func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, res *ApplyRe
 				return false, r.wrap(a.Name, err)
 			}
 		}
-		if err := os.Rename(dir, dst); err != nil {
+		if err := r.renameLocked(ctx, dir, dst); err != nil {
 			if dirGone(dir) {
 				skip(res, "merge of %q into %q: the mailbox went away during the sync", b.Name, a.Name)
 				return false, nil
@@ -661,6 +763,14 @@ func (r *Replica) prepareBodies(ctx context.Context, sp *merge.SidePlan, src rep
 			}
 			got[i] = true
 			n, err := writeBody(want[i], rd, perFile)
+			if err != nil && errors.Is(err, fs.ErrNotExist) && dirGone(filepath.Dir(want[i])) {
+				// Its folder went away (a client deleted or renamed it)
+				// while the bodies streamed: the stream goes on, this body
+				// waits for the next sync.
+				_, _ = io.Copy(io.Discard, rd)
+				skip(res, "message %s: its folder went away during the sync", refs[i].GUID)
+				return nil
+			}
 			if err != nil {
 				os.Remove(want[i])
 				return r.wrap("", fmt.Errorf("writing message %s: %w", refs[i].GUID, err))
@@ -837,7 +947,17 @@ func (r *Replica) boxDirForPlan(tx *bolt.Tx, sp *merge.SidePlan, g model.Mailbox
 	}
 	// A mailbox made by something other than an MTA may lack tmp/.
 	if _, err := os.Stat(filepath.Join(dir, "tmp")); err != nil {
-		if err := maildir.CreateMailboxDirs(dir); err != nil {
+		var ul *maildir.Uidlist
+		if dirGone(dir) {
+			if b.Deleted || r.deletedInLog(b) {
+				// Deleted by a client since the scan: not made again.
+				return "", fmt.Errorf("mailbox %q: %w (deleted during the sync)", b.Name, fs.ErrNotExist)
+			}
+			// Vanished since the scan: made again, whole (as applyBox
+			// would), so that Dovecot never sees it without its identity.
+			ul = &maildir.Uidlist{Version: 3, UIDValidity: b.UIDValidity, NextUID: max(1, b.UIDNext), GUID: [16]byte(b.GUID)}
+		}
+		if _, err := r.loc.MakeMailbox(dir, ul); err != nil {
 			return "", err
 		}
 	}

@@ -120,12 +120,26 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	if errors.Is(err, fs.ErrNotExist) && !box.Deleted {
 		// Vanished since the scan, or never made: make it now.
 		dir = filepath.Join(r.loc.Root, box.Dir)
-		if err := maildir.CreateMailboxDirs(dir); err != nil {
+		ul := &maildir.Uidlist{Version: 3, UIDValidity: box.UIDValidity, NextUID: max(1, box.UIDNext), GUID: [16]byte(box.GUID)}
+		made, err := r.loc.MakeMailbox(dir, ul)
+		if err != nil {
 			return r.wrap(name, err)
 		}
-		ul := &maildir.Uidlist{Version: 3, UIDValidity: box.UIDValidity, NextUID: max(1, box.UIDNext), GUID: [16]byte(box.GUID)}
-		if err := maildir.WriteUidlist(dir, ul); err != nil {
-			return r.wrap(name, err)
+		if !made {
+			h, err := readUidlistHeader(dir)
+			switch {
+			case errors.Is(err, fs.ErrNotExist):
+				// Left without its uidlist (a merge made it so): give it.
+				if err := maildir.WriteUidlist(dir, ul); err != nil {
+					return r.wrap(name, err)
+				}
+			case err != nil:
+				return r.wrap(name, err)
+			case model.MailboxGUID(h.GUID) != box.GUID:
+				// A client made a folder of that name meanwhile.
+				skip(res, "mailbox %q: a folder of that name appeared during the sync", name)
+				return nil
+			}
 		}
 	} else if err != nil {
 		return r.wrap(name, err)
@@ -960,12 +974,17 @@ func (r *Replica) applyDelete(ctx context.Context, op merge.MailboxOp, res *Appl
 			skip(res, "delete of %q: a message is being saved into it (%s)", b.Name, f)
 			return nil
 		}
-		if err := removeMailboxDir(dir, r.loc.Layout == maildir.LayoutFS); err != nil {
+		// As Dovecot's DELETE: out of the listing first (renamed to a
+		// hidden name, our lock moving with it), then removed.
+		if err := r.loc.RemoveMailboxDir(dir, lk.Moved); err != nil {
 			lk.Unlock()
+			if dirGone(dir) {
+				skip(res, "delete of %q: the directory went away during the sync", b.Name)
+				return nil
+			}
 			return r.wrap(b.Name, err)
 		}
-		lk.Unlock()
-		_ = maildir.SyncDir(filepath.Dir(dir))
+		_ = lk.Unlock() // (removed with the directory)
 	}
 	err = r.store.db.Update(func(tx *bolt.Tx) error {
 		b, err := getBox(tx, op.GUID)
@@ -1016,33 +1035,6 @@ func busyTmp(dir string, now time.Time) string {
 		}
 	}
 	return ""
-}
-
-// removeMailboxDir deletes a mailbox's own files; under LAYOUT=fs a
-// directory that also holds child mailboxes stays.
-func removeMailboxDir(dir string, fsLayout bool) error {
-	if !fsLayout {
-		return os.RemoveAll(dir)
-	}
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	children := false
-	for _, e := range ents {
-		switch {
-		case e.Name() == "cur" || e.Name() == "new" || e.Name() == "tmp" || !e.IsDir():
-			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
-				return err
-			}
-		default:
-			children = true
-		}
-	}
-	if !children {
-		return os.Remove(dir)
-	}
-	return nil
 }
 
 // applySubs sets subscription registers and rewrites the subscriptions file.

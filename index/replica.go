@@ -128,6 +128,12 @@ func Open(ctx context.Context, loc maildir.Location, opt Options) (*Replica, err
 		st.Close()
 		return nil, err
 	}
+	// Directories a killed twinbox was building or removing under hidden
+	// names (maildir.HiddenPrefix): no one else uses them while we hold
+	// the replica's lock.
+	if err := loc.CleanHidden(); err != nil {
+		r.log.Warn("removing leftover temporary directories", "root", loc.Root, "error", err)
+	}
 	_ = ctx
 	return r, nil
 }

@@ -25,7 +25,7 @@ import (
 
 // TmpPrefix starts the names of the temporary directories twinbox renames
 // mailboxes through; a scan never takes such a name for a rename.
-const TmpPrefix = "twinbox-tmp-"
+const TmpPrefix = maildir.HiddenPrefix
 
 // ScanResult reports what a scan found.
 type ScanResult struct {
@@ -68,17 +68,34 @@ func mtimeNS(p string) int64 {
 // Scan brings the index up to date with what is on disk. When nothing
 // changed it costs a directory listing of the root and a few stat calls
 // per mailbox.
+//
+// A folder that a client deletes or renames while the scan reads it can
+// make it fail on a file that is gone: the scan then runs again (a few
+// times at most), and reports a change.
 func (r *Replica) Scan(ctx context.Context) (*ScanResult, error) {
+	for attempt := 1; ; attempt++ {
+		res, err := r.scan(ctx)
+		if err == nil && attempt > 1 {
+			res.Changed = true
+		}
+		if err == nil || attempt == 3 || ctx.Err() != nil || !errors.Is(err, fs.ErrNotExist) {
+			return res, err
+		}
+		r.log.Info("a file went away during the scan; scanning again", "error", err)
+	}
+}
+
+func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 	res := &ScanResult{}
 	if !r.opt.DryRun {
-		if err := maildir.CreateMailboxDirs(r.loc.Root); err != nil {
+		if _, err := r.loc.MakeMailbox(r.loc.Root, nil); err != nil {
 			return nil, r.wrap("INBOX", err)
 		}
 	}
 	var dirs []maildir.MailboxDir
 	var err error
 	if _, serr := os.Stat(r.loc.Root); serr == nil || !r.opt.DryRun {
-		if dirs, err = r.loc.ListMailboxes(); err != nil {
+		if dirs, err = r.listDirs(); err != nil {
 			return nil, r.wrap("", fmt.Errorf("listing mailboxes: %w", err))
 		}
 	}
@@ -99,6 +116,9 @@ func (r *Replica) Scan(ctx context.Context) (*ScanResult, error) {
 		}
 	}
 
+	if !r.opt.DryRun {
+		r.bringBack(ctx, dirs, byGUID)
+	}
 	found := map[model.MailboxGUID]bool{}
 	for _, d := range dirs {
 		if err := ctx.Err(); err != nil {
@@ -530,7 +550,7 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 		box.Epoch = randomUint64()
 		changed = true
 	}
-	if box.Name != name && !strings.HasPrefix(filepath.Base(rel), "."+TmpPrefix) && !strings.HasPrefix(filepath.Base(rel), TmpPrefix) {
+	if box.Name != name && !strings.HasPrefix(filepath.Base(rel), "."+TmpPrefix) && !strings.HasPrefix(filepath.Base(rel), TmpPrefix) && !r.loc.IsHidden(dir) {
 		changed = true
 	}
 	box.Dir = rel
@@ -586,7 +606,7 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 			box.Epoch = randomUint64()
 		}
 		box.UIDValidity = ul.UIDValidity
-		if box.Name != name && !strings.Contains(rel, TmpPrefix) {
+		if box.Name != name && !strings.Contains(rel, TmpPrefix) && !r.loc.IsHidden(dir) {
 			box.NameT = r.store.stamp(tx, box.NameT)
 			box.Name = name
 		}
@@ -1365,16 +1385,57 @@ func (r *Replica) scanSubs() (bool, error) {
 }
 
 // unlocker is a held lock (or none, in a dry run).
-type unlocker interface{ Unlock() error }
+type unlocker interface {
+	Unlock() error
+	// Moved tells the lock that its directory was renamed to dir.
+	Moved(dir string)
+}
 
 type noLock struct{}
 
 func (noLock) Unlock() error { return nil }
+func (noLock) Moved(string)  {}
 
 // dirGone reports whether a mailbox directory no longer exists.
 func dirGone(dir string) bool {
 	_, err := os.Stat(dir)
 	return errors.Is(err, fs.ErrNotExist)
+}
+
+// bringBack moves a mailbox that a killed apply left renamed aside (under a
+// hidden name, where Dovecot does not show it) back to the directory of its
+// name, if that is free; dirs is updated. One whose place is taken stays
+// aside, scanned there, until a rename of the plan moves it.
+func (r *Replica) bringBack(ctx context.Context, dirs []maildir.MailboxDir, byGUID map[model.MailboxGUID]*Box) {
+	for i, d := range dirs {
+		if !r.loc.IsHidden(d.Dir) {
+			continue
+		}
+		ul, err := readUidlistHeader(d.Dir)
+		if err != nil {
+			continue
+		}
+		b := byGUID[model.MailboxGUID(ul.GUID)]
+		if b == nil || b.Deleted || model.IsInbox(b.Name) {
+			continue
+		}
+		dst, err := r.loc.MailboxDir(b.Name)
+		if err != nil {
+			continue
+		}
+		if _, err := os.Lstat(dst); !errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err := r.loc.MkdirParents(filepath.Dir(dst)); err != nil {
+			continue
+		}
+		if err := r.renameLocked(ctx, d.Dir, dst); err != nil {
+			r.log.Warn("moving a mailbox back from a temporary name", "mailbox", b.Name, "dir", d.Dir, "error", err)
+			continue
+		}
+		r.log.Info("moved a mailbox back from a temporary name", "mailbox", b.Name, "from", d.Dir)
+		dirs[i] = maildir.MailboxDir{Name: b.Name, Dir: dst}
+	}
 }
 
 // lockUidlist takes Dovecot's lock, except in a dry run, which writes

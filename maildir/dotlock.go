@@ -283,8 +283,9 @@ func (d *Dotlock) touch() error {
 		return err
 	}
 	now := time.Now()
-	if err := os.Chtimes(d.path, now, now); err != nil {
-		return fmt.Errorf("refreshing %s: %w", d.path, err)
+	p := d.curPath()
+	if err := os.Chtimes(p, now, now); err != nil {
+		return fmt.Errorf("refreshing %s: %w", p, err)
 	}
 	return nil
 }
@@ -292,31 +293,38 @@ func (d *Dotlock) touch() error {
 // verify checks that the lock file is still the one we created: same
 // device and inode, and our token inside.
 func (d *Dotlock) verify() error {
-	fi, err := os.Lstat(d.path)
+	path := d.curPath()
+	fi, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%s: %w (removed)", d.path, ErrLockLost)
+		return fmt.Errorf("%s: %w (removed)", path, ErrLockLost)
 	}
 	if err != nil {
-		return fmt.Errorf("checking %s: %w", d.path, err)
+		return fmt.Errorf("checking %s: %w", path, err)
 	}
 	if !os.SameFile(fi, d.fi) {
-		return fmt.Errorf("%s: %w (replaced)", d.path, ErrLockLost)
+		return fmt.Errorf("%s: %w (replaced)", path, ErrLockLost)
 	}
-	data, err := os.ReadFile(d.path)
+	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%s: %w (removed)", d.path, ErrLockLost)
+		return fmt.Errorf("%s: %w (removed)", path, ErrLockLost)
 	}
 	if err != nil {
-		return fmt.Errorf("checking %s: %w", d.path, err)
+		return fmt.Errorf("checking %s: %w", path, err)
 	}
 	if string(data) != d.token {
-		return fmt.Errorf("%s: %w (replaced)", d.path, ErrLockLost)
+		return fmt.Errorf("%s: %w (replaced)", path, ErrLockLost)
 	}
 	return nil
 }
 
 // Path is the lock file's path.
-func (d *Dotlock) Path() string { return d.path }
+func (d *Dotlock) Path() string { return d.curPath() }
+
+func (d *Dotlock) curPath() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.path
+}
 
 // Check reports whether the lock is still ours: nil, or an error wrapping
 // ErrLockLost. Call it right before a change that relies on the lock.
@@ -325,7 +333,7 @@ func (d *Dotlock) Check() error {
 	lost, unlocked := d.lost, d.unlocked
 	d.mu.Unlock()
 	if unlocked {
-		return fmt.Errorf("%s: %w (unlocked)", d.path, ErrLockLost)
+		return fmt.Errorf("%s: %w (unlocked)", d.curPath(), ErrLockLost)
 	}
 	if lost != nil {
 		return lost
@@ -337,6 +345,15 @@ func (d *Dotlock) Check() error {
 // If someone else removed or replaced it, their file is left alone and the
 // error wraps ErrLockLost: whatever was done under the lock may have raced
 // with them. Calling Unlock again does nothing.
+// Moved tells a held uidlist lock that its mailbox directory was renamed
+// to dir while the lock was held (the lock file moved with it): refreshes
+// and Unlock then use the lock file's new path.
+func (d *Dotlock) Moved(dir string) {
+	d.mu.Lock()
+	d.path = filepath.Join(dir, filepath.Base(d.path))
+	d.mu.Unlock()
+}
+
 func (d *Dotlock) Unlock() error {
 	d.mu.Lock()
 	if d.unlocked {
@@ -352,8 +369,9 @@ func (d *Dotlock) Unlock() error {
 	if err := d.verify(); err != nil {
 		return fmt.Errorf("unlocking: %w", err)
 	}
-	if err := os.Remove(d.path); err != nil {
-		return fmt.Errorf("unlocking %s: %w", d.path, err)
+	p := d.curPath()
+	if err := os.Remove(p); err != nil {
+		return fmt.Errorf("unlocking %s: %w", p, err)
 	}
 	return nil
 }

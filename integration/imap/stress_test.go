@@ -384,13 +384,33 @@ func TestConcurrentClientsAndSyncs(t *testing.T) {
 		}
 	}
 	t.Logf("%d messages appended, %d possibly removed by clients, %d in the final view, %d lost", len(l.appended), len(l.mayGone), len(have), lost)
-	p.checkLogs(t)
-	if t.Failed() {
-		f, err := os.CreateTemp("", "twinbox-stress-syncs-*.log")
-		if err == nil {
-			_, _ = f.Write(sl.log.Bytes())
-			f.Close()
-			t.Logf("the syncs' verbose output: %s", f.Name())
+	defer func() {
+		if t.Failed() {
+			f, err := os.CreateTemp("", "twinbox-stress-syncs-*.log")
+			if err == nil {
+				_, _ = f.Write(sl.log.Bytes())
+				f.Close()
+				t.Logf("the syncs' verbose output: %s", f.Name())
+			}
 		}
+	}()
+	if !folderOps() {
+		p.checkLogs(t)
+		return
+	}
+	// With folder operations, Dovecot logs a few errors that it logs
+	// without twinbox too, when a client deletes or renames a folder
+	// another is saving into (proved by TestDovecotAloneLogs): forgiven,
+	// exactly those lines and only about the scratch folders that the
+	// clients delete and rename.
+	gone := map[string]bool{}
+	for _, a := range scratch {
+		gone["."+strings.ReplaceAll(a, "/", ".")] = true
+		for _, b := range scratch[:3] {
+			gone["."+b+".Kid"] = true // S1/Kid renamed with its parent
+		}
+	}
+	if n := p.checkLogsForgiving(t, gone); n > 0 {
+		t.Logf("forgave %d Dovecot error lines that Dovecot logs without twinbox (a client deleted or renamed a folder another was saving into)", n)
 	}
 }
