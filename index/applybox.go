@@ -60,6 +60,12 @@ func letters(f model.Flags, kw []string) (maildir.Flags, uint32, []string) {
 	return fl, bits, kw
 }
 
+// Test hooks (export_test.go); nil outside tests.
+var (
+	testHookAfterRenumberRenames func()
+	testHookBeforeApplyBox       func(root string)
+)
+
 // diskAgrees reports whether a file name shows the flags f that the index
 // holds for its message. Keywords without a letter in this mailbox's
 // dovecot-keywords (kw) are not compared: no file name can show them.
@@ -143,6 +149,9 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		}
 	} else if err != nil {
 		return r.wrap(name, err)
+	}
+	if testHookBeforeApplyBox != nil {
+		testHookBeforeApplyBox(r.loc.Root)
 	}
 	lk, err := r.lockUidlist(ctx, dir)
 	if err != nil && dirGone(dir) {
@@ -402,6 +411,18 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			skip(res, "mailbox %q: two messages to renumber to UID %d", name, mv.To)
 			continue
 		}
+		if !rewriting {
+			// The file gets a new name that keeps its flags, and the index
+			// will hold that name: the file must be there, with the flags
+			// the index has.
+			if f := files[baseOf(rec.FileName)]; f == nil {
+				skip(res, "mailbox %q UID %d: file of %s gone", name, mv.From, mv.GUID)
+				continue
+			} else if m := oldBy[mv.From]; m != nil && !diskAgrees(f.fn, m.Flags, kw) {
+				skip(res, "mailbox %q UID %d: flags of %s changed since the scan (not renumbered)", name, mv.From, mv.GUID)
+				continue
+			}
+		}
 		to[mv.To] = true
 		cands = append(cands, moveCand{mv, rec})
 	}
@@ -444,29 +465,65 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	// message has exactly one name. (A rewrite changes the UIDVALIDITY,
 	// which makes Dovecot forget every name it knew.)
 	newBase := map[uint32]string{} // From -> the base the file now has
+	var renames []renumRename
+	renameOf := map[int]int{} // candidate -> index in renames
+	if !rewriting {
+		for i, c := range cands {
+			if !accepted[i] {
+				continue
+			}
+			f := files[baseOf(c.rec.FileName)]
+			nf := f.fn
+			nf.Base = maildir.NewBase(time.Now(), r.nextSeq(), r.opt.Hostname, f.fn.Size, f.fn.VSize)
+			renameOf[i] = len(renames)
+			renames = append(renames, renumRename{Sub: subdir(f.inNew), Old: f.name, New: nf.String()})
+		}
+		// A journal first: an apply killed between these renames and the
+		// uidlist that names the new files is rolled back when the replica
+		// opens next (replayRenumbers).
+		if err := r.journalRenumbers(dir, renames); err != nil {
+			return r.wrap(name, err)
+		}
+		for j, rn := range renames {
+			if err := os.Rename(filepath.Join(dir, rn.Sub, rn.Old), filepath.Join(dir, rn.Sub, rn.New)); err != nil {
+				// Renamed (for flags) or expunged by Dovecot just now: undo
+				// the renames made, and leave this mailbox for the next sync.
+				undoRenumbers(dir, renames[:j])
+				if jerr := r.journalRenumbers(dir, nil); jerr != nil {
+					return r.wrap(name, jerr)
+				}
+				if !errors.Is(err, fs.ErrNotExist) {
+					return r.wrap(name, err)
+				}
+				skip(res, "mailbox %q: %s renamed or expunged during the sync (nothing renumbered)", name, rn.Old)
+				for i, c := range cands {
+					if accepted[i] {
+						accepted[i] = false
+						recs[c.mv.From] = c.rec
+					}
+				}
+				renameOf = map[int]int{}
+				break
+			}
+		}
+	}
+	if testHookAfterRenumberRenames != nil && len(renameOf) > 0 {
+		testHookAfterRenumberRenames()
+	}
 	for i, c := range cands {
 		if !accepted[i] {
 			continue
 		}
 		rec := c.rec
-		if !rewriting {
-			// The new name keeps the file's flags, and the index will
-			// hold that name: the flags must be the ones the index has.
-			if f := files[baseOf(rec.FileName)]; f != nil && oldBy[c.mv.From] != nil && !diskAgrees(f.fn, oldBy[c.mv.From].Flags, kw) {
-				recs[c.mv.From] = c.rec
-				skip(res, "mailbox %q UID %d: flags of %s changed since the scan (not renumbered)", name, c.mv.From, c.mv.GUID)
-				continue
-			}
-			nr, nb, err := r.renameForMove(dir, files, rec, c.mv.GUID)
-			if errors.Is(err, fs.ErrNotExist) {
-				recs[c.mv.From] = c.rec // stays where it is
-				skip(res, "mailbox %q UID %d: file of %s gone", name, c.mv.From, c.mv.GUID)
-				continue
-			}
-			if err != nil {
-				return r.wrap(name, err)
-			}
-			rec, newBase[c.mv.From] = nr, nb
+		if j, ok := renameOf[i]; ok {
+			rn := renames[j]
+			f := files[baseOf(rec.FileName)]
+			nf, _ := maildir.ParseFileName(rn.New)
+			delete(files, f.fn.Base)
+			files[nf.Base] = &diskFile{name: rn.New, inNew: f.inNew, fn: nf}
+			rec.FileName = rn.New
+			rec.Set('G', c.mv.GUID)
+			newBase[c.mv.From] = nf.Base
 		}
 		rec.UID = c.mv.To
 		recs[c.mv.To] = rec
@@ -711,6 +768,11 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 
 	// 6. The index.
 	err = r.store.db.Update(func(tx *bolt.Tx) error {
+		if len(renames) > 0 {
+			if err := clearRenumbers(tx, dir); err != nil {
+				return err
+			}
+		}
 		b, err := getBox(tx, box.GUID)
 		if err != nil || b == nil {
 			return fmt.Errorf("mailbox %s left the index: %v", box.GUID, err)
@@ -898,34 +960,6 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 func (r *Replica) nextSeq() uint64 {
 	r.seq++
 	return r.seq
-}
-
-// renameForMove gives the file of rec (message guid) a fresh base name in
-// the same directory, keeping its size fields and flags, and returns the
-// record naming it (with a G field for the GUID) and the new base. A file
-// that is not there returns fs.ErrNotExist.
-func (r *Replica) renameForMove(dir string, files map[string]*diskFile, rec maildir.UidRecord, guid string) (maildir.UidRecord, string, error) {
-	f := files[baseOf(rec.FileName)]
-	if f == nil {
-		return rec, "", fs.ErrNotExist
-	}
-	nb := maildir.NewBase(time.Now(), r.nextSeq(), r.opt.Hostname, f.fn.Size, f.fn.VSize)
-	nf := f.fn
-	nf.Base = nb
-	name := nf.String()
-	from := filepath.Join(dir, subdir(f.inNew), f.name)
-	to := filepath.Join(dir, subdir(f.inNew), name)
-	if _, err := os.Lstat(to); err == nil {
-		return rec, "", fmt.Errorf("renumbering %s: %s exists", f.name, name)
-	}
-	if err := os.Rename(from, to); err != nil {
-		return rec, "", err
-	}
-	delete(files, f.fn.Base)
-	files[nb] = &diskFile{name: name, inNew: f.inNew, fn: nf}
-	rec.FileName = name
-	rec.Set('G', guid)
-	return rec, nb, nil
 }
 
 // applyDelete removes a mailbox the plan deleted, unless new mail arrived

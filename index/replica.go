@@ -128,6 +128,10 @@ func Open(ctx context.Context, loc maildir.Location, opt Options) (*Replica, err
 		st.Close()
 		return nil, err
 	}
+	if err := r.replayRenumbers(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
 	// Directories a killed twinbox was building or removing under hidden
 	// names (maildir.HiddenPrefix): no one else uses them while we hold
 	// the replica's lock.

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/twinbox-mail/twinbox/integration/dovecot"
@@ -181,4 +182,45 @@ func (p *pair) checkLogsForgiving(t testing.TB, gone map[string]bool) int {
 		}
 	}
 	return forgiven
+}
+
+// TestDovecotAloneDeletedParentListed: one Dovecot, one client, no
+// twinbox. DELETE of a folder that has a child removes its directory, yet
+// LIST still shows it (with \HasChildren, without \NonExistent or
+// \Noselect) and EXAMINE of it answers NO. The IMAP views of the tests
+// therefore leave out a listed folder that EXAMINE says does not exist
+// when it has children (readViewErr): this is Dovecot's own state after
+// its own DELETE, not something twinbox made.
+func TestDovecotAloneDeletedParentListed(t *testing.T) {
+	srv := dovecot.StartServer(t, dovecot.ServerOptions{Name: "alone"})
+	s := &side{name: "X", srv: srv}
+	c := dial(t, s)
+	defer c.Close()
+	for _, n := range []string{"P", "P/Kid"} {
+		if err := c.Create(n, nil).Wait(); err != nil {
+			t.Fatalf("CREATE %s: %v", n, err)
+		}
+	}
+	appendMsg(t, c, "P", body("in the parent"))
+	if err := c.Delete("P").Wait(); err != nil {
+		t.Fatalf("DELETE P: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(srv.Root, ".P")); !os.IsNotExist(err) {
+		t.Fatalf("Dovecot kept .P after DELETE (stat: %v): the premise changed", err)
+	}
+	list, err := c.List("", "*", nil).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := false
+	for _, m := range list {
+		if m.Mailbox == "P" {
+			listed = !hasAttr(m.Attrs, imap.MailboxAttrNonExistent) && !hasAttr(m.Attrs, imap.MailboxAttrNoSelect)
+		}
+	}
+	_, exErr := c.Select("P", &imap.SelectOptions{ReadOnly: true}).Wait()
+	if !listed || exErr == nil {
+		t.Fatalf("Dovecot alone: deleted parent P listed as selectable %v, EXAMINE error %v: the premise of readViewErr changed", listed, exErr)
+	}
+	t.Logf("Dovecot alone lists the deleted parent P and EXAMINE answers: %v", exErr)
 }

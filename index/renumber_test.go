@@ -1,0 +1,196 @@
+package index_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/twinbox-mail/twinbox/index"
+	"github.com/twinbox-mail/twinbox/internal/testmail"
+	"github.com/twinbox-mail/twinbox/maildir"
+	"github.com/twinbox-mail/twinbox/sync/session"
+)
+
+func roots(t *testing.T) (string, string) {
+	d := t.TempDir()
+	return filepath.Join(d, "a"), filepath.Join(d, "b")
+}
+
+func sync2(t *testing.T, a, b string) *session.Summary {
+	t.Helper()
+	s := testmail.Sync(t, a, b, session.Options{})
+	if s.Changed {
+		t.Fatalf("sync reported changes during sync: %v %v", s.ResultA.Skipped, s.ResultB.Skipped)
+	}
+	return s
+}
+
+func settle(t *testing.T, a, b string) {
+	t.Helper()
+	sync2(t, a, b)
+	testmail.Converged(t, a, b)
+	assertIdle(t, a, b)
+}
+
+// assertIdle: a sync of converged replicas changes no file.
+func assertIdle(t *testing.T, a, b string) {
+	t.Helper()
+	before := testmail.Snapshot(a) + testmail.Snapshot(b)
+	sync2(t, a, b)
+	if after := testmail.Snapshot(a) + testmail.Snapshot(b); after != before {
+		t.Fatalf("an idle sync changed files:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// A renumbered message gets a new file name on the side that renumbers it
+// (its identity stays in the uidlist's G field), so that Dovecot sees its
+// old UID expunged and a new message, never a file name that changed its
+// UID ("Duplicate file entry", "Expunged message reappeared"). When it
+// comes back to that mailbox later (expunged, then copied back from the
+// peer), it does not get the old name again either.
+func TestRenumberGivesTheFileANewName(t *testing.T) {
+	a, b := roots(t)
+	testmail.Deliver(t, a, "INBOX", "first")
+	settle(t, a, b)
+	ma := testmail.Deliver(t, a, "INBOX", "on A")
+	mb := testmail.Deliver(t, b, "INBOX", "on B")
+	s := sync2(t, a, b)
+	if s.Renumbered == 0 {
+		t.Fatal("nothing renumbered: the scenario did not happen")
+	}
+	testmail.Converged(t, a, b)
+	assertIdle(t, a, b)
+	renamed := 0
+	for _, side := range []struct{ root, own string }{{a, ma}, {b, mb}} {
+		if testmail.FindFile(t, side.root, "INBOX", side.own) != "" {
+			continue // this side kept its UID for its own message
+		}
+		renamed++
+		p := testmail.Find(t, side.root, "INBOX", side.own)
+		if p == "" {
+			t.Fatalf("%s: message %s lost", side.root, side.own)
+		}
+		base := strings.SplitN(filepath.Base(p), ":", 2)[0]
+		for _, rec := range testmail.Uidlist(t, side.root, "INBOX").Records {
+			if rec.Base() == base {
+				if g, _ := rec.Get('G'); g != side.own {
+					t.Errorf("%s: renamed file %s has G %q, want %q", side.root, base, g, side.own)
+				}
+			}
+			if rec.Base() == side.own {
+				t.Errorf("%s: the uidlist still lists the old name %s at UID %d", side.root, side.own, rec.UID)
+			}
+		}
+	}
+	if renamed == 0 {
+		t.Fatal("no side renamed the message it renumbered")
+	}
+
+}
+
+// A renumbering killed between the renames and the uidlist is rolled back
+// when the replica opens next: the files are back under the names the
+// uidlist lists, and the replicas converge.
+func TestRenumberKilledBeforeUidlistRollsBack(t *testing.T) {
+	a, b := roots(t)
+	testmail.Deliver(t, a, "INBOX", "first")
+	settle(t, a, b)
+	testmail.Deliver(t, a, "INBOX", "on A")
+	testmail.Deliver(t, b, "INBOX", "on B")
+	// Stop the apply right after its renames (test hook).
+	restore := index.SetTestHookAfterRenumberRenames(func() { panic("killed") })
+	func() {
+		defer func() { _ = recover() }()
+		_, _ = testmail.TrySync(a, b, session.Options{})
+	}()
+	restore()
+	// The renamed-away names are listed without a file now.
+	orphans := 0
+	for _, root := range []string{a, b} {
+		for _, rec := range testmail.Uidlist(t, root, "INBOX").Records {
+			if testmail.FindFile(t, root, "INBOX", rec.Base()) == "" {
+				orphans++
+			}
+		}
+	}
+	if orphans == 0 {
+		t.Fatal("the hook did not stop the apply between renames and uidlist")
+	}
+	// Opening a replica rolls its renames back: every listed name has its
+	// file again, and no file is unlisted.
+	for _, root := range []string{a, b} {
+		r, err := index.Open(context.Background(), maildir.Location{Root: root}, index.Options{Hostname: "test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
+		listed := map[string]bool{}
+		for _, rec := range testmail.Uidlist(t, root, "INBOX").Records {
+			listed[rec.Base()] = true
+			if testmail.FindFile(t, root, "INBOX", rec.Base()) == "" {
+				t.Errorf("%s: after open, UID %d (%s) has no file", root, rec.UID, rec.Base())
+			}
+		}
+		for _, sub := range []string{"cur", "new"} {
+			ents, _ := os.ReadDir(filepath.Join(testmail.Dir(t, root, "INBOX"), sub))
+			for _, e := range ents {
+				if base := strings.SplitN(e.Name(), ":", 2)[0]; !listed[base] && sub == "cur" {
+					t.Errorf("%s: after open, %s is not in the uidlist", root, e.Name())
+				}
+			}
+		}
+	}
+	// Open (which rolls back) and sync until converged.
+	for i := 0; ; i++ {
+		s, err := testmail.TrySync(a, b, session.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !s.Changed {
+			break
+		}
+		if i == 3 {
+			t.Fatal("no convergence")
+		}
+	}
+	testmail.Converged(t, a, b)
+	assertIdle(t, a, b)
+	for _, root := range []string{a, b} {
+		if n := len(testmail.Files(t, root, "INBOX")); n != 3 {
+			t.Errorf("%s INBOX holds %d messages; want 3", root, n)
+		}
+	}
+}
+
+// A flag change Dovecot made after the scan is not undone by the sync's
+// own flag change on that message: the sync skips it (exit 2) and the next
+// one merges both.
+func TestFlagRenameAfterScanNotUndone(t *testing.T) {
+	a, b := roots(t)
+	m := testmail.Deliver(t, a, "INBOX", "flags")
+	settle(t, a, b)
+	testmail.SetFlags(t, b, "INBOX", m, "F")
+	// A client on A sets \Seen after A's scan and before A's apply.
+	restore := index.SetTestHookBeforeApplyBox(func(root string) {
+		if root == a {
+			testmail.SetFlags(t, a, "INBOX", m, "S")
+		}
+	})
+	s, err := testmail.TrySync(a, b, session.Options{})
+	restore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Changed {
+		t.Fatalf("the sync did not notice the flag change under it: %+v", s.ResultA)
+	}
+	testmail.Sync(t, a, b, session.Options{})
+	testmail.Converged(t, a, b)
+	for _, root := range []string{a, b} {
+		if f := testmail.Flags(t, root, "INBOX", m); f != "FS" {
+			t.Errorf("%s: flags %q, want FS (both changes kept)", root, f)
+		}
+	}
+}
