@@ -115,6 +115,9 @@ func run(args []string) int {
 		if cli.Verbose {
 			level = slog.LevelInfo
 		}
+		if os.Getenv("TWINBOX_DEBUG") != "" {
+			level = slog.LevelDebug // every file twinbox names or numbers (for tests)
+		}
 		g := &globals{ctx: ctx, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})), verbose: cli.Verbose, configPath: cli.Config, replicaID: cli.ReplicaID}
 		err = kctx.Run(g)
 		var ec exitCode

@@ -523,6 +523,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			files[nf.Base] = &diskFile{name: rn.New, inNew: f.inNew, fn: nf}
 			rec.FileName = rn.New
 			rec.Set('G', c.mv.GUID)
+			r.log.Debug("renumbered", "mailbox", name, "from", c.mv.From, "to", c.mv.To, "old", rn.Old, "new", rn.New)
 			newBase[c.mv.From] = nf.Base
 		}
 		rec.UID = c.mv.To
@@ -711,6 +712,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		}
 		os.Remove(tmp[i])
 		tmp[i] = ""
+		r.log.Debug("added", "mailbox", name, "uid", u, "file", fname)
 		rec := maildir.UidRecord{UID: u, FileName: fname}
 		if base != a.Msg.GUID {
 			rec.Set('G', a.Msg.GUID)

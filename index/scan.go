@@ -1295,6 +1295,7 @@ func (r *Replica) assignUIDs(ctx context.Context, name, dir string, seen *maildi
 		f := files[base]
 		rec := maildir.UidRecord{UID: ul.NextUID, FileName: f.name}
 		ul.Records = append(ul.Records, rec)
+		r.log.Debug("new file gets a UID", "mailbox", name, "file", f.name, "uid", rec.UID)
 		ul.NextUID++
 	}
 	if ul.GUID == [16]byte{} {
