@@ -442,9 +442,10 @@ func (r *Replica) renameOne(ctx context.Context, box *Box, dir, dst string, op m
 // expunged one that reappeared, and it gives the file a new UID. applyBox
 // raises NEXTUID to the plan's in the uidlist write that lists the
 // messages. Starting at first still keeps the UIDs below it, which the peer
-// may have used, from new messages if the sync stops before the adds.
-// Without message work (first 0) it starts at the UIDNEXT this replica had
-// reached under the same UIDVALIDITY (UIDs it used stay used, §3.1).
+// may have used, from new messages if the sync stops before the adds. It
+// never starts below the UIDNEXT this replica had reached under the same
+// UIDVALIDITY (UIDs it used stay used, §3.1): the merge adds nothing below
+// it.
 func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, first uint32, res *ApplyResult) error {
 	dir, err := r.loc.MailboxDir(op.Name)
 	if err != nil {
@@ -478,12 +479,11 @@ func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, first uin
 		return nil
 	case err == nil:
 	case errors.Is(err, fs.ErrNotExist):
-		next := first
-		if next == 0 {
-			next = 1
-			if old != nil && old.UIDValidity == op.UIDValidity {
-				next = max(next, old.UIDNext) // UIDs it had stay used (§3.1)
-			}
+		next := max(first, 1)
+		if old != nil && old.UIDValidity == op.UIDValidity {
+			// UIDs it had stay used (§3.1). (The merge never adds below
+			// them: a UID Lost with the old directory is not free.)
+			next = max(next, old.UIDNext)
 		}
 		ul = &maildir.Uidlist{Version: 3, UIDValidity: op.UIDValidity, NextUID: next, GUID: [16]byte(op.GUID)}
 		if err := maildir.WriteUidlist(dir, ul); err != nil {

@@ -344,14 +344,6 @@ type sideBox struct {
 	// mailbox GUID the records currently live under (the loser's GUID when
 	// this side adopts)
 	src model.MailboxGUID
-	// refill: this plan makes the mailbox's directory on this side (it is
-	// absent, deleted or missing there), so a UID whose message was Lost
-	// with the old directory may name that message again: the new uidlist
-	// starts at or below the plan's lowest add (index.Replica.Apply). Once
-	// the directory exists again, with a NEXTUID that Dovecot may have
-	// read above the Lost UID, it may not: Dovecot would take the message
-	// for an expunged one that reappeared.
-	refill bool
 }
 
 type rec struct {
@@ -409,24 +401,29 @@ func (sb *sideBox) addTomb(t model.Tombstone) {
 }
 
 // free reports whether UID u on this side can name message g: it names g
-// already (or did, until the mailbox's directory vanished, and the plan
-// makes the directory again: see refill), or it is unused (no record, and
-// not below the side's UIDNEXT, since a UID below UIDNEXT may have been
-// used and expunged unseen, and Dovecot never takes a new UID below its
-// UIDNEXT).
+// already, or it is unused (no record, and not below the side's UIDNEXT,
+// since a UID below UIDNEXT may have been used and expunged unseen, and
+// Dovecot never takes a new UID below its UIDNEXT).
+//
+// A UID whose message was Lost with its mailbox's directory is not free,
+// not even for that message: the directory made again shows a NEXTUID
+// above it (the UIDs this side used stay used, even if the sync stops
+// before the message is back), and a Dovecot that read that NEXTUID takes
+// a message listed below it later for an expunged one that reappeared
+// (and gives it a UID of its own). The message comes back under a fresh
+// UID, on both sides.
 func (sb *sideBox) free(u uint32, g string) bool {
 	r, ok := sb.slots[u]
 	if !ok {
 		return u >= sb.next
 	}
-	return (r.inst != nil || (r.tomb.Lost && sb.refill)) && r.guid == g
+	return r.inst != nil && r.guid == g
 }
 
 func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 	var sb [2]*sideBox
 	for s := 0; s < 2; s++ {
 		sb[s] = newSideBox()
-		sb[s].refill = bx.losers[s] == nil && (bx.rec[s] == nil || bx.rec[s].Deleted || bx.rec[s].Missing)
 		if r := bx.rec[s]; r != nil {
 			sb[s].next = r.UIDNext
 			sb[s].src = r.GUID
