@@ -130,10 +130,10 @@ func (r *Replica) apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 		return res, err
 	}
 	for _, op := range sp.Creates {
-		var next uint32
-		for _, bp := range sp.Boxes {
-			if bp.GUID == op.GUID {
-				next = bp.UIDNext
+		var first uint32 // no message work planned: 0
+		for i := range sp.Boxes {
+			if sp.Boxes[i].GUID == op.GUID {
+				first = sp.Boxes[i].FirstUID()
 			}
 		}
 		if dir, err := r.loc.MailboxDir(op.Name); err == nil {
@@ -147,7 +147,7 @@ func (r *Replica) apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 				}
 			}
 		}
-		if err := r.applyCreate(ctx, op, next, res); err != nil {
+		if err := r.applyCreate(ctx, op, first, res); err != nil {
 			return res, err
 		}
 	}
@@ -215,6 +215,11 @@ func (r *Replica) apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 		if ap == nil && !bp.Reset && len(bp.Expunges)+len(bp.Release) > 0 {
 			deferred = append(deferred, merge.BoxPlan{GUID: bp.GUID, UIDNext: bp.UIDNext, Expunges: bp.Expunges, Release: bp.Release})
 			work.Expunges, work.Release = nil, nil
+		}
+		if ap == nil && planCreates(sp, bp.GUID) {
+			if err := r.reserveUIDs(ctx, bp); err != nil {
+				return res, err
+			}
 		}
 		one := &merge.SidePlan{Adopts: sp.Adopts, Boxes: []merge.BoxPlan{work}}
 		tmpFiles, err := r.prepareBodies(ctx, one, src, res, prog)
@@ -522,10 +527,19 @@ func (r *Replica) renameOne(ctx context.Context, box *Box, dir, dst string, op m
 	return r.wrap(op.Name, err)
 }
 
-// applyCreate makes (or remakes) a mailbox; next is the UIDNEXT the plan
-// gives it (0 if none): its uidlist starts there, so that UIDs used before
-// stay used even if the apply stops before the messages are added.
-func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, next uint32, res *ApplyResult) error {
+// applyCreate makes (or remakes) a mailbox. Its uidlist starts at first,
+// the lowest UID the plan adds to it (merge.BoxPlan.FirstUID), not at the
+// plan's UIDNEXT: the messages are added later (applyBox, after their
+// bodies arrived), and a Dovecot that opens the mailbox in between records
+// the NEXTUID it sees; a message then listed below it is to Dovecot an
+// expunged one that reappeared, and it gives the file a new UID. applyBox
+// raises NEXTUID to the plan's in the uidlist write that lists the
+// messages. Starting at first still keeps the UIDs below it, which the peer
+// may have used, from new messages if the sync stops before the adds. It
+// never starts below the UIDNEXT this replica had reached under the same
+// UIDVALIDITY (UIDs it used stay used, §3.1): the merge adds nothing below
+// it.
+func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, first uint32, res *ApplyResult) error {
 	dir, err := r.loc.MailboxDir(op.Name)
 	if err != nil {
 		return r.wrap(op.Name, err)
@@ -563,9 +577,11 @@ func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, next uint
 		return nil
 	case err == nil:
 	case errors.Is(err, fs.ErrNotExist):
-		next = max(next, 1)
+		next := max(first, 1)
 		if old != nil && old.UIDValidity == op.UIDValidity {
-			next = max(next, old.UIDNext) // UIDs it had stay used (§3.1)
+			// UIDs it had stay used (§3.1). (The merge never adds below
+			// them: a UID Lost with the old directory is not free.)
+			next = max(next, old.UIDNext)
 		}
 		ul = &maildir.Uidlist{Version: 3, UIDValidity: op.UIDValidity, NextUID: next, GUID: [16]byte(op.GUID)}
 		if err := maildir.WriteUidlist(dir, ul); err != nil {
@@ -609,6 +625,47 @@ func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, next uint
 		return r.wrap(op.Name, err)
 	}
 	res.MailboxOps++
+	return nil
+}
+
+// reserveUIDs raises the NEXTUID of a mailbox this apply created to the
+// lowest UID the plan adds to it (its UIDNEXT when it adds nothing), before
+// the bodies are pulled: UIDs below it that the peer used stay unused here
+// even if the sync stops before the adds (a message a client puts there
+// meanwhile must not take the UID of one the peer expunged), while no add
+// ever lands below a NEXTUID that Dovecot may have seen (see applyCreate).
+func (r *Replica) reserveUIDs(ctx context.Context, bp *merge.BoxPlan) error {
+	want := bp.UIDNext
+	for _, a := range bp.Adds {
+		want = min(want, a.Msg.UID)
+	}
+	box, err := r.getBox(bp.GUID)
+	if err != nil || box == nil || box.Deleted {
+		return r.wrap("", err)
+	}
+	dir, err := r.locate(box)
+	if err != nil {
+		return nil // applyBox sees why
+	}
+	if h, err := readUidlistHeader(dir); err != nil || h.NextUID >= want || model.MailboxGUID(h.GUID) != bp.GUID {
+		return nil
+	}
+	lk, err := r.lockUidlist(ctx, dir)
+	if err != nil {
+		if dirGone(dir) {
+			return nil
+		}
+		return r.wrap(box.Name, err)
+	}
+	defer lk.Unlock()
+	ul, _, err := maildir.ReadUidlist(dir)
+	if err != nil || model.MailboxGUID(ul.GUID) != bp.GUID || ul.NextUID >= want {
+		return nil // gone or changed since: applyBox sees why
+	}
+	ul.NextUID = want
+	if err := maildir.WriteUidlist(dir, ul); err != nil {
+		return r.wrap(box.Name, err)
+	}
 	return nil
 }
 

@@ -332,7 +332,12 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	}
 	diskNext := ul.NextUID
 	rewriting := adopt != nil || bp.Reset
-	if rewriting {
+	// An adopt under the UIDVALIDITY the directory already has keeps its
+	// UIDs (the merge placed around them): NEXTUID never goes down, and a
+	// UID at or above the scan's UIDNEXT that the uidlist does not list was
+	// taken since the scan (and perhaps expunged), as without an adopt.
+	sameSpace := adopt != nil && !bp.Reset && adopt.UIDValidity == ul.UIDValidity
+	if rewriting && !sameSpace {
 		diskNext = 0
 	}
 
@@ -443,7 +448,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			if !accepted[i] || vacated[u] {
 				continue
 			}
-			if _, taken := recs[u]; taken || (!rewriting && u < diskNext && oldBy[u] == nil) {
+			if _, taken := recs[u]; taken || ((!rewriting || sameSpace) && u < diskNext && oldBy[u] == nil) {
 				skip(res, "mailbox %q: UID %d taken since the scan (message %s stays at UID %d)", name, u, c.mv.GUID, c.mv.From)
 				accepted[i] = false
 				again = true
@@ -672,7 +677,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		// Dovecot may have taken a UID at or above the UIDNEXT of the scan;
 		// below it, a UID the uidlist does not list is one the merge knew
 		// to be free for this message (it vanished with the directory).
-		if _, taken := recs[u]; taken || (!rewriting && u < diskNext && u >= box.UIDNext) {
+		if _, taken := recs[u]; taken || ((!rewriting || sameSpace) && u < diskNext && u >= box.UIDNext) {
 			skip(res, "mailbox %q: UID %d taken since the scan", name, u)
 			continue
 		}

@@ -203,10 +203,36 @@ func nextMtime(old, now time.Time) time.Time {
 	return time.Unix(old.Unix()+1, 0)
 }
 
-// writeIndexFile writes an index file (dovecot-uidlist, dovecot-keywords,
-// subscriptions) atomically, keeping the old file's mode (0600 for a new
-// file) and giving it a strictly later mtime.
+// nextUidlistMtime returns the modification time to give a rewritten
+// dovecot-uidlist whose previous version had mtime old: the current time
+// when it is later than old (to the nanosecond), else 1 ns past old.
+//
+// Not nextMtime's "a later second": Dovecot compares the uidlist's mtime to
+// the nanosecond, and it appends records to the file in place, which sets
+// the mtime back to the real time. A rewrite dated into the next second
+// (S+1.0) when the clock had not left second S, an append by Dovecot (mtime
+// back in S), then another such rewrite gave S+1.0 again: a Dovecot whose
+// index had recorded the first rewrite's mtime and size (same size, by
+// chance) trusted its index over the new file (maildir_uidlist_refresh_fast_init),
+// appended a record with a UID the file already held, and logged "Broken
+// file dovecot-uidlist: UIDs not ordered". Real times never repeat.
+func nextUidlistMtime(old, now time.Time) time.Time {
+	if old.IsZero() || now.After(old) {
+		return now
+	}
+	return old.Add(time.Nanosecond)
+}
+
+// writeIndexFile writes an index file (dovecot-keywords, subscriptions)
+// atomically, keeping the old file's mode (0600 for a new file) and giving
+// it an mtime in a later second than the old one (nextMtime).
 func writeIndexFile(path string, data []byte) error {
+	return writeIndexFileMtime(path, data, nextMtime)
+}
+
+// writeIndexFileMtime writes an index file atomically, keeping the old
+// file's mode (0600 for a new file), with the mtime next(old, now).
+func writeIndexFileMtime(path string, data []byte, next func(old, now time.Time) time.Time) error {
 	perm := os.FileMode(0o600)
 	var old time.Time
 	if fi, err := os.Stat(path); err == nil {
@@ -215,7 +241,7 @@ func writeIndexFile(path string, data []byte) error {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	return WriteFileAtomic(path, perm, nextMtime(old, time.Now()), func(w io.Writer) error {
+	return WriteFileAtomic(path, perm, next(old, time.Now()), func(w io.Writer) error {
 		_, err := w.Write(data)
 		return err
 	})

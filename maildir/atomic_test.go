@@ -2,6 +2,7 @@ package maildir
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -161,5 +162,61 @@ func TestNextMtime(t *testing.T) {
 		if got := nextMtime(tt.old, now); !got.Equal(tt.want) {
 			t.Errorf("nextMtime(%v) = %v, want %v", tt.old, got, tt.want)
 		}
+	}
+}
+
+func TestNextUidlistMtime(t *testing.T) {
+	now := time.Unix(1000, 500)
+	tests := []struct {
+		old, want time.Time
+	}{
+		{time.Time{}, now},
+		{time.Unix(999, 999999999), now},
+		{time.Unix(1000, 400), now},                  // same second, earlier: the clock, not the next second
+		{time.Unix(1000, 500), time.Unix(1000, 501)}, // the clock did not move
+		{time.Unix(5000, 0), time.Unix(5000, 1)},     // old file in the future
+	}
+	for _, tt := range tests {
+		if got := nextUidlistMtime(tt.old, now); !got.Equal(tt.want) {
+			t.Errorf("nextUidlistMtime(%v) = %v, want %v", tt.old, got, tt.want)
+		}
+	}
+}
+
+// TestUidlistMtimeNeverRepeats: rewrites of a dovecot-uidlist with Dovecot
+// appending records in between (which sets the mtime to the real time) never
+// give the file an mtime it had before. Dovecot trusts its index over a
+// uidlist whose mtime and size it recorded (maildir_uidlist_refresh_fast_init):
+// a repeated mtime with the same size made it append a UID the file already
+// held ("Broken file dovecot-uidlist: UIDs not ordered", issue 3's stress).
+func TestUidlistMtimeNeverRepeats(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, UidlistName)
+	seen := map[time.Time]int{}
+	u := &Uidlist{Version: 3, UIDValidity: 1, NextUID: 1, GUID: [16]byte{1}}
+	for i := 0; i < 20; i++ {
+		u.NextUID++
+		if err := WriteUidlist(dir, u); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j, ok := seen[fi.ModTime()]; ok {
+			t.Fatalf("rewrite %d has the mtime %v of rewrite %d", i, fi.ModTime(), j)
+		}
+		seen[fi.ModTime()] = i
+		// Dovecot appends a record in place (under its lock): the mtime is
+		// the real time again.
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fmt.Fprintf(f, "%d :x%d\n", u.NextUID, i); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		u.NextUID++
 	}
 }

@@ -51,9 +51,13 @@
 //     while holding the uidlist dotlock; then cur/ is fsynced.
 //  3. Index files (dovecot-uidlist, dovecot-keywords, subscriptions) are
 //     replaced whole with WriteFileAtomic under their lock, after the
-//     messages they describe are durable, with an mtime in a later second
-//     than before (Dovecot notices changes by mtime): temp file, write,
-//     fsync, rename, fsync the directory.
+//     messages they describe are durable, with a later mtime than before
+//     (Dovecot notices changes by mtime): in a later second for
+//     dovecot-keywords and subscriptions (Dovecot compares whole seconds),
+//     the current time to the nanosecond for dovecot-uidlist (Dovecot
+//     compares nanoseconds, and its in-place appends set the real time: a
+//     future-dated mtime could come back); temp file, write, fsync, rename,
+//     fsync the directory.
 //  4. Only then does twinbox record the change in its own index, and only
 //     after that does it tell the peer.
 //

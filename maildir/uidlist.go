@@ -409,14 +409,15 @@ func ReadUidlist(dir string) (*Uidlist, os.FileInfo, error) {
 
 // WriteUidlist validates u and replaces dir/dovecot-uidlist with it
 // atomically (WriteFileAtomic), keeping the old file's mode and giving the
-// new file an mtime in a later second than the old one's. The caller must
-// hold the uidlist dotlock (LockUidlist).
+// new file a later mtime than the old one's, to the nanosecond
+// (nextUidlistMtime). The caller must hold the uidlist dotlock
+// (LockUidlist).
 func WriteUidlist(dir string, u *Uidlist) error {
 	path := filepath.Join(dir, UidlistName)
 	if err := u.Validate(); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	return writeIndexFile(path, u.Marshal())
+	return writeIndexFileMtime(path, u.Marshal(), nextUidlistMtime)
 }
 
 // NewGUID returns a random 128-bit GUID (crypto/rand), for a new mailbox.

@@ -353,8 +353,8 @@ func TestReadWriteUidlist(t *testing.T) {
 		t.Errorf("mode %v", fi1.Mode())
 	}
 
-	// A rewrite right away gets an mtime in a later second, and keeps a
-	// changed mode.
+	// A rewrite right away gets a later mtime (to the nanosecond:
+	// nextUidlistMtime), and keeps a changed mode.
 	path := filepath.Join(dir, UidlistName)
 	if err := os.Chmod(path, 0o640); err != nil {
 		t.Fatal(err)
@@ -367,7 +367,7 @@ func TestReadWriteUidlist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fi2.ModTime().Unix() <= fi1.ModTime().Unix() {
+	if !fi2.ModTime().After(fi1.ModTime()) {
 		t.Errorf("mtime did not grow: %v then %v", fi1.ModTime(), fi2.ModTime())
 	}
 	if fi2.Mode().Perm() != 0o640 {
@@ -382,8 +382,8 @@ func TestReadWriteUidlist(t *testing.T) {
 		t.Fatal(err)
 	}
 	fi3, _ := os.Stat(path)
-	if fi3.ModTime().Unix() != future.Unix()+1 {
-		t.Errorf("mtime %v, want %v", fi3.ModTime(), time.Unix(future.Unix()+1, 0))
+	if want := future.Add(time.Nanosecond); !fi3.ModTime().Equal(want) {
+		t.Errorf("mtime %v, want %v", fi3.ModTime(), want)
 	}
 
 	// A corrupt file gives a parse error naming the path.

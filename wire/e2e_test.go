@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -208,5 +209,75 @@ func TestOpenerErrorReachesClient(t *testing.T) {
 	}
 	if werr := wait(); werr == nil || !strings.Contains(werr.Error(), "locked by another sync") {
 		t.Errorf("ServeInProcess server: %v", werr)
+	}
+}
+
+// fetchHook is a replica whose Fetch (the peer pulling bodies) first runs
+// hook.
+type fetchHook struct {
+	replica.Replica
+	hook func()
+}
+
+func (f *fetchHook) Fetch(ctx context.Context, refs []replica.BodyRef, fn func(i int, r io.Reader) error) error {
+	f.hook()
+	return f.Replica.Fetch(ctx, refs, fn)
+}
+
+// A mailbox that a remote apply creates shows, while its bodies are pulled,
+// a NEXTUID at the lowest UID the plan adds to it, although the plan
+// crosses the wire without its adds (the server pulls them mailbox by
+// mailbox): a Dovecot reading the new uidlist before the adds must see no
+// NEXTUID above them (issue 3: "Expunged message reappeared"), and UIDs
+// below them that the peer used stay used.
+func TestRemoteCreateStartsAtLowestAdd(t *testing.T) {
+	d := t.TempDir()
+	a, b := filepath.Join(d, "a"), filepath.Join(d, "b")
+	testmail.Deliver(t, a, "INBOX", "x")
+	syncOverWire(t, a, b, false)
+	gone := testmail.Deliver(t, a, "S1", "expunged before the sync")
+	testmail.Deliver(t, a, "S1", "two")
+	testmail.Deliver(t, a, "S1", "three")
+	// A's scan (a sync with a scratch replica) gives S1's messages UIDs
+	// 1, 2, 3; then UID 1 is expunged.
+	testmail.Sync(t, a, filepath.Join(d, "scratch"), session.Options{})
+	testmail.Expunge(t, a, "S1", gone)
+
+	ctx := context.Background()
+	rl, err := index.Open(ctx, maildir.Location{Root: a}, index.Options{User: "carol", LockTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startServer(t, ctx, maildir.Location{Root: b})
+	cl, err := wire.Dial(ctx, srv.conn, "carol", rl.Info())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []uint32
+	hook := func() {
+		if ul, _, err := maildir.ReadUidlist(testmail.Dir(t, b, "S1")); err == nil {
+			seen = append(seen, ul.NextUID)
+		}
+	}
+	sum, err := session.Run(ctx, &fetchHook{rl, hook}, cl, session.Options{})
+	rl.Close()
+	if err != nil {
+		cl.Close()
+		t.Fatal(err)
+	}
+	if err := cl.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	if sum.Changed {
+		t.Fatalf("changed during the sync: %v %v", sum.ResultA.Skipped, sum.ResultB.Skipped)
+	}
+	if fmt.Sprint(seen) != "[2]" {
+		t.Fatalf("B's new S1 showed NEXTUID %v while its bodies were pulled, want [2] (its adds are UIDs 2 and 3)", seen)
+	}
+	if d := testmail.Check(t, a, b); len(d) > 0 {
+		t.Fatalf("replicas differ:\n%s", strings.Join(d, "\n"))
 	}
 }

@@ -401,16 +401,23 @@ func (sb *sideBox) addTomb(t model.Tombstone) {
 }
 
 // free reports whether UID u on this side can name message g: it names g
-// already (or did, until the mailbox's directory vanished), or it is unused
-// (no record, and not below the side's UIDNEXT, since a UID below UIDNEXT
-// may have been used and expunged unseen, and Dovecot never takes a new UID
-// below its UIDNEXT).
+// already, or it is unused (no record, and not below the side's UIDNEXT,
+// since a UID below UIDNEXT may have been used and expunged unseen, and
+// Dovecot never takes a new UID below its UIDNEXT).
+//
+// A UID whose message was Lost with its mailbox's directory is not free,
+// not even for that message: the directory made again shows a NEXTUID
+// above it (the UIDs this side used stay used, even if the sync stops
+// before the message is back), and a Dovecot that read that NEXTUID takes
+// a message listed below it later for an expunged one that reappeared
+// (and gives it a UID of its own). The message comes back under a fresh
+// UID, on both sides.
 func (sb *sideBox) free(u uint32, g string) bool {
 	r, ok := sb.slots[u]
 	if !ok {
 		return u >= sb.next
 	}
-	return (r.inst != nil || r.tomb.Lost) && r.guid == g
+	return r.inst != nil && r.guid == g
 }
 
 func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {

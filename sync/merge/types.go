@@ -168,6 +168,23 @@ func (p *SidePlan) Empty() bool {
 	return true
 }
 
+// FirstUID is the NEXTUID that a mailbox the plan creates may show before
+// its messages are added: the lowest UID the plan adds to it, or its
+// UIDNEXT when it adds nothing. (A Dovecot that reads a NEXTUID takes any
+// message listed below it later for an expunged one that reappeared.)
+// It is 1 while the adds are still to be pulled (AddCount) and their UIDs
+// unknown.
+func (b *BoxPlan) FirstUID() uint32 {
+	if len(b.Adds) == 0 && b.AddCount > 0 {
+		return 1
+	}
+	first := b.UIDNext
+	for _, a := range b.Adds {
+		first = min(first, a.Msg.UID)
+	}
+	return max(first, 1)
+}
+
 // Empty reports whether the mailbox has no message work (UIDNEXT aside).
 func (b *BoxPlan) Empty() bool {
 	return !b.Reset && !b.BumpNext && b.AddCount == 0 && len(b.Adds)+len(b.Moves)+len(b.Flags)+len(b.Expunges)+len(b.Release) == 0

@@ -23,7 +23,17 @@ package session_test
 //     that fails after k bodies, a context cancelled after k bodies, or
 //     Commit of one side (faulty below wraps both sides; one is armed).
 //
-// Checked after every action:
+// Checked after every action (and, for Dovecot's view, also whenever a sync
+// pulls bodies, between a mailbox's create and its adds):
+//
+//   - Dovecot's view (dovecot_model_test.go): a Dovecot serving each
+//     replica remembers, per mailbox directory and UIDVALIDITY, the
+//     highest NEXTUID and the file at each UID it read in a uidlist; a UID
+//     listed later below that NEXTUID that it never saw ("Expunged message
+//     reappeared"), a UID naming another file, or NEXTUID going down fails
+//     the case. The UID check below keys on the mailbox GUID, which a merge
+//     changes under a directory whose Dovecot index stays, and it looks only
+//     after whole actions: it could not see these.
 //
 //   - UIDs: on each replica, a (mailbox GUID, UIDVALIDITY, UID) read from a
 //     dovecot-uidlist never names two message GUIDs over the whole history
@@ -163,6 +173,20 @@ var knownSeeds = []struct {
 	// expunged (moved away): the void-instance kill took the younger copy
 	// too, and the other copy was expunged by the move: lost.
 	{"4647851137266389225", "younger copy in a merging folder survives an older expunge", true},
+	// Found by the Dovecot model (dovecot_model_test.go), issue 3: a sync
+	// made a mailbox on B with the plan's NEXTUID and added its messages
+	// below it later in the apply; a Dovecot reading the uidlist in
+	// between takes them for expunged messages that reappeared.
+	{"1375322980816477217", "a created mailbox shows no NEXTUID above the UIDs still to be added", false},
+	// Found by the Dovecot model too: a folder B deleted and made again
+	// (same UIDVALIDITY, so B's Dovecot keeps its index) merged into A's;
+	// a message Lost with B's old directory was put back at its old UID,
+	// below the NEXTUID B's new directory already showed.
+	{"16639578282865253160", "a Lost UID is not refilled below a NEXTUID Dovecot read", false},
+	// With Lost UIDs refilled only in the plan that makes the directory
+	// again, and that directory's uidlist started below them: the sync
+	// stopped before the refill, and a delivery took the Lost UID.
+	{"16364029561013211462", "a Lost UID is never given to another message", false},
 }
 
 func TestPropertyKnownSeeds(t *testing.T) {
@@ -304,6 +328,11 @@ type propWorld struct {
 	// second GUID: a file that twinbox stored under a new base name, with
 	// the GUID in a G field, keeps no G field when our "Dovecot" moves it)
 	guidTok map[string]string
+	// dovecot[r] is what a Dovecot serving replica r remembers of its
+	// uidlists (dovecot_model_test.go): it looks after every action and
+	// whenever a sync pulls bodies (between a mailbox's create and its
+	// adds, say).
+	dovecot []*dovecotView
 	step    int
 	tick    int64 // the fake clock
 	skew    []time.Duration
@@ -334,6 +363,9 @@ func newPropWorld(t *testing.T, rt *rapid.T, base string) *propWorld {
 		toks: map[string]*propToken{}, uids: map[propUIDKey]string{},
 		guidTok: map[string]string{},
 		incarn:  make([]int, n), lost: make([]bool, n),
+	}
+	for range n {
+		w.dovecot = append(w.dovecot, newDovecotView())
 	}
 	for i := 0; i < n; i++ {
 		w.roots = append(w.roots, filepath.Join(dir, string(rune('A'+i))))
@@ -490,8 +522,22 @@ func (w *propWorld) where() map[string][]int {
 
 // ---- invariants ----
 
+// dovecotLooks lets replica r's Dovecot read its uidlists, and fails the
+// case on what Dovecot would complain about ("Expunged message
+// reappeared", a UID naming another file).
+func (w *propWorld) dovecotLooks(r int) {
+	p, err := w.dovecot[r].observe(w.roots[r])
+	if err != nil {
+		w.rt.Fatal(err)
+	}
+	if len(p) > 0 {
+		w.rt.Fatalf("replica %s: Dovecot would complain:\n  %s", w.name(r), w.clean(joinLines(p)))
+	}
+}
+
 func (w *propWorld) check() {
 	for r := range w.roots {
+		w.dovecotLooks(r)
 		for _, b := range w.boxes(r) {
 			if b.ul == nil {
 				continue
@@ -974,6 +1020,7 @@ type faulty struct {
 	armed   bool
 	fired   *bool
 	scanned func() // after a successful Begin
+	look    func() // before the peer pulls bodies (Dovecot looks at the roots)
 }
 
 func (f *faulty) on(k faultKind) bool { return f.armed && f.spec.kind == k }
@@ -1018,6 +1065,9 @@ func (f *faulty) Apply(ctx context.Context, plan *merge.SidePlan, src replica.Bo
 }
 
 func (f *faulty) Fetch(ctx context.Context, refs []replica.BodyRef, fn func(i int, r io.Reader) error) error {
+	if f.look != nil {
+		f.look()
+	}
 	if !f.on(faultFetch) {
 		return f.Replica.Fetch(ctx, refs, fn)
 	}
@@ -1077,8 +1127,9 @@ func (w *propWorld) sync(a, b int, f faultSpec) bool {
 	defer ra.Close()
 	defer rb.Close()
 	fired := false
-	wa := &faulty{Replica: ra, spec: f, armed: f.kind != faultNone && f.side == 0, fired: &fired, scanned: func() { w.lost[a] = false }}
-	wb := &faulty{Replica: rb, spec: f, armed: f.kind != faultNone && f.side == 1, fired: &fired, scanned: func() { w.lost[b] = false }}
+	look := func() { w.dovecotLooks(a); w.dovecotLooks(b) }
+	wa := &faulty{Replica: ra, spec: f, armed: f.kind != faultNone && f.side == 0, fired: &fired, scanned: func() { w.lost[a] = false }, look: look}
+	wb := &faulty{Replica: rb, spec: f, armed: f.kind != faultNone && f.side == 1, fired: &fired, scanned: func() { w.lost[b] = false }, look: look}
 	sum, err := session.Run(context.Background(), wa, wb, session.Options{})
 	w.logPlan(sum)
 	// Even an interrupted sync leaves indexes whose invariants hold.
