@@ -554,7 +554,7 @@ func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, first uin
 		}
 	}
 	// A new directory appears complete: with its uidlist, owned right.
-	fresh := &maildir.Uidlist{Version: 3, UIDValidity: op.UIDValidity, NextUID: max(next, 1), GUID: [16]byte(op.GUID)}
+	fresh := &maildir.Uidlist{Version: 3, UIDValidity: op.UIDValidity, NextUID: max(first, 1), GUID: [16]byte(op.GUID)}
 	if old != nil && old.UIDValidity == op.UIDValidity {
 		fresh.NextUID = max(fresh.NextUID, old.UIDNext) // UIDs it had stay used (§3.1)
 	}
