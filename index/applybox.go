@@ -62,8 +62,8 @@ func letters(f model.Flags, kw []string) (maildir.Flags, uint32, []string) {
 
 // Test hooks (export_test.go); nil outside tests.
 var (
-	testHookAfterRenumberRenames func()
-	testHookBeforeApplyBox       func(root string)
+	testHookBeforeUidlistWrite func()
+	testHookBeforeApplyBox     func(root string)
 )
 
 // diskAgrees reports whether a file name shows the flags f that the index
@@ -512,9 +512,6 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			}
 		}
 	}
-	if testHookAfterRenumberRenames != nil && len(renameOf) > 0 {
-		testHookAfterRenumberRenames()
-	}
 	for i, c := range cands {
 		if !accepted[i] {
 			continue
@@ -669,6 +666,20 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			return r.wrap(name, err)
 		}
 	}
+	// Names first: a file linked under a fresh base carries its message's
+	// identity only in the uidlist's G field, so those links are journaled
+	// (with the renumbering renames) and removed again when the replica
+	// opens next if a killed apply did not get to write the uidlist (else
+	// the next scan took them for new messages: duplicates).
+	type pendingAdd struct {
+		i           int
+		base, fname string
+		inNew       bool
+		nf          maildir.FileName
+	}
+	var pend []pendingAdd
+	planned := map[uint32]bool{}
+	journal := renames
 	for i, a := range bp.Adds {
 		if tmp[i] == "" {
 			continue
@@ -677,7 +688,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		// Dovecot may have taken a UID at or above the UIDNEXT of the scan;
 		// below it, a UID the uidlist does not list is one the merge knew
 		// to be free for this message (it vanished with the directory).
-		if _, taken := recs[u]; taken || ((!rewriting || sameSpace) && u < diskNext && u >= box.UIDNext) {
+		if _, taken := recs[u]; taken || planned[u] || ((!rewriting || sameSpace) && u < diskNext && u >= box.UIDNext) {
 			skip(res, "mailbox %q: UID %d taken since the scan", name, u)
 			continue
 		}
@@ -703,32 +714,50 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			nf.HasInfo = true
 			fname = nf.String()
 		}
+		planned[u] = true
+		inList[base] = true
+		pend = append(pend, pendingAdd{i: i, base: base, fname: fname, inNew: inNew, nf: nf})
+		if base != a.Msg.GUID {
+			journal = append(journal, renumRename{Sub: subdir(inNew), New: fname})
+		}
+	}
+	if len(journal) > len(renames) {
+		if err := r.journalRenumbers(dir, journal); err != nil {
+			return r.wrap(name, err)
+		}
+	}
+	for _, p := range pend {
+		i, a := p.i, bp.Adds[p.i]
+		u := a.Msg.UID
 		mt := time.Unix(0, a.Msg.Mtime)
 		if err := os.Chtimes(tmp[i], mt, mt); err != nil {
 			return r.wrap(name, err)
 		}
-		dst := filepath.Join(dir, subdir(inNew), fname)
+		dst := filepath.Join(dir, subdir(p.inNew), p.fname)
 		if err := os.Link(tmp[i], dst); err != nil {
 			if errors.Is(err, fs.ErrExist) {
-				skip(res, "mailbox %q: file name %s taken", name, fname)
+				skip(res, "mailbox %q: file name %s taken", name, p.fname)
 				continue
 			}
 			return r.wrap(name, err)
 		}
 		os.Remove(tmp[i])
 		tmp[i] = ""
-		r.log.Debug("added", "mailbox", name, "uid", u, "file", fname)
-		rec := maildir.UidRecord{UID: u, FileName: fname}
-		if base != a.Msg.GUID {
+		r.log.Debug("added", "mailbox", name, "uid", u, "file", p.fname)
+		rec := maildir.UidRecord{UID: u, FileName: p.fname}
+		if p.base != a.Msg.GUID {
 			rec.Set('G', a.Msg.GUID)
 		}
 		recs[u] = rec
-		inList[base] = true
-		files[base] = &diskFile{name: fname, inNew: inNew, fn: nf}
-		m := &Msg{Message: a.Msg, File: fname}
-		m.Base, m.New = base, inNew
+		files[p.base] = &diskFile{name: p.fname, inNew: p.inNew, fn: p.nf}
+		m := &Msg{Message: a.Msg, File: p.fname}
+		m.Base, m.New = p.base, p.inNew
 		added = append(added, m)
 		res.Added++
+	}
+	renames = journal
+	if testHookBeforeUidlistWrite != nil && len(renames) > 0 {
+		testHookBeforeUidlistWrite()
 	}
 
 	// 5. Control files, then directories durable.

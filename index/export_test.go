@@ -1,11 +1,11 @@
 package index
 
-// SetTestHookAfterRenumberRenames makes applyBox call f right after the
-// renames of a renumbering, before the uidlist names the new files (a
+// SetTestHookBeforeUidlistWrite makes applyBox call f after its journaled
+// renames and fresh-name links, before the uidlist names the new files (a
 // panic there stands for a kill). It returns the function that removes it.
-func SetTestHookAfterRenumberRenames(f func()) func() {
-	testHookAfterRenumberRenames = f
-	return func() { testHookAfterRenumberRenames = nil }
+func SetTestHookBeforeUidlistWrite(f func()) func() {
+	testHookBeforeUidlistWrite = f
+	return func() { testHookBeforeUidlistWrite = nil }
 }
 
 // SetTestHookBeforeApplyBox makes applyBox call f with the replica's root

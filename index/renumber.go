@@ -24,7 +24,9 @@ import (
 // scan finds the messages at their new UIDs by their G fields). The index
 // commit of the mailbox clears its entry.
 
-// renumRename is one file renamed for a renumbering, in dir/Sub.
+// renumRename is one file renamed for a renumbering, in dir/Sub; with
+// Old empty, a file linked under a fresh base for an add (undone by
+// removing it).
 type renumRename struct {
 	Sub string `json:"sub"`
 	Old string `json:"old"`
@@ -71,6 +73,11 @@ func clearRenumbers(tx *bolt.Tx, dir string) error {
 func undoRenumbers(dir string, renames []renumRename) {
 	for i := len(renames) - 1; i >= 0; i-- {
 		rn := renames[i]
+		if rn.Old == "" {
+			// An add's link: the message comes again with the next sync.
+			_ = os.Remove(filepath.Join(dir, rn.Sub, rn.New))
+			continue
+		}
 		from, to := filepath.Join(dir, rn.Sub, rn.New), filepath.Join(dir, rn.Sub, rn.Old)
 		if _, err := os.Lstat(to); err == nil {
 			continue // never over an existing name

@@ -100,7 +100,7 @@ func TestRenumberKilledBeforeUidlistRollsBack(t *testing.T) {
 	testmail.Deliver(t, a, "INBOX", "on A")
 	testmail.Deliver(t, b, "INBOX", "on B")
 	// Stop the apply right after its renames (test hook).
-	restore := index.SetTestHookAfterRenumberRenames(func() { panic("killed") })
+	restore := index.SetTestHookBeforeUidlistWrite(func() { panic("killed") })
 	func() {
 		defer func() { _ = recover() }()
 		_, _ = testmail.TrySync(a, b, session.Options{})
