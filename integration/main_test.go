@@ -66,7 +66,7 @@ func env() []string {
 	}
 	// Every run checks its indexes' invariants as it closes them and
 	// says so on stderr (index.VerifyEnv); the tests fail on that line.
-	return append(out, index.VerifyEnv+"=1", "TWINBOX_DEBUG=1")
+	return append(out, index.VerifyEnv+"=1")
 }
 
 // brokenIndex is what the binary prints when an index invariant is broken.
