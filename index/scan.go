@@ -272,7 +272,11 @@ func (r *Replica) scanDir(ctx context.Context, name, dir, rel string, byGUID map
 		byGUID[g] = box
 		changed = true
 	}
-	return r.scanContents(ctx, box, name, dir, rel, ul, st, changed, res)
+	changed, err = r.scanContents(ctx, box, name, dir, rel, ul, st, changed, res)
+	if changed {
+		r.store.touched(box.Messages)
+	}
+	return changed, err
 }
 
 // establishUidlist writes a dovecot-uidlist for a directory that has none

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -94,6 +95,7 @@ type Store struct {
 	db      *bolt.DB
 	indexID string
 	now     func() time.Time
+	touch   atomic.Int64 // records read or written since the last trimMapped
 }
 
 // openStore opens (creating if needed) the index at path, waiting up to timeout
@@ -244,6 +246,7 @@ func getBox(tx *bolt.Tx, g model.MailboxGUID) (*Box, error) {
 	}
 	return &b, nil
 }
+
 
 func putBox(tx *bolt.Tx, b *Box) error {
 	v, err := json.Marshal(b)
@@ -635,4 +638,18 @@ func putSub(tx *bolt.Tx, s model.Subscription) error {
 // putQuiet stores m without a new modseq (local-only fields changed).
 func (t *boxTx) putQuiet(m *Msg) error {
 	return t.bb.uid.Put(u32(m.UID), encodeMsg(m))
+}
+
+// trimAfter is how many records a replica reads or writes between two
+// trims of the memory-mapped index (trimMapped): small syncs never trim,
+// large ones keep few index pages resident.
+const trimAfter = 2048
+
+// touched counts records read or written through the map; past trimAfter
+// the touched pages are let go.
+func (s *Store) touched(n int) {
+	if s.touch.Add(int64(n)) >= trimAfter {
+		s.touch.Store(0)
+		s.trimMapped()
+	}
 }
