@@ -38,6 +38,22 @@ type diskFile struct {
 	name  string
 	inNew bool
 	fn    maildir.FileName
+	// lazy: fn is not parsed yet (listSubs with lazy set); parse() does it.
+	lazy bool
+}
+
+// parse parses the name of a lazily listed file and reports whether it is
+// a Maildir name.
+func (f *diskFile) parse() bool {
+	if !f.lazy {
+		return true
+	}
+	fn, err := maildir.ParseFileName(f.name)
+	if err != nil {
+		return false
+	}
+	f.fn, f.lazy = fn, false
+	return true
 }
 
 func stampOf(dir string) Stamp {
@@ -406,12 +422,19 @@ func baseOf(file string) string {
 
 // listFiles reads cur/ and new/.
 func listFiles(dir string) (map[string]*diskFile, []string, error) {
-	return listSubs(dir, true, true)
+	return listSubs(dir, true, true, false)
 }
 
 // listSubs reads cur/ (if cur) and new/ (if nw): message files by base
 // name, and the names that are not Maildir names.
-func listSubs(dir string, cur, nw bool) (map[string]*diskFile, []string, error) {
+//
+// With lazy, the names in cur/ are not parsed: they are keyed by the part
+// before ":" (which is the parsed base of a Maildir name) and marked lazy,
+// and the caller parses (diskFile.parse) those it uses and drops those
+// that are not Maildir names. Two names with one base are parsed here, so
+// that the map holds what it would without lazy. (A flag change in a 10k
+// cur/ otherwise parsed 10k names to use one.)
+func listSubs(dir string, cur, nw, lazy bool) (map[string]*diskFile, []string, error) {
 	var files map[string]*diskFile
 	var bad []string
 	for _, sub := range []string{"cur", "new"} {
@@ -429,13 +452,32 @@ func listSubs(dir string, cur, nw bool) (map[string]*diskFile, []string, error) 
 			files = make(map[string]*diskFile, len(names))
 		}
 		for _, name := range names {
+			if lazy && sub == "cur" {
+				base := baseOf(name)
+				old, ok := files[base]
+				if !ok {
+					files[base] = &diskFile{name: name, lazy: true}
+					continue
+				}
+				// Two names with one base: decide as below, parsed.
+				if !old.parse() {
+					bad = append(bad, subdir(old.inNew)+"/"+old.name)
+					delete(files, base)
+				}
+			}
 			fn, err := maildir.ParseFileName(name)
 			if err != nil {
 				bad = append(bad, sub+"/"+name)
 				continue
 			}
 			if old, ok := files[fn.Base]; ok && !old.inNew {
-				continue // the cur/ copy wins over new/ (Dovecot mid-move)
+				if !old.parse() {
+					// A lazily listed name that is no Maildir name under
+					// this base: it was never there.
+					bad = append(bad, subdir(old.inNew)+"/"+old.name)
+				} else {
+					continue // the cur/ copy wins over new/ (Dovecot mid-move)
+				}
 			}
 			files[fn.Base] = &diskFile{name: name, inNew: sub == "new", fn: fn}
 		}
@@ -939,7 +981,7 @@ func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st 
 	// With cur/ as it was, only new/ is read: cur/'s files are where the
 	// index says.
 	curSame := st.Cur == box.Stamp.Cur && st.Cur != -1
-	files, bad, err := listSubs(dir, !curSame, true)
+	files, bad, err := listSubs(dir, !curSame, true, true)
 	if err != nil {
 		return false, false, r.wrap(name, err)
 	}
@@ -987,8 +1029,13 @@ func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st 
 				ok = false // gone (expunged or renumbered), or a base twice
 				return nil
 			}
+			same := string(p.file) == f.name && p.new == f.inNew
+			if !same && !f.parse() {
+				ok = false // the base's file has a name that is no Maildir name
+				return nil
+			}
 			matched[f] = true
-			if string(p.file) != f.name || p.new != f.inNew {
+			if !same {
 				renamed = append(renamed, hit{p.uid, f})
 			}
 		}
@@ -1001,8 +1048,13 @@ func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st 
 		return false, false, nil
 	}
 	var fresh []*diskFile
-	for _, f := range files {
+	for base, f := range files {
 		if !matched[f] {
+			if !f.parse() {
+				bad = append(bad, subdir(f.inNew)+"/"+f.name)
+				delete(files, base)
+				continue
+			}
 			fresh = append(fresh, f)
 		}
 	}
