@@ -451,12 +451,19 @@ func listSubs(dir string, cur, nw, lazy bool) (map[string]*diskFile, []string, e
 		if files == nil {
 			files = make(map[string]*diskFile, len(names))
 		}
+		// One allocation for the directory's entries (never grown past
+		// its capacity, so the pointers into it stay valid).
+		slab := make([]diskFile, 0, len(names))
+		alloc := func(f diskFile) *diskFile {
+			slab = append(slab, f)
+			return &slab[len(slab)-1]
+		}
 		for _, name := range names {
 			if lazy && sub == "cur" {
 				base := baseOf(name)
 				old, ok := files[base]
 				if !ok {
-					files[base] = &diskFile{name: name, lazy: true}
+					files[base] = alloc(diskFile{name: name, lazy: true})
 					continue
 				}
 				// Two names with one base: decide as below, parsed.
@@ -479,7 +486,7 @@ func listSubs(dir string, cur, nw, lazy bool) (map[string]*diskFile, []string, e
 					continue // the cur/ copy wins over new/ (Dovecot mid-move)
 				}
 			}
-			files[fn.Base] = &diskFile{name: name, inNew: sub == "new", fn: fn}
+			files[fn.Base] = alloc(diskFile{name: name, inNew: sub == "new", fn: fn})
 		}
 	}
 	if files == nil {
@@ -497,7 +504,10 @@ func readNames(dir string) ([]string, error) {
 		return nil, err
 	}
 	defer f.Close()
-	var names []string
+	// The names are gathered in one buffer and cut from one string made
+	// of it at the end: one allocation, not one per entry.
+	var arena []byte
+	var ends []int
 	buf := make([]byte, 64<<10)
 	fd := int(f.Fd())
 	for {
@@ -509,6 +519,13 @@ func readNames(dir string) ([]string, error) {
 			return nil, &fs.PathError{Op: "readdirent", Path: dir, Err: err}
 		}
 		if n <= 0 {
+			all := string(arena)
+			names := make([]string, len(ends))
+			start := 0
+			for i, e := range ends {
+				names[i] = all[start:e]
+				start = e
+			}
 			return names, nil
 		}
 		for b := buf[:n]; len(b) > 0; {
@@ -529,15 +546,15 @@ func readNames(dir string) ([]string, error) {
 			if len(nb) == 0 || (nb[0] == '.' && (len(nb) == 1 || (len(nb) == 2 && nb[1] == '.'))) {
 				continue
 			}
-			name := string(nb)
 			if typ == syscall.DT_UNKNOWN { // a file system without d_type
-				if fi, err := os.Lstat(filepath.Join(dir, name)); err != nil || !fi.Mode().IsRegular() {
+				if fi, err := os.Lstat(filepath.Join(dir, string(nb))); err != nil || !fi.Mode().IsRegular() {
 					continue
 				}
 			} else if typ != syscall.DT_REG {
 				continue
 			}
-			names = append(names, name)
+			arena = append(arena, nb...)
+			ends = append(ends, len(arena))
 		}
 	}
 }
