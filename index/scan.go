@@ -1213,9 +1213,13 @@ func (r *Replica) assignKnown(ctx context.Context, box *Box, name, dir string, f
 	if model.MailboxGUID(ul.GUID) != box.GUID || ul.UIDValidity != box.UIDValidity {
 		return nil, post, nil
 	}
-	inList := make(map[string]bool, len(ul.Records))
+	// The listed files the uidlist names (a map of the listing's size,
+	// not of the uidlist's: a new message in a 10k mailbox lists new/).
+	inList := make(map[string]bool, len(files))
 	for _, rec := range ul.Records {
-		inList[baseOf(rec.FileName)] = true
+		if b := baseOf(rec.FileName); files[b] != nil {
+			inList[b] = true
+		}
 	}
 	var fresh []string
 	for base := range files {
