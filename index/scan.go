@@ -289,9 +289,8 @@ func (r *Replica) scanDir(ctx context.Context, name, dir, rel string, byGUID map
 		changed = true
 	}
 	changed, err = r.scanContents(ctx, box, name, dir, rel, ul, st, changed, res)
-	if changed {
-		r.store.touched(box.Messages)
-	}
+	// A full scan reads every record of the mailbox, changed or not.
+	r.store.touched(box.Messages)
 	return changed, err
 }
 
