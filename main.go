@@ -10,7 +10,9 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"runtime/pprof"
 	"syscall"
 	"time"
@@ -107,7 +109,7 @@ func run(args []string) int {
 		// heap of a 50k first sync made the runtime scavenge constantly:
 		// twice the system time, measured.)
 		if os.Getenv("GOGC") == "" {
-			debug.SetGCPercent(50)
+			tightenGCWhenLarge()
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
@@ -261,3 +263,34 @@ type ServeCmd struct {
 }
 
 func (c *ServeCmd) Run(g *globals) error { return runServe(g, c) }
+
+// largeHeap is the live heap past which the GC runs at GOGC=50.
+const largeHeap = 16 << 20
+
+// gcMark is watched by a finalizer that runs after each collection (it has
+// a pointer field, so it is never batched with other tiny objects, whose
+// finalizers may not run).
+type gcMark struct{ _ *byte }
+
+// tightenGCWhenLarge keeps the default GOGC=100 while the live heap is
+// small, and sets GOGC=50 after the first collection that finds more than
+// largeHeap live. A small sync (every incremental one: a few MB allocated
+// in all) then collects once or never; with GOGC=50 from the start its
+// 2 MB minimum heap goal made it collect one to three times (about half a
+// millisecond each). A first sync of a large mailbox set still runs with
+// the tighter GC where its peak is.
+func tightenGCWhenLarge() {
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	var arm func()
+	arm = func() {
+		runtime.SetFinalizer(&gcMark{}, func(*gcMark) {
+			metrics.Read(sample)
+			if sample[0].Value.Kind() == metrics.KindUint64 && sample[0].Value.Uint64() > largeHeap {
+				debug.SetGCPercent(50)
+				return
+			}
+			arm()
+		})
+	}
+	arm()
+}

@@ -225,6 +225,7 @@ func (r *Replica) apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 		tmpFiles, err := r.prepareBodies(ctx, one, src, res, prog)
 		if err == nil && !work.Empty() {
 			err = r.applyBox(ctx, &work, ap, tmpFiles, res)
+			r.store.touched(len(work.Adds) + len(work.Moves) + len(work.Flags) + len(work.Expunges))
 		}
 		for _, p := range tmpFiles {
 			if p != "" {

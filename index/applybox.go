@@ -292,7 +292,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		return r.wrap(name, err)
 	}
 
-	recs := map[uint32]maildir.UidRecord{}
+	recs := make(map[uint32]maildir.UidRecord, len(ul.Records)+len(bp.Flags)+len(bp.Adds))
 	if light {
 		for _, f := range bp.Flags {
 			m := flaggedRecs[f.UID]
@@ -641,7 +641,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	}
 
 	// 4. Adds: tmp/ -> cur/ (or new/), never over an existing name.
-	inList := map[string]bool{}
+	inList := make(map[string]bool, len(ul.Records)+len(bp.Adds))
 	for _, rec := range recs {
 		inList[baseOf(rec.FileName)] = true
 	}

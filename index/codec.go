@@ -115,7 +115,20 @@ func (r *reader) byte1() byte {
 	return c
 }
 
-func decodeMsg(v []byte) (*Msg, error) {
+func decodeMsg(v []byte) (*Msg, error) { return decodeMsgShared(v, nil) }
+
+// flagCache lets records with the same encoded flags share one Flags map
+// (flag maps are values: nobody changes one in place). A full read of a
+// large mailbox then holds one map per distinct flag set, not one per
+// message: most records of a first sync carry the same few sets.
+type flagCache map[string]model.Flags
+
+// flagCacheMax bounds a flagCache: flags changed locally carry their own
+// stamps and make sets that no other record shares.
+const flagCacheMax = 4096
+
+// decodeMsgShared is decodeMsg taking Flags maps from fc (if not nil).
+func decodeMsgShared(v []byte, fc flagCache) (*Msg, error) {
 	if len(v) == 0 || (v[0] != msgCodecV1 && v[0] != msgCodecV2) {
 		return nil, fmt.Errorf("%w: unknown version", errCodec)
 	}
@@ -135,9 +148,33 @@ func decodeMsg(v []byte) (*Msg, error) {
 	m.GUID = r.str()
 	m.Base = r.str()
 	m.File = r.str()
+	start := r.b
 	nf := r.uv()
 	if nf > uint64(len(r.b)) {
 		return nil, errCodec
+	}
+	var sec []byte // the encoded flags, when fc is to be asked
+	if fc != nil && nf > 0 && r.err == nil {
+		body := r.b
+		for i := uint64(0); i < nf && r.err == nil; i++ {
+			n := r.uv()
+			if r.err != nil || n > uint64(len(r.b)) {
+				r.err = errCodec
+				break
+			}
+			r.b = r.b[n:]
+			r.byte1()
+			r.v()
+		}
+		if r.err != nil {
+			return nil, r.err
+		}
+		sec = start[:len(start)-len(r.b)]
+		if f, ok := fc[string(sec)]; ok {
+			m.Flags, nf = f, 0
+		} else {
+			r.b = body // read them again, into a map
+		}
 	}
 	if nf > 0 {
 		m.Flags = make(model.Flags, nf)
@@ -146,6 +183,9 @@ func decodeMsg(v []byte) (*Msg, error) {
 		name := r.str()
 		set := r.byte1() == 1
 		m.Flags[name] = model.FlagVal{Set: set, T: r.v()}
+	}
+	if sec != nil && nf > 0 && r.err == nil && len(fc) < flagCacheMax {
+		fc[string(sec)] = m.Flags
 	}
 	if v[0] == msgCodecV2 {
 		m.Born = r.v()

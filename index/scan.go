@@ -38,6 +38,22 @@ type diskFile struct {
 	name  string
 	inNew bool
 	fn    maildir.FileName
+	// lazy: fn is not parsed yet (listSubs with lazy set); parse() does it.
+	lazy bool
+}
+
+// parse parses the name of a lazily listed file and reports whether it is
+// a Maildir name.
+func (f *diskFile) parse() bool {
+	if !f.lazy {
+		return true
+	}
+	fn, err := maildir.ParseFileName(f.name)
+	if err != nil {
+		return false
+	}
+	f.fn, f.lazy = fn, false
+	return true
 }
 
 func stampOf(dir string) Stamp {
@@ -292,7 +308,10 @@ func (r *Replica) scanDir(ctx context.Context, name, dir, rel string, byGUID map
 		byGUID[g] = box
 		changed = true
 	}
-	return r.scanContents(ctx, box, name, dir, rel, ul, st, changed, res)
+	changed, err = r.scanContents(ctx, box, name, dir, rel, ul, st, changed, res)
+	// A full scan reads every record of the mailbox, changed or not.
+	r.store.touched(box.Messages)
+	return changed, err
 }
 
 // establishUidlist writes a dovecot-uidlist for a directory that has none
@@ -422,12 +441,19 @@ func baseOf(file string) string {
 
 // listFiles reads cur/ and new/.
 func listFiles(dir string) (map[string]*diskFile, []string, error) {
-	return listSubs(dir, true, true)
+	return listSubs(dir, true, true, false)
 }
 
 // listSubs reads cur/ (if cur) and new/ (if nw): message files by base
 // name, and the names that are not Maildir names.
-func listSubs(dir string, cur, nw bool) (map[string]*diskFile, []string, error) {
+//
+// With lazy, the names in cur/ are not parsed: they are keyed by the part
+// before ":" (which is the parsed base of a Maildir name) and marked lazy,
+// and the caller parses (diskFile.parse) those it uses and drops those
+// that are not Maildir names. Two names with one base are parsed here, so
+// that the map holds what it would without lazy. (A flag change in a 10k
+// cur/ otherwise parsed 10k names to use one.)
+func listSubs(dir string, cur, nw, lazy bool) (map[string]*diskFile, []string, error) {
 	var files map[string]*diskFile
 	var bad []string
 	for _, sub := range []string{"cur", "new"} {
@@ -444,16 +470,42 @@ func listSubs(dir string, cur, nw bool) (map[string]*diskFile, []string, error) 
 		if files == nil {
 			files = make(map[string]*diskFile, len(names))
 		}
+		// One allocation for the directory's entries (never grown past
+		// its capacity, so the pointers into it stay valid).
+		slab := make([]diskFile, 0, len(names))
+		alloc := func(f diskFile) *diskFile {
+			slab = append(slab, f)
+			return &slab[len(slab)-1]
+		}
 		for _, name := range names {
+			if lazy && sub == "cur" {
+				base := baseOf(name)
+				old, ok := files[base]
+				if !ok {
+					files[base] = alloc(diskFile{name: name, lazy: true})
+					continue
+				}
+				// Two names with one base: decide as below, parsed.
+				if !old.parse() {
+					bad = append(bad, subdir(old.inNew)+"/"+old.name)
+					delete(files, base)
+				}
+			}
 			fn, err := maildir.ParseFileName(name)
 			if err != nil {
 				bad = append(bad, sub+"/"+name)
 				continue
 			}
 			if old, ok := files[fn.Base]; ok && !old.inNew {
-				continue // the cur/ copy wins over new/ (Dovecot mid-move)
+				if !old.parse() {
+					// A lazily listed name that is no Maildir name under
+					// this base: it was never there.
+					bad = append(bad, subdir(old.inNew)+"/"+old.name)
+				} else {
+					continue // the cur/ copy wins over new/ (Dovecot mid-move)
+				}
 			}
-			files[fn.Base] = &diskFile{name: name, inNew: sub == "new", fn: fn}
+			files[fn.Base] = alloc(diskFile{name: name, inNew: sub == "new", fn: fn})
 		}
 	}
 	if files == nil {
@@ -471,7 +523,10 @@ func readNames(dir string) ([]string, error) {
 		return nil, err
 	}
 	defer f.Close()
-	var names []string
+	// The names are gathered in one buffer and cut from one string made
+	// of it at the end: one allocation, not one per entry.
+	var arena []byte
+	var ends []int
 	buf := make([]byte, 64<<10)
 	fd := int(f.Fd())
 	for {
@@ -483,6 +538,13 @@ func readNames(dir string) ([]string, error) {
 			return nil, &fs.PathError{Op: "readdirent", Path: dir, Err: err}
 		}
 		if n <= 0 {
+			all := string(arena)
+			names := make([]string, len(ends))
+			start := 0
+			for i, e := range ends {
+				names[i] = all[start:e]
+				start = e
+			}
 			return names, nil
 		}
 		for b := buf[:n]; len(b) > 0; {
@@ -503,15 +565,15 @@ func readNames(dir string) ([]string, error) {
 			if len(nb) == 0 || (nb[0] == '.' && (len(nb) == 1 || (len(nb) == 2 && nb[1] == '.'))) {
 				continue
 			}
-			name := string(nb)
 			if typ == syscall.DT_UNKNOWN { // a file system without d_type
-				if fi, err := os.Lstat(filepath.Join(dir, name)); err != nil || !fi.Mode().IsRegular() {
+				if fi, err := os.Lstat(filepath.Join(dir, string(nb))); err != nil || !fi.Mode().IsRegular() {
 					continue
 				}
 			} else if typ != syscall.DT_REG {
 				continue
 			}
-			names = append(names, name)
+			arena = append(arena, nb...)
+			ends = append(ends, len(arena))
 		}
 	}
 }
@@ -955,7 +1017,7 @@ func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st 
 	// With cur/ as it was, only new/ is read: cur/'s files are where the
 	// index says.
 	curSame := st.Cur == box.Stamp.Cur && st.Cur != -1
-	files, bad, err := listSubs(dir, !curSame, true)
+	files, bad, err := listSubs(dir, !curSame, true, true)
 	if err != nil {
 		return false, false, r.wrap(name, err)
 	}
@@ -1003,8 +1065,13 @@ func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st 
 				ok = false // gone (expunged or renumbered), or a base twice
 				return nil
 			}
+			same := string(p.file) == f.name && p.new == f.inNew
+			if !same && !f.parse() {
+				ok = false // the base's file has a name that is no Maildir name
+				return nil
+			}
 			matched[f] = true
-			if string(p.file) != f.name || p.new != f.inNew {
+			if !same {
 				renamed = append(renamed, hit{p.uid, f})
 			}
 		}
@@ -1017,8 +1084,13 @@ func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st 
 		return false, false, nil
 	}
 	var fresh []*diskFile
-	for _, f := range files {
+	for base, f := range files {
 		if !matched[f] {
+			if !f.parse() {
+				bad = append(bad, subdir(f.inNew)+"/"+f.name)
+				delete(files, base)
+				continue
+			}
 			fresh = append(fresh, f)
 		}
 	}
@@ -1160,9 +1232,13 @@ func (r *Replica) assignKnown(ctx context.Context, box *Box, name, dir string, f
 	if model.MailboxGUID(ul.GUID) != box.GUID || ul.UIDValidity != box.UIDValidity {
 		return nil, post, nil
 	}
-	inList := make(map[string]bool, len(ul.Records))
+	// The listed files the uidlist names (a map of the listing's size,
+	// not of the uidlist's: a new message in a 10k mailbox lists new/).
+	inList := make(map[string]bool, len(files))
 	for _, rec := range ul.Records {
-		inList[baseOf(rec.FileName)] = true
+		if b := baseOf(rec.FileName); files[b] != nil {
+			inList[b] = true
+		}
 	}
 	var fresh []string
 	for base := range files {

@@ -71,6 +71,7 @@ func (r *Replica) Begin(ctx context.Context, req replica.BeginRequest) (*replica
 // Changes returns the records of the asked mailboxes changed after Since.
 func (r *Replica) Changes(ctx context.Context, req replica.ChangesRequest) (map[model.MailboxGUID]*merge.Contents, error) {
 	out := map[model.MailboxGUID]*merge.Contents{}
+	fc := flagCache{}
 	err := r.store.db.View(func(tx *bolt.Tx) error {
 		for _, bs := range req.Boxes {
 			if err := ctx.Err(); err != nil {
@@ -91,7 +92,7 @@ func (r *Replica) Changes(ctx context.Context, req replica.ChangesRequest) (map[
 			}
 			if bs.Since == 0 {
 				if err := bb.uid.ForEach(func(k, v []byte) error {
-					m, err := decodeMsg(v)
+					m, err := decodeMsgShared(v, fc)
 					if err != nil {
 						return err
 					}
@@ -191,6 +192,11 @@ func (r *Replica) Changes(ctx context.Context, req replica.ChangesRequest) (map[
 	if err != nil {
 		return nil, r.wrap("", err)
 	}
+	n := 0
+	for _, c := range out {
+		n += len(c.Messages) + len(c.Tombstones)
+	}
+	r.store.touched(n)
 	return out, nil
 }
 
@@ -244,6 +250,7 @@ func (r *Replica) Fetch(ctx context.Context, refs []replica.BodyRef, fn func(i i
 	// Where each body should be, from one read of the index; a file that
 	// moved since (Dovecot renamed it) is looked up the slow way.
 	paths := r.bodyPaths(refs)
+	r.store.touched(len(refs))
 	for i, ref := range refs {
 		if err := ctx.Err(); err != nil {
 			return err

@@ -2,6 +2,7 @@ package maildir
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -259,11 +260,13 @@ func readFileInfo(path string) ([]byte, os.FileInfo, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading %s: %w", path, err)
 	}
-	data, err := io.ReadAll(f)
-	if err != nil {
+	// Sized by the stat: one read for a large uidlist, not a dozen
+	// reallocations (the file can still grow meanwhile).
+	buf := bytes.NewBuffer(make([]byte, 0, max(fi.Size(), 0)+bytes.MinRead))
+	if _, err := buf.ReadFrom(f); err != nil {
 		return nil, nil, fmt.Errorf("reading %s: %w", path, err)
 	}
-	return data, fi, nil
+	return buf.Bytes(), fi, nil
 }
 
 // OwnLike gives path the owner and group of dir when running as root (a

@@ -32,7 +32,7 @@ func (e *ParseError) Unwrap() error { return ErrCorrupt }
 // dovecot-keywords without it: a line still being appended is not yet there).
 func splitLines(data []byte, partial bool) []string {
 	s := string(data)
-	var lines []string
+	lines := make([]string, 0, strings.Count(s, "\n")+1)
 	for s != "" {
 		i := strings.IndexByte(s, '\n')
 		if i < 0 {

@@ -1,7 +1,6 @@
 package maildir
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -200,7 +199,10 @@ func ParseUidlist(data []byte) (*Uidlist, error) {
 	}
 
 	var prev uint32
-	byBase := make(map[string]int)
+	byBase := make(map[string]int, len(lines)-1)
+	if len(lines) > 1 {
+		u.Records = make([]UidRecord, 0, len(lines)-1)
+	}
 	dropped := 0
 	for n, line := range lines[1:] {
 		lineNo := n + 2
@@ -243,7 +245,7 @@ func ParseUidlist(data []byte) (*Uidlist, error) {
 		if rest == "" {
 			return nil, uidlistErr(lineNo, "UID %d: empty file name", uid)
 		}
-		if strings.ContainsAny(rest, "/\x00") {
+		if strings.IndexByte(rest, '/') >= 0 || strings.IndexByte(rest, 0) >= 0 {
 			return nil, uidlistErr(lineNo, "UID %d: file name %q contains \"/\" or NUL", uid, rest)
 		}
 		if rest[0] == ':' {
@@ -299,30 +301,41 @@ func parseGUID(s string) ([16]byte, error) {
 // cut at the first ":", as Dovecot writes it. Marshal does not check the
 // list; Validate does.
 func (u *Uidlist) Marshal() []byte {
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "3 V%d N%d", u.UIDValidity, u.NextUID)
+	n := 64
+	for _, e := range u.Header {
+		n += 2 + len(e.Value)
+	}
+	for _, r := range u.Records {
+		n += 13 + len(r.FileName)
+		for _, e := range r.Ext {
+			n += 2 + len(e.Value)
+		}
+	}
+	b := make([]byte, 0, n)
+	b = append(b, "3 V"...)
+	b = strconv.AppendUint(b, uint64(u.UIDValidity), 10)
+	b = append(b, " N"...)
+	b = strconv.AppendUint(b, uint64(u.NextUID), 10)
 	if u.GUID != ([16]byte{}) {
-		b.WriteString(" G")
-		b.WriteString(hex.EncodeToString(u.GUID[:]))
+		b = append(b, " G"...)
+		b = hex.AppendEncode(b, u.GUID[:])
 	}
 	for _, e := range u.Header {
-		b.WriteByte(' ')
-		b.WriteByte(e.Key)
-		b.WriteString(e.Value)
+		b = append(b, ' ', e.Key)
+		b = append(b, e.Value...)
 	}
-	b.WriteByte('\n')
+	b = append(b, '\n')
 	for _, r := range u.Records {
-		b.WriteString(strconv.FormatUint(uint64(r.UID), 10))
+		b = strconv.AppendUint(b, uint64(r.UID), 10)
 		for _, e := range r.Ext {
-			b.WriteByte(' ')
-			b.WriteByte(e.Key)
-			b.WriteString(e.Value)
+			b = append(b, ' ', e.Key)
+			b = append(b, e.Value...)
 		}
-		b.WriteString(" :")
-		b.WriteString(r.Base())
-		b.WriteByte('\n')
+		b = append(b, " :"...)
+		b = append(b, r.Base()...)
+		b = append(b, '\n')
 	}
-	return b.Bytes()
+	return b
 }
 
 // Validate reports the first reason why Marshal's output would not read back

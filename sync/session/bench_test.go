@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -54,8 +55,26 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// benchSizes are the INBOX sizes: TWINBOX_BENCH_SIZES="2000 10000" to
+// choose (the 50k bench corpus has about 10k messages in INBOX).
+func benchSizes(b *testing.B) []int {
+	s := os.Getenv("TWINBOX_BENCH_SIZES")
+	if s == "" {
+		return []int{2000, 6000}
+	}
+	var out []int
+	for _, f := range strings.Fields(s) {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			b.Fatalf("TWINBOX_BENCH_SIZES: bad size %q", f)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
 func BenchmarkSyncSmallChange(b *testing.B) {
-	for _, n := range []int{2000, 6000} {
+	for _, n := range benchSizes(b) {
 		for _, op := range []string{"none", "flag", "new"} {
 			b.Run(fmt.Sprintf("%s/%d", op, n), func(b *testing.B) {
 				ra, rb := benchPair(b, n)
