@@ -253,3 +253,73 @@ func TestDovecotAloneDeletedParentListed(t *testing.T) {
 	}
 	t.Logf("Dovecot alone lists the deleted parent P and EXAMINE answers: %v", exErr)
 }
+
+// TestDovecotAloneRenameRaces (TWINBOX_LONG=1; about 8 minutes): one
+// Dovecot, three IMAP clients, no twinbox. Two clients APPEND into S1 and
+// S1/Kid while the third RENAMEs S1 away and back, or DELETEs and CREATEs
+// S1/Kid, for 150 rounds. It shows what Dovecot logs by itself when folders
+// move under writers (counted per kind in the log), which the stress test
+// with folder operations meets too: "duplicate transaction log sequence",
+// "Our dotlock file ... was deleted", "dotlock ... was immediately deleted
+// under us", stat() of a vanished dovecot.index.cache, unlink() of a
+// vanished tmp/ file. It requires the first (the most frequent).
+func TestDovecotAloneRenameRaces(t *testing.T) {
+	if !longMode() {
+		t.Skip("TWINBOX_LONG=1: eight minutes of IMAP clients racing on one Dovecot")
+	}
+	srv := dovecot.StartServer(t, dovecot.ServerOptions{Name: "alone"})
+	s := &side{name: "X", srv: srv}
+	c1, c2, c3 := dial(t, s), dial(t, s), dial(t, s)
+	for _, n := range []string{"S1", "S1/Kid"} {
+		if err := c1.Create(n, nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for round := 0; round < 150; round++ {
+		var wg sync.WaitGroup
+		wg.Add(3)
+		go func() {
+			defer wg.Done()
+			for i := range 4 {
+				_ = appendErr(c1, "S1/Kid", body(fmt.Sprintf("kid %d %d", round, i)))
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for i := range 4 {
+				_ = appendErr(c3, "S1", body(fmt.Sprintf("parent %d %d", round, i)))
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if round%2 == 0 {
+				_ = c2.Rename("S1", "S9", nil).Wait()
+				_ = c2.Rename("S9", "S1", nil).Wait()
+			} else {
+				_ = c2.Delete("S1/Kid").Wait()
+				_ = c2.Create("S1/Kid", nil).Wait()
+			}
+		}()
+		wg.Wait()
+		c1, c2, c3 = redial(t, s, c1), redial(t, s, c2), redial(t, s, c3)
+	}
+	kinds := map[string]*regexp.Regexp{
+		"duplicate transaction log sequence": regexp.MustCompile(`duplicate transaction log sequence`),
+		"our dotlock deleted":                regexp.MustCompile(`Our dotlock file \S+ was deleted`),
+		"dotlock deleted under us":           regexp.MustCompile(`dotlock \S+ was immediately deleted under us`),
+		"index cache vanished":               regexp.MustCompile(`stat\(\) failed with file \S+/dovecot\.index\.cache`),
+		"tmp file vanished":                  regexp.MustCompile(`unlink\(\S+/tmp/\S+\) failed: No such file`),
+	}
+	counts := map[string]int{}
+	for _, l := range strings.Split(srv.Log(), "\n") {
+		for k, re := range kinds {
+			if re.MatchString(l) {
+				counts[k]++
+			}
+		}
+	}
+	t.Logf("Dovecot alone, 150 rounds: %v\n%s", counts, errorLines(srv.Log()))
+	if counts["duplicate transaction log sequence"] == 0 {
+		t.Errorf("Dovecot alone never logged a duplicate transaction log sequence in 150 rounds")
+	}
+}
