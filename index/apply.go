@@ -446,7 +446,11 @@ func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *
 				continue
 			}
 			if _, err := os.Lstat(m.dst); err != nil {
-				if err := r.renameOne(ctx, m.box, m.dir, m.dst, m.op); err != nil {
+				if err := r.renameOne(ctx, m.box, m.dir, m.dst, m.op); errors.Is(err, fs.ErrExist) {
+					// A client made the target since the Lstat: the loop
+					// below reports the rename as not done (exit 2).
+					continue
+				} else if err != nil {
 					return err
 				}
 				done[i], progress = true, true
@@ -500,6 +504,9 @@ func (r *Replica) renameOne(ctx context.Context, box *Box, dir, dst string, op m
 	if dir != dst {
 		if err := r.loc.MkdirParents(filepath.Dir(dst)); err != nil {
 			return r.wrap(op.Name, err)
+		}
+		if testHookBeforeRename != nil {
+			testHookBeforeRename(dst)
 		}
 		if err := r.renameLocked(ctx, dir, dst); err != nil {
 			return r.wrap(box.Name, fmt.Errorf("renaming to %q: %w", op.Name, err))

@@ -64,6 +64,7 @@ func letters(f model.Flags, kw []string) (maildir.Flags, uint32, []string) {
 var (
 	testHookBeforeUidlistWrite func()
 	testHookBeforeApplyBox     func(root string)
+	testHookBeforeRename       func(dst string)
 )
 
 // diskAgrees reports whether a file name shows the flags f that the index

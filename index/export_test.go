@@ -14,3 +14,10 @@ func SetTestHookBeforeApplyBox(f func(root string)) func() {
 	testHookBeforeApplyBox = f
 	return func() { testHookBeforeApplyBox = nil }
 }
+
+// SetTestHookBeforeRename makes a mailbox rename call f with its target
+// directory just before it renames (a client creating that folder then).
+func SetTestHookBeforeRename(f func(dst string)) func() {
+	testHookBeforeRename = f
+	return func() { testHookBeforeRename = nil }
+}

@@ -194,3 +194,45 @@ func TestFlagRenameAfterScanNotUndone(t *testing.T) {
 		}
 	}
 }
+
+// A client creates the target of a folder rename just before the sync
+// renames its folder there: the rename is left for the next sync (exit 2),
+// not an error, and the next syncs converge.
+func TestRenameTargetMadeDuringSync(t *testing.T) {
+	a, b := roots(t)
+	testmail.Deliver(t, a, "S1", "in S1")
+	settle(t, a, b)
+	testmail.Rename(t, a, "S1", "S3")
+	restore := index.SetTestHookBeforeRename(func(dst string) {
+		if strings.HasPrefix(dst, b) {
+			testmail.Deliver(t, b, "S3", "a client's S3 on B")
+		}
+	})
+	s, err := testmail.TrySync(a, b, session.Options{})
+	restore()
+	if err != nil {
+		t.Fatalf("sync with the rename target made under it: %v", err)
+	}
+	if !s.Changed {
+		t.Fatal("the sync did not report the rename it could not make")
+	}
+	for i := 0; ; i++ {
+		s := testmail.Sync(t, a, b, session.Options{})
+		if !s.Changed {
+			break
+		}
+		if i == 3 {
+			t.Fatal("no convergence")
+		}
+	}
+	testmail.Converged(t, a, b)
+	for _, root := range []string{a, b} {
+		n := 0
+		for _, mb := range testmail.Mailboxes(t, root) {
+			n += len(testmail.Files(t, root, mb))
+		}
+		if n != 2 {
+			t.Errorf("%s holds %d messages; want 2", root, n)
+		}
+	}
+}
