@@ -314,6 +314,12 @@ func TestTruncatedStream(t *testing.T) {
 	if out := exchange(t, s.addr, rawC1(modeTCP, "mx1", "carol")[:20]); len(out) != 0 {
 		t.Errorf("server answered a truncated hello with %q", out)
 	}
+	// The server reads the cut stream on its own schedule: wait (bounded)
+	// for its line before stopping it, or the stop's cancel may end that
+	// session first ("context canceled").
+	for i := 0; i < 200 && !strings.Contains(s.logBuf.String(), "truncated"); i++ {
+		time.Sleep(25 * time.Millisecond)
+	}
 	logs := s.stop()
 	for _, want := range []string{"truncated", "connection closed during the handshake (reading client nonce)"} {
 		if !strings.Contains(logs, want) {
