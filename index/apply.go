@@ -92,12 +92,8 @@ func (r *Replica) Apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 // treeMoved reports whether some mailbox the index knows is no longer at
 // its recorded directory (deleted, renamed, or replaced by another).
 func (r *Replica) treeMoved() bool {
-	var boxes []*Box
-	if err := r.store.db.View(func(tx *bolt.Tx) error {
-		var err error
-		boxes, err = allBoxes(tx)
-		return err
-	}); err != nil {
+	boxes, err := r.loadBoxes()
+	if err != nil {
 		return false
 	}
 	for _, b := range boxes {

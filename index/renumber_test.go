@@ -13,36 +13,12 @@ import (
 	"github.com/twinbox-mail/twinbox/sync/session"
 )
 
-func roots(t *testing.T) (string, string) {
-	d := t.TempDir()
-	return filepath.Join(d, "a"), filepath.Join(d, "b")
-}
-
-func sync2(t *testing.T, a, b string) *session.Summary {
-	t.Helper()
-	s := testmail.Sync(t, a, b, session.Options{})
-	if s.Changed {
-		t.Fatalf("sync reported changes during sync: %v %v", s.ResultA.Skipped, s.ResultB.Skipped)
-	}
-	return s
-}
-
-func settle(t *testing.T, a, b string) {
-	t.Helper()
-	sync2(t, a, b)
-	testmail.Converged(t, a, b)
-	assertIdle(t, a, b)
-}
-
-// assertIdle: a sync of converged replicas changes no file.
-func assertIdle(t *testing.T, a, b string) {
-	t.Helper()
-	before := testmail.Snapshot(a) + testmail.Snapshot(b)
-	sync2(t, a, b)
-	if after := testmail.Snapshot(a) + testmail.Snapshot(b); after != before {
-		t.Fatalf("an idle sync changed files:\nbefore:\n%s\nafter:\n%s", before, after)
-	}
-}
+var (
+	roots      = testmail.Roots
+	sync2      = testmail.SyncClean
+	settle     = testmail.Settle
+	assertIdle = testmail.AssertIdle
+)
 
 // A renumbered message gets a new file name on the side that renumbers it
 // (its identity stays in the uidlist's G field), so that Dovecot sees its

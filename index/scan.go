@@ -115,12 +115,8 @@ func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 			return nil, r.wrap("", fmt.Errorf("listing mailboxes: %w", err))
 		}
 	}
-	var boxes []*Box
-	if err := r.store.db.View(func(tx *bolt.Tx) error {
-		var err error
-		boxes, err = allBoxes(tx)
-		return err
-	}); err != nil {
+	boxes, err := r.loadBoxes()
+	if err != nil {
 		return nil, r.wrap("", err)
 	}
 	byGUID := map[model.MailboxGUID]*Box{}

@@ -306,6 +306,17 @@ func allBoxes(tx *bolt.Tx) ([]*Box, error) {
 	return out, err
 }
 
+// loadBoxes reads every mailbox record in one read transaction.
+func (r *Replica) loadBoxes() ([]*Box, error) {
+	var boxes []*Box
+	err := r.store.db.View(func(tx *bolt.Tx) error {
+		var err error
+		boxes, err = allBoxes(tx)
+		return err
+	})
+	return boxes, err
+}
+
 // boxBuckets returns the per-mailbox buckets, creating them when create.
 type boxBuckets struct{ uid, mod, tomb, tmod *bolt.Bucket }
 

@@ -339,3 +339,44 @@ func Snapshot(root string) string {
 	})
 	return sb.String()
 }
+
+// Roots returns the paths of two replicas, a and b, in a fresh temporary
+// directory (neither exists yet).
+func Roots(t testing.TB) (string, string) {
+	d := t.TempDir()
+	return filepath.Join(d, "a"), filepath.Join(d, "b")
+}
+
+// SyncClean runs one sync and fails the test if it reports changes made
+// during it (exit 2).
+func SyncClean(t testing.TB, a, b string) *session.Summary {
+	t.Helper()
+	s := Sync(t, a, b, session.Options{})
+	if s.Changed {
+		t.Fatalf("sync reported changes during sync: %v %v", s.ResultA.Skipped, s.ResultB.Skipped)
+	}
+	return s
+}
+
+// Settle syncs once, requires the replicas identical, then checks that
+// another sync does nothing (AssertIdle).
+func Settle(t testing.TB, a, b string) {
+	t.Helper()
+	SyncClean(t, a, b)
+	Converged(t, a, b)
+	AssertIdle(t, a, b)
+}
+
+// AssertIdle checks that a sync of converged replicas does nothing and
+// changes no file.
+func AssertIdle(t testing.TB, a, b string) {
+	t.Helper()
+	before := Snapshot(a) + Snapshot(b)
+	s := SyncClean(t, a, b)
+	if n := s.ResultA.Added + s.ResultB.Added + s.ResultA.Flagged + s.ResultB.Flagged + s.ResultA.Expunged + s.ResultB.Expunged + s.ResultA.Moved + s.ResultB.Moved + s.ResultA.MailboxOps + s.ResultB.MailboxOps; n != 0 {
+		t.Fatalf("idle sync did %d things: A=%+v B=%+v", n, s.ResultA, s.ResultB)
+	}
+	if after := Snapshot(a) + Snapshot(b); after != before {
+		t.Fatalf("idle sync changed files:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}

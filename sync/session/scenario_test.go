@@ -17,41 +17,15 @@ import (
 	"github.com/twinbox-mail/twinbox/sync/session"
 )
 
-func roots(t *testing.T) (string, string) {
-	d := t.TempDir()
-	return filepath.Join(d, "a"), filepath.Join(d, "b")
-}
-
-func sync2(t *testing.T, a, b string) *session.Summary {
-	t.Helper()
-	s := testmail.Sync(t, a, b, session.Options{})
-	if s.Changed {
-		t.Fatalf("sync reported changes during sync: %v %v", s.ResultA.Skipped, s.ResultB.Skipped)
-	}
-	return s
-}
-
-// settle syncs until converged, then checks idempotence.
-func settle(t *testing.T, a, b string) {
-	t.Helper()
-	sync2(t, a, b)
-	testmail.Converged(t, a, b)
-	assertIdle(t, a, b)
-}
-
-// assertIdle checks that a sync of converged replicas does nothing and
-// changes no file.
-func assertIdle(t *testing.T, a, b string) {
-	t.Helper()
-	before := testmail.Snapshot(a) + testmail.Snapshot(b)
-	s := sync2(t, a, b)
-	if n := s.ResultA.Added + s.ResultB.Added + s.ResultA.Flagged + s.ResultB.Flagged + s.ResultA.Expunged + s.ResultB.Expunged + s.ResultA.Moved + s.ResultB.Moved + s.ResultA.MailboxOps + s.ResultB.MailboxOps; n != 0 {
-		t.Fatalf("idle sync did %d things: A=%+v B=%+v", n, s.ResultA, s.ResultB)
-	}
-	if after := testmail.Snapshot(a) + testmail.Snapshot(b); after != before {
-		t.Fatalf("idle sync changed files:\nbefore:\n%s\nafter:\n%s", before, after)
-	}
-}
+// The scenario helpers (internal/testmail): two fresh roots; a sync that
+// must not report changes during it; one sync, then identical replicas and
+// an idle sync; an idle sync.
+var (
+	roots      = testmail.Roots
+	sync2      = testmail.SyncClean
+	settle     = testmail.Settle
+	assertIdle = testmail.AssertIdle
+)
 
 func TestFirstSyncIntoEmpty(t *testing.T) {
 	a, b := roots(t)
