@@ -60,6 +60,18 @@ func verifyBox(tx *bolt.Tx, b *Box) []string {
 	if bb == nil {
 		return nil
 	}
+	// reachable checks that modseq is the mailbox's at most and that the
+	// modseq bucket mod points back at UID u.
+	reachable := func(what string, u uint32, modseq uint64, mod *bolt.Bucket) {
+		if modseq > b.Modseq {
+			bad("%s %d has modseq %d above the mailbox's", what, u, modseq)
+		}
+		if p := mod.Get(u64(modseq)); p == nil {
+			bad("%s %d: modseq %d has no entry (invisible to incremental syncs)", what, u, modseq)
+		} else if pu := binary.BigEndian.Uint32(p); pu != u {
+			bad("%s %d: modseq %d points at UID %d (invisible to incremental syncs)", what, u, modseq, pu)
+		}
+	}
 	live := map[uint32]bool{}
 	err = bb.uid.ForEach(func(k, v []byte) error {
 		u := binary.BigEndian.Uint32(k)
@@ -72,14 +84,7 @@ func verifyBox(tx *bolt.Tx, b *Box) []string {
 		if m.UID != u {
 			bad("record at UID %d says UID %d", u, m.UID)
 		}
-		if m.Modseq > b.Modseq {
-			bad("UID %d has modseq %d above the mailbox's", u, m.Modseq)
-		}
-		if p := bb.mod.Get(u64(m.Modseq)); p == nil {
-			bad("UID %d: modseq %d has no entry (invisible to incremental syncs)", u, m.Modseq)
-		} else if pu := binary.BigEndian.Uint32(p); pu != u {
-			bad("UID %d: modseq %d points at UID %d (invisible to incremental syncs)", u, m.Modseq, pu)
-		}
+		reachable("UID", u, m.Modseq, bb.mod)
 		if tx.Bucket(bGUIDs).Get(guidKey(m.GUID, b.GUID, u)) == nil {
 			bad("UID %d: message %s missing from the GUID bucket", u, m.GUID)
 		}
@@ -98,14 +103,7 @@ func verifyBox(tx *bolt.Tx, b *Box) []string {
 		if live[u] {
 			bad("UID %d is both a record and a tombstone", u)
 		}
-		if t.Modseq > b.Modseq {
-			bad("tombstone UID %d has modseq %d above the mailbox's", u, t.Modseq)
-		}
-		if p := bb.tmod.Get(u64(t.Modseq)); p == nil {
-			bad("tombstone UID %d: modseq %d has no entry (invisible to incremental syncs)", u, t.Modseq)
-		} else if pu := binary.BigEndian.Uint32(p); pu != u {
-			bad("tombstone UID %d: modseq %d points at UID %d (invisible to incremental syncs)", u, t.Modseq, pu)
-		}
+		reachable("tombstone UID", u, t.Modseq, bb.tmod)
 		return nil
 	})
 	if err != nil {

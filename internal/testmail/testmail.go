@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -378,5 +379,23 @@ func AssertIdle(t testing.TB, a, b string) {
 	}
 	if after := Snapshot(a) + Snapshot(b); after != before {
 		t.Fatalf("idle sync changed files:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// Roots3 returns the paths of three replicas, a, b and c, in a fresh
+// temporary directory (none exists yet).
+func Roots3(t testing.TB) (string, string, string) {
+	d := t.TempDir()
+	return filepath.Join(d, "a"), filepath.Join(d, "b"), filepath.Join(d, "c")
+}
+
+// WantMailboxes fails the test unless each root holds exactly the mailboxes
+// want, in Mailboxes' order.
+func WantMailboxes(t testing.TB, want []string, roots ...string) {
+	t.Helper()
+	for _, r := range roots {
+		if got := Mailboxes(t, r); !slices.Equal(got, want) {
+			t.Fatalf("%s: mailboxes %v, want %v", r, got, want)
+		}
 	}
 }

@@ -221,3 +221,28 @@ func TestDovecotMoveOutAndBackBesideACopy(t *testing.T) {
 	seen.observe(t, b, "B", "INBOX", "Work")
 	sameBodies(t, a, b, "INBOX", "Work")
 }
+
+// A message that leaves a mailbox and comes back (a client on B moves it
+// out and back) does not get its old file name in that mailbox on A: a
+// Dovecot process on A may still hold that name under the old UID and
+// would log "Duplicate file entry" / "Expunged message reappeared".
+func TestReturningMessageGetsANewNameOnThePeer(t *testing.T) {
+	a, b := roots(t)
+	x := testmail.Deliver(t, a, "INBOX", "leaves and returns")
+	settle(t, a, b)
+	dovecotCopy(t, b, "INBOX", "Work", x, "unused")
+	dovecotExpunge(t, b, "INBOX", x)
+	settle(t, a, b)
+	if testmail.FindFile(t, a, "INBOX", x) != "" {
+		t.Fatalf("A: %s still in INBOX after the move out", x)
+	}
+	dovecotCopy(t, b, "Work", "INBOX", x, "unused")
+	dovecotExpunge(t, b, "Work", x)
+	settle(t, a, b)
+	if testmail.Find(t, a, "INBOX", x) == "" {
+		t.Fatalf("A: %s did not come back to INBOX", x)
+	}
+	if testmail.FindFile(t, a, "INBOX", x) != "" {
+		t.Fatalf("A: %s came back to INBOX under its old file name", x)
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -39,11 +38,7 @@ func TestDyingMailboxMovesOutOfCreatedName(t *testing.T) {
 		t.Fatal(err)
 	}
 	settle(t, b, a)
-	for _, r := range []string{a, b} {
-		if got := testmail.Mailboxes(t, r); !reflect.DeepEqual(got, []string{"INBOX", "Archive/2024"}) {
-			t.Fatalf("%s: mailboxes %v", r, got)
-		}
-	}
+	testmail.WantMailboxes(t, []string{"INBOX", "Archive/2024"}, a, b)
 }
 
 // A message lost with its folder's directory (rm -rf) and refilled from a
@@ -53,8 +48,7 @@ func TestDyingMailboxMovesOutOfCreatedName(t *testing.T) {
 // used to be assumed to have the refilled message and never got it
 // (TWINBOX_PROP_REPLICAS=3 -rapid.seed=193756).
 func TestRefillFromThirdReplicaReachesPeer(t *testing.T) {
-	d := t.TempDir()
-	a, b, c := filepath.Join(d, "a"), filepath.Join(d, "b"), filepath.Join(d, "c")
+	a, b, c := testmail.Roots3(t)
 	if err := maildir.CreateMailboxDirs(testmail.Dir(t, a, "Lists")); err != nil {
 		t.Fatal(err)
 	}
@@ -82,8 +76,7 @@ func TestRefillFromThirdReplicaReachesPeer(t *testing.T) {
 // expunged under the old GUID before the merge stays expunged (the
 // adopting side used to drop the old GUID's tombstones).
 func TestMergedMailboxAliasReachesThirdReplica(t *testing.T) {
-	d := t.TempDir()
-	a, b, c := filepath.Join(d, "a"), filepath.Join(d, "b"), filepath.Join(d, "c")
+	a, b, c := testmail.Roots3(t)
 	b1 := testmail.Deliver(t, b, "Lists", "b1")
 	b2 := testmail.Deliver(t, b, "Lists", "b2")
 	sync2(t, b, c)
@@ -114,9 +107,7 @@ func TestMergedMailboxAliasReachesThirdReplica(t *testing.T) {
 		t.Fatalf("an idle sync compared %d mailboxes in full", s.Full)
 	}
 	for _, r := range []string{a, b, c} {
-		if got := testmail.Mailboxes(t, r); !reflect.DeepEqual(got, []string{"INBOX", "Lists"}) {
-			t.Fatalf("%s: mailboxes %v", r, got)
-		}
+		testmail.WantMailboxes(t, []string{"INBOX", "Lists"}, r)
 		if g := testmail.Uidlist(t, r, "Lists").GUID; g != wantGUID {
 			t.Fatalf("%s: Lists has GUID %x, want %x", r, g, wantGUID)
 		}
@@ -138,8 +129,7 @@ func TestMergedMailboxAliasReachesThirdReplica(t *testing.T) {
 // expunge of the instance at its new UID must kill it there
 // (TWINBOX_PROP_REPLICAS=3 -rapid.seed=46366).
 func TestExpungeAfterRenumberReachesUnchangedPeer(t *testing.T) {
-	d := t.TempDir()
-	a, b, c := filepath.Join(d, "a"), filepath.Join(d, "b"), filepath.Join(d, "c")
+	a, b, c := testmail.Roots3(t)
 	testmail.Deliver(t, c, "INBOX", "common")
 	sync2(t, a, c)
 	sync2(t, b, c)
@@ -249,8 +239,7 @@ func TestChangesLookup(t *testing.T) {
 // expunge however old, though the pair's saved state says "nothing
 // changed there").
 func TestNeverHeldMessageMeetsOldExpunge(t *testing.T) {
-	d := t.TempDir()
-	a, b, c := filepath.Join(d, "a"), filepath.Join(d, "b"), filepath.Join(d, "c")
+	a, b, c := testmail.Roots3(t)
 	testmail.Deliver(t, a, "INBOX", "common")
 	sync2(t, a, b)
 	sync2(t, b, c)
@@ -281,8 +270,7 @@ func TestNeverHeldMessageMeetsOldExpunge(t *testing.T) {
 // TWINBOX_PROP_REPLICAS=3 -rapid.seed=6, case 846957, before per-replica
 // clock skew was added to the property test).
 func TestAliasMergeOutOfCreatedName(t *testing.T) {
-	d := t.TempDir()
-	a, b, c := filepath.Join(d, "a"), filepath.Join(d, "b"), filepath.Join(d, "c")
+	a, b, c := testmail.Roots3(t)
 	var want []string
 	for i := 0; i < 3; i++ { // B's "a" has handed out more UIDs: it wins
 		want = append(want, testmail.Deliver(t, b, "a", fmt.Sprintf("k%d", i)))
@@ -302,9 +290,7 @@ func TestAliasMergeOutOfCreatedName(t *testing.T) {
 	settle(t, b, c)
 	settle(t, a, c)
 	for _, r := range []string{a, b, c} {
-		if got := testmail.Mailboxes(t, r); !reflect.DeepEqual(got, []string{"INBOX", "Lists", "a"}) {
-			t.Fatalf("%s: mailboxes %v", r, got)
-		}
+		testmail.WantMailboxes(t, []string{"INBOX", "Lists", "a"}, r)
 		if !slices.Contains(testmail.Files(t, r, "Lists"), l) {
 			t.Fatalf("%s: Lists lacks its message", r)
 		}
@@ -324,8 +310,7 @@ func TestAliasMergeOutOfCreatedName(t *testing.T) {
 // it; TWINBOX_PROP_REPLICAS=3 -rapid.seed=7, case 645823, before clock
 // skew was added to the property test).
 func TestRebuiltIndexBornKillsNoSameInstance(t *testing.T) {
-	d := t.TempDir()
-	a, b, c := filepath.Join(d, "a"), filepath.Join(d, "b"), filepath.Join(d, "c")
+	a, b, c := testmail.Roots3(t)
 	if err := maildir.CreateMailboxDirs(testmail.Dir(t, b, "Work")); err != nil {
 		t.Fatal(err)
 	}

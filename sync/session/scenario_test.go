@@ -234,9 +234,7 @@ func TestRenameWhileMailArrivesInOldName(t *testing.T) {
 	late := testmail.Deliver(t, b, "Old", "arrived on B under the old name")
 	settle(t, a, b)
 	for _, r := range []string{a, b} {
-		if got := testmail.Mailboxes(t, r); !reflect.DeepEqual(got, []string{"INBOX", "New"}) {
-			t.Fatalf("%s: mailboxes %v", r, got)
-		}
+		testmail.WantMailboxes(t, []string{"INBOX", "New"}, r)
 		if !slices.Contains(testmail.Files(t, r, "New"), late) {
 			t.Fatalf("%s: late message not in New", r)
 		}
@@ -301,11 +299,7 @@ func TestDeleteWithIntentReplicates(t *testing.T) {
 	settle(t, a, b)
 	testmail.DeleteWithIntent(t, a, "Proj")
 	settle(t, a, b)
-	for _, r := range []string{a, b} {
-		if got := testmail.Mailboxes(t, r); !reflect.DeepEqual(got, []string{"INBOX"}) {
-			t.Fatalf("%s: mailboxes %v", r, got)
-		}
-	}
+	testmail.WantMailboxes(t, []string{"INBOX"}, a, b)
 }
 
 func TestMassExpungeHeld(t *testing.T) {
@@ -420,8 +414,7 @@ func TestMoveBetweenFoldersIsLinkedNotSent(t *testing.T) {
 }
 
 func TestThreeReplicas(t *testing.T) {
-	d := t.TempDir()
-	a, b, c := filepath.Join(d, "a"), filepath.Join(d, "b"), filepath.Join(d, "c")
+	a, b, c := testmail.Roots3(t)
 	testmail.Deliver(t, a, "INBOX", "a1")
 	testmail.Deliver(t, b, "INBOX", "b1")
 	testmail.Deliver(t, c, "Work", "c1")
@@ -483,11 +476,7 @@ func TestEmptyFolderRecreatedOverDeletedOne(t *testing.T) {
 	}
 	sync2(t, b, a)
 	testmail.Converged(t, a, b)
-	for _, r := range []string{a, b} {
-		if got := testmail.Mailboxes(t, r); !reflect.DeepEqual(got, []string{"INBOX", "Lists"}) {
-			t.Fatalf("%s: mailboxes %v", r, got)
-		}
-	}
+	testmail.WantMailboxes(t, []string{"INBOX", "Lists"}, a, b)
 	assertIdle(t, a, b)
 }
 
@@ -940,11 +929,7 @@ func TestNewFolderWhereDeletedOneStillIs(t *testing.T) {
 		t.Fatal(err)
 	}
 	settle(t, a, b)
-	for _, r := range []string{a, b} {
-		if got := testmail.Mailboxes(t, r); !reflect.DeepEqual(got, []string{"INBOX", "a/b"}) {
-			t.Fatalf("%s: mailboxes %v", r, got)
-		}
-	}
+	testmail.WantMailboxes(t, []string{"INBOX", "a/b"}, a, b)
 }
 
 // An expunge of a message that was renumbered on one pair must reach its
@@ -952,8 +937,7 @@ func TestNewFolderWhereDeletedOneStillIs(t *testing.T) {
 // instance's Born stamp travels with it (3 replicas; the property test's
 // seed 6163758096704320485 before the fix).
 func TestExpungeReachesRenumberedCopyOnThirdReplica(t *testing.T) {
-	d := t.TempDir()
-	a, b, c := filepath.Join(d, "a"), filepath.Join(d, "b"), filepath.Join(d, "c")
+	a, b, c := testmail.Roots3(t)
 	testmail.Deliver(t, a, "INBOX", "common")
 	sync2(t, a, b)
 	sync2(t, b, c)
