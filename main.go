@@ -51,6 +51,7 @@ type CLI struct {
 	Sshd    SshdCmd    `cmd:"" help:"Embedded SSH server that only ever serves the sync protocol (see docs/sshd.md)."`
 	Listen  ListenCmd  `cmd:"" help:"tcp: and tcps: listener (shared secret, TLS 1.3; see docs/tcp.md)."`
 	Wrapper WrapperCmd `cmd:"" help:"The forced command of an OpenSSH authorized_keys line: serves only the sync of the user the peer names."`
+	Delete  DeleteCmd  `cmd:"" help:"Delete mailboxes with intent: removed here now, and deleted on the peers by the next sync (mail that arrived there since survives)."`
 	Config_ ConfigCmd  `cmd:"" name:"config" help:"Check the configuration and print the settings in force."`
 	Demo    DemoCmd    `cmd:"" help:"Make two replicas in a fresh directory, change both, sync, and show the result."`
 	Version VersionCmd `cmd:"" help:"Print the version."`
