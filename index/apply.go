@@ -433,13 +433,41 @@ func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *
 		}
 	}
 	// Phase 2: renames whose target is free, repeated while that frees
-	// other targets.
+	// other targets. Under LAYOUT=fs a parent's rename carries its
+	// children along: parents go first, and a directory found stale (it
+	// moved with its parent) is looked up again by GUID; a child carried
+	// to its new name has only the name left to record.
+	sort.SliceStable(mvs, func(i, j int) bool { return depth(r.rel(mvs[i].dir)) < depth(r.rel(mvs[j].dir)) })
+	fresh := func(m *mv) {
+		if m.dir == "" {
+			return
+		}
+		if ul, err := readUidlistHeader(m.dir); err == nil && model.MailboxGUID(ul.GUID) == m.box.GUID {
+			return
+		}
+		if d, err := r.locate(m.box); err == nil {
+			m.dir = d
+		} else {
+			m.dir = ""
+		}
+	}
 	done := make([]bool, len(mvs))
 	for progress := true; progress; {
 		progress = false
 		for i, m := range mvs {
-			if done[i] || m.dir == "" || m.dir == m.dst {
+			if done[i] {
 				continue
+			}
+			if fresh(m); m.dir == "" || m.dir == m.dst {
+				continue
+			}
+			if r.loc.IsBareParent(m.dst) {
+				// The target is only the parent directory of other
+				// folders (LAYOUT=fs): they move into the mailbox, which
+				// then takes the parent's place, bringing them back.
+				if err := r.loc.MoveChildrenInto(m.dst, m.dir); err != nil {
+					r.log.Info("rename target is a parent that cannot be emptied", "mailbox", m.box.Name, "target", m.op.Name, "error", err)
+				}
 			}
 			if _, err := os.Lstat(m.dst); err != nil {
 				if err := r.renameOne(ctx, m.box, m.dir, m.dst, m.op); errors.Is(err, fs.ErrExist) {
@@ -458,7 +486,7 @@ func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *
 		if done[i] {
 			continue
 		}
-		if m.dir == "" {
+		if fresh(m); m.dir == "" {
 			skip(res, "rename of %q: directory not found", m.box.Name)
 			continue
 		}
@@ -473,6 +501,9 @@ func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *
 	}
 	return nil
 }
+
+// depth is the number of directory levels below the first of rel.
+func depth(rel string) int { return strings.Count(rel, string(filepath.Separator)) }
 
 // renameLocked renames a mailbox directory while holding its uidlist lock,
 // so that no Dovecot lock is in it as it moves (Dovecot would then fail to

@@ -425,3 +425,51 @@ func hasChildDirs(dir string) bool {
 	}
 	return false
 }
+
+// IsBareParent reports whether dir, under LAYOUT=fs, is only a parent of
+// other folders: a directory with no mailbox of its own (no uidlist, no
+// cur/, new/ or tmp/, no files), holding only child directories.
+func (l Location) IsBareParent(dir string) bool {
+	if l.Layout != LayoutFS {
+		return false
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		if !e.IsDir() || reservedFS[e.Name()] || strings.HasPrefix(e.Name(), HiddenPrefix) {
+			return false
+		}
+	}
+	return true
+}
+
+// MoveChildrenInto empties a bare parent (IsBareParent) so that a mailbox
+// can be renamed to its place: each child folder moves into dir (never
+// replacing one there), then the empty parent is removed. A child that
+// would replace one of dir's is an error wrapping fs.ErrExist, and the
+// children moved so far stay in dir (under the mailbox, whose rename to
+// bare's place brings them back to their names).
+func (l Location) MoveChildrenInto(bare, dir string) error {
+	root := filepath.Clean(l.Root)
+	if !within(root, filepath.Clean(bare)) || !within(root, filepath.Clean(dir)) {
+		return fmt.Errorf("moving folders from %s to %s: not folders of %s", bare, dir, root)
+	}
+	if !l.IsBareParent(bare) {
+		return fmt.Errorf("moving folders from %s: not a bare parent: %w", bare, fs.ErrExist)
+	}
+	ents, err := os.ReadDir(bare)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if err := renameNoReplace(filepath.Join(bare, e.Name()), filepath.Join(dir, e.Name())); err != nil {
+			return fmt.Errorf("moving folder %s into %s: %w", e.Name(), dir, err)
+		}
+	}
+	if err := os.Remove(bare); err != nil {
+		return fmt.Errorf("removing the emptied parent %s: %w", bare, err)
+	}
+	return SyncDir(dir)
+}

@@ -37,7 +37,16 @@ func Dir(t testing.TB, root, mailbox string) string {
 // returns its base name.
 func Deliver(t testing.TB, root, mailbox, body string) string {
 	t.Helper()
-	dir := Dir(t, root, mailbox)
+	return DeliverAt(t, maildir.Location{Root: root}, mailbox, body)
+}
+
+// DeliverAt is Deliver into any location (LAYOUT=fs, UTF8).
+func DeliverAt(t testing.TB, loc maildir.Location, mailbox, body string) string {
+	t.Helper()
+	dir, err := loc.MailboxDir(mailbox)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := maildir.CreateMailboxDirs(dir); err != nil {
 		t.Fatal(err)
 	}
