@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,10 +23,26 @@ import (
 
 var seq atomic.Uint64
 
+// layouts holds the roots registered with SetLayout.
+var layouts sync.Map // root -> maildir.Layout
+
+// SetLayout makes every helper of this package treat root as a replica of
+// that layout (LAYOUT=fs); roots not registered are Maildir++.
+func SetLayout(root string, l maildir.Layout) { layouts.Store(filepath.Clean(root), l) }
+
+// Loc is root's location, with the layout registered by SetLayout.
+func Loc(root string) maildir.Location {
+	loc := maildir.Location{Root: root}
+	if l, ok := layouts.Load(filepath.Clean(root)); ok {
+		loc.Layout = l.(maildir.Layout)
+	}
+	return loc
+}
+
 // Dir returns a mailbox's directory under root (Maildir++).
 func Dir(t testing.TB, root, mailbox string) string {
 	t.Helper()
-	loc := maildir.Location{Root: root}
+	loc := Loc(root)
 	d, err := loc.MailboxDir(mailbox)
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +54,7 @@ func Dir(t testing.TB, root, mailbox string) string {
 // returns its base name.
 func Deliver(t testing.TB, root, mailbox, body string) string {
 	t.Helper()
-	return DeliverAt(t, maildir.Location{Root: root}, mailbox, body)
+	return DeliverAt(t, Loc(root), mailbox, body)
 }
 
 // DeliverAt is Deliver into any location (LAYOUT=fs, UTF8).
@@ -188,12 +205,12 @@ func Sync(t testing.TB, a, b string, opt session.Options) *session.Summary {
 // TrySync is Sync returning the error.
 func TrySync(a, b string, opt session.Options) (*session.Summary, error) {
 	ctx := context.Background()
-	ra, err := index.Open(ctx, maildir.Location{Root: a}, index.Options{LockTimeout: 10 * time.Second})
+	ra, err := index.Open(ctx, Loc(a), index.Options{LockTimeout: 10 * time.Second})
 	if err != nil {
 		return nil, err
 	}
 	defer ra.Close()
-	rb, err := index.Open(ctx, maildir.Location{Root: b}, index.Options{LockTimeout: 10 * time.Second})
+	rb, err := index.Open(ctx, Loc(b), index.Options{LockTimeout: 10 * time.Second})
 	if err != nil {
 		return nil, err
 	}
@@ -213,12 +230,12 @@ func TrySync(a, b string, opt session.Options) (*session.Summary, error) {
 func Check(t testing.TB, a, b string) []string {
 	t.Helper()
 	ctx := context.Background()
-	ra, err := index.Open(ctx, maildir.Location{Root: a}, index.Options{LockTimeout: 10 * time.Second})
+	ra, err := index.Open(ctx, Loc(a), index.Options{LockTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ra.Close()
-	rb, err := index.Open(ctx, maildir.Location{Root: b}, index.Options{LockTimeout: 10 * time.Second})
+	rb, err := index.Open(ctx, Loc(b), index.Options{LockTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +321,8 @@ func DeleteWithIntent(t testing.TB, root, mailbox string) {
 	t.Helper()
 	dir := Dir(t, root, mailbox)
 	ul := Uidlist(t, root, mailbox)
-	if err := os.RemoveAll(dir); err != nil {
+	// Under LAYOUT=fs child folders stay, as with Dovecot's DELETE.
+	if err := Loc(root).RemoveMailboxDir(dir, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := maildir.AppendMailboxLog(root, []maildir.LogRecord{{Type: 1, GUID: ul.GUID, Time: time.Now()}}); err != nil {
@@ -324,7 +342,7 @@ func Rename(t testing.TB, root, from, to string) {
 // Mailboxes lists the mailbox names under root.
 func Mailboxes(t testing.TB, root string) []string {
 	t.Helper()
-	ds, err := maildir.Location{Root: root}.ListMailboxes()
+	ds, err := Loc(root).ListMailboxes()
 	if err != nil {
 		t.Fatal(err)
 	}

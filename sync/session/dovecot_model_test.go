@@ -51,7 +51,7 @@ func newDovecotView() *dovecotView { return &dovecotView{idx: map[dvKey]*dvIndex
 // opens the mailbox, and returns what Dovecot would complain about.
 // Indexes of directories that are gone are forgotten.
 func (v *dovecotView) observe(root string) ([]string, error) {
-	ds, err := maildir.Location{Root: root}.ListMailboxes()
+	ds, err := testmail.Loc(root).ListMailboxes()
 	if errors.Is(err, fs.ErrNotExist) {
 		v.idx = map[dvKey]*dvIndex{}
 		return nil, nil
@@ -140,7 +140,7 @@ func syncWatched(t *testing.T, a, b string, va, vb *dovecotView) *session.Summar
 	}
 	look()
 	open := func(root string) *index.Replica {
-		r, err := index.Open(context.Background(), maildir.Location{Root: root}, index.Options{})
+		r, err := index.Open(context.Background(), testmail.Loc(root), index.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -288,7 +288,7 @@ func TestMergedFoldersWithOneUIDValidity(t *testing.T) {
 	}
 	look()
 	open := func(root string) *index.Replica {
-		r, err := index.Open(context.Background(), maildir.Location{Root: root}, index.Options{})
+		r, err := index.Open(context.Background(), testmail.Loc(root), index.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

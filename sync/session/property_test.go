@@ -159,6 +159,25 @@ func TestPropertyRandomHistories(t *testing.T) {
 	checkProperty(t)
 }
 
+// TestPropertyLayoutFS runs the random histories on LAYOUT=fs replicas,
+// where a folder's children are directories inside it (a rename of a
+// parent carries them along, an rm -rf takes them too), with a quarter of
+// the cases.
+func TestPropertyLayoutFS(t *testing.T) {
+	setPropChecks(t)
+	if f := flag.Lookup("rapid.checks"); f != nil && !explicitFlag("rapid.checks") {
+		if n, err := strconv.Atoi(f.Value.String()); err == nil {
+			_ = f.Value.Set(strconv.Itoa(max(n/4, 1)))
+		}
+	}
+	propLayout = maildir.LayoutFS
+	t.Cleanup(func() { propLayout = maildir.LayoutMaildirPP })
+	checkProperty(t)
+}
+
+// propLayout is the layout of the replicas of a case.
+var propLayout maildir.Layout
+
 // knownSeeds replay histories the property test found failing (each
 // fails on its first case); they run in every CI run.
 //
@@ -376,6 +395,7 @@ func newPropWorld(t *testing.T, rt *rapid.T, base string) *propWorld {
 	}
 	for i := 0; i < n; i++ {
 		w.roots = append(w.roots, filepath.Join(dir, string(rune('A'+i))))
+		testmail.SetLayout(w.roots[i], propLayout)
 		var skew time.Duration
 		if !propLegacy {
 			skew = time.Duration(rapid.IntRange(-3000, 3000).Draw(rt, "skew_ms")) * time.Millisecond
@@ -441,7 +461,7 @@ type propBox struct {
 }
 
 func (w *propWorld) boxes(r int) []propBox {
-	ds, err := maildir.Location{Root: w.roots[r]}.ListMailboxes()
+	ds, err := testmail.Loc(w.roots[r]).ListMailboxes()
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	} else if err != nil {
@@ -889,6 +909,12 @@ func (w *propWorld) rename(t *rapid.T) {
 	if _, err := os.Lstat(dst); err == nil {
 		t.Skip("target exists")
 	}
+	if strings.HasPrefix(dst, b.dir+"/") {
+		t.Skip("target inside the folder (LAYOUT=fs)")
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		w.rt.Fatal(err)
+	}
 	w.logf("%s: mv %q %q", w.name(r), b.name, to)
 	if err := os.Rename(b.dir, dst); err != nil {
 		w.rt.Fatal(err)
@@ -910,8 +936,9 @@ func (w *propWorld) deleteIntent(t *rapid.T) {
 	}
 	w.logf("%s: DELETE %q (%x) with %v", w.name(r), b.name, b.ul.GUID, gone)
 	w.forgetIfLost(r, b)
-	// What Dovecot's DELETE does (testmail.DeleteWithIntent, on our clock).
-	if err := os.RemoveAll(b.dir); err != nil {
+	// What Dovecot's DELETE does (testmail.DeleteWithIntent, on our clock):
+	// under LAYOUT=fs its child folders stay.
+	if err := testmail.Loc(w.roots[r]).RemoveMailboxDir(b.dir, nil); err != nil {
 		w.rt.Fatal(err)
 	}
 	if err := maildir.AppendMailboxLog(w.roots[r], []maildir.LogRecord{{Type: maildir.LogDeleteMailbox, GUID: b.ul.GUID, Time: w.clock(r)()}}); err != nil {
@@ -928,11 +955,25 @@ func (w *propWorld) rmrf(t *rapid.T) {
 			gone = append(gone, m.tok)
 		}
 	}
+	var kids []propBox // LAYOUT=fs: directories inside it go too
+	for _, k := range w.boxes(r) {
+		if strings.HasPrefix(k.dir, b.dir+"/") {
+			kids = append(kids, k)
+			for _, m := range w.msgs(r) {
+				if m.box == k.name {
+					gone = append(gone, m.tok)
+				}
+			}
+		}
+	}
 	w.logf("%s: rm -rf %q with %v", w.name(r), b.name, gone)
 	if err := os.RemoveAll(b.dir); err != nil {
 		w.rt.Fatal(err)
 	}
 	w.forgetIfLost(r, b)
+	for _, k := range kids {
+		w.forgetIfLost(r, k)
+	}
 	w.excuse(gone)
 }
 
@@ -1119,7 +1160,7 @@ func (c *cancelAfter) Fetch(ctx context.Context, refs []replica.BodyRef, fn func
 }
 
 func (w *propWorld) open(r int) *index.Replica {
-	rep, err := index.Open(context.Background(), maildir.Location{Root: w.roots[r]},
+	rep, err := index.Open(context.Background(), testmail.Loc(w.roots[r]),
 		index.Options{LockTimeout: 5 * time.Second, Now: w.clock(r), Hostname: "prop"})
 	if err != nil {
 		w.rt.Fatalf("opening %s: %v", w.name(r), w.clean(err.Error()))
