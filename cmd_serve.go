@@ -75,7 +75,7 @@ func runServe(g *globals, c *ServeCmd) error {
 	}
 	srv := &wire.Server{
 		Open: func(ctx contextT, user string, peer replica.Info) (replica.Replica, error) {
-			return index.Open(ctx, loc, index.Options{User: user, IndexPath: c.Index, LockTimeout: c.LockTimeout, Logger: g.log, FlagChangeCommand: g.flagChangeCommand(c.FlagChangeCmd)})
+			return index.Open(ctx, loc, index.Options{User: user, IndexPath: c.Index, LockTimeout: c.LockTimeout, Logger: g.log, FlagChangeCommand: g.flagChangeCommand(c.FlagChangeCmd), SpecialUse: g.specialUse()})
 		},
 		Node: func(string) (wire.Node, error) { return node, nil },
 		Log:  g.log,
@@ -126,7 +126,7 @@ func serveUser(g *globals, user string, allow []string, idx string, lockTimeout 
 		},
 		Open: func(ctx context.Context, _ string, peer replica.Info) (replica.Replica, error) {
 			g.log.Info("serving", "user", user, "root", loc.Root, "peer", peer.ReplicaID, "uid", os.Geteuid(), "gid", os.Getegid())
-			return index.Open(ctx, loc, index.Options{User: user, IndexPath: idx, LockTimeout: lockTimeout, Logger: g.log, FlagChangeCommand: g.flagChangeCommand(flagCmd)})
+			return index.Open(ctx, loc, index.Options{User: user, IndexPath: idx, LockTimeout: lockTimeout, Logger: g.log, FlagChangeCommand: g.flagChangeCommand(flagCmd), SpecialUse: g.specialUse()})
 		},
 		Log: g.log,
 	}

@@ -219,7 +219,7 @@ type replicaOptions struct {
 }
 
 func (o replicaOptions) index(g *globals, user, idx string) index.Options {
-	opt := index.Options{User: user, IndexPath: idx, LockTimeout: o.lockTimeout, Logger: g.log, DryRun: o.dryRun, MassExpungeMin: o.massMin, MassExpungeFraction: o.massFrac, FlagChangeCommand: o.flagCmd}
+	opt := index.Options{User: user, IndexPath: idx, LockTimeout: o.lockTimeout, Logger: g.log, DryRun: o.dryRun, MassExpungeMin: o.massMin, MassExpungeFraction: o.massFrac, FlagChangeCommand: o.flagCmd, SpecialUse: g.specialUse()}
 	if len(o.massExempt) > 0 {
 		pats := o.massExempt
 		opt.MassExpungeExempt = func(name string) bool {

@@ -9,16 +9,19 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"runtime/pprof"
+	gosync "sync"
 	"syscall"
 	"time"
 
 	"github.com/alecthomas/kong"
 	"github.com/twinbox-mail/twinbox/config"
+	"github.com/twinbox-mail/twinbox/maildir"
 )
 
 // Exit codes, stable and documented (dsync's, plus 3).
@@ -144,6 +147,37 @@ type globals struct {
 	configPath, replicaID string
 	cfg                   *config.Config
 	ssh                   *sshFlags
+}
+
+// specialUse looks up a mailbox's special-use flags in Dovecot's
+// configuration (dovecot_config; `doveconf -n`), read once, when a scan
+// first asks (only a suspected mass expunge does). nil when dovecot_config
+// is "none" or doveconf is not installed: the exemption then goes by name.
+func (g *globals) specialUse() func(string) []string {
+	file := ""
+	if cfg, err := g.config(); err == nil {
+		file = cfg.DovecotConfig
+	}
+	if file == "none" {
+		return nil
+	}
+	doveconf, err := exec.LookPath("doveconf")
+	if err != nil {
+		return nil
+	}
+	var once gosync.Once
+	var special map[string][]string
+	return func(name string) []string {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(g.ctx, 10*time.Second)
+			defer cancel()
+			var err error
+			if special, err = maildir.DoveconfSpecialUse(ctx, doveconf, file); err != nil {
+				g.log.Warn("reading the special-use flags of Dovecot's configuration (set dovecot_config, or \"none\"); the mass-expunge exemption goes by name", "err", err)
+			}
+		})
+		return special[name]
+	}
 }
 
 // flagChangeCommand is the --flag-change-command flag, else the

@@ -47,6 +47,12 @@ type Config struct {
 	// TWINBOX_MAILBOXES set: for maildir_very_dirty_syncs, e.g.
 	// doveadm force-resync -u "$TWINBOX_USER" '*' (docs/dovecot.md).
 	FlagChangeCommand string `toml:"flag_change_command"`
+	// DovecotConfig is the Dovecot configuration whose mailbox special-use
+	// flags (`mailbox Trash { special_use = \Trash }`) exempt a mailbox from
+	// the mass-expunge guard, read with `doveconf -c FILE -n` when a scan
+	// first suspects a mass expunge. "" is doveconf's own default
+	// (/etc/dovecot/dovecot.conf); "none" reads no Dovecot configuration.
+	DovecotConfig string `toml:"dovecot_config"`
 
 	Users  Users  `toml:"users"`
 	SSH    SSH    `toml:"ssh"`
@@ -286,6 +292,7 @@ func (c *Config) decode(r io.Reader, path string) error {
 var Env = []struct{ Name, Setting string }{
 	{"TWINBOX_REPLICA_ID", "replica_id"},
 	{"TWINBOX_PEER", "peer"},
+	{"TWINBOX_DOVECOT_CONFIG", "dovecot_config"},
 	{"TWINBOX_USERS_PASSWD_FILE", "users.passwd_file"},
 	{"TWINBOX_USERS_PATH", "users.path"},
 	{"TWINBOX_USERS_COMMAND", "users.command"},
@@ -308,6 +315,8 @@ func (c *Config) field(setting string) *string {
 		return &c.ReplicaID
 	case "peer":
 		return &c.Peer
+	case "dovecot_config":
+		return &c.DovecotConfig
 	case "users.passwd_file":
 		return &c.Users.PasswdFile
 	case "users.path":

@@ -26,11 +26,16 @@ type Options struct {
 	// MassExpungeMin and MassExpungeFraction define a mass expunge: more
 	// than Min messages and more than Fraction of a mailbox gone in one scan
 	// (defaults 50 and 0.5). Mailboxes matching MassExpungeExempt (default:
-	// special-use \Trash and \Junk, or named Trash, Junk, Spam, Deleted
-	// Messages, Deleted Items, at any level) are never held.
+	// named Trash, Junk, Spam, Deleted Messages, Deleted Items, at any
+	// level) and those whose SpecialUse includes \Trash or \Junk are
+	// never held.
 	MassExpungeMin      int
 	MassExpungeFraction float64
 	MassExpungeExempt   func(name string) bool
+	// SpecialUse, if set, returns a mailbox's special-use flags (from
+	// Dovecot's configuration: maildir.DoveconfSpecialUse). It is asked
+	// only when a scan finds a mass expunge.
+	SpecialUse func(name string) []string
 	// AllowMassExpunge releases held expunges and lets this scan's through.
 	AllowMassExpunge bool
 	// Hostname goes into the names of files this replica creates.

@@ -818,7 +818,7 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 		}
 		hold := !r.opt.AllowMassExpunge && len(gone) > r.opt.MassExpungeMin &&
 			float64(len(gone)) > r.opt.MassExpungeFraction*float64(live) &&
-			box.Special != `\Trash` && box.Special != `\Junk` && !r.opt.MassExpungeExempt(name)
+			!r.exemptFromMassExpunge(box, name)
 		for _, m := range gone {
 			if hold {
 				m.Held = true
@@ -1534,4 +1534,24 @@ func (r *Replica) writeUidlist(dir string, ul *maildir.Uidlist) error {
 		return nil
 	}
 	return maildir.WriteUidlist(dir, ul)
+}
+
+// exemptFromMassExpunge reports whether expunges in a mailbox are never
+// held back as a mass expunge: a Trash or Junk by special-use (Dovecot's
+// configuration) or by name (Options.MassExpungeExempt).
+func (r *Replica) exemptFromMassExpunge(box *Box, name string) bool {
+	if r.opt.MassExpungeExempt(name) {
+		return true
+	}
+	special := []string{box.Special}
+	if r.opt.SpecialUse != nil {
+		special = append(special, r.opt.SpecialUse(name)...)
+	}
+	for _, s := range special {
+		if strings.EqualFold(s, `\Trash`) || strings.EqualFold(s, `\Junk`) {
+			r.log.Info("mass expunge not held: special-use mailbox", "mailbox", name, "special_use", s)
+			return true
+		}
+	}
+	return false
 }

@@ -4,9 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -363,5 +366,66 @@ func TestCLIHelpAndVersion(t *testing.T) {
 	r = run(t, "sync", "only-one-argument")
 	if r.code != 1 {
 		t.Errorf("usage error: want exit 1:\n%s", r)
+	}
+}
+
+// TestCLIMassExpungeSpecialUse: a mailbox that Dovecot's configuration
+// marks \Trash or \Junk (special_use) is exempt from the mass-expunge
+// guard whatever its name; dovecot_config = none turns that off.
+func TestCLIMassExpungeSpecialUse(t *testing.T) {
+	if _, err := exec.LookPath("doveconf"); err != nil {
+		if os.Getenv("TWINBOX_REQUIRE_DOVECOT") == "1" {
+			t.Fatal("doveconf not installed (TWINBOX_REQUIRE_DOVECOT=1)")
+		}
+		t.Skip("doveconf not installed")
+	}
+	conf := filepath.Join(t.TempDir(), "dovecot.conf")
+	if err := os.WriteFile(conf, []byte("mail_location = maildir:~/Maildir\nnamespace inbox {\n  inbox = yes\n  mailbox Papierkorb {\n    special_use = \\Trash\n  }\n  mailbox Reklame {\n    special_use = \\Junk \\Important\n  }\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	boxes := []string{"Archiv", "Papierkorb", "Reklame"}
+	for _, c := range []struct {
+		name, setting string
+		held          []string
+	}{
+		{"doveconf", conf, []string{"Archiv"}},
+		{"none", "none", boxes},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a, b := pair(t)
+			msgs := map[string][]string{}
+			for _, box := range boxes {
+				for i := 0; i < 60; i++ {
+					msgs[box] = append(msgs[box], testmail.Deliver(t, a, box, fmt.Sprint(box, i)))
+				}
+			}
+			syncOK(t, a, b)
+			for box, ms := range msgs {
+				for _, m := range ms {
+					testmail.Expunge(t, a, box, m)
+				}
+			}
+			r := startEnv(t, []string{"TWINBOX_DOVECOT_CONFIG=" + c.setting}, "sync", "--json", a, b).wait(cmdTimeout)
+			if r.code != 3 {
+				t.Fatalf("want exit 3 (held), got:\n%s", r)
+			}
+			var held []string
+			for _, h := range parseSummary(t, r).Held {
+				held = append(held, strings.TrimPrefix(h.Mailbox, a+": "))
+			}
+			sort.Strings(held)
+			if !reflect.DeepEqual(held, c.held) {
+				t.Errorf("held %q, want %q:\n%s", held, c.held, r)
+			}
+			for _, box := range boxes {
+				want := 0
+				if slices.Contains(c.held, box) {
+					want = 60
+				}
+				if got := len(testmail.Files(t, b, box)); got != want {
+					t.Errorf("B %s holds %d messages, want %d", box, got, want)
+				}
+			}
+		})
 	}
 }
