@@ -374,3 +374,20 @@ func FuzzNameFromDir(f *testing.F) {
 		checkInRoot(t, dir, name == Inbox)
 	})
 }
+
+func FuzzParseDoveconfSpecialUse(f *testing.F) {
+	f.Add("namespace inbox {\n  separator = .\n  prefix = INBOX.\n  mailbox INBOX.Trash {\n    special_use = \\Trash\n  }\n}\nmailbox \"A b\" {\n special_use = \"\\Junk \\Sent\"\n}\n")
+	f.Add("}\n{\nmailbox {\n}\n")
+	f.Fuzz(func(t *testing.T, out string) {
+		for name, flags := range ParseDoveconfSpecialUse([]byte(out)) {
+			if name == "" || len(flags) == 0 {
+				t.Fatalf("entry %q: %q", name, flags)
+			}
+			for _, fl := range flags {
+				if fl == "" || strings.ContainsAny(fl, " \t") {
+					t.Fatalf("mailbox %q: flag %q", name, fl)
+				}
+			}
+		}
+	})
+}
