@@ -257,8 +257,10 @@ var ops = []op{
 // syncs, and checks that IMAP on both sides shows the same mail, that the
 // operation took effect on both, and that no UID changed its meaning; each
 // in both directions.
-func TestOperationsReplicate(t *testing.T) {
-	p := newPair(t, dovecot.ServerOptions{})
+func TestOperationsReplicate(t *testing.T) { dovecot.ForEach(t, testOperationsReplicate) }
+
+func testOperationsReplicate(t *testing.T, d *dovecot.Install) {
+	p := newPair(t, dovecot.ServerOptions{Dovecot: d})
 	ca := dial(t, p.a)
 	if err := ca.Create("Work", nil).Wait(); err != nil {
 		t.Fatal(err)
