@@ -105,6 +105,13 @@ func testServerServesTheRoot(t *testing.T, d *Install) {
 	if mb == nil || mb.Count != 1 || len(mb.Messages) != 1 || strings.Join(mb.Messages[0].Keywords(), " ") != "$Label1" {
 		t.Errorf("judge sees Work = %+v", mb)
 	}
+	// doveadm against the running server (the flag-change hook's command).
+	if out, err := s.Doveadm("force-resync", "-u", s.User, "*"); err != nil || strings.TrimSpace(out) != "" {
+		t.Errorf("doveadm force-resync: %v: %s", err, out)
+	}
+	if out, err := s.Doveadm("-f", "flow", "mailbox", "status", "-u", s.User, "messages", "Work"); err != nil || !strings.Contains(out, "messages=1") {
+		t.Errorf("doveadm mailbox status: %v: %s", err, out)
+	}
 	s.Stop()
 	log := s.Log()
 	want := "Dovecot v" + s.Version().Series()

@@ -72,8 +72,10 @@ func mergedFolderLine(root, line string, gone map[string]bool) bool {
 // only for folders deleted or renamed. The test also checks that Dovecot's
 // listing shows none of twinbox's hidden names (the premise of how twinbox
 // builds and removes folders).
-func TestDovecotAloneLogs(t *testing.T) {
-	srv := dovecot.StartServer(t, dovecot.ServerOptions{Name: "alone"})
+func TestDovecotAloneLogs(t *testing.T) { dovecot.ForEach(t, testDovecotAloneLogs) }
+
+func testDovecotAloneLogs(t *testing.T, d *dovecot.Install) {
+	srv := dovecot.StartServer(t, dovecot.ServerOptions{Dovecot: d, Name: "alone"})
 	s := &side{name: "X", srv: srv}
 	c1, c2 := dial(t, s), dial(t, s)
 	defer c1.Close()
@@ -221,7 +223,11 @@ func (p *pair) checkLogsForgiving(t testing.TB, gone map[string]bool) (forgiven,
 // when it has children (readViewErr): this is Dovecot's own state after
 // its own DELETE, not something twinbox made.
 func TestDovecotAloneDeletedParentListed(t *testing.T) {
-	srv := dovecot.StartServer(t, dovecot.ServerOptions{Name: "alone"})
+	dovecot.ForEach(t, testDovecotAloneDeletedParentListed)
+}
+
+func testDovecotAloneDeletedParentListed(t *testing.T, d *dovecot.Install) {
+	srv := dovecot.StartServer(t, dovecot.ServerOptions{Dovecot: d, Name: "alone"})
 	s := &side{name: "X", srv: srv}
 	c := dial(t, s)
 	defer c.Close()
@@ -263,11 +269,13 @@ func TestDovecotAloneDeletedParentListed(t *testing.T) {
 // "Our dotlock file ... was deleted", "dotlock ... was immediately deleted
 // under us", stat() of a vanished dovecot.index.cache, unlink() of a
 // vanished tmp/ file. It requires the first (the most frequent).
-func TestDovecotAloneRenameRaces(t *testing.T) {
+func TestDovecotAloneRenameRaces(t *testing.T) { dovecot.ForEach(t, testDovecotAloneRenameRaces) }
+
+func testDovecotAloneRenameRaces(t *testing.T, d *dovecot.Install) {
 	if !longMode() {
 		t.Skip("TWINBOX_LONG=1: eight minutes of IMAP clients racing on one Dovecot")
 	}
-	srv := dovecot.StartServer(t, dovecot.ServerOptions{Name: "alone"})
+	srv := dovecot.StartServer(t, dovecot.ServerOptions{Dovecot: d, Name: "alone"})
 	s := &side{name: "X", srv: srv}
 	c1, c2, c3 := dial(t, s), dial(t, s), dial(t, s)
 	for _, n := range []string{"S1", "S1/Kid"} {

@@ -15,8 +15,10 @@ import (
 // its own (different GUIDs and UIDVALIDITYs), clients put mail in both;
 // the sync merges them: one Drafts and one Sent on both sides with all the
 // mail, subscribed alike.
-func TestAutocreatedFoldersMerge(t *testing.T) {
-	p := newPair(t, dovecot.ServerOptions{AutoCreate: []string{"Drafts"}, AutoSubscribe: []string{"Sent"}})
+func TestAutocreatedFoldersMerge(t *testing.T) { dovecot.ForEach(t, testAutocreatedFoldersMerge) }
+
+func testAutocreatedFoldersMerge(t *testing.T, d *dovecot.Install) {
+	p := newPair(t, dovecot.ServerOptions{Dovecot: d, AutoCreate: []string{"Drafts"}, AutoSubscribe: []string{"Sent"}})
 	var want []string
 	for _, s := range p.sides() {
 		c := dial(t, s)
@@ -41,8 +43,10 @@ func TestAutocreatedFoldersMerge(t *testing.T) {
 // IMAP clients on both sides make Dovecot move them from new/ to cur/,
 // rename them for flags and rewrite the uidlist (APPENDs). Every sync exits
 // 0 or 2; the next ones converge; nothing is lost.
-func TestDovecotBusyDuringSync(t *testing.T) {
-	p := newPair(t, dovecot.ServerOptions{})
+func TestDovecotBusyDuringSync(t *testing.T) { dovecot.ForEach(t, testDovecotBusyDuringSync) }
+
+func testDovecotBusyDuringSync(t *testing.T, d *dovecot.Install) {
+	p := newPair(t, dovecot.ServerOptions{Dovecot: d})
 	n := 150
 	if longMode() {
 		n = 1000
