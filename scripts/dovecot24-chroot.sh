@@ -110,8 +110,6 @@ rm -rf "$tmp"/var/lib/apt/lists/*
 version=$(chroot "$tmp" /usr/sbin/dovecot --version) || die "dovecot --version failed in the new root"
 [[ $version == 2.4* ]] || die "expected Dovecot 2.4 in $SUITE, got $version"
 sync_users "$tmp"
-# The test users must not be able to write the root's system files; the tests bind their
-# own directories into it.
 end=$(date +%s)
 size=$(du -sb "$tmp" | cut -f1)
 printf 'dovecot %s; built %s in %ss; debs %s bytes; network rx %s bytes; size %s bytes\n' \
