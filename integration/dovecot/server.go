@@ -32,8 +32,8 @@ type ServerOptions struct {
 
 // Server is a private Dovecot instance (the installed `dovecot` binary, or the one in the
 // trixie root, run as root with its own config, base_dir and log) serving IMAP on a
-// loopback port. Its one user,
-// TestUser with password Password, has the Maildir++ root Root (mail owned by TestUser).
+// loopback port. Its one user, TestUser with password Password, has the Maildir++ root
+// Root (mail owned by TestUser).
 type Server struct {
 	Name     string
 	Dir      string // working directory: config, base_dir, log, passwd file, mail root
@@ -189,8 +189,7 @@ func (s *Server) config(o ServerOptions, port int) string {
 // config24 is config in Dovecot 2.4's syntax: the version settings first,
 // auth_allow_cleartext for disable_plaintext_auth, mail_driver/mail_path/mail_home and
 // mail_uid/mail_gid for the userdb's mail= and uid/gid fields, passwd_file_path and
-// named passdb/userdb sections, %{user} for %u, and `listen` in an inet_listener for
-// `address`.
+// named passdb/userdb sections, and `listen` in an inet_listener for `address`.
 func (s *Server) config24(o ServerOptions, port int) string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }

@@ -3,6 +3,7 @@ package imap
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -36,7 +37,24 @@ func testAutocreatedFoldersMerge(t *testing.T, d *dovecot.Install) {
 	if !slices.Contains(va.Subs, "Sent") {
 		t.Errorf("Sent not subscribed: %v", va.Subs)
 	}
-	p.checkLogs(t)
+	// The merge gives one side's Drafts and Sent the other's UIDVALIDITY
+	// (contract: one UIDVALIDITY after a merge); when that side's Dovecot
+	// had already written its index of the folder, the next session says
+	// so ("UIDVALIDITY changed", seen once in a loaded `make test`). That
+	// notice, for these two folders, is the expected one; any other line
+	// fails the test.
+	merged := map[string]bool{".Drafts": true, ".Sent": true}
+	for _, s := range p.sides() {
+		var bad []string
+		for _, l := range logProblems(s.srv.Log()) {
+			if !mergedFolderLine(s.srv.Root, l, merged) {
+				bad = append(bad, l)
+			}
+		}
+		if len(bad) > 0 {
+			t.Errorf("Dovecot %s logged:\n  %s", s.name, strings.Join(bad, "\n  "))
+		}
+	}
 }
 
 // TestDovecotBusyDuringSync: while a sync copies a few hundred messages,
