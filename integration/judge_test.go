@@ -125,8 +125,10 @@ func writeSubscriptions(t *testing.T, root string, names ...string) {
 	}
 }
 
-func TestJudgeFirstSyncIntoEmpty(t *testing.T) {
-	j := dovecot.NewJudge(t)
+func TestJudgeFirstSyncIntoEmpty(t *testing.T) { dovecot.ForEach(t, testJudgeFirstSyncIntoEmpty) }
+
+func testJudgeFirstSyncIntoEmpty(t *testing.T, d *dovecot.Install) {
+	j := dovecot.NewJudgeFor(t, d)
 	a, b := pair(t)
 	var inbox []string
 	for i := 0; i < 5; i++ {
@@ -157,7 +159,11 @@ func TestJudgeFirstSyncIntoEmpty(t *testing.T) {
 }
 
 func TestJudgeSameNextUIDOnBothSides(t *testing.T) {
-	j := dovecot.NewJudge(t)
+	dovecot.ForEach(t, testJudgeSameNextUIDOnBothSides)
+}
+
+func testJudgeSameNextUIDOnBothSides(t *testing.T, d *dovecot.Install) {
+	j := dovecot.NewJudgeFor(t, d)
 	a, b := pair(t)
 	common := testmail.Deliver(t, a, "INBOX", "common")
 	syncOK(t, a, b)
@@ -179,8 +185,10 @@ func TestJudgeSameNextUIDOnBothSides(t *testing.T) {
 	}
 }
 
-func TestJudgeSeenVersusFlagged(t *testing.T) {
-	j := dovecot.NewJudge(t)
+func TestJudgeSeenVersusFlagged(t *testing.T) { dovecot.ForEach(t, testJudgeSeenVersusFlagged) }
+
+func testJudgeSeenVersusFlagged(t *testing.T, d *dovecot.Install) {
+	j := dovecot.NewJudgeFor(t, d)
 	a, b := pair(t)
 	m := testmail.Deliver(t, a, "INBOX", "x")
 	other := testmail.Deliver(t, a, "INBOX", "y")
@@ -200,7 +208,11 @@ func TestJudgeSeenVersusFlagged(t *testing.T) {
 }
 
 func TestJudgeKeywordsWithDifferentLetters(t *testing.T) {
-	j := dovecot.NewJudge(t)
+	dovecot.ForEach(t, testJudgeKeywordsWithDifferentLetters)
+}
+
+func testJudgeKeywordsWithDifferentLetters(t *testing.T, d *dovecot.Install) {
+	j := dovecot.NewJudgeFor(t, d)
 	a, b := pair(t)
 	m := testmail.Deliver(t, a, "INBOX", "x")
 	n := testmail.Deliver(t, a, "INBOX", "y")
@@ -221,8 +233,10 @@ func TestJudgeKeywordsWithDifferentLetters(t *testing.T) {
 	}
 }
 
-func TestJudgeRename(t *testing.T) {
-	j := dovecot.NewJudge(t)
+func TestJudgeRename(t *testing.T) { dovecot.ForEach(t, testJudgeRename) }
+
+func testJudgeRename(t *testing.T, d *dovecot.Install) {
+	j := dovecot.NewJudgeFor(t, d)
 	a, b := pair(t)
 	testmail.Deliver(t, a, "Old", "x")
 	testmail.Deliver(t, a, "Other", "y")
@@ -259,8 +273,10 @@ func hexGUID(g [16]byte) string {
 	return b.String()
 }
 
-func TestJudgeDeleteWithIntent(t *testing.T) {
-	j := dovecot.NewJudge(t)
+func TestJudgeDeleteWithIntent(t *testing.T) { dovecot.ForEach(t, testJudgeDeleteWithIntent) }
+
+func testJudgeDeleteWithIntent(t *testing.T, d *dovecot.Install) {
+	j := dovecot.NewJudgeFor(t, d)
 	a, b := pair(t)
 	testmail.Deliver(t, a, "Proj", "old 1")
 	testmail.Deliver(t, a, "Proj", "old 2")
@@ -289,7 +305,11 @@ func TestJudgeDeleteWithIntent(t *testing.T) {
 }
 
 func TestJudgeBackupIntoDifferentDestination(t *testing.T) {
-	j := dovecot.NewJudge(t)
+	dovecot.ForEach(t, testJudgeBackupIntoDifferentDestination)
+}
+
+func testJudgeBackupIntoDifferentDestination(t *testing.T, dv *dovecot.Install) {
+	j := dovecot.NewJudgeFor(t, dv)
 	d := t.TempDir()
 	src, dst := filepath.Join(d, "src"), filepath.Join(d, "dst")
 	m := testmail.Deliver(t, src, "INBOX", "1")
@@ -334,7 +354,11 @@ func TestJudgeBackupIntoDifferentDestination(t *testing.T) {
 // inconsistency (no "Expunged message reappeared", no UIDVALIDITY change),
 // and the syncs after Dovecot's changes must converge.
 func TestJudgeDovecotTouchesBetweenSyncs(t *testing.T) {
-	j := dovecot.NewJudge(t)
+	dovecot.ForEach(t, testJudgeDovecotTouchesBetweenSyncs)
+}
+
+func testJudgeDovecotTouchesBetweenSyncs(t *testing.T, d *dovecot.Install) {
+	j := dovecot.NewJudgeFor(t, d)
 	a, b := pair(t)
 	inPlace := []dovecot.Option{dovecot.DiskIndexes()}
 	var all []string

@@ -70,9 +70,12 @@ func (v Version) String() string { return v.Raw }
 // instead of 2.3's mail_location.
 func (v Version) Is24() bool { return v.Major > 2 || v.Major == 2 && v.Minor >= 4 }
 
-// runtimeEnv is what Available found out once per process.
+// runtimeEnv is what probing one Dovecot installation (the host's, or the one in a
+// chroot: see chroot.go) found out, once per process.
 type runtimeEnv struct {
-	doveadm  string
+	chroot   string // "" for the host's Dovecot; else the root it runs in (chroot.go)
+	doveadm  string // path of doveadm (inside chroot, if set)
+	dovecot  string // path of the dovecot master binary (inside chroot, if set)
 	version  Version
 	userName string
 	uid, gid int
@@ -103,8 +106,9 @@ func DovecotVersion() Version {
 	return e.version
 }
 
+// probe probes the host's Dovecot (once).
 func probe() (*runtimeEnv, error) {
-	probeOnce.Do(func() { probeEnv, probeErr = detect() })
+	probeOnce.Do(func() { probeEnv, probeErr = detect("") })
 	return probeEnv, probeErr
 }
 
@@ -139,20 +143,26 @@ func ParseVersion(s string) (Version, error) {
 	return v, nil
 }
 
-func detect() (*runtimeEnv, error) {
-	const hint = "install it with scripts/test-deps.sh (as root)"
-	e := &runtimeEnv{}
+// detect probes the host's Dovecot (chroot "") or the one installed in the root chroot.
+func detect(chroot string) (*runtimeEnv, error) {
+	e := &runtimeEnv{chroot: chroot}
 	var err error
-	if e.doveadm, err = findBinary("doveadm", "/usr/bin", "/usr/local/bin"); err != nil {
-		return nil, fmt.Errorf("dovecot: %v; %s", err, hint)
+	if chroot != "" {
+		if err := e.checkChroot(); err != nil {
+			return nil, err
+		}
+	} else {
+		const hint = "install it with scripts/test-deps.sh (as root)"
+		if e.doveadm, err = findBinary("doveadm", "/usr/bin", "/usr/local/bin"); err != nil {
+			return nil, fmt.Errorf("dovecot: %v; %s", err, hint)
+		}
+		if e.dovecot, err = findBinary("dovecot", "/usr/sbin", "/usr/local/sbin"); err != nil {
+			return nil, fmt.Errorf("dovecot: %v (needed for the version); %s", err, hint)
+		}
 	}
-	dovecotBin, err := findBinary("dovecot", "/usr/sbin", "/usr/local/sbin")
+	out, err := e.command(context.Background(), nil, false, e.dovecot, "--version").Output()
 	if err != nil {
-		return nil, fmt.Errorf("dovecot: %v (needed for the version); %s", err, hint)
-	}
-	out, err := exec.Command(dovecotBin, "--version").Output()
-	if err != nil {
-		return nil, fmt.Errorf("dovecot: %s --version: %v", dovecotBin, err)
+		return nil, fmt.Errorf("dovecot: %s%s --version: %v", chroot, e.dovecot, err)
 	}
 	if e.version, err = ParseVersion(string(out)); err != nil {
 		return nil, fmt.Errorf("dovecot: %v", err)
@@ -179,6 +189,13 @@ func detect() (*runtimeEnv, error) {
 			}
 		}
 		e.switchTo = true
+		if chroot != "" {
+			if err := e.checkChrootUser(); err != nil {
+				return nil, err
+			}
+		}
+	} else if chroot != "" {
+		return nil, fmt.Errorf("dovecot: the Dovecot in %s needs root (chroot, mounts)", chroot)
 	} else {
 		u, err := user.Current()
 		if err != nil {
@@ -230,7 +247,13 @@ type Judge struct {
 // Its temporary files are removed when the test ends.
 func NewJudge(t testing.TB) *Judge {
 	t.Helper()
-	e, err := probe()
+	return NewJudgeFor(t, nil)
+}
+
+// NewJudgeFor is NewJudge with the doveadm of the installation d (nil: the host's).
+func NewJudgeFor(t testing.TB, d *Install) *Judge {
+	t.Helper()
+	e, err := d.probe()
 	if err != nil {
 		if os.Getenv(RequireEnv) == "1" {
 			t.Fatalf("%v (%s=1 makes this fatal)", err, RequireEnv)
@@ -372,6 +395,9 @@ func (j *Judge) run(o readOptions, root string, args ...string) (*runResult, err
 	if err != nil {
 		return nil, err
 	}
+	if j.env.version.Is24() {
+		args = noUserdbLookup(args)
+	}
 	full := append(append([]string{"-c", j.conf}, loc...), args...)
 	timeout := j.Timeout
 	if timeout <= 0 {
@@ -379,21 +405,13 @@ func (j *Judge) run(o readOptions, root string, args ...string) (*runResult, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, j.env.doveadm, full...)
+	cmd := j.env.command(ctx, []string{j.dir, root}, j.env.switchTo, j.env.doveadm, full...)
 	cmd.Dir = j.dir
 	cmd.Env = []string{
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"USER=" + j.env.userName,
 		"HOME=" + j.dir,
 		"LANG=C",
-	}
-	if j.env.switchTo {
-		groups := j.env.groups
-		if groups == nil {
-			groups = []uint32{}
-		}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{
-			Uid: uint32(j.env.uid), Gid: uint32(j.env.gid), Groups: groups}}
 	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -421,6 +439,24 @@ func (j *Judge) run(o readOptions, root string, args ...string) (*runResult, err
 		res.warnings = append(res.warnings, fmt.Sprintf("%s: exit status %d", desc, res.exitCode))
 	}
 	return res, nil
+}
+
+// noUserdbLookup adds --no-userdb-lookup after the command name of a doveadm command
+// line (global "-f FORMAT" first; "mailbox list", "fetch", ...): doveadm 2.4 wants one
+// of -u, -F, -A or --no-userdb-lookup for a mail command, where 2.3 took $USER.
+func noUserdbLookup(args []string) []string {
+	i := 0
+	for i+1 < len(args) && args[i] == "-f" {
+		i += 2
+	}
+	if i < len(args) && args[i] == "mailbox" {
+		i++
+	}
+	if i < len(args) {
+		i++
+	}
+	out := append(append(append([]string{}, args[:i]...), "--no-userdb-lookup"), args[i:]...)
+	return out
 }
 
 var levelRE = regexp.MustCompile(`(^|[\s:>)\]])(Warning|Error|Panic|Fatal): `)

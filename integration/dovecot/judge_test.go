@@ -172,8 +172,10 @@ func mustRead(t *testing.T, j *Judge, root string, opts ...Option) *View {
 	return v
 }
 
-func TestJudgeReadsHandMadeMaildir(t *testing.T) {
-	j := NewJudge(t)
+func TestJudgeReadsHandMadeMaildir(t *testing.T) { ForEach(t, testJudgeReadsHandMadeMaildir) }
+
+func testJudgeReadsHandMadeMaildir(t *testing.T, d *Install) {
+	j := NewJudgeFor(t, d)
 	t.Logf("Dovecot %s, doveadm runs as %s", j.Version(), j.User())
 	root := filepath.Join(t.TempDir(), "replica-a")
 	writeMaildir(t, root)
@@ -211,8 +213,10 @@ func TestJudgeReadsHandMadeMaildir(t *testing.T) {
 	}
 }
 
-func TestJudgeDiffOfCopy(t *testing.T) {
-	j := NewJudge(t)
+func TestJudgeDiffOfCopy(t *testing.T) { ForEach(t, testJudgeDiffOfCopy) }
+
+func testJudgeDiffOfCopy(t *testing.T, d *Install) {
+	j := NewJudgeFor(t, d)
 	tmp := t.TempDir()
 	a, b := filepath.Join(tmp, "a"), filepath.Join(tmp, "b")
 	writeMaildir(t, a)
@@ -255,8 +259,10 @@ func TestJudgeDiffOfCopy(t *testing.T) {
 	}
 }
 
-func TestJudgeCatchesDuplicateBaseName(t *testing.T) {
-	j := NewJudge(t)
+func TestJudgeCatchesDuplicateBaseName(t *testing.T) { ForEach(t, testJudgeCatchesDuplicateBaseName) }
+
+func testJudgeCatchesDuplicateBaseName(t *testing.T, d *Install) {
+	j := NewJudgeFor(t, d)
 	root := filepath.Join(t.TempDir(), "dup")
 	writeMaildir(t, root)
 	// A second file with UID 3's base name (different flags): "two files with one base name".
@@ -290,8 +296,10 @@ func checkHas(t *testing.T, v *View, pattern string) {
 	t.Errorf("Check did not report %q; got:\n%s", pattern, strings.Join(p, "\n"))
 }
 
-func TestJudgeLayoutsAndNames(t *testing.T) {
-	j := NewJudge(t)
+func TestJudgeLayoutsAndNames(t *testing.T) { ForEach(t, testJudgeLayoutsAndNames) }
+
+func testJudgeLayoutsAndNames(t *testing.T, d *Install) {
+	j := NewJudgeFor(t, d)
 	tmp := t.TempDir()
 
 	// Maildir++ with modified UTF-7 names.

@@ -26,11 +26,14 @@ type ServerOptions struct {
 	// namespace; AutoSubscribe those with `auto = subscribe`.
 	AutoCreate    []string
 	AutoSubscribe []string
+	// Dovecot is the installation to run (nil: the host's; Trixie(): 2.4 in a chroot).
+	Dovecot *Install
 }
 
-// Server is a private Dovecot instance (the installed `dovecot` binary run as root with
-// its own config, base_dir and log) serving IMAP on a loopback port. Its one user,
-// TestUser with password Password, has the Maildir++ root Root (mail owned by TestUser).
+// Server is a private Dovecot instance (the installed `dovecot` binary, or the one in the
+// trixie root, run as root with its own config, base_dir and log) serving IMAP on a
+// loopback port. Its one user, TestUser with password Password, has the Maildir++ root
+// Root (mail owned by TestUser).
 type Server struct {
 	Name     string
 	Dir      string // working directory: config, base_dir, log, passwd file, mail root
@@ -53,8 +56,10 @@ const Password = "twinbox-secret"
 // StartServer starts a Dovecot IMAP server for the test, waits until it greets on its
 // port, and stops it when the test ends. It skips the test (fails it with
 // TWINBOX_REQUIRE_DOVECOT=1) when Dovecot is missing or the test does not run as root
-// (the Dovecot master must be root to switch to the mail user), and on Dovecot 2.4
-// (the config written here is 2.3's).
+// (the Dovecot master must be root to switch to the mail user). The configuration is
+// 2.3's or 2.4's, after the installation's version. With a chroot installation, the
+// server's directory is bind-mounted at the same path inside the root (chroot.go), so
+// Root is the same path for Dovecot and for twinbox on the host.
 func StartServer(t testing.TB, o ServerOptions) *Server {
 	t.Helper()
 	skip := func(format string, args ...any) {
@@ -65,19 +70,12 @@ func StartServer(t testing.TB, o ServerOptions) *Server {
 		}
 		t.Skipf("skipping: %s (set %s=1 to fail instead)", msg, RequireEnv)
 	}
-	e, err := probe()
+	e, err := o.Dovecot.probe()
 	if err != nil {
 		skip("%v", err)
 	}
 	if os.Geteuid() != 0 || !e.switchTo {
 		skip("a Dovecot server needs root (to switch to user %s)", TestUser)
-	}
-	if e.version.Is24() {
-		skip("the IMAP server harness writes a Dovecot 2.3 config; found %s", e.version)
-	}
-	dovecotBin, err := findBinary("dovecot", "/usr/sbin", "/usr/local/sbin")
-	if err != nil {
-		skip("%v", err)
 	}
 	if o.Name == "" {
 		o.Name = "x"
@@ -124,7 +122,7 @@ func StartServer(t testing.TB, o ServerOptions) *Server {
 		if err := os.WriteFile(s.conf, []byte(s.config(o, port)), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.startMaster(dovecotBin); err != nil {
+		if err := s.startMaster(); err != nil {
 			t.Fatalf("starting dovecot: %v", err)
 		}
 		if err := s.waitGreeting(); err != nil {
@@ -150,8 +148,12 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// config is a Dovecot 2.3 configuration for one private IMAP server.
+// config is the configuration for one private IMAP server, in the syntax of the
+// installation's version.
 func (s *Server) config(o ServerOptions, port int) string {
+	if s.env.version.Is24() {
+		return s.config24(o, port)
+	}
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	p("# Written by twinbox integration/dovecot: a private IMAP server for tests.")
@@ -184,6 +186,51 @@ func (s *Server) config(o ServerOptions, port int) string {
 	return b.String()
 }
 
+// config24 is config in Dovecot 2.4's syntax: the version settings first,
+// auth_allow_cleartext for disable_plaintext_auth, mail_driver/mail_path/mail_home and
+// mail_uid/mail_gid for the userdb's mail= and uid/gid fields, passwd_file_path and
+// named passdb/userdb sections, and `listen` in an inet_listener for `address`.
+func (s *Server) config24(o ServerOptions, port int) string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	v := s.env.version
+	p("dovecot_config_version = %d.%d.%d", v.Major, v.Minor, v.Patch)
+	p("dovecot_storage_version = %d.%d.%d", v.Major, v.Minor, v.Patch)
+	p("# Written by twinbox integration/dovecot: a private IMAP server for tests (Dovecot 2.4).")
+	p("base_dir = %s", filepath.Join(s.Dir, "run"))
+	p("state_dir = %s", filepath.Join(s.Dir, "state"))
+	p("instance_name = twinbox-test-%s-%d", s.Name, port)
+	p("log_path = %s", s.LogPath)
+	p("hostname = twinbox-%s.test", s.Name)
+	p("protocols = imap")
+	p("listen = 127.0.0.1")
+	p("ssl = no")
+	p("auth_allow_cleartext = yes")
+	p("auth_mechanisms = plain login")
+	p("mail_max_userip_connections = 100")
+	p("mail_fsync = always")
+	if o.VeryDirtySyncs {
+		p("maildir_very_dirty_syncs = yes")
+	}
+	p("mail_driver = maildir")
+	p("mail_path = %s", s.Root)
+	p("mail_home = %s", filepath.Join(s.Dir, "home"))
+	p("mail_uid = %d", s.env.uid)
+	p("mail_gid = %d", s.env.gid)
+	p("passdb passwd-file {\n  passwd_file_path = %s\n  default_password_scheme = PLAIN\n}", filepath.Join(s.Dir, "passwd"))
+	p("userdb static {\n}")
+	p("namespace inbox {\n  inbox = yes\n  separator = /\n  prefix =")
+	for _, m := range o.AutoCreate {
+		p("  mailbox \"%s\" {\n    auto = create\n  }", m)
+	}
+	for _, m := range o.AutoSubscribe {
+		p("  mailbox \"%s\" {\n    auto = subscribe\n  }", m)
+	}
+	p("}")
+	p("service imap-login {\n  inet_listener imap {\n    listen = 127.0.0.1\n    port = %d\n  }\n  inet_listener imaps {\n    port = 0\n  }\n}", port)
+	return b.String()
+}
+
 // waitGreeting waits (a bounded number of tries) until the server greets on its port.
 func (s *Server) waitGreeting() error {
 	var last error
@@ -213,13 +260,14 @@ func (s *Server) waitGreeting() error {
 }
 
 // startMaster runs the Dovecot master in the foreground (-F) as our child, its own
-// output going to master.out in the working directory.
-func (s *Server) startMaster(dovecotBin string) error {
+// output going to master.out in the working directory. In a chroot the child is, after
+// unshare, sh and chroot exec'd themselves, the master itself.
+func (s *Server) startMaster() error {
 	out, err := os.Create(filepath.Join(s.Dir, "master.out"))
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(dovecotBin, "-F", "-c", s.conf)
+	cmd := s.env.command(nil, []string{s.Dir}, false, s.env.dovecot, "-F", "-c", s.conf)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -262,26 +310,23 @@ func (s *Server) Log() string {
 func (s *Server) ConfigPath() string { return s.conf }
 
 // DoveadmCommand is the shell command line that runs doveadm against this server as
-// its user (for hooks): `doveadm -c CONF`.
+// root (for hooks; doveadm switches to the user for -u): `doveadm -c CONF`, wrapped in
+// the unshare/chroot of a chroot installation. Arguments may follow it.
 func (s *Server) DoveadmCommand() string {
-	d, err := findBinary("doveadm", "/usr/bin", "/usr/local/bin")
-	if err != nil {
-		d = "doveadm"
-	}
-	return fmt.Sprintf("%s -c %s", d, s.conf)
+	cmd := s.env.command(nil, []string{s.Dir}, false, s.env.doveadm, "-c", s.conf)
+	return shellQuote(cmd.Args)
 }
 
 // Doveadm runs doveadm with the server's config (as root; doveadm switches to the user
 // for -u) and returns its combined output.
 func (s *Server) Doveadm(args ...string) (string, error) {
-	d, err := findBinary("doveadm", "/usr/bin", "/usr/local/bin")
-	if err != nil {
-		return "", err
-	}
-	cmd := exec.Command(d, append([]string{"-c", s.conf}, args...)...)
+	cmd := s.env.command(nil, []string{s.Dir}, false, s.env.doveadm, append([]string{"-c", s.conf}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
+
+// Version is the server's Dovecot version.
+func (s *Server) Version() Version { return s.env.version }
 
 // Own gives the mail root and everything under it to the mail user (after a test wrote
 // files there as root).

@@ -29,13 +29,17 @@ var (
 	// folder exists already: Dovecot renames the parent, then fails on
 	// the child.
 	inherentRenameChildExists = regexp.MustCompile(`: Error: rename\((\S+), (\S+)\) failed: Directory not empty$`)
+	// Dovecot 2.4's other forms of the first: the saver's open() or
+	// utime() of its tmp/ file fails (TestDovecotAloneRenameRaces on 2.4:
+	// 10 and 18 such lines in 150 rounds).
+	inherentSaveIntoDeleted24 = regexp.MustCompile(`: Error: Mailbox \S+: (?:open|Saving mail: utime)\((\S+)/tmp/[^/)]+\) failed: No such file or directory$`)
 )
 
 // inherentLine reports whether a Dovecot log line is one of the errors
 // Dovecot logs without twinbox, about one of the folders in gone (Maildir++
 // directory names under root, ".S1" say).
 func inherentLine(root, line string, gone map[string]bool) bool {
-	for _, re := range []*regexp.Regexp{inherentSaveIntoDeleted, inherentRenameChildExists} {
+	for _, re := range []*regexp.Regexp{inherentSaveIntoDeleted, inherentRenameChildExists, inherentSaveIntoDeleted24} {
 		m := re.FindStringSubmatch(line)
 		if m == nil {
 			continue
@@ -49,7 +53,9 @@ func inherentLine(root, line string, gone map[string]bool) bool {
 	return false
 }
 
-var uidValidityChanged = regexp.MustCompile(`: Warning: Maildir (\S+): UIDVALIDITY changed \(\d+ -> \d+\)$`)
+// Dovecot 2.3 names the folder by its directory ("Maildir /root/.S1"),
+// 2.4 by its mailbox name ("Mailbox S1/Kid").
+var uidValidityChanged = regexp.MustCompile(`: Warning: (?:Maildir (\S+)|Mailbox (\S+)): UIDVALIDITY changed \(\d+ -> \d+\)$`)
 
 // mergedFolderLine reports whether line is Dovecot's notice that one of
 // the folders in gone changed its UIDVALIDITY (a merge of a folder made on
@@ -59,8 +65,50 @@ func mergedFolderLine(root, line string, gone map[string]bool) bool {
 	if m == nil {
 		return false
 	}
+	if m[2] != "" {
+		return gone["."+strings.ReplaceAll(m[2], "/", ".")]
+	}
 	rel, err := filepath.Rel(root, m[1])
 	return err == nil && gone[rel]
+}
+
+// TestInherentLine24: Dovecot 2.4's forms of a save into a deleted folder
+// are forgiven for a scratch folder only.
+func TestInherentLine24(t *testing.T) {
+	gone := map[string]bool{".S1": true, ".S1.Kid": true}
+	for _, c := range []struct {
+		line string
+		want bool
+	}{
+		{"Nov 28 18:24:59 imap(u)<1><x>: Error: Mailbox S1/Kid: open(/r/.S1.Kid/tmp/1795890299.M350631P12312.vm) failed: No such file or directory", true},
+		{"Nov 28 18:24:59 imap(u)<1><x>: Error: Mailbox S1: Saving mail: utime(/r/.S1/tmp/1795890299.M365972P12316.vm) failed: No such file or directory", true},
+		{"Nov 28 18:24:59 imap(u)<1><x>: Error: Mailbox Work: open(/r/.Work/tmp/1795890299.M3P1.vm) failed: No such file or directory", false},
+		{"Nov 28 18:24:59 imap(u)<1><x>: Error: Mailbox S1: open(/r/.S1/cur/1795890299.M3P1.vm) failed: No such file or directory", false},
+	} {
+		if got := inherentLine("/r", c.line, gone); got != c.want {
+			t.Errorf("inherentLine(%q) = %v, want %v", c.line, got, c.want)
+		}
+	}
+}
+
+// TestMergedFolderLine: the UIDVALIDITY notice of both Dovecot versions is
+// recognised for a scratch folder, and only for one.
+func TestMergedFolderLine(t *testing.T) {
+	gone := map[string]bool{".S1": true, ".S1.Kid": true}
+	for _, c := range []struct {
+		line string
+		want bool
+	}{
+		{"Nov 28 18:15:43 imap(u)<1><x>: Warning: Maildir /r/.S1: UIDVALIDITY changed (1 -> 2)", true},
+		{"Nov 28 18:15:43 imap(u)<1><x>: Warning: Mailbox S1/Kid: UIDVALIDITY changed (1795889745 -> 1795889746)", true},
+		{"Nov 28 18:15:43 imap(u)<1><x>: Warning: Mailbox Work: UIDVALIDITY changed (1 -> 2)", false},
+		{"Nov 28 18:15:43 imap(u)<1><x>: Warning: Maildir /r/.Work: UIDVALIDITY changed (1 -> 2)", false},
+		{"Nov 28 18:15:43 imap(u)<1><x>: Warning: Maildir /elsewhere/.S1: UIDVALIDITY changed (1 -> 2)", false},
+	} {
+		if got := mergedFolderLine("/r", c.line, gone); got != c.want {
+			t.Errorf("mergedFolderLine(%q) = %v, want %v", c.line, got, c.want)
+		}
+	}
 }
 
 // TestDovecotAloneLogs: one Dovecot, two IMAP clients, no twinbox. (1) One
@@ -72,8 +120,10 @@ func mergedFolderLine(root, line string, gone map[string]bool) bool {
 // only for folders deleted or renamed. The test also checks that Dovecot's
 // listing shows none of twinbox's hidden names (the premise of how twinbox
 // builds and removes folders).
-func TestDovecotAloneLogs(t *testing.T) {
-	srv := dovecot.StartServer(t, dovecot.ServerOptions{Name: "alone"})
+func TestDovecotAloneLogs(t *testing.T) { dovecot.ForEach(t, testDovecotAloneLogs) }
+
+func testDovecotAloneLogs(t *testing.T, d *dovecot.Install) {
+	srv := dovecot.StartServer(t, dovecot.ServerOptions{Dovecot: d, Name: "alone"})
 	s := &side{name: "X", srv: srv}
 	c1, c2 := dial(t, s), dial(t, s)
 	defer c1.Close()
@@ -221,7 +271,11 @@ func (p *pair) checkLogsForgiving(t testing.TB, gone map[string]bool) (forgiven,
 // when it has children (readViewErr): this is Dovecot's own state after
 // its own DELETE, not something twinbox made.
 func TestDovecotAloneDeletedParentListed(t *testing.T) {
-	srv := dovecot.StartServer(t, dovecot.ServerOptions{Name: "alone"})
+	dovecot.ForEach(t, testDovecotAloneDeletedParentListed)
+}
+
+func testDovecotAloneDeletedParentListed(t *testing.T, d *dovecot.Install) {
+	srv := dovecot.StartServer(t, dovecot.ServerOptions{Dovecot: d, Name: "alone"})
 	s := &side{name: "X", srv: srv}
 	c := dial(t, s)
 	defer c.Close()
@@ -263,11 +317,13 @@ func TestDovecotAloneDeletedParentListed(t *testing.T) {
 // "Our dotlock file ... was deleted", "dotlock ... was immediately deleted
 // under us", stat() of a vanished dovecot.index.cache, unlink() of a
 // vanished tmp/ file. It requires the first (the most frequent).
-func TestDovecotAloneRenameRaces(t *testing.T) {
+func TestDovecotAloneRenameRaces(t *testing.T) { dovecot.ForEach(t, testDovecotAloneRenameRaces) }
+
+func testDovecotAloneRenameRaces(t *testing.T, d *dovecot.Install) {
 	if !longMode() {
 		t.Skip("TWINBOX_LONG=1: eight minutes of IMAP clients racing on one Dovecot")
 	}
-	srv := dovecot.StartServer(t, dovecot.ServerOptions{Name: "alone"})
+	srv := dovecot.StartServer(t, dovecot.ServerOptions{Dovecot: d, Name: "alone"})
 	s := &side{name: "X", srv: srv}
 	c1, c2, c3 := dial(t, s), dial(t, s), dial(t, s)
 	for _, n := range []string{"S1", "S1/Kid"} {
@@ -321,5 +377,87 @@ func TestDovecotAloneRenameRaces(t *testing.T) {
 	t.Logf("Dovecot alone, 150 rounds: %v\n%s", counts, errorLines(srv.Log()))
 	if counts["duplicate transaction log sequence"] == 0 {
 		t.Errorf("Dovecot alone never logged a duplicate transaction log sequence in 150 rounds")
+	}
+}
+
+// dovecot24SavePanic is the assertion Dovecot 2.4.1 panics on when the index
+// commit of a save with keywords fails after the files were moved into
+// cur/ (its rollback then needs the keywords sync context it has already
+// released): maildir-save.c, maildir_get_dest_filename.
+var dovecot24SavePanic = regexp.MustCompile(`: Panic: file maildir-save\.c: line \d+ \(maildir_get_dest_filename\): assertion failed`)
+
+// TestDovecotAloneKeywordSavePanic (Dovecot 2.4 only): one Dovecot, three
+// IMAP clients, no twinbox. One COPYs messages with keywords into S1/Kid,
+// one APPENDs with a keyword into S1, one DELETEs or RENAMEs S1/Kid or S1
+// and re-creates it. Dovecot 2.4.1 soon panics (the imap process dies,
+// its client loses the session): it did within 8-71 rounds in five manual
+// runs (and after 181 and 106 later); the folder stress on 2.4 met the
+// same panic once in six runs.
+// The test requires it within 600 rounds, so that it says when a newer
+// Dovecot no longer has the bug. Not run on 2.3: there a manual run of
+// this race hung a client for ten minutes (not investigated).
+func TestDovecotAloneKeywordSavePanic(t *testing.T) {
+	dovecot.ForEach(t, testDovecotAloneKeywordSavePanic)
+}
+
+func testDovecotAloneKeywordSavePanic(t *testing.T, d *dovecot.Install) {
+	if d.Chroot() == "" && !d.Version().Is24() {
+		t.Skip("Dovecot 2.4 only (see the comment)")
+	}
+	srv := dovecot.StartServer(t, dovecot.ServerOptions{Dovecot: d, Name: "alone"})
+	s := &side{name: "X", srv: srv}
+	c1, c2, c3 := dial(t, s), dial(t, s), dial(t, s)
+	defer func() { c1.Close(); c2.Close(); c3.Close() }()
+	for i := range 3 {
+		appendMsg(t, c1, "INBOX", body(fmt.Sprintf("panic source %d", i)), imap.Flag("$K1"), imap.Flag("Work"))
+	}
+	if err := c1.Create("S1/Kid", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	rounds := 0
+	for ; rounds < 600 && !findLine(srv.Log(), dovecot24SavePanic); rounds++ {
+		var wg sync.WaitGroup
+		wg.Add(3)
+		go func() {
+			defer wg.Done()
+			if _, err := c1.Select("INBOX", nil).Wait(); err != nil {
+				return
+			}
+			for range 3 {
+				_, _ = c1.Copy(imap.SeqSetNum(1, 2, 3), "S1/Kid").Wait()
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for i := range 3 {
+				_ = appendErr(c3, "S1", body(fmt.Sprintf("panic parent %d %d", rounds, i)), imap.Flag("$K2"))
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			switch rounds % 3 {
+			case 0:
+				_ = c2.Delete("S1/Kid").Wait()
+			case 1:
+				_ = c2.Rename("S1", "S3", nil).Wait()
+				_ = c2.Rename("S3", "S1", nil).Wait()
+			case 2:
+				_ = c2.Rename("S1/Kid", "Other", nil).Wait()
+				_ = c2.Delete("Other").Wait()
+			}
+			_ = c2.Create("S1/Kid", nil).Wait()
+		}()
+		wg.Wait()
+		c1, c2, c3 = redial(t, s, c1), redial(t, s, c2), redial(t, s, c3)
+	}
+	if !findLine(srv.Log(), dovecot24SavePanic) {
+		t.Fatalf("Dovecot %s alone did not panic in %d rounds (fixed in this version? then the 2.4 notes in docs/dovecot.md need an update); log:\n%s",
+			srv.Version(), rounds, errorLines(srv.Log()))
+	}
+	for _, l := range strings.Split(srv.Log(), "\n") {
+		if dovecot24SavePanic.MatchString(l) {
+			t.Logf("Dovecot %s alone panicked after %d rounds:\n  %s", srv.Version(), rounds+1, l)
+			break
+		}
 	}
 }

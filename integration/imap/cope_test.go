@@ -3,6 +3,7 @@ package imap
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -15,8 +16,10 @@ import (
 // its own (different GUIDs and UIDVALIDITYs), clients put mail in both;
 // the sync merges them: one Drafts and one Sent on both sides with all the
 // mail, subscribed alike.
-func TestAutocreatedFoldersMerge(t *testing.T) {
-	p := newPair(t, dovecot.ServerOptions{AutoCreate: []string{"Drafts"}, AutoSubscribe: []string{"Sent"}})
+func TestAutocreatedFoldersMerge(t *testing.T) { dovecot.ForEach(t, testAutocreatedFoldersMerge) }
+
+func testAutocreatedFoldersMerge(t *testing.T, d *dovecot.Install) {
+	p := newPair(t, dovecot.ServerOptions{Dovecot: d, AutoCreate: []string{"Drafts"}, AutoSubscribe: []string{"Sent"}})
 	var want []string
 	for _, s := range p.sides() {
 		c := dial(t, s)
@@ -34,15 +37,34 @@ func TestAutocreatedFoldersMerge(t *testing.T) {
 	if !slices.Contains(va.Subs, "Sent") {
 		t.Errorf("Sent not subscribed: %v", va.Subs)
 	}
-	p.checkLogs(t)
+	// The merge gives one side's Drafts and Sent the other's UIDVALIDITY
+	// (contract: one UIDVALIDITY after a merge); when that side's Dovecot
+	// had already written its index of the folder, the next session says
+	// so ("UIDVALIDITY changed", seen once in a loaded `make test`). That
+	// notice, for these two folders, is the expected one; any other line
+	// fails the test.
+	merged := map[string]bool{".Drafts": true, ".Sent": true}
+	for _, s := range p.sides() {
+		var bad []string
+		for _, l := range logProblems(s.srv.Log()) {
+			if !mergedFolderLine(s.srv.Root, l, merged) {
+				bad = append(bad, l)
+			}
+		}
+		if len(bad) > 0 {
+			t.Errorf("Dovecot %s logged:\n  %s", s.name, strings.Join(bad, "\n  "))
+		}
+	}
 }
 
 // TestDovecotBusyDuringSync: while a sync copies a few hundred messages,
 // IMAP clients on both sides make Dovecot move them from new/ to cur/,
 // rename them for flags and rewrite the uidlist (APPENDs). Every sync exits
 // 0 or 2; the next ones converge; nothing is lost.
-func TestDovecotBusyDuringSync(t *testing.T) {
-	p := newPair(t, dovecot.ServerOptions{})
+func TestDovecotBusyDuringSync(t *testing.T) { dovecot.ForEach(t, testDovecotBusyDuringSync) }
+
+func testDovecotBusyDuringSync(t *testing.T, d *dovecot.Install) {
+	p := newPair(t, dovecot.ServerOptions{Dovecot: d})
 	n := 150
 	if longMode() {
 		n = 1000

@@ -19,7 +19,11 @@ import (
 // --flag-change-command hook (here `doveadm force-resync`) makes B show it
 // at once.
 func TestVeryDirtySyncsFlagChangeHook(t *testing.T) {
-	p := newPair(t, dovecot.ServerOptions{VeryDirtySyncs: true})
+	dovecot.ForEach(t, testVeryDirtySyncsFlagChangeHook)
+}
+
+func testVeryDirtySyncsFlagChangeHook(t *testing.T, d *dovecot.Install) {
+	p := newPair(t, dovecot.ServerOptions{Dovecot: d, VeryDirtySyncs: true})
 	ca := dial(t, p.a)
 	h1 := appendMsg(t, ca, "INBOX", body("dirty one"))
 	h2 := appendMsg(t, ca, "INBOX", body("dirty two"))
@@ -120,6 +124,9 @@ esac`, hookLog, p.a.root(), p.a.srv.DoveadmCommand(), p.a.srv.User, p.b.root(), 
 	r := p.sync(t, "--flag-change-command", hook)
 	if r.code != 0 {
 		t.Fatalf("sync with the hook:\n%s", r)
+	}
+	if strings.Contains(r.stderr, "flag-change command failed") {
+		t.Fatalf("the hook's doveadm force-resync failed:\n%s", r)
 	}
 	logb, err := os.ReadFile(hookLog)
 	if err != nil {

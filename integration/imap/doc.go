@@ -1,6 +1,9 @@
-// Package imap tests twinbox beside two real Dovecot 2.3 IMAP servers (issue 3): each
-// test starts two private Dovecot instances (integration/dovecot.StartServer: the
-// installed dovecot binary as root, its own config, base_dir, log, hostname, a loopback
+// Package imap tests twinbox beside two real Dovecot IMAP servers (issue 3), each test
+// once with Dovecot 2.3 (subtest "2.3", the host's) and once with Dovecot 2.4 (subtest
+// "2.4", from the Debian trixie root that scripts/dovecot24-chroot.sh builds; run with
+// chroot in a private mount namespace, see integration/dovecot/chroot.go), through
+// dovecot.ForEach. Each starts two private Dovecot instances (integration/dovecot.StartServer: the
+// dovecot binary as root, its own config, base_dir, log, hostname, a loopback
 // port, passwd-file auth, mail owned by the unprivileged user twinboxtest) whose Maildir++
 // roots the real twinbox binary syncs, and judges the result with a real IMAP client
 // (github.com/emersion/go-imap/v2): folder list, subscriptions, UIDVALIDITY, and per UID
@@ -30,7 +33,8 @@
 //	                           on A and B after an idle sync, Dovecot's "Expunged message
 //	                           reappeared", a sync exiting 1, a folder listed but not
 //	                           selectable. Off by default so that CI stays green.
-//	TWINBOX_REQUIRE_DOVECOT=1  fail, not skip, when Dovecot or root is missing
+//	TWINBOX_REQUIRE_DOVECOT=1  fail, not skip, when Dovecot (2.3 or the 2.4 root) or root is missing
+//	TWINBOX_TRIXIE_ROOT=DIR    the Dovecot 2.4 root (default /var/cache/twinbox/trixie)
 //	TWINBOX_TEST_BINARY=PATH   test this binary instead of building one
 //
 // The tests need root (the Dovecot master switches to the mail user) and skip without it.

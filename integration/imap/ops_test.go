@@ -257,8 +257,25 @@ var ops = []op{
 // syncs, and checks that IMAP on both sides shows the same mail, that the
 // operation took effect on both, and that no UID changed its meaning; each
 // in both directions.
-func TestOperationsReplicate(t *testing.T) {
-	p := newPair(t, dovecot.ServerOptions{})
+func TestOperationsReplicate(t *testing.T) { dovecot.ForEach(t, testOperationsReplicate) }
+
+func testOperationsReplicate(t *testing.T, d *dovecot.Install) {
+	operationsReplicate(t, newPair(t, dovecot.ServerOptions{Dovecot: d}))
+}
+
+// TestOperationsReplicateMixed23And24 is TestOperationsReplicate between a
+// Dovecot 2.3 (A, the host's) and a Dovecot 2.4 (B, the trixie root): one
+// host upgraded before the other.
+func TestOperationsReplicateMixed23And24(t *testing.T) {
+	if v := dovecot.DovecotVersion(); v.Is24() {
+		t.Skipf("the host's Dovecot is %s: no 2.3 here", v)
+	}
+	a := dovecot.StartServer(t, dovecot.ServerOptions{Name: "a"})
+	b := dovecot.StartServer(t, dovecot.ServerOptions{Name: "b", Dovecot: dovecot.Trixie()})
+	operationsReplicate(t, &pair{a: &side{name: "A", srv: a}, b: &side{name: "B", srv: b}})
+}
+
+func operationsReplicate(t *testing.T, p *pair) {
 	ca := dial(t, p.a)
 	if err := ca.Create("Work", nil).Wait(); err != nil {
 		t.Fatal(err)

@@ -302,13 +302,15 @@ func (sl *syncLoop) run(p *pair, rnd *rand.Rand, stop <-chan struct{}) {
 // views are identical, no message that no client removed is lost, no UID
 // of INBOX or Work ever showed two different bodies to the clients, and
 // neither Dovecot logged a warning of issue 3's list.
-func TestConcurrentClientsAndSyncs(t *testing.T) {
+func TestConcurrentClientsAndSyncs(t *testing.T) { dovecot.ForEach(t, testConcurrentClientsAndSyncs) }
+
+func testConcurrentClientsAndSyncs(t *testing.T, d *dovecot.Install) {
 	sd := seed(t)
 	clients, steps := 3, 40
 	if longMode() {
 		steps = 400
 	}
-	p := newPair(t, dovecot.ServerOptions{})
+	p := newPair(t, dovecot.ServerOptions{Dovecot: d})
 	ca := dial(t, p.a)
 	if err := ca.Create("Work", nil).Wait(); err != nil {
 		t.Fatal(err)
