@@ -1,6 +1,7 @@
 package index
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -181,6 +182,25 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			ul, light = h, true
 		}
 	}
+	// Adds (and flag changes) alone into a mailbox the index is up to date
+	// with: the uidlist's records are the index's, so only its header and
+	// last record are parsed, and the new records are appended to it
+	// (maildir.UidlistAppend) rather than the whole list rewritten.
+	var tail *maildir.UidlistAppend
+	addOnly := adopt == nil && !bp.Reset && len(bp.Adds) > 0 && len(bp.Moves)+len(bp.Expunges)+len(bp.Release) == 0
+	if ul == nil && addOnly && clean && st0.Uidlist != -1 {
+		if a, err := maildir.OpenUidlistAppend(dir); err == nil {
+			if uidlistIs(a, box.Stamp) {
+				tail = a
+				defer a.Close()
+				h := *a.Header
+				h.NextUID = a.NextUID
+				ul = &h
+			} else {
+				a.Close()
+			}
+		}
+	}
 	if ul == nil {
 		ul, _, err = maildir.ReadUidlist(dir)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -198,7 +218,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	}
 	var files map[string]*diskFile
 	var flaggedRecs map[uint32]*Msg
-	if flagOnly {
+	if flagOnly || tail != nil {
 		// Only renames within the mailbox: find the files by the names the
 		// index has, not by reading a large directory.
 		flaggedRecs = oldByUID(r, box.GUID, bp.Flags)
@@ -210,14 +230,19 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		// are found by their recorded names.
 		files = knownFiles(dir, bp.Flags, oldByUID(r, box.GUID, bp.Flags))
 	}
-	if light {
+	if light || tail != nil {
+		partial := true
 		for _, f := range bp.Flags {
 			if m := flaggedRecs[f.UID]; files == nil || m == nil || m.Held || m.File == "" {
-				light = false // the long way: the whole uidlist
+				partial = false // the long way: the whole uidlist
 				break
 			}
 		}
-		if !light {
+		if !partial {
+			light = false
+			if tail != nil {
+				files, tail = nil, nil // (closed by the defer)
+			}
 			if ul, _, err = maildir.ReadUidlist(dir); err != nil {
 				return r.wrap(name, err)
 			}
@@ -294,7 +319,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	}
 
 	recs := make(map[uint32]maildir.UidRecord, len(ul.Records)+len(bp.Flags)+len(bp.Adds))
-	if light {
+	if light || tail != nil {
 		for _, f := range bp.Flags {
 			m := flaggedRecs[f.UID]
 			rec := maildir.UidRecord{UID: m.UID, FileName: m.File}
@@ -697,7 +722,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		if base == "" {
 			base = a.Msg.GUID
 		}
-		if fn, err := maildir.ParseFileName(base); err != nil || fn.Base != base || inList[base] || files[base] != nil || usedBefore[a.Msg.GUID] {
+		if fn, err := maildir.ParseFileName(base); err != nil || fn.Base != base || inList[base] || files[base] != nil || usedBefore[a.Msg.GUID] || (tail != nil && tail.Lists(base)) {
 			vsize := a.Msg.VSize
 			if vsize <= 0 {
 				vsize = -1 // unknown: no ,W= (W=0 makes Dovecot serve an empty body)
@@ -786,9 +811,14 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		nu.GUID = [16]byte(adopt.To)
 		nu.UIDValidity = adopt.UIDValidity
 	}
-	// Flag changes alone leave the uidlist as it is (its file names may
-	// show stale flags, as Dovecot's do): no rewrite of a large list.
-	if !flagOnly || nu.NextUID != ul.NextUID {
+	if tail != nil {
+		if err := r.appendAdded(name, dir, tail, added, nu.NextUID); err != nil {
+			return err
+		}
+	} else if !flagOnly || nu.NextUID != ul.NextUID {
+		// Flag changes alone leave the uidlist as it is (its file names
+		// may show stale flags, as Dovecot's do): no rewrite of a large
+		// list.
 		if light {
 			// recs holds only the flagged records: never written.
 			return r.errf(name, "internal error: uidlist rewrite after a header-only read")
@@ -972,7 +1002,10 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			b.Epoch = randomUint64()
 		}
 		b.UIDNext = max(b.UIDNext, nu.NextUID)
-		if !light {
+		switch {
+		case tail != nil:
+			b.Messages += len(added)
+		case !light:
 			b.Messages = len(nu.Records)
 		}
 		b.Keywords = kw
@@ -992,6 +1025,46 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		return putBox(tx, b)
 	})
 	return r.wrap(name, err)
+}
+
+// appendAdded records the added messages in the mailbox's uidlist by an
+// append (tail, opened under the dotlock the caller holds), or, when the
+// file cannot take one (a page boundary, or a NEXTUID to raise above what
+// the records give), by a rewrite of the whole list with them.
+func (r *Replica) appendAdded(name, dir string, tail *maildir.UidlistAppend, added []*Msg, nextUID uint32) error {
+	recs := make([]maildir.UidRecord, 0, len(added))
+	for _, m := range added {
+		rec := maildir.UidRecord{UID: m.UID, FileName: m.File}
+		if m.fileBase() != m.GUID {
+			rec.Set('G', m.GUID)
+		}
+		recs = append(recs, rec)
+	}
+	slices.SortFunc(recs, func(a, b maildir.UidRecord) int { return cmp.Compare(a.UID, b.UID) })
+	next := tail.NextUID
+	if len(recs) > 0 {
+		next = max(next, recs[len(recs)-1].UID+1)
+	}
+	if next >= nextUID {
+		_, err := tail.Append(recs)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, maildir.ErrNoAppend) {
+			return r.wrap(name, err)
+		}
+	}
+	ul, _, err := maildir.ReadUidlist(dir)
+	if err != nil {
+		return r.wrap(name, err)
+	}
+	ul.Records = append(ul.Records, recs...)
+	ul.NextUID = max(ul.NextUID, nextUID)
+	ul.Version = 3
+	if err := maildir.WriteUidlist(dir, ul); err != nil {
+		return r.wrap(name, err)
+	}
+	return nil
 }
 
 func (r *Replica) nextSeq() uint64 {

@@ -1097,7 +1097,7 @@ func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st 
 			return false, false, nil
 		}
 		var post Stamp
-		ul, post, err = r.assignKnown(ctx, box, name, dir, files)
+		ul, post, err = r.assignKnown(ctx, box, name, dir, files, fresh)
 		if err != nil {
 			return false, false, err
 		}
@@ -1214,13 +1214,24 @@ var errFullScan = errors.New("full scan needed")
 // as written (or as found, if nothing needed a UID), taken under the lock.
 // It returns a nil uidlist when the uidlist is no longer the one the index
 // knows (another GUID or UIDVALIDITY): the full scan handles that.
-func (r *Replica) assignKnown(ctx context.Context, box *Box, name, dir string, files map[string]*diskFile) (*maildir.Uidlist, Stamp, error) {
+//
+// When the uidlist is still the one the index recorded (same mtime, size
+// and inode, checked on the open file under the lock), the fresh files
+// (those no index record names) get their records appended to it
+// (appendFresh) rather than the whole list rewritten.
+func (r *Replica) assignKnown(ctx context.Context, box *Box, name, dir string, files map[string]*diskFile, unknown []*diskFile) (*maildir.Uidlist, Stamp, error) {
 	var post Stamp
 	lk, err := r.lockUidlist(ctx, dir)
 	if err != nil {
 		return nil, post, r.wrap(name, err)
 	}
 	defer lk.Unlock()
+	if ul, ok, err := r.appendFresh(box, name, dir, unknown); err != nil || ok {
+		if err != nil {
+			return nil, post, err
+		}
+		return ul, stampOf(dir), nil
+	}
 	ul, _, err := maildir.ReadUidlist(dir)
 	if err != nil {
 		return nil, post, r.wrap(name, err)
@@ -1255,6 +1266,54 @@ func (r *Replica) assignKnown(ctx context.Context, box *Box, name, dir string, f
 	}
 	post = stampOf(dir)
 	return ul, post, nil
+}
+
+// appendFresh appends records for the fresh files to the mailbox's
+// dovecot-uidlist, in the order the full scan gives them UIDs, when the
+// file is as the index recorded it (so that its records are the index's
+// and the fresh files are not among them) and can take an append
+// (maildir.UidlistAppend: a newline at its end, one write within a page).
+// It reports false, with nothing written, when the long way must run.
+// The caller holds the dotlock.
+func (r *Replica) appendFresh(box *Box, name, dir string, fresh []*diskFile) (*maildir.Uidlist, bool, error) {
+	if len(fresh) == 0 || r.opt.DryRun {
+		return nil, false, nil
+	}
+	a, err := maildir.OpenUidlistAppend(dir)
+	if err != nil {
+		return nil, false, nil // the long way reads it and says what is wrong
+	}
+	defer a.Close()
+	if !uidlistIs(a, box.Stamp) || model.MailboxGUID(a.Header.GUID) != box.GUID || a.Header.UIDValidity != box.UIDValidity {
+		return nil, false, nil
+	}
+	fs := append([]*diskFile(nil), fresh...)
+	sort.Slice(fs, func(i, j int) bool { return lessName(fs[i].fn.Base, fs[j].fn.Base) })
+	next := max(a.NextUID, 1)
+	recs := make([]maildir.UidRecord, 0, len(fs))
+	for _, f := range fs {
+		if a.Lists(f.fn.Base) {
+			return nil, false, nil
+		}
+		recs = append(recs, maildir.UidRecord{UID: next, FileName: f.name})
+		next++
+	}
+	if _, err := a.Append(recs); err != nil {
+		if errors.Is(err, maildir.ErrNoAppend) {
+			return nil, false, nil
+		}
+		return nil, false, r.wrap(name, err)
+	}
+	ul := *a.Header
+	ul.NextUID, ul.Records = a.NextUID, recs
+	return &ul, true, nil
+}
+
+// uidlistIs reports whether the open uidlist is the one of stamp st (same
+// mtime, size and inode).
+func uidlistIs(a *maildir.UidlistAppend, st Stamp) bool {
+	return st.Uidlist != -1 && st.Uidlist != 0 && a.Info.ModTime().UnixNano() == st.Uidlist &&
+		a.Info.Size() == st.UidlistSize && int64(a.Ino) == st.UidlistIno
 }
 
 // knownLocally reports whether a flag name can be seen in a file name of
