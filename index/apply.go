@@ -117,8 +117,15 @@ func (r *Replica) apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 	prog := r.opt.Progress
 	defer r.fillEpochs(res)
 	work := !sp.Empty()
-	if work {
-		if err := r.setApplying(true); err != nil {
+	r.inApply, r.applyMarked = true, false
+	defer func() { r.inApply, r.applyMarked = false, false }()
+	// The dirty_apply mark must be durable before the apply changes the
+	// disk. Mailbox operations come first: marked now. Message work alone
+	// marks it with the first mailbox's dirty_tmp record (setDirtyTmp,
+	// before its bodies are written) or as applyBox starts, whichever
+	// comes first: one commit (two fdatasyncs) fewer for a small sync.
+	if work && len(sp.Renames)+len(sp.Creates)+len(sp.Adopts)+len(sp.Deletes)+len(sp.Subs) > 0 {
+		if err := r.markApplying(); err != nil {
 			return res, r.wrap("", err)
 		}
 	}
@@ -1038,12 +1045,34 @@ func (r *Replica) setDirtyTmp(dirs []string) error {
 			return nil
 		}
 	}
-	return r.store.db.Update(func(tx *bolt.Tx) error {
+	mark := len(dirs) > 0 && r.inApply && !r.applyMarked
+	err := r.store.db.Update(func(tx *bolt.Tx) error {
 		if len(dirs) == 0 {
 			return tx.Bucket(bMeta).Delete([]byte("dirty_tmp"))
 		}
+		if mark {
+			if err := tx.Bucket(bMeta).Put([]byte("dirty_apply"), []byte{1}); err != nil {
+				return err
+			}
+		}
 		return tx.Bucket(bMeta).Put([]byte("dirty_tmp"), []byte(strings.Join(dirs, "\x00")))
 	})
+	if err == nil && mark {
+		r.applyMarked = true
+	}
+	return err
+}
+
+// markApplying commits the running apply's dirty_apply mark, once.
+func (r *Replica) markApplying() error {
+	if r.applyMarked {
+		return nil
+	}
+	if err := r.setApplying(true); err != nil {
+		return err
+	}
+	r.applyMarked = true
+	return nil
 }
 
 // cleanTmp removes temporary files an interrupted apply left.

@@ -107,6 +107,9 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			err = nil
 		}
 	}()
+	if err := r.markApplying(); err != nil {
+		return r.wrap("", err)
+	}
 	srcGUID := bp.GUID
 	if adopt != nil {
 		srcGUID = adopt.From
@@ -385,6 +388,10 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		return nil
 	}
 
+	// The directories this apply changed (renames, links, unlinks): only
+	// they are fsynced at the end.
+	touched := map[string]bool{}
+
 	// 1. Expunges (and, for a reset, everything the source does not have).
 	exp := bp.Expunges
 	if bp.Reset {
@@ -407,6 +414,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		if ok {
 			if f := files[baseOf(rec.FileName)]; f != nil {
 				p := filepath.Join(dir, subdir(f.inNew), f.name)
+				touched[subdir(f.inNew)] = true
 				if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 					return r.wrap(name, err)
 				}
@@ -516,6 +524,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			return r.wrap(name, err)
 		}
 		for j, rn := range renames {
+			touched[rn.Sub] = true
 			if err := os.Rename(filepath.Join(dir, rn.Sub, rn.Old), filepath.Join(dir, rn.Sub, rn.New)); err != nil {
 				// Renamed (for flags) or expunged by Dovecot just now: undo
 				// the renames made, and leave this mailbox for the next sync.
@@ -650,6 +659,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		if newName != f.name || inNew != f.inNew {
 			from := filepath.Join(dir, subdir(f.inNew), f.name)
 			to := filepath.Join(dir, subdir(inNew), newName)
+			touched[subdir(f.inNew)], touched[subdir(inNew)] = true, true
 			if err := os.Rename(from, to); err != nil {
 				if errors.Is(err, fs.ErrNotExist) {
 					skip(res, "mailbox %q UID %d: file renamed under us", name, fset.UID)
@@ -760,6 +770,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			return r.wrap(name, err)
 		}
 		dst := filepath.Join(dir, subdir(p.inNew), p.fname)
+		touched[subdir(p.inNew)] = true
 		if err := os.Link(tmp[i], dst); err != nil {
 			if errors.Is(err, fs.ErrExist) {
 				skip(res, "mailbox %q: file name %s taken", name, p.fname)
@@ -828,6 +839,9 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		}
 	}
 	for _, sub := range []string{"cur", "new"} {
+		if !touched[sub] && !rewriting {
+			continue // nothing of ours to make durable there
+		}
 		if err := maildir.SyncDir(filepath.Join(dir, sub)); err != nil {
 			return r.wrap(name, err)
 		}
