@@ -601,11 +601,22 @@ func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, first uin
 	default:
 		return r.wrap(op.Name, err)
 	}
+	// An empty new mailbox (no records, no files, no keywords file) is
+	// what the index will hold of it: it takes the stamp of now (taken
+	// before the listing, so that a delivery since changes it), and
+	// neither the apply nor the next scan reads it in full.
+	var st Stamp
+	empty := false
+	if len(ul.Records) == 0 {
+		st = stampOf(dir)
+		empty = st.Keywords == -1 && dirEmpty(filepath.Join(dir, "cur")) && dirEmpty(filepath.Join(dir, "new"))
+	}
 	err = r.store.db.Update(func(tx *bolt.Tx) error {
 		b, err := getBox(tx, op.GUID)
 		if err != nil {
 			return err
 		}
+		noRecs := b == nil || b.Missing || b.Deleted || b.UIDValidity != ul.UIDValidity
 		if b == nil {
 			b = &Box{Mailbox: model.Mailbox{GUID: op.GUID}}
 			b.Revived = r.lastDelete(op.GUID) // new here: older DELETE records are of an earlier life
@@ -630,6 +641,9 @@ func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, first uin
 		b.UIDNext = max(b.UIDNext, ul.NextUID)
 		b.Epoch = randomUint64()
 		b.Stamp = Stamp{}
+		if empty && noRecs {
+			b.Stamp = st
+		}
 		return putBox(tx, b)
 	})
 	if err != nil {
@@ -1161,4 +1175,15 @@ func planCreates(sp *merge.SidePlan, g model.MailboxGUID) bool {
 		}
 	}
 	return false
+}
+
+// dirEmpty reports whether dir exists and holds no entries.
+func dirEmpty(dir string) bool {
+	f, err := os.Open(dir)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	return len(names) == 0 && err == io.EOF
 }

@@ -914,6 +914,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			for _, mv := range moved {
 				movedTo[mv.To] = mv.From
 			}
+			complete := true // every record of the new uidlist is in the index
 			for _, rec := range nu.Records {
 				m := addBy[rec.UID]
 				if m == nil {
@@ -922,9 +923,11 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 						src = oldBy[from]
 					}
 					if src == nil {
+						complete = false
 						continue // the next scan picks it up
 					}
 					if src.fileBase() != baseOf(rec.FileName) {
+						complete = false
 						continue // another message's file: the next scan reads it
 					}
 					c := *src
@@ -941,6 +944,14 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			}
 			b.UIDNext = nu.NextUID
 			b.Messages = len(nu.Records)
+			if clean && complete {
+				// The index was up to date with the directory as we began,
+				// and holds every record we wrote: the next scan need not
+				// read it again (as below).
+				st1 := stampOf(dir)
+				st1.New = st0.New
+				b.Stamp, b.Keywords = st1, kw
+			}
 			return putBox(tx, b)
 		}
 		bt, err := openBoxTx(tx, b)

@@ -289,9 +289,14 @@ func (r *Replica) scanDir(ctx context.Context, name, dir, rel string, byGUID map
 		// No uidlist, one without a GUID, or a copy of another mailbox's:
 		// give this directory its identity (restoring the index's when the
 		// index knows this directory).
-		ul, err = r.establishUidlist(ctx, name, dir, byDir[rel], ul, found)
+		var post *Stamp
+		ul, post, err = r.establishUidlist(ctx, name, dir, byDir[rel], ul, found)
 		if err != nil {
 			return false, err
+		}
+		if post != nil {
+			// (as after assignUIDs in scanContents)
+			st.Uidlist, st.UidlistSize, st.UidlistIno = post.Uidlist, post.UidlistSize, post.UidlistIno
 		}
 	}
 	g := model.MailboxGUID(ul.GUID)
@@ -312,20 +317,21 @@ func (r *Replica) scanDir(ctx context.Context, name, dir, rel string, byGUID map
 
 // establishUidlist writes a dovecot-uidlist for a directory that has none
 // usable: the index's identity if the index knows the directory, else a new
-// one, the way Dovecot would make it.
-func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known *Box, old *maildir.Uidlist, found map[model.MailboxGUID]bool) (*maildir.Uidlist, error) {
+// one, the way Dovecot would make it. For a new identity it also returns
+// the stamp of the written file (taken under the lock).
+func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known *Box, old *maildir.Uidlist, found map[model.MailboxGUID]bool) (*maildir.Uidlist, *Stamp, error) {
 	lk, err := r.lockUidlist(ctx, dir)
 	if err != nil {
-		return nil, r.wrap(name, err)
+		return nil, nil, r.wrap(name, err)
 	}
 	defer lk.Unlock()
 	// Re-read under the lock: Dovecot may have just written one.
 	ul, _, err := maildir.ReadUidlist(dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, r.wrap(name, err)
+		return nil, nil, r.wrap(name, err)
 	}
 	if ul != nil && ul.GUID != [16]byte{} && !found[model.MailboxGUID(ul.GUID)] {
-		return ul, nil
+		return ul, nil, nil
 	}
 	if ul == nil && known != nil && !found[known.GUID] && !known.Deleted && !known.Missing && r.deletedInLog(known) {
 		known = nil // deleted with intent, then made anew: a new mailbox
@@ -338,11 +344,11 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 			msgs, err = loadMsgs(tx, known.GUID)
 			return err
 		}); err != nil {
-			return nil, r.wrap(name, err)
+			return nil, nil, r.wrap(name, err)
 		}
 		files, _, err := listFiles(dir)
 		if err != nil {
-			return nil, r.wrap(name, err)
+			return nil, nil, r.wrap(name, err)
 		}
 		var lost []*Msg
 		for _, m := range msgs {
@@ -376,14 +382,14 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 				known.Epoch = randomUint64() // the peer's records are needed in full
 				return putBox(tx, known)
 			}); err != nil {
-				return nil, r.wrap(name, err)
+				return nil, nil, r.wrap(name, err)
 			}
 		}
 		if err := r.writeUidlist(dir, nu); err != nil {
-			return nil, r.wrap(name, err)
+			return nil, nil, r.wrap(name, err)
 		}
 		r.log.Warn("dovecot-uidlist was missing: restored from the index", "mailbox", name, "missing_messages", len(lost))
-		return nu, nil
+		return nu, nil, nil
 	}
 	if ul == nil {
 		ul = &maildir.Uidlist{Version: 3, NextUID: 1}
@@ -395,9 +401,13 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 		ul.GUID = maildir.NewGUID()
 	}
 	if err := r.writeUidlist(dir, ul); err != nil {
-		return nil, r.wrap(name, err)
+		return nil, nil, r.wrap(name, err)
 	}
-	return ul, nil
+	if r.opt.DryRun {
+		return ul, nil, nil
+	}
+	post := stampOf(dir) // under the lock: the file just written
+	return ul, &post, nil
 }
 
 // lastDelete returns the time (Unix ns) of the latest DELETE record for g
@@ -640,9 +650,17 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 	if len(fresh) > 0 || len(reborn) > 0 || ul.GUID == [16]byte{} {
 		// Files without UIDs: assign them under Dovecot's lock, as Dovecot
 		// would, in name order (delivery order for Dovecot-style names).
-		ul, files, err = r.assignUIDs(ctx, name, dir, ul, reborn)
+		var post *Stamp
+		ul, files, post, err = r.assignUIDs(ctx, name, dir, ul, reborn)
 		if err != nil {
 			return false, err
+		}
+		if post != nil {
+			// The index records what was written (under the lock): its
+			// stamp is the written file's, so that the next scan need not
+			// read the uidlist again. cur/ and new/ keep the times from
+			// before the listing.
+			st.Uidlist, st.UidlistSize, st.UidlistIno = post.Uidlist, post.UidlistSize, post.UidlistIno
 		}
 	}
 	kw, _, err := maildir.ReadKeywords(dir)
@@ -1376,10 +1394,12 @@ func (r *Replica) rebornUIDs(box *Box, ul *maildir.Uidlist, files map[string]*di
 	return reborn, err
 }
 
-func (r *Replica) assignUIDs(ctx context.Context, name, dir string, seen *maildir.Uidlist, reborn map[uint32]bool) (*maildir.Uidlist, map[string]*diskFile, error) {
+// When it wrote the uidlist it also returns the written file's stamp (only
+// its uidlist fields are set), taken under the lock.
+func (r *Replica) assignUIDs(ctx context.Context, name, dir string, seen *maildir.Uidlist, reborn map[uint32]bool) (*maildir.Uidlist, map[string]*diskFile, *Stamp, error) {
 	lk, err := r.lockUidlist(ctx, dir)
 	if err != nil {
-		return nil, nil, r.wrap(name, err)
+		return nil, nil, nil, r.wrap(name, err)
 	}
 	defer lk.Unlock()
 	var ul *maildir.Uidlist
@@ -1388,11 +1408,11 @@ func (r *Replica) assignUIDs(ctx context.Context, name, dir string, seen *maildi
 		c.Records = append([]maildir.UidRecord(nil), seen.Records...)
 		ul = &c
 	} else if ul, _, err = maildir.ReadUidlist(dir); err != nil {
-		return nil, nil, r.wrap(name, err)
+		return nil, nil, nil, r.wrap(name, err)
 	}
 	files, _, err := listFiles(dir)
 	if err != nil {
-		return nil, nil, r.wrap(name, err)
+		return nil, nil, nil, r.wrap(name, err)
 	}
 	if len(reborn) > 0 {
 		kept := ul.Records[:0:0]
@@ -1416,7 +1436,7 @@ func (r *Replica) assignUIDs(ctx context.Context, name, dir string, seen *maildi
 		}
 	}
 	if len(fresh) == 0 && ul.GUID != [16]byte{} {
-		return ul, files, nil
+		return ul, files, nil, nil
 	}
 	sort.Slice(fresh, func(i, j int) bool { return lessName(fresh[i], fresh[j]) })
 	if ul.NextUID == 0 {
@@ -1433,9 +1453,13 @@ func (r *Replica) assignUIDs(ctx context.Context, name, dir string, seen *maildi
 		ul.GUID = maildir.NewGUID()
 	}
 	if err := r.writeUidlist(dir, ul); err != nil {
-		return nil, nil, r.wrap(name, err)
+		return nil, nil, nil, r.wrap(name, err)
 	}
-	return ul, files, nil
+	if r.opt.DryRun {
+		return ul, files, nil, nil
+	}
+	post := stampOf(dir)
+	return ul, files, &post, nil
 }
 
 // lessName orders Dovecot-style names by their leading seconds, then text.
