@@ -17,6 +17,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 
 	"github.com/twinbox-mail/twinbox/maildir"
 	"github.com/twinbox-mail/twinbox/model"
@@ -57,19 +58,29 @@ func (f *diskFile) parse() bool {
 }
 
 func stampOf(dir string) Stamp {
-	var st Stamp
-	st.Cur = mtimeNS(filepath.Join(dir, "cur"))
-	st.New = mtimeNS(filepath.Join(dir, "new"))
-	if fi, err := os.Stat(filepath.Join(dir, "dovecot-uidlist")); err == nil {
-		st.Uidlist = fi.ModTime().UnixNano()
-		st.UidlistSize = fi.Size()
-		if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
-			st.UidlistIno = int64(sys.Ino)
-		}
-	} else {
-		st.Uidlist = -1
+	// Relative to the directory, opened once: a no-change sync stats
+	// every mailbox on both sides, and a full path walk per stat costs
+	// more than the stat.
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return Stamp{Cur: -1, New: -1, Uidlist: -1, Keywords: -1}
 	}
-	st.Keywords = mtimeNS(filepath.Join(dir, "dovecot-keywords"))
+	defer unix.Close(fd)
+	var st Stamp
+	var s unix.Stat_t
+	mt := func(name string) int64 {
+		if unix.Fstatat(fd, name, &s, 0) != nil {
+			return -1
+		}
+		return s.Mtim.Nano()
+	}
+	st.Cur = mt("cur")
+	st.New = mt("new")
+	if st.Uidlist = mt(maildir.UidlistName); st.Uidlist != -1 {
+		st.UidlistSize = s.Size
+		st.UidlistIno = int64(s.Ino)
+	}
+	st.Keywords = mt("dovecot-keywords")
 	return st
 }
 
