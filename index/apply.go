@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -836,6 +837,7 @@ func (r *Replica) prepareBodies(ctx context.Context, sp *merge.SidePlan, src rep
 			return paths, r.errf("", "%d message bodies needed and no peer to fetch them from", len(refs))
 		}
 		got := make([]bool, len(refs))
+		owners := map[string]*maildir.Owner{} // by mailbox directory
 		err := src.Fetch(ctx, refs, func(i int, rd io.Reader) error {
 			if i < 0 || i >= len(refs) {
 				return fmt.Errorf("peer sent body %d of %d", i, len(refs))
@@ -844,7 +846,18 @@ func (r *Replica) prepareBodies(ctx context.Context, sp *merge.SidePlan, src rep
 				return fmt.Errorf("peer sent body %d twice", i)
 			}
 			got[i] = true
-			n, err := writeBody(want[i], rd, perFile)
+			// want[i] is <mailbox>/tmp/<name>: the file belongs to the
+			// mailbox's owner.
+			mdir := filepath.Dir(filepath.Dir(want[i]))
+			own, ok := owners[mdir]
+			if !ok {
+				o, err := maildir.OwnerOf(mdir)
+				if err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return r.wrap("", err)
+				}
+				own, owners[mdir] = o, o
+			}
+			n, err := writeBodyAs(want[i], rd, perFile, own)
 			if err != nil && errors.Is(err, fs.ErrNotExist) && dirGone(filepath.Dir(want[i])) {
 				// Its folder went away (a client deleted or renamed it)
 				// while the bodies streamed: the stream goes on, this body
@@ -896,16 +909,43 @@ func (r *Replica) prepareBodies(ctx context.Context, sp *merge.SidePlan, src rep
 // writeBody writes one body to a new file; with sync it is made durable
 // on its own (small batches), else the caller flushes the batch.
 func writeBody(path string, rd io.Reader, sync bool) (int64, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	// path is <mailbox>/tmp/<name>: the file belongs to the mailbox's owner.
+	own, err := maildir.OwnerOf(filepath.Dir(filepath.Dir(path)))
 	if err != nil {
 		return 0, err
 	}
-	// path is <mailbox>/tmp/<name>: the file belongs to the mailbox's owner.
-	if err := maildir.OwnLike(path, filepath.Dir(filepath.Dir(path))); err != nil {
-		f.Close()
-		return 0, err
+	return writeBodyAs(path, rd, sync, own)
+}
+
+// bodyBufs are the copy buffers of writeBodyAs: a first sync writes
+// thousands of bodies, and io.Copy would allocate (and clear) 32 KiB for
+// each.
+var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// writeBodyAs is writeBody with the owner to give the file (nil: leave it).
+func writeBodyAs(path string, rd io.Reader, sync bool, own *maildir.Owner) (int64, error) {
+	// Opened with open(2) and os.NewFile: os.OpenFile would also try to
+	// register the regular file with the network poller (two failing
+	// system calls more per body).
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return 0, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
-	n, err := io.Copy(f, rd)
+	f := os.NewFile(uintptr(fd), path)
+	if own != nil {
+		if err := f.Chown(own.UID, own.GID); err != nil {
+			f.Close()
+			return 0, err
+		}
+	}
+	var n int64
+	if _, isFile := rd.(*os.File); isFile {
+		n, err = io.Copy(f, rd) // copy_file_range where it can
+	} else {
+		bp := bodyBufs.Get().(*[]byte)
+		n, err = io.CopyBuffer(struct{ io.Writer }{f}, rd, *bp)
+		bodyBufs.Put(bp)
+	}
 	if err == nil && sync {
 		err = f.Sync()
 	}

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"time"
 )
 
@@ -65,9 +64,7 @@ func OpenUidlistAppend(dir string) (*UidlistAppend, error) {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
 	a.Info = fi
-	if st, isStat := fi.Sys().(*syscall.Stat_t); isStat {
-		a.Ino = uint64(st.Ino)
-	}
+	a.Ino = inodeOf(fi)
 	a.data = make([]byte, fi.Size())
 	n, err := f.ReadAt(a.data, 0)
 	if n != len(a.data) {
