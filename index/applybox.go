@@ -193,7 +193,14 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	addOnly := adopt == nil && !bp.Reset && len(bp.Adds) > 0 && len(bp.Moves)+len(bp.Expunges)+len(bp.Release) == 0
 	if ul == nil && addOnly && clean && st0.Uidlist != -1 {
 		if a, err := maildir.OpenUidlistAppend(dir); err == nil {
-			if uidlistIs(a, box.Stamp) {
+			// Only after the file's last record, as Dovecot appends: an
+			// add below it (a refill of a UID lost with the directory)
+			// takes the long way.
+			after := uidlistIs(a, box.Stamp)
+			for _, ad := range bp.Adds {
+				after = after && ad.Msg.UID >= a.NextUID
+			}
+			if after {
 				tail = a
 				defer a.Close()
 				h := *a.Header
@@ -944,10 +951,13 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			}
 			b.UIDNext = nu.NextUID
 			b.Messages = len(nu.Records)
-			if clean && complete {
-				// The index was up to date with the directory as we began,
-				// and holds every record we wrote: the next scan need not
-				// read it again (as below).
+			if clean && complete && len(oldBy) == 0 {
+				// An empty mailbox (the index held no records of it: an
+				// empty INBOX adopted by a first sync, say) that the index
+				// was up to date with as we began, and every record we
+				// wrote is in the index: the next scan need not read it
+				// again (as below). Other rewrites leave it to the next
+				// scan.
 				st1 := stampOf(dir)
 				st1.New = st0.New
 				b.Stamp, b.Keywords = st1, kw
