@@ -191,7 +191,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	// (maildir.UidlistAppend) rather than the whole list rewritten.
 	var tail *maildir.UidlistAppend
 	addOnly := adopt == nil && !bp.Reset && len(bp.Adds) > 0 && len(bp.Moves)+len(bp.Expunges)+len(bp.Release) == 0
-	if ul == nil && addOnly && clean && st0.Uidlist != -1 {
+	if ul == nil && addOnly && clean && st0.Uidlist != -1 && uidlistAppends {
 		if a, err := maildir.OpenUidlistAppend(dir); err == nil {
 			// Only after the file's last record, as Dovecot appends: an
 			// add below it (a refill of a UID lost with the directory)

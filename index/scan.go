@@ -1305,7 +1305,7 @@ func (r *Replica) assignKnown(ctx context.Context, box *Box, name, dir string, f
 // It reports false, with nothing written, when the long way must run.
 // The caller holds the dotlock.
 func (r *Replica) appendFresh(box *Box, name, dir string, fresh []*diskFile) (*maildir.Uidlist, bool, error) {
-	if len(fresh) == 0 || r.opt.DryRun {
+	if len(fresh) == 0 || r.opt.DryRun || !uidlistAppends {
 		return nil, false, nil
 	}
 	a, err := maildir.OpenUidlistAppend(dir)
@@ -1337,6 +1337,13 @@ func (r *Replica) appendFresh(box *Box, name, dir string, fresh []*diskFile) (*m
 	ul.NextUID, ul.Records = a.NextUID, recs
 	return &ul, true, nil
 }
+
+// uidlistAppends turns the in-place appends of uidlist records on
+// (appendFresh, and the adds of applyBox). Off, every change to a uidlist
+// is a whole rewrite through a temporary file and a rename, the letter of
+// contract §7; on, new records are appended as Dovecot appends them
+// (design §9 item 13).
+var uidlistAppends = true
 
 // uidlistIs reports whether the open uidlist is the one of stamp st (same
 // mtime, size and inode).
