@@ -1,6 +1,7 @@
 package index
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -106,6 +107,9 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			err = nil
 		}
 	}()
+	if err := r.markApplying(); err != nil {
+		return r.wrap("", err)
+	}
 	srcGUID := bp.GUID
 	if adopt != nil {
 		srcGUID = adopt.From
@@ -181,6 +185,32 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			ul, light = h, true
 		}
 	}
+	// Adds (and flag changes) alone into a mailbox the index is up to date
+	// with: the uidlist's records are the index's, so only its header and
+	// last record are parsed, and the new records are appended to it
+	// (maildir.UidlistAppend) rather than the whole list rewritten.
+	var tail *maildir.UidlistAppend
+	addOnly := adopt == nil && !bp.Reset && len(bp.Adds) > 0 && len(bp.Moves)+len(bp.Expunges)+len(bp.Release) == 0
+	if ul == nil && addOnly && clean && st0.Uidlist != -1 && uidlistAppends {
+		if a, err := maildir.OpenUidlistAppend(dir); err == nil {
+			// Only after the file's last record, as Dovecot appends: an
+			// add below it (a refill of a UID lost with the directory)
+			// takes the long way.
+			after := uidlistIs(a, box.Stamp)
+			for _, ad := range bp.Adds {
+				after = after && ad.Msg.UID >= a.NextUID
+			}
+			if after {
+				tail = a
+				defer a.Close()
+				h := *a.Header
+				h.NextUID = a.NextUID
+				ul = &h
+			} else {
+				a.Close()
+			}
+		}
+	}
 	if ul == nil {
 		ul, _, err = maildir.ReadUidlist(dir)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -198,7 +228,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	}
 	var files map[string]*diskFile
 	var flaggedRecs map[uint32]*Msg
-	if flagOnly {
+	if flagOnly || tail != nil {
 		// Only renames within the mailbox: find the files by the names the
 		// index has, not by reading a large directory.
 		flaggedRecs = oldByUID(r, box.GUID, bp.Flags)
@@ -210,14 +240,19 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		// are found by their recorded names.
 		files = knownFiles(dir, bp.Flags, oldByUID(r, box.GUID, bp.Flags))
 	}
-	if light {
+	if light || tail != nil {
+		partial := true
 		for _, f := range bp.Flags {
 			if m := flaggedRecs[f.UID]; files == nil || m == nil || m.Held || m.File == "" {
-				light = false // the long way: the whole uidlist
+				partial = false // the long way: the whole uidlist
 				break
 			}
 		}
-		if !light {
+		if !partial {
+			light = false
+			if tail != nil {
+				files, tail = nil, nil // (closed by the defer)
+			}
 			if ul, _, err = maildir.ReadUidlist(dir); err != nil {
 				return r.wrap(name, err)
 			}
@@ -294,7 +329,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	}
 
 	recs := make(map[uint32]maildir.UidRecord, len(ul.Records)+len(bp.Flags)+len(bp.Adds))
-	if light {
+	if light || tail != nil {
 		for _, f := range bp.Flags {
 			m := flaggedRecs[f.UID]
 			rec := maildir.UidRecord{UID: m.UID, FileName: m.File}
@@ -360,6 +395,10 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		return nil
 	}
 
+	// The directories this apply changed (renames, links, unlinks): only
+	// they are fsynced at the end.
+	touched := map[string]bool{}
+
 	// 1. Expunges (and, for a reset, everything the source does not have).
 	exp := bp.Expunges
 	if bp.Reset {
@@ -382,6 +421,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		if ok {
 			if f := files[baseOf(rec.FileName)]; f != nil {
 				p := filepath.Join(dir, subdir(f.inNew), f.name)
+				touched[subdir(f.inNew)] = true
 				if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 					return r.wrap(name, err)
 				}
@@ -491,6 +531,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			return r.wrap(name, err)
 		}
 		for j, rn := range renames {
+			touched[rn.Sub] = true
 			if err := os.Rename(filepath.Join(dir, rn.Sub, rn.Old), filepath.Join(dir, rn.Sub, rn.New)); err != nil {
 				// Renamed (for flags) or expunged by Dovecot just now: undo
 				// the renames made, and leave this mailbox for the next sync.
@@ -625,6 +666,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		if newName != f.name || inNew != f.inNew {
 			from := filepath.Join(dir, subdir(f.inNew), f.name)
 			to := filepath.Join(dir, subdir(inNew), newName)
+			touched[subdir(f.inNew)], touched[subdir(inNew)] = true, true
 			if err := os.Rename(from, to); err != nil {
 				if errors.Is(err, fs.ErrNotExist) {
 					skip(res, "mailbox %q UID %d: file renamed under us", name, fset.UID)
@@ -697,7 +739,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		if base == "" {
 			base = a.Msg.GUID
 		}
-		if fn, err := maildir.ParseFileName(base); err != nil || fn.Base != base || inList[base] || files[base] != nil || usedBefore[a.Msg.GUID] {
+		if fn, err := maildir.ParseFileName(base); err != nil || fn.Base != base || inList[base] || files[base] != nil || usedBefore[a.Msg.GUID] || (tail != nil && tail.Lists(base)) {
 			vsize := a.Msg.VSize
 			if vsize <= 0 {
 				vsize = -1 // unknown: no ,W= (W=0 makes Dovecot serve an empty body)
@@ -735,6 +777,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			return r.wrap(name, err)
 		}
 		dst := filepath.Join(dir, subdir(p.inNew), p.fname)
+		touched[subdir(p.inNew)] = true
 		if err := os.Link(tmp[i], dst); err != nil {
 			if errors.Is(err, fs.ErrExist) {
 				skip(res, "mailbox %q: file name %s taken", name, p.fname)
@@ -786,9 +829,14 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		nu.GUID = [16]byte(adopt.To)
 		nu.UIDValidity = adopt.UIDValidity
 	}
-	// Flag changes alone leave the uidlist as it is (its file names may
-	// show stale flags, as Dovecot's do): no rewrite of a large list.
-	if !flagOnly || nu.NextUID != ul.NextUID {
+	if tail != nil {
+		if err := r.appendAdded(name, dir, tail, added, nu.NextUID); err != nil {
+			return err
+		}
+	} else if !flagOnly || nu.NextUID != ul.NextUID {
+		// Flag changes alone leave the uidlist as it is (its file names
+		// may show stale flags, as Dovecot's do): no rewrite of a large
+		// list.
 		if light {
 			// recs holds only the flagged records: never written.
 			return r.errf(name, "internal error: uidlist rewrite after a header-only read")
@@ -798,6 +846,9 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		}
 	}
 	for _, sub := range []string{"cur", "new"} {
+		if !touched[sub] && !rewriting {
+			continue // nothing of ours to make durable there
+		}
 		if err := maildir.SyncDir(filepath.Join(dir, sub)); err != nil {
 			return r.wrap(name, err)
 		}
@@ -870,6 +921,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			for _, mv := range moved {
 				movedTo[mv.To] = mv.From
 			}
+			complete := true // every record of the new uidlist is in the index
 			for _, rec := range nu.Records {
 				m := addBy[rec.UID]
 				if m == nil {
@@ -878,9 +930,11 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 						src = oldBy[from]
 					}
 					if src == nil {
+						complete = false
 						continue // the next scan picks it up
 					}
 					if src.fileBase() != baseOf(rec.FileName) {
+						complete = false
 						continue // another message's file: the next scan reads it
 					}
 					c := *src
@@ -897,6 +951,17 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			}
 			b.UIDNext = nu.NextUID
 			b.Messages = len(nu.Records)
+			if clean && complete && len(oldBy) == 0 {
+				// An empty mailbox (the index held no records of it: an
+				// empty INBOX adopted by a first sync, say) that the index
+				// was up to date with as we began, and every record we
+				// wrote is in the index: the next scan need not read it
+				// again (as below). Other rewrites leave it to the next
+				// scan.
+				st1 := stampOf(dir)
+				st1.New = st0.New
+				b.Stamp, b.Keywords = st1, kw
+			}
 			return putBox(tx, b)
 		}
 		bt, err := openBoxTx(tx, b)
@@ -972,7 +1037,10 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			b.Epoch = randomUint64()
 		}
 		b.UIDNext = max(b.UIDNext, nu.NextUID)
-		if !light {
+		switch {
+		case tail != nil:
+			b.Messages += len(added)
+		case !light:
 			b.Messages = len(nu.Records)
 		}
 		b.Keywords = kw
@@ -992,6 +1060,46 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		return putBox(tx, b)
 	})
 	return r.wrap(name, err)
+}
+
+// appendAdded records the added messages in the mailbox's uidlist by an
+// append (tail, opened under the dotlock the caller holds), or, when the
+// file cannot take one (a page boundary, or a NEXTUID to raise above what
+// the records give), by a rewrite of the whole list with them.
+func (r *Replica) appendAdded(name, dir string, tail *maildir.UidlistAppend, added []*Msg, nextUID uint32) error {
+	recs := make([]maildir.UidRecord, 0, len(added))
+	for _, m := range added {
+		rec := maildir.UidRecord{UID: m.UID, FileName: m.File}
+		if m.fileBase() != m.GUID {
+			rec.Set('G', m.GUID)
+		}
+		recs = append(recs, rec)
+	}
+	slices.SortFunc(recs, func(a, b maildir.UidRecord) int { return cmp.Compare(a.UID, b.UID) })
+	next := tail.NextUID
+	if len(recs) > 0 {
+		next = max(next, recs[len(recs)-1].UID+1)
+	}
+	if next >= nextUID {
+		_, err := tail.Append(recs)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, maildir.ErrNoAppend) {
+			return r.wrap(name, err)
+		}
+	}
+	ul, _, err := maildir.ReadUidlist(dir)
+	if err != nil {
+		return r.wrap(name, err)
+	}
+	ul.Records = append(ul.Records, recs...)
+	ul.NextUID = max(ul.NextUID, nextUID)
+	ul.Version = 3
+	if err := maildir.WriteUidlist(dir, ul); err != nil {
+		return r.wrap(name, err)
+	}
+	return nil
 }
 
 func (r *Replica) nextSeq() uint64 {

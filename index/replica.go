@@ -69,6 +69,9 @@ type Replica struct {
 	// flagBoxes are the mailboxes whose files an apply renamed for flag
 	// changes and that the flag-change hook has not been told of yet.
 	flagBoxes map[string]bool
+	// inApply and applyMarked: an apply runs, and its dirty_apply mark is
+	// committed (markApplying).
+	inApply, applyMarked bool
 }
 
 // Open locks and opens the replica at loc.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 
 	"github.com/twinbox-mail/twinbox/maildir"
 	"github.com/twinbox-mail/twinbox/model"
@@ -57,19 +58,29 @@ func (f *diskFile) parse() bool {
 }
 
 func stampOf(dir string) Stamp {
-	var st Stamp
-	st.Cur = mtimeNS(filepath.Join(dir, "cur"))
-	st.New = mtimeNS(filepath.Join(dir, "new"))
-	if fi, err := os.Stat(filepath.Join(dir, "dovecot-uidlist")); err == nil {
-		st.Uidlist = fi.ModTime().UnixNano()
-		st.UidlistSize = fi.Size()
-		if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
-			st.UidlistIno = int64(sys.Ino)
-		}
-	} else {
-		st.Uidlist = -1
+	// Relative to the directory, opened once: a no-change sync stats
+	// every mailbox on both sides, and a full path walk per stat costs
+	// more than the stat.
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return Stamp{Cur: -1, New: -1, Uidlist: -1, Keywords: -1}
 	}
-	st.Keywords = mtimeNS(filepath.Join(dir, "dovecot-keywords"))
+	defer unix.Close(fd)
+	var st Stamp
+	var s unix.Stat_t
+	mt := func(name string) int64 {
+		if unix.Fstatat(fd, name, &s, 0) != nil {
+			return -1
+		}
+		return s.Mtim.Nano()
+	}
+	st.Cur = mt("cur")
+	st.New = mt("new")
+	if st.Uidlist = mt(maildir.UidlistName); st.Uidlist != -1 {
+		st.UidlistSize = s.Size
+		st.UidlistIno = int64(s.Ino)
+	}
+	st.Keywords = mt("dovecot-keywords")
 	return st
 }
 
@@ -289,9 +300,14 @@ func (r *Replica) scanDir(ctx context.Context, name, dir, rel string, byGUID map
 		// No uidlist, one without a GUID, or a copy of another mailbox's:
 		// give this directory its identity (restoring the index's when the
 		// index knows this directory).
-		ul, err = r.establishUidlist(ctx, name, dir, byDir[rel], ul, found)
+		var post *Stamp
+		ul, post, err = r.establishUidlist(ctx, name, dir, byDir[rel], ul, found)
 		if err != nil {
 			return false, err
+		}
+		if post != nil {
+			// (as after assignUIDs in scanContents)
+			st.Uidlist, st.UidlistSize, st.UidlistIno = post.Uidlist, post.UidlistSize, post.UidlistIno
 		}
 	}
 	g := model.MailboxGUID(ul.GUID)
@@ -312,20 +328,21 @@ func (r *Replica) scanDir(ctx context.Context, name, dir, rel string, byGUID map
 
 // establishUidlist writes a dovecot-uidlist for a directory that has none
 // usable: the index's identity if the index knows the directory, else a new
-// one, the way Dovecot would make it.
-func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known *Box, old *maildir.Uidlist, found map[model.MailboxGUID]bool) (*maildir.Uidlist, error) {
+// one, the way Dovecot would make it. For a new identity it also returns
+// the stamp of the written file (taken under the lock).
+func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known *Box, old *maildir.Uidlist, found map[model.MailboxGUID]bool) (*maildir.Uidlist, *Stamp, error) {
 	lk, err := r.lockUidlist(ctx, dir)
 	if err != nil {
-		return nil, r.wrap(name, err)
+		return nil, nil, r.wrap(name, err)
 	}
 	defer lk.Unlock()
 	// Re-read under the lock: Dovecot may have just written one.
 	ul, _, err := maildir.ReadUidlist(dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, r.wrap(name, err)
+		return nil, nil, r.wrap(name, err)
 	}
 	if ul != nil && ul.GUID != [16]byte{} && !found[model.MailboxGUID(ul.GUID)] {
-		return ul, nil
+		return ul, nil, nil
 	}
 	if ul == nil && known != nil && !found[known.GUID] && !known.Deleted && !known.Missing && r.deletedInLog(known) {
 		known = nil // deleted with intent, then made anew: a new mailbox
@@ -338,11 +355,11 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 			msgs, err = loadMsgs(tx, known.GUID)
 			return err
 		}); err != nil {
-			return nil, r.wrap(name, err)
+			return nil, nil, r.wrap(name, err)
 		}
 		files, _, err := listFiles(dir)
 		if err != nil {
-			return nil, r.wrap(name, err)
+			return nil, nil, r.wrap(name, err)
 		}
 		var lost []*Msg
 		for _, m := range msgs {
@@ -376,14 +393,14 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 				known.Epoch = randomUint64() // the peer's records are needed in full
 				return putBox(tx, known)
 			}); err != nil {
-				return nil, r.wrap(name, err)
+				return nil, nil, r.wrap(name, err)
 			}
 		}
 		if err := r.writeUidlist(dir, nu); err != nil {
-			return nil, r.wrap(name, err)
+			return nil, nil, r.wrap(name, err)
 		}
 		r.log.Warn("dovecot-uidlist was missing: restored from the index", "mailbox", name, "missing_messages", len(lost))
-		return nu, nil
+		return nu, nil, nil
 	}
 	if ul == nil {
 		ul = &maildir.Uidlist{Version: 3, NextUID: 1}
@@ -395,9 +412,13 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 		ul.GUID = maildir.NewGUID()
 	}
 	if err := r.writeUidlist(dir, ul); err != nil {
-		return nil, r.wrap(name, err)
+		return nil, nil, r.wrap(name, err)
 	}
-	return ul, nil
+	if r.opt.DryRun {
+		return ul, nil, nil
+	}
+	post := stampOf(dir) // under the lock: the file just written
+	return ul, &post, nil
 }
 
 // lastDelete returns the time (Unix ns) of the latest DELETE record for g
@@ -640,9 +661,17 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 	if len(fresh) > 0 || len(reborn) > 0 || ul.GUID == [16]byte{} {
 		// Files without UIDs: assign them under Dovecot's lock, as Dovecot
 		// would, in name order (delivery order for Dovecot-style names).
-		ul, files, err = r.assignUIDs(ctx, name, dir, ul, reborn)
+		var post *Stamp
+		ul, files, post, err = r.assignUIDs(ctx, name, dir, ul, reborn)
 		if err != nil {
 			return false, err
+		}
+		if post != nil {
+			// The index records what was written (under the lock): its
+			// stamp is the written file's, so that the next scan need not
+			// read the uidlist again. cur/ and new/ keep the times from
+			// before the listing.
+			st.Uidlist, st.UidlistSize, st.UidlistIno = post.Uidlist, post.UidlistSize, post.UidlistIno
 		}
 	}
 	kw, _, err := maildir.ReadKeywords(dir)
@@ -1097,7 +1126,7 @@ func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st 
 			return false, false, nil
 		}
 		var post Stamp
-		ul, post, err = r.assignKnown(ctx, box, name, dir, files)
+		ul, post, err = r.assignKnown(ctx, box, name, dir, files, fresh)
 		if err != nil {
 			return false, false, err
 		}
@@ -1214,13 +1243,24 @@ var errFullScan = errors.New("full scan needed")
 // as written (or as found, if nothing needed a UID), taken under the lock.
 // It returns a nil uidlist when the uidlist is no longer the one the index
 // knows (another GUID or UIDVALIDITY): the full scan handles that.
-func (r *Replica) assignKnown(ctx context.Context, box *Box, name, dir string, files map[string]*diskFile) (*maildir.Uidlist, Stamp, error) {
+//
+// When the uidlist is still the one the index recorded (same mtime, size
+// and inode, checked on the open file under the lock), the fresh files
+// (those no index record names) get their records appended to it
+// (appendFresh) rather than the whole list rewritten.
+func (r *Replica) assignKnown(ctx context.Context, box *Box, name, dir string, files map[string]*diskFile, unknown []*diskFile) (*maildir.Uidlist, Stamp, error) {
 	var post Stamp
 	lk, err := r.lockUidlist(ctx, dir)
 	if err != nil {
 		return nil, post, r.wrap(name, err)
 	}
 	defer lk.Unlock()
+	if ul, ok, err := r.appendFresh(box, name, dir, unknown); err != nil || ok {
+		if err != nil {
+			return nil, post, err
+		}
+		return ul, stampOf(dir), nil
+	}
 	ul, _, err := maildir.ReadUidlist(dir)
 	if err != nil {
 		return nil, post, r.wrap(name, err)
@@ -1255,6 +1295,61 @@ func (r *Replica) assignKnown(ctx context.Context, box *Box, name, dir string, f
 	}
 	post = stampOf(dir)
 	return ul, post, nil
+}
+
+// appendFresh appends records for the fresh files to the mailbox's
+// dovecot-uidlist, in the order the full scan gives them UIDs, when the
+// file is as the index recorded it (so that its records are the index's
+// and the fresh files are not among them) and can take an append
+// (maildir.UidlistAppend: a newline at its end, one write within a page).
+// It reports false, with nothing written, when the long way must run.
+// The caller holds the dotlock.
+func (r *Replica) appendFresh(box *Box, name, dir string, fresh []*diskFile) (*maildir.Uidlist, bool, error) {
+	if len(fresh) == 0 || r.opt.DryRun || !uidlistAppends {
+		return nil, false, nil
+	}
+	a, err := maildir.OpenUidlistAppend(dir)
+	if err != nil {
+		return nil, false, nil // the long way reads it and says what is wrong
+	}
+	defer a.Close()
+	if !uidlistIs(a, box.Stamp) || model.MailboxGUID(a.Header.GUID) != box.GUID || a.Header.UIDValidity != box.UIDValidity {
+		return nil, false, nil
+	}
+	fs := append([]*diskFile(nil), fresh...)
+	sort.Slice(fs, func(i, j int) bool { return lessName(fs[i].fn.Base, fs[j].fn.Base) })
+	next := max(a.NextUID, 1)
+	recs := make([]maildir.UidRecord, 0, len(fs))
+	for _, f := range fs {
+		if a.Lists(f.fn.Base) {
+			return nil, false, nil
+		}
+		recs = append(recs, maildir.UidRecord{UID: next, FileName: f.name})
+		next++
+	}
+	if _, err := a.Append(recs); err != nil {
+		if errors.Is(err, maildir.ErrNoAppend) {
+			return nil, false, nil
+		}
+		return nil, false, r.wrap(name, err)
+	}
+	ul := *a.Header
+	ul.NextUID, ul.Records = a.NextUID, recs
+	return &ul, true, nil
+}
+
+// uidlistAppends turns the in-place appends of uidlist records on
+// (appendFresh, and the adds of applyBox). Off, every change to a uidlist
+// is a whole rewrite through a temporary file and a rename, the letter of
+// contract §7; on, new records are appended as Dovecot appends them
+// (design §9 item 13).
+var uidlistAppends = true
+
+// uidlistIs reports whether the open uidlist is the one of stamp st (same
+// mtime, size and inode).
+func uidlistIs(a *maildir.UidlistAppend, st Stamp) bool {
+	return st.Uidlist != -1 && st.Uidlist != 0 && a.Info.ModTime().UnixNano() == st.Uidlist &&
+		a.Info.Size() == st.UidlistSize && int64(a.Ino) == st.UidlistIno
 }
 
 // knownLocally reports whether a flag name can be seen in a file name of
@@ -1317,10 +1412,12 @@ func (r *Replica) rebornUIDs(box *Box, ul *maildir.Uidlist, files map[string]*di
 	return reborn, err
 }
 
-func (r *Replica) assignUIDs(ctx context.Context, name, dir string, seen *maildir.Uidlist, reborn map[uint32]bool) (*maildir.Uidlist, map[string]*diskFile, error) {
+// When it wrote the uidlist it also returns the written file's stamp (only
+// its uidlist fields are set), taken under the lock.
+func (r *Replica) assignUIDs(ctx context.Context, name, dir string, seen *maildir.Uidlist, reborn map[uint32]bool) (*maildir.Uidlist, map[string]*diskFile, *Stamp, error) {
 	lk, err := r.lockUidlist(ctx, dir)
 	if err != nil {
-		return nil, nil, r.wrap(name, err)
+		return nil, nil, nil, r.wrap(name, err)
 	}
 	defer lk.Unlock()
 	var ul *maildir.Uidlist
@@ -1329,11 +1426,11 @@ func (r *Replica) assignUIDs(ctx context.Context, name, dir string, seen *maildi
 		c.Records = append([]maildir.UidRecord(nil), seen.Records...)
 		ul = &c
 	} else if ul, _, err = maildir.ReadUidlist(dir); err != nil {
-		return nil, nil, r.wrap(name, err)
+		return nil, nil, nil, r.wrap(name, err)
 	}
 	files, _, err := listFiles(dir)
 	if err != nil {
-		return nil, nil, r.wrap(name, err)
+		return nil, nil, nil, r.wrap(name, err)
 	}
 	if len(reborn) > 0 {
 		kept := ul.Records[:0:0]
@@ -1357,7 +1454,7 @@ func (r *Replica) assignUIDs(ctx context.Context, name, dir string, seen *maildi
 		}
 	}
 	if len(fresh) == 0 && ul.GUID != [16]byte{} {
-		return ul, files, nil
+		return ul, files, nil, nil
 	}
 	sort.Slice(fresh, func(i, j int) bool { return lessName(fresh[i], fresh[j]) })
 	if ul.NextUID == 0 {
@@ -1374,9 +1471,13 @@ func (r *Replica) assignUIDs(ctx context.Context, name, dir string, seen *maildi
 		ul.GUID = maildir.NewGUID()
 	}
 	if err := r.writeUidlist(dir, ul); err != nil {
-		return nil, nil, r.wrap(name, err)
+		return nil, nil, nil, r.wrap(name, err)
 	}
-	return ul, files, nil
+	if r.opt.DryRun {
+		return ul, files, nil, nil
+	}
+	post := stampOf(dir)
+	return ul, files, &post, nil
 }
 
 // lessName orders Dovecot-style names by their leading seconds, then text.

@@ -270,8 +270,11 @@ func decodeBox(v []byte) (*Box, error) {
 	boxCache.Unlock()
 	if c == nil {
 		c = &Box{}
-		if err := json.Unmarshal(v, c); err != nil {
-			return nil, err
+		if !decodeBoxFast(v, c) {
+			*c = Box{}
+			if err := json.Unmarshal(v, c); err != nil {
+				return nil, err
+			}
 		}
 		boxCache.Lock()
 		if boxCache.m == nil || len(boxCache.m) >= boxCacheMax {

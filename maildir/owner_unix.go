@@ -33,3 +33,31 @@ func chownLike(path, like, dir string) error {
 	}
 	return os.Lchown(path, int(st.Uid), int(st.Gid))
 }
+
+// Owner is a user and group to give files.
+type Owner struct{ UID, GID int }
+
+// OwnerOf returns the owner and group of dir when running as root (new
+// files in dir are to be given them, as chownLike does), else nil.
+func OwnerOf(dir string) (*Owner, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil, nil
+	}
+	return &Owner{UID: int(st.Uid), GID: int(st.Gid)}, nil
+}
+
+// inodeOf returns a file's inode number.
+func inodeOf(fi os.FileInfo) uint64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return uint64(st.Ino)
+	}
+	return 0
+}

@@ -1,0 +1,119 @@
+package index
+
+import (
+	"encoding/json"
+	"math"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+)
+
+// The fast mailbox-record decoder gives what json.Unmarshal gives, for
+// every record json.Marshal writes (random ones, awkward names included),
+// and hands whatever it does not take (escapes, other spellings, bad
+// numbers) to json.Unmarshal.
+func TestDecodeBoxFastMatchesJSON(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	names := []string{"INBOX", "Folder09", "Entw&APw-rfe", "Entwürfe", `quote"d`, `back\slash`, "tab\there", "<html>&", "日本語/子", "", " spaced ", "\u2028"}
+	pick := func() string { return names[rng.IntN(len(names))] }
+	i64 := func() int64 {
+		switch rng.IntN(4) {
+		case 0:
+			return -1
+		case 1:
+			return 0
+		case 2:
+			return math.MaxInt64
+		}
+		return rng.Int64()
+	}
+	fast := 0
+	for n := 0; n < 3000; n++ {
+		var b Box
+		for i := range b.GUID {
+			b.GUID[i] = byte(rng.IntN(256))
+		}
+		b.Name, b.NameT = pick(), i64()
+		b.UIDValidity, b.UIDNext = rng.Uint32(), rng.Uint32()
+		b.Modseq, b.Epoch = rng.Uint64(), rng.Uint64()
+		if rng.IntN(4) == 0 {
+			b.Deleted, b.DeletedT = true, i64()
+		}
+		if rng.IntN(4) == 0 {
+			b.Special = `\Trash`
+		}
+		b.Messages, b.Missing = int(rng.Int32()), rng.IntN(5) == 0
+		if rng.IntN(5) == 0 {
+			for i := range b.MergedInto {
+				b.MergedInto[i] = byte(rng.IntN(256))
+			}
+		}
+		b.Dir = "." + pick()
+		switch rng.IntN(4) {
+		case 0:
+			b.Keywords = []string{"$Forwarded", pick()}
+		case 1:
+			b.Keywords = []string{}
+		}
+		b.Revived, b.Held = i64(), rng.IntN(3)
+		b.Stamp = Stamp{Cur: i64(), New: i64(), Uidlist: i64(), Keywords: i64(), UidlistSize: i64(), UidlistIno: i64()}
+		v, err := json.Marshal(&b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want, got Box
+		if err := json.Unmarshal(v, &want); err != nil {
+			t.Fatal(err)
+		}
+		if decodeBoxFast(v, &got) {
+			fast++
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("%s:\nfast %+v\njson %+v", v, got, want)
+			}
+		}
+		// decodeBox itself, through the cache.
+		boxCache.m = nil
+		d, err := decodeBox(v)
+		if err != nil || !reflect.DeepEqual(*d, want) {
+			t.Fatalf("decodeBox(%s) = %+v, %v", v, d, err)
+		}
+	}
+	if fast < 300 {
+		t.Fatalf("only %d of 3000 records took the fast way", fast)
+	}
+	// Records the fast way must refuse (json.Unmarshal decides).
+	for _, v := range []string{
+		`{"guid":"00048bc8eef7bb834d3890620ad222e0","name":"a\u00e9"}`,
+		`{"GUID":"00048bc8eef7bb834d3890620ad222e0"}`,
+		`{"guid":"00048bc8eef7bb834d3890620ad222e0", "name":"x"}`,
+		`{"uidnext":4294967296}`,
+		`{"uidnext":-1}`,
+		`{"messages":1.0}`,
+		`{"messages":01}`,
+		`{"keywords":null}`,
+		`{"stamp":{"cur":5}}`,
+		`{"name":"x"}x`,
+		`{"name":"` + "\xff" + `"}`,
+		`{"deleted":1}`,
+		`{"other":1}`,
+	} {
+		var b Box
+		if decodeBoxFast([]byte(v), &b) {
+			t.Errorf("fast decoder took %s: %+v", v, b)
+		}
+	}
+	var empty Box
+	if !decodeBoxFast([]byte(`{}`), &empty) || !reflect.DeepEqual(empty, Box{}) {
+		t.Errorf("{} -> %+v", empty)
+	}
+}
+
+func BenchmarkDecodeBox(b *testing.B) {
+	v := []byte(`{"guid":"00048bc8eef7bb834d3890620ad222e0","name":"Folder09","name_t":1795889077186882100,"uidvalidity":1795889077,"uidnext":1268,"modseq":1267,"epoch":6059887500001123969,"messages":1267,"dir":".Folder09","stamp":{"Cur":1795889078340855517,"New":1795889078136855505,"Uidlist":1795889078343581478,"Keywords":-1,"UidlistSize":63667,"UidlistIno":5498339}}`)
+	for i := 0; i < b.N; i++ {
+		boxCache.m = nil
+		if _, err := decodeBox(v); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
