@@ -507,6 +507,35 @@ func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *
 		}
 		res.MailboxOps++
 	}
+	if r.loc.Layout == maildir.LayoutFS && len(mvs) > 0 {
+		return r.checkCarried(res)
+	}
+	return nil
+}
+
+// checkCarried finds, under LAYOUT=fs, child folders that a parent's
+// rename carried along although the plan did not move them (a parent
+// renamed aside for a name clash, say): their directory is no longer the
+// one the index records. Such a sync ends as "run again"; the next scan
+// sees the child's new place as a rename and replicates it.
+func (r *Replica) checkCarried(res *ApplyResult) error {
+	dirs, err := r.loc.ListMailboxes()
+	if err != nil {
+		return r.wrap("", err)
+	}
+	for _, d := range dirs {
+		ul, err := readUidlistHeader(d.Dir)
+		if err != nil {
+			continue
+		}
+		b, err := r.getBox(model.MailboxGUID(ul.GUID))
+		if err != nil {
+			return r.wrap(d.Name, err)
+		}
+		if b != nil && !b.Deleted && !b.Missing && b.Dir != r.rel(d.Dir) {
+			skip(res, "mailbox %q moved to %q with its parent folder: the next sync records it", b.Name, d.Name)
+		}
+	}
 	return nil
 }
 

@@ -186,33 +186,38 @@ var propLayout maildir.Layout
 var knownSeeds = []struct {
 	seed, what string
 	legacy     bool
+	layoutFS   bool // a TestPropertyLayoutFS seed
 }{
 	// A message moved into a folder that is then merged into a same-named
 	// folder of the other side, where an older instance of it had been
 	// expunged (moved away): the void-instance kill took the younger copy
 	// too, and the other copy was expunged by the move: lost.
-	{"4647851137266389225", "younger copy in a merging folder survives an older expunge", true},
+	{"4647851137266389225", "younger copy in a merging folder survives an older expunge", true, false},
 	// Found by the Dovecot model (dovecot_model_test.go), issue 3: a sync
 	// made a mailbox on B with the plan's NEXTUID and added its messages
 	// below it later in the apply; a Dovecot reading the uidlist in
 	// between takes them for expunged messages that reappeared.
-	{"1375322980816477217", "a created mailbox shows no NEXTUID above the UIDs still to be added", false},
+	{"1375322980816477217", "a created mailbox shows no NEXTUID above the UIDs still to be added", false, false},
 	// Found by the Dovecot model too: a folder B deleted and made again
 	// (same UIDVALIDITY, so B's Dovecot keeps its index) merged into A's;
 	// a message Lost with B's old directory was put back at its old UID,
 	// below the NEXTUID B's new directory already showed.
-	{"16639578282865253160", "a Lost UID is not refilled below a NEXTUID Dovecot read", false},
+	{"16639578282865253160", "a Lost UID is not refilled below a NEXTUID Dovecot read", false, false},
 	// With Lost UIDs refilled only in the plan that makes the directory
 	// again, and that directory's uidlist started below them: the sync
 	// stopped before the refill, and a delivery took the Lost UID.
-	{"16364029561013211462", "a Lost UID is never given to another message", false},
+	{"16364029561013211462", "a Lost UID is never given to another message", false, false},
 	// Two seeds that failed on main at the start of session 3 (found by
 	// the mergeuids helper) and pass since the merges of that session:
 	// a message whose body the peer could not send was renumbered on
 	// every sync (never converged), and a rename aside met a leftover
 	// `.twinbox-tmp-<guid>` of an interrupted apply ("file exists").
-	{"16639578282865255371", "converges when a body cannot be sent", false},
-	{"11022306618245745561", "a rename aside after an interrupted apply", false},
+	{"16639578282865255371", "converges when a body cannot be sent", false, false},
+	{"11022306618245745561", "a rename aside after an interrupted apply", false, false},
+	// LAYOUT=fs (session 4): a folder renamed aside for a name clash
+	// carried its child directory along, and the sync said it had
+	// converged while the child's name differed on the two replicas.
+	{"7782735647188521255", "LAYOUT=fs: a child carried by its parent's rename aside", false, true},
 }
 
 func TestPropertyKnownSeeds(t *testing.T) {
@@ -231,6 +236,10 @@ func TestPropertyKnownSeeds(t *testing.T) {
 			}
 			propLegacy = k.legacy
 			t.Cleanup(func() { propLegacy = false })
+			if k.layoutFS {
+				propLayout = maildir.LayoutFS
+				t.Cleanup(func() { propLayout = maildir.LayoutMaildirPP })
+			}
 			checkProperty(t)
 		})
 	}
