@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -31,6 +33,12 @@ type ledger struct {
 	refused  map[string]int // operation -> NO/BAD answers (a folder or message another client or the sync removed)
 	// reconnects counts sessions Dovecot ended (BYE) under a client.
 	reconnects int
+	// trace is every client step: start and end time, client, operation
+	// and outcome (kept with the syncs' output when the test fails).
+	trace []string
+	// clashes counts the RENAMEs whose child folder clashed, by
+	// "side from-directory to-directory" (see expectChildClash).
+	clashes map[string]int
 }
 
 func (l *ledger) observe(side, mailbox string, uidValidity, uid uint32, h string) {
@@ -64,12 +72,6 @@ var (
 	flagPool  = []imap.Flag{imap.FlagSeen, imap.FlagFlagged, imap.FlagAnswered, imap.FlagDraft, "$A", "$B", "Later"}
 )
 
-// folderOps reports whether the stress clients also create, rename and
-// delete folders (TWINBOX_STRESS_FOLDERS=1). Off by default: with them the
-// run finds twinbox bugs not fixed yet (see the package comment). Without
-// them the scratch folders never exist, and operations on them are refused.
-func folderOps() bool { return os.Getenv("TWINBOX_STRESS_FOLDERS") == "1" }
-
 // stressClient is one IMAP client doing random operations on one side.
 type stressClient struct {
 	name string
@@ -78,6 +80,11 @@ type stressClient struct {
 	rnd  *rand.Rand
 	l    *ledger
 	seq  int
+	// folders serialises this side's folder operations against every
+	// other command of this side's clients (see TestConcurrentClientsAndSyncs).
+	folders *sync.RWMutex
+	// selected is the mailbox this client has SELECTed ("" for none).
+	selected string
 }
 
 // refusal reports whether err is a tagged NO/BAD answer: the operation was
@@ -97,10 +104,12 @@ func (sc *stressClient) pickBox(withScratch bool) string {
 // pickMsg selects mailbox and returns a random message's UID and body hash
 // (0 when the mailbox is empty or gone).
 func (sc *stressClient) pickMsg(mailbox string) (uint32, string, error) {
+	sc.selected = ""
 	sel, err := sc.c.Select(mailbox, nil).Wait()
 	if err != nil {
 		return 0, "", err
 	}
+	sc.selected = mailbox
 	if sel.NumMessages == 0 {
 		return 0, "", nil
 	}
@@ -124,12 +133,27 @@ func (sc *stressClient) pickMsg(mailbox string) (uint32, string, error) {
 // connection; refusals are counted.
 func (sc *stressClient) step() error {
 	sc.seq++
-	var op string
+	var op, what string
 	var err error
-	switch n := sc.rnd.IntN(100); {
+	start := time.Now()
+	defer func() {
+		sc.l.mu.Lock()
+		sc.l.trace = append(sc.l.trace, fmt.Sprintf("%s-%s %s %s %s: %v", start.Format("15:04:05.000000"), time.Now().Format("15:04:05.000000"), sc.name, op, what, err))
+		sc.l.mu.Unlock()
+	}()
+	n := sc.rnd.IntN(100)
+	if isFolderOp(n) {
+		sc.folders.Lock()
+		defer sc.folders.Unlock()
+	} else {
+		sc.folders.RLock()
+		defer sc.folders.RUnlock()
+	}
+	switch {
 	case n < 30:
 		op = "append"
 		box := sc.pickBox(true)
+		what = box
 		b := body(fmt.Sprintf("stress %s %d", sc.name, sc.seq))
 		var flags []imap.Flag
 		if sc.rnd.IntN(2) == 0 {
@@ -146,7 +170,9 @@ func (sc *stressClient) step() error {
 	case n < 52:
 		op = "store"
 		var uid uint32
-		if uid, _, err = sc.pickMsg(sc.pickBox(true)); err == nil && uid != 0 {
+		box := sc.pickBox(true)
+		if uid, _, err = sc.pickMsg(box); err == nil && uid != 0 {
+			what = fmt.Sprintf("%s UID %d", box, uid)
 			o := imap.StoreFlagsAdd
 			if sc.rnd.IntN(2) == 0 {
 				o = imap.StoreFlagsDel
@@ -157,7 +183,9 @@ func (sc *stressClient) step() error {
 		op = "expunge"
 		var uid uint32
 		var h string
-		if uid, h, err = sc.pickMsg(sc.pickBox(true)); err == nil && uid != 0 {
+		box := sc.pickBox(true)
+		if uid, h, err = sc.pickMsg(box); err == nil && uid != 0 {
+			what = fmt.Sprintf("%s UID %d", box, uid)
 			sc.l.mu.Lock()
 			sc.l.mayGone[h] = true
 			sc.l.mu.Unlock()
@@ -173,8 +201,10 @@ func (sc *stressClient) step() error {
 		}
 		var uid uint32
 		var h string
-		if uid, h, err = sc.pickMsg(sc.pickBox(true)); err == nil && uid != 0 {
+		box := sc.pickBox(true)
+		if uid, h, err = sc.pickMsg(box); err == nil && uid != 0 {
 			dst := sc.pickBox(true)
+			what = fmt.Sprintf("%s UID %d to %s", box, uid, dst)
 			if move {
 				if !slices.Contains(permanent, dst) {
 					sc.l.mu.Lock()
@@ -186,29 +216,41 @@ func (sc *stressClient) step() error {
 				_, err = sc.c.Copy(uidSet(uid), dst).Wait()
 			}
 		}
-	case n < 82 && folderOps():
+	case n < 82:
 		op = "create"
-		err = sc.c.Create(scratch[sc.rnd.IntN(len(scratch))], nil).Wait()
-	case n < 86 && folderOps():
+		what = scratch[sc.rnd.IntN(len(scratch))]
+		err = sc.c.Create(what, nil).Wait()
+	case n < 86:
 		op = "rename"
 		from, to := scratch[sc.rnd.IntN(3)], scratch[sc.rnd.IntN(3)]
 		if from == to {
 			return nil
 		}
+		what = from + " to " + to
+		sc.expectChildClash(from, to)
 		err = sc.c.Rename(from, to, nil).Wait()
-	case n < 90 && folderOps():
-		op = "delete"
-		err = sc.c.Delete(scratch[sc.rnd.IntN(len(scratch))]).Wait()
 	case n < 90:
-		return nil // folder operations are off
+		op = "delete"
+		what = scratch[sc.rnd.IntN(len(scratch))]
+		err = sc.c.Delete(what).Wait()
 	default:
 		op = "subscribe"
 		name := sc.pickBox(true)
+		what = name
 		if sc.rnd.IntN(2) == 0 {
 			op = "unsubscribe"
 			err = sc.c.Unsubscribe(name).Wait()
 		} else {
 			err = sc.c.Subscribe(name).Wait()
+		}
+	}
+	if sc.selected != "" && !slices.Contains(permanent, sc.selected) && (err == nil || refusal(err)) {
+		// No client keeps a scratch folder selected after its step: its
+		// Dovecot process would hold the folder's index open across
+		// another client's RENAME or DELETE of it (Dovecot's own race).
+		sc.selected = ""
+		if uerr := sc.c.Unselect().Wait(); uerr != nil && !refusal(uerr) {
+			err = uerr // (a refusal: the folder went under the session)
 		}
 	}
 	if err != nil && !refusal(err) {
@@ -229,10 +271,41 @@ func (sc *stressClient) step() error {
 			return fmt.Errorf("%s: %s: %v; logging in again: %w", sc.name, op, err, derr)
 		}
 		sc.c = c
+		sc.selected = ""
 		return nil
 	}
 	sc.l.count(op, err)
 	return nil
+}
+
+// isFolderOp reports whether step's random number n chose CREATE, RENAME or
+// DELETE.
+func isFolderOp(n int) bool { return n >= 76 && n < 90 }
+
+// expectChildClash records, before RENAME from to, each child folder of
+// from whose name under to exists already: Dovecot renames the parent and
+// then fails on that child, logging "rename(<from child>, <to child>)
+// failed: Directory not empty" with no twinbox involved (TestDovecotAloneLogs,
+// part 2). The caller holds the side's folder lock, so no other client
+// changes the folders between this look and the RENAME.
+func (sc *stressClient) expectChildClash(from, to string) {
+	root := sc.s.root()
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		return
+	}
+	pf, pt := "."+from+".", "."+to+"."
+	for _, e := range ents {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), pf) {
+			continue
+		}
+		dst := pt + strings.TrimPrefix(e.Name(), pf)
+		if _, err := os.Stat(filepath.Join(root, dst)); err == nil {
+			sc.l.mu.Lock()
+			sc.l.clashes[sc.s.name+" "+filepath.Join(root, e.Name())+" "+filepath.Join(root, dst)]++
+			sc.l.mu.Unlock()
+		}
+	}
 }
 
 // syncLoop runs `twinbox sync` between the roots until stop is closed,
@@ -316,9 +389,21 @@ func TestConcurrentClientsAndSyncs(t *testing.T) {
 	_ = ca.Logout().Wait()
 	p.settle(t)
 
-	l := &ledger{appended: map[string]string{}, mayGone: map[string]bool{}, seen: map[string]string{}, ops: map[string]int{}, refused: map[string]int{}}
+	l := &ledger{appended: map[string]string{}, mayGone: map[string]bool{}, seen: map[string]string{}, ops: map[string]int{}, refused: map[string]int{}, clashes: map[string]int{}}
 	stop := make(chan struct{})
 	sl := &syncLoop{}
+	defer func() {
+		if t.Failed() {
+			f, err := os.CreateTemp("", "twinbox-stress-syncs-*.log")
+			if err == nil {
+				_, _ = f.Write(sl.log.Bytes())
+				fmt.Fprintf(f, "=== client steps (start-end client operation: error)\n%s\n", strings.Join(l.trace, "\n"))
+				f.Close()
+				t.Logf("the syncs' verbose output: %s", f.Name())
+			}
+		}
+	}()
+
 	loopDone := make(chan struct{})
 	go func() {
 		defer close(loopDone)
@@ -327,8 +412,9 @@ func TestConcurrentClientsAndSyncs(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, 2*clients)
 	for _, s := range p.sides() {
+		folders := &sync.RWMutex{}
 		for i := range clients {
-			sc := &stressClient{name: fmt.Sprintf("%s%d", s.name, i), s: s, c: dial(t, s), l: l,
+			sc := &stressClient{name: fmt.Sprintf("%s%d", s.name, i), s: s, c: dial(t, s), l: l, folders: folders,
 				rnd: newRand(sd + uint64(i)*7919 + uint64(len(s.name)+int(s.name[0]))*104729)}
 			wg.Add(1)
 			go func() {
@@ -357,7 +443,8 @@ func TestConcurrentClientsAndSyncs(t *testing.T) {
 	t.Logf("clients %d per side, %d steps each; syncs during the run %d (%d killed with SIGKILL, %d exit 2)", clients, steps, sl.runs, sl.kills, sl.changed)
 	t.Logf("operations done %v; refused (NO/BAD, target gone) %v; sessions ended by Dovecot %d", l.ops, l.refused, l.reconnects)
 
-	// Quiescence.
+	// Quiescence (its syncs verbose too, their output kept with the loop's).
+	p.syncArgs, p.syncEnv, p.trace = []string{"-v"}, []string{"TWINBOX_DEBUG=1"}, &sl.log
 	before := p.syncs
 	p.settle(t)
 	t.Logf("quiescence took %d syncs", p.syncs-before)
@@ -384,33 +471,74 @@ func TestConcurrentClientsAndSyncs(t *testing.T) {
 		}
 	}
 	t.Logf("%d messages appended, %d possibly removed by clients, %d in the final view, %d lost", len(l.appended), len(l.mayGone), len(have), lost)
-	defer func() {
-		if t.Failed() {
-			f, err := os.CreateTemp("", "twinbox-stress-syncs-*.log")
-			if err == nil {
-				_, _ = f.Write(sl.log.Bytes())
-				f.Close()
-				t.Logf("the syncs' verbose output: %s", f.Name())
-			}
-		}
-	}()
-	// With folder operations, Dovecot logs a few errors that it logs
-	// without twinbox too, when a client deletes or renames a folder
-	// another is saving into (proved by TestDovecotAloneLogs): forgiven,
-	// exactly those lines and only about the scratch folders that the
-	// clients delete and rename.
-	gone := map[string]bool{}
-	if folderOps() {
-		for _, a := range scratch {
-			gone["."+strings.ReplaceAll(a, "/", ".")] = true
-			for _, b := range scratch[:3] {
-				gone["."+b+".Kid"] = true // S1/Kid renamed with its parent
-			}
+	// The log check forgives exactly two kinds of lines. (1) The child
+	// clashes of RENAME that expectChildClash predicted (Dovecot alone
+	// logs them: TestDovecotAloneLogs). (2) "UIDVALIDITY changed" of a
+	// scratch folder: clients of both sides create the same scratch
+	// folder between two syncs, and the merge keeps one UIDVALIDITY (the
+	// contract), so the side whose folder adopts the other's tells its
+	// Dovecot processes so.
+	scratchDirs := map[string]bool{}
+	for _, a := range scratch {
+		scratchDirs["."+strings.ReplaceAll(a, "/", ".")] = true
+		for _, b := range scratch[:3] {
+			scratchDirs["."+b+".Kid"] = true // S1/Kid renamed with its parent
 		}
 	}
-	forgiven, dups := p.checkLogsForgiving(t, gone)
-	if forgiven > 0 {
-		t.Logf("forgave %d Dovecot error lines that Dovecot logs without twinbox (a client deleted or renamed a folder another was saving into)", forgiven)
+	clashes, merged, dups := p.checkStressLogs(t, l.clashes, scratchDirs)
+	clashes /= childClashLines
+	t.Logf("Dovecot's log: %d predicted RENAME child clashes, %d \"UIDVALIDITY changed\" of merged scratch folders, %d \"Duplicate file entry\" warnings", clashes, merged, dups)
+}
+
+// childClashLines is how many times Dovecot logs one RENAME's child clash
+// (TestDovecotAloneLogs checks it).
+const childClashLines = 3
+
+var (
+	renameChildClash   = regexp.MustCompile(`: Error: rename\((\S+), (\S+)\) failed: Directory not empty$`)
+	uidValidityChanged = regexp.MustCompile(`: Warning: Maildir (\S+): UIDVALIDITY changed \(\d+ -> \d+\)$`)
+)
+
+// checkStressLogs is checkLogs, except for (1) at most childClashLines
+// renameChildClash lines about each pair of directories for each clash
+// expected (by "side from to", see expectChildClash), (2) uidValidityChanged
+// lines about the directories in scratchDirs (names under the root), and
+// (3) "Duplicate file entry" warnings, which are counted and shown.
+func (p *pair) checkStressLogs(t testing.TB, expected map[string]int, scratchDirs map[string]bool) (clashes, merged, duplicates int) {
+	t.Helper()
+	left := map[string]int{}
+	for k, n := range expected {
+		left[k] = n * childClashLines
 	}
-	t.Logf("Dovecot's \"Duplicate file entry\" warnings: %d", dups)
+	for _, s := range p.sides() {
+		var bad []string
+		for _, l := range logProblems(s.srv.Log()) {
+			if m := renameChildClash.FindStringSubmatch(l); m != nil && left[s.name+" "+m[1]+" "+m[2]] > 0 {
+				left[s.name+" "+m[1]+" "+m[2]]--
+				clashes++
+				continue
+			}
+			if m := uidValidityChanged.FindStringSubmatch(l); m != nil {
+				if rel, err := filepath.Rel(s.srv.Root, m[1]); err == nil && scratchDirs[rel] {
+					merged++
+					continue
+				}
+			}
+			if strings.Contains(l, ": Warning: ") && strings.Contains(l, "Duplicate file entry at line") {
+				// Not understood yet (issue 3's note): under the stress a
+				// Dovecot process now and then finds a file name listed
+				// under a UID other than the one it remembers. Counted and
+				// shown, not failed; "Expunged message reappeared" still
+				// fails the test.
+				duplicates++
+				t.Logf("Dovecot %s (known, not failed): %s", s.name, l)
+				continue
+			}
+			bad = append(bad, l)
+		}
+		if len(bad) > 0 {
+			t.Errorf("Dovecot %s logged:\n  %s", s.name, strings.Join(bad, "\n  "))
+		}
+	}
+	return clashes, merged, duplicates
 }
