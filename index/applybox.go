@@ -65,6 +65,7 @@ var (
 	testHookBeforeUidlistWrite func()
 	testHookBeforeApplyBox     func(root string)
 	testHookBeforeRename       func(dst string)
+	testHookBeforeDeleteLock   func(dir string)
 )
 
 // diskAgrees reports whether a file name shows the flags f that the index
@@ -1015,6 +1016,9 @@ func (r *Replica) applyDelete(ctx context.Context, op merge.MailboxOp, res *Appl
 	}
 	dir, err := r.locate(b)
 	if err == nil {
+		if testHookBeforeDeleteLock != nil {
+			testHookBeforeDeleteLock(dir)
+		}
 		lk, err := r.lockUidlist(ctx, dir)
 		if err != nil && dirGone(dir) {
 			skip(res, "delete of %q: the directory went away during the sync", b.Name)
@@ -1022,6 +1026,15 @@ func (r *Replica) applyDelete(ctx context.Context, op merge.MailboxOp, res *Appl
 		}
 		if err != nil {
 			return r.wrap(b.Name, err)
+		}
+		// The directory may hold another mailbox by now: a client deleted
+		// this one and renamed another into its name since locate read
+		// the uidlist (Dovecot's RENAME takes no uidlist lock). Under our
+		// lock, look again.
+		if ul, err := readUidlistHeader(dir); err != nil || model.MailboxGUID(ul.GUID) != b.GUID {
+			lk.Unlock()
+			skip(res, "delete of %q: the directory now holds another mailbox", b.Name)
+			return nil
 		}
 		files, _, err := listFiles(dir)
 		if err != nil {

@@ -21,3 +21,11 @@ func SetTestHookBeforeRename(f func(dst string)) func() {
 	testHookBeforeRename = f
 	return func() { testHookBeforeRename = nil }
 }
+
+// SetTestHookBeforeDeleteLock makes a mailbox delete call f with the
+// directory it found, just before it takes that directory's uidlist lock
+// (clients deleting and renaming folders then).
+func SetTestHookBeforeDeleteLock(f func(dir string)) func() {
+	testHookBeforeDeleteLock = f
+	return func() { testHookBeforeDeleteLock = nil }
+}
