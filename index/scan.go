@@ -330,6 +330,14 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 	if ul == nil && known != nil && !found[known.GUID] && !known.Deleted && !known.Missing && r.deletedInLog(known) {
 		known = nil // deleted with intent, then made anew: a new mailbox
 	}
+	if ul == nil && known != nil && !found[known.GUID] && r.heldElsewhere(known.GUID, dir) {
+		// Renamed away (its uidlist lives in another directory, which
+		// this scan reaches later), and a new folder made at its name:
+		// a new mailbox. Restoring the known one here would take the
+		// GUID from the renamed folder and treat the mail expunged in it
+		// since the last scan as lost (refilled from the peer).
+		known = nil
+	}
 	if ul == nil && known != nil && !found[known.GUID] {
 		// Restore from the index: same GUID, UIDVALIDITY and UIDs.
 		nu := &maildir.Uidlist{Version: 3, UIDValidity: known.UIDValidity, NextUID: max(known.UIDNext, 1), GUID: [16]byte(known.GUID)}
@@ -420,6 +428,24 @@ func (r *Replica) lastDelete(g model.MailboxGUID) int64 {
 
 // deletedInLog reports whether dovecot.mailbox.log records a delete of b in
 // its current life.
+// heldElsewhere reports whether a mailbox directory other than dir has a
+// uidlist naming mailbox g.
+func (r *Replica) heldElsewhere(g model.MailboxGUID, dir string) bool {
+	dirs, err := r.listDirs()
+	if err != nil {
+		return false
+	}
+	for _, d := range dirs {
+		if filepath.Clean(d.Dir) == filepath.Clean(dir) {
+			continue
+		}
+		if ul, err := readUidlistHeader(d.Dir); err == nil && model.MailboxGUID(ul.GUID) == g {
+			return true
+		}
+	}
+	return false
+}
+
 func (r *Replica) deletedInLog(b *Box) bool {
 	recs, err := maildir.ReadMailboxLog(r.loc.Root)
 	if err != nil {
