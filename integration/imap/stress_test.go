@@ -373,11 +373,28 @@ func (sl *syncLoop) run(p *pair, rnd *rand.Rand, stop <-chan struct{}) {
 }
 
 // TestConcurrentClientsAndSyncs: several IMAP clients per side do random
-// operations while `twinbox sync` runs in a loop between the roots, some
-// runs killed with SIGKILL; then quiescence. Afterwards both sides' IMAP
-// views are identical, no message that no client removed is lost, no UID
-// of INBOX or Work ever showed two different bodies to the clients, and
-// neither Dovecot logged a warning of issue 3's list.
+// operations (APPEND, STORE, EXPUNGE, COPY, MOVE, SUBSCRIBE, UNSUBSCRIBE,
+// and CREATE, RENAME - also of S1 with its child S1/Kid - and DELETE of
+// the scratch folders) while `twinbox sync` runs in a loop between the
+// roots, some runs killed with SIGKILL; then quiescence. Afterwards both
+// sides' IMAP views are identical, no message that no client removed is
+// lost, no UID of INBOX or Work ever showed two different bodies to the
+// clients, and neither Dovecot logged a warning of issue 3's list.
+//
+// What is serialised, and why: on each side, a client's CREATE, RENAME or
+// DELETE holds that side's folder lock exclusively (sync.RWMutex), and
+// every other step of that side's clients holds it shared; a client that
+// SELECTed a scratch folder UNSELECTs it before its step ends. So on one
+// side no IMAP command runs while a folder moves, and no Dovecot process
+// keeps a scratch folder open across another client's RENAME or DELETE of
+// it. Without this, Dovecot logs errors with no twinbox at all
+// (TestDovecotAloneLogs, TestDovecotAloneRenameRaces: "unlink(.../tmp/...)
+// failed", "Our dotlock file ... was deleted", "duplicate transaction log
+// sequence"), and this test exists to find fights between twinbox and
+// Dovecot, not between two Dovecot processes. Not serialised: `twinbox
+// sync` runs concurrently with everything on both sides (it replicates
+// folder operations into folders the other side's clients are using), and
+// the two sides' clients run concurrently with each other.
 func TestConcurrentClientsAndSyncs(t *testing.T) {
 	sd := seed(t)
 	clients, steps := 3, 40
