@@ -197,6 +197,14 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		skip(res, "mailbox %q: the directory now holds mailbox %x", name, ul.GUID)
 		return nil
 	}
+	if ul.UIDValidity == box.UIDValidity && ul.NextUID > box.UIDNext {
+		// Dovecot gave out UIDs since the scan: their messages are not in
+		// the index yet, and they can lie below the UIDNEXT this sync
+		// makes common, under which the next sync takes a record that
+		// only one side reports for one both sides have. No saved state
+		// from this sync, then: the next one reads and sends them.
+		skip(res, "mailbox %q: new messages since the scan (UIDNEXT %d, the scan saw %d)", name, ul.NextUID, box.UIDNext)
+	}
 	var files map[string]*diskFile
 	var flaggedRecs map[uint32]*Msg
 	if flagOnly {
