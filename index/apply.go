@@ -488,8 +488,19 @@ func (r *Replica) renameLocked(ctx context.Context, dir, dst string) error {
 		lk.Unlock()
 		return err
 	}
+	r.log.Debug("moved a mailbox directory", "from", dir, "to", dst)
 	lk.Moved(dst)
 	return lk.Unlock()
+}
+
+// makeMailbox is maildir.Location.MakeMailbox, logged (debug) when it
+// made the directory.
+func (r *Replica) makeMailbox(dir string, ul *maildir.Uidlist) (bool, error) {
+	made, err := r.loc.MakeMailbox(dir, ul)
+	if made {
+		r.log.Debug("made a mailbox directory", "dir", dir)
+	}
+	return made, err
 }
 
 // renameOne moves one mailbox directory and records the new name.
@@ -562,7 +573,7 @@ func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, first uin
 	if old != nil && old.UIDValidity == op.UIDValidity {
 		fresh.NextUID = max(fresh.NextUID, old.UIDNext) // UIDs it had stay used (§3.1)
 	}
-	if _, err := r.loc.MakeMailbox(dir, fresh); err != nil {
+	if _, err := r.makeMailbox(dir, fresh); err != nil {
 		return r.wrap(op.Name, err)
 	}
 	lk, err := r.lockUidlist(ctx, dir)
@@ -700,7 +711,7 @@ func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, res *ApplyRe
 		if b.UIDValidity != 0 {
 			ul = &maildir.Uidlist{Version: 3, UIDValidity: b.UIDValidity, NextUID: max(1, b.UIDNext), GUID: [16]byte(b.GUID)}
 		}
-		if _, err := r.loc.MakeMailbox(dir, ul); err != nil {
+		if _, err := r.makeMailbox(dir, ul); err != nil {
 			return false, r.wrap(a.Name, err)
 		}
 	} else if errors.Is(err, fs.ErrNotExist) {
@@ -1018,7 +1029,7 @@ func (r *Replica) boxDirForPlan(tx *bolt.Tx, sp *merge.SidePlan, g model.Mailbox
 			// would), so that Dovecot never sees it without its identity.
 			ul = &maildir.Uidlist{Version: 3, UIDValidity: b.UIDValidity, NextUID: max(1, b.UIDNext), GUID: [16]byte(b.GUID)}
 		}
-		if _, err := r.loc.MakeMailbox(dir, ul); err != nil {
+		if _, err := r.makeMailbox(dir, ul); err != nil {
 			return "", err
 		}
 	}

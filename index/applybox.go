@@ -129,7 +129,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		// Vanished since the scan, or never made: make it now.
 		dir = filepath.Join(r.loc.Root, box.Dir)
 		ul := &maildir.Uidlist{Version: 3, UIDValidity: box.UIDValidity, NextUID: max(1, box.UIDNext), GUID: [16]byte(box.GUID)}
-		made, err := r.loc.MakeMailbox(dir, ul)
+		made, err := r.makeMailbox(dir, ul)
 		if err != nil {
 			return r.wrap(name, err)
 		}

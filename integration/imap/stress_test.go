@@ -468,7 +468,17 @@ func TestConcurrentClientsAndSyncs(t *testing.T) {
 	p.syncArgs, p.syncEnv, p.trace = []string{"-v"}, []string{"TWINBOX_DEBUG=1"}, &sl.log
 	before := p.syncs
 	p.settle(t)
-	t.Logf("quiescence took %d syncs", p.syncs-before)
+	// A Dovecot process whose folder moved under it (a sync replicating a
+	// RENAME, DELETE or merge) can hold a client's flag change in the
+	// folder's index without having renamed the file for it yet; the next
+	// process that opens the folder writes it to the file, and only then
+	// can a sync see it. Open every folder on both sides (as the clients
+	// of a real user soon would), then settle again.
+	readView(t, p.a)
+	readView(t, p.b)
+	mid := p.syncs
+	p.settle(t)
+	t.Logf("quiescence took %d syncs, %d more after every folder was opened", mid-before, p.syncs-mid)
 	va, vb := p.requireSame(t)
 	for name, b := range va.Boxes {
 		for u, m := range b.Msgs {
@@ -492,7 +502,7 @@ func TestConcurrentClientsAndSyncs(t *testing.T) {
 		}
 	}
 	t.Logf("%d messages appended, %d possibly removed by clients, %d in the final view, %d lost", len(l.appended), len(l.mayGone), len(have), lost)
-	// The log check forgives exactly two kinds of lines. (1) The child
+	// The log check forgives exactly three kinds of lines. (1) The child
 	// clashes of RENAME that expectChildClash predicted (Dovecot alone
 	// logs them: TestDovecotAloneLogs). (2) "UIDVALIDITY changed" of a
 	// scratch folder: clients of both sides create the same scratch
@@ -502,11 +512,20 @@ func TestConcurrentClientsAndSyncs(t *testing.T) {
 	// folder open at that moment adds "dovecot.index reset, view is now
 	// inconsistent" and ends the client's session). Not Dovecot-alone
 	// lines: the contract's one-UIDVALIDITY rule makes them, and a client
-	// of a folder made on both sides at once cannot be spared them.
-	clashes, merged, dups := p.checkStressLogs(t, l.clashes)
+	// of a folder made on both sides at once cannot be spared them. (3)
+	// "duplicate transaction log sequence" or "Corrupted transaction log
+	// ... indexid changed" of a scratch folder whose directory a sync
+	// replaced (it moved or made a mailbox directory into that name,
+	// replicating the other side's RENAME, DELETE and CREATE or resolving a
+	// name clash) while a client of this side had it open: Dovecot alone
+	// logs these when one client swaps a folder under another
+	// (TestDovecotAloneFolderSwappedUnderSession); the serialisation above
+	// keeps this side's clients from doing it, the sync cannot be kept from
+	// it.
+	clashes, merged, swapped, dups := p.checkStressLogs(t, l.clashes, movedInto(sl.log.String()))
 	clashes /= childClashLines
 	keepLog = dups > 0
-	t.Logf("Dovecot's log: %d predicted RENAME child clashes, %d \"UIDVALIDITY changed\" or index reset lines of merged scratch folders, %d \"Duplicate file entry\" warnings", clashes, merged, dups)
+	t.Logf("Dovecot's log: %d predicted RENAME child clashes, %d \"UIDVALIDITY changed\" or index reset lines of merged scratch folders, %d transaction log errors of scratch folders a sync replaced, %d \"Duplicate file entry\" warnings", clashes, merged, swapped, dups)
 }
 
 // scratchDir matches the Maildir++ directory of a scratch folder (S1, S2,
@@ -532,9 +551,10 @@ var (
 // expected (by "side from to", see expectChildClash), (2) uidValidityChanged
 // lines about scratch folders (scratchDir), and
 // indexReset lines about those of them whose UIDVALIDITY change the same
-// log shows, and
-// (3) "Duplicate file entry" warnings, which are counted and shown.
-func (p *pair) checkStressLogs(t testing.TB, expected map[string]int) (clashes, merged, duplicates int) {
+// log shows, (3) swappedUnderSession lines about a scratch folder whose
+// directory a sync moved or made a mailbox into (replaced), and
+// (4) "Duplicate file entry" warnings, which are counted and shown.
+func (p *pair) checkStressLogs(t testing.TB, expected map[string]int, replaced map[string]bool) (clashes, merged, swapped, duplicates int) {
 	t.Helper()
 	left := map[string]int{}
 	for k, n := range expected {
@@ -566,6 +586,12 @@ func (p *pair) checkStressLogs(t testing.TB, expected map[string]int) (clashes, 
 					continue
 				}
 			}
+			if m := swappedUnderSession.FindStringSubmatch(l); m != nil && replaced[m[1]] {
+				if rel, err := filepath.Rel(s.srv.Root, m[1]); err == nil && scratchDir.MatchString(rel) {
+					swapped++
+					continue
+				}
+			}
 			if strings.Contains(l, ": Warning: ") && strings.Contains(l, "Duplicate file entry at line") {
 				// Not understood yet (issue 3's note): under the stress a
 				// Dovecot process now and then finds a file name listed
@@ -582,5 +608,17 @@ func (p *pair) checkStressLogs(t testing.TB, expected map[string]int) (clashes, 
 			t.Errorf("Dovecot %s logged:\n  %s", s.name, strings.Join(bad, "\n  "))
 		}
 	}
-	return clashes, merged, duplicates
+	return clashes, merged, swapped, duplicates
+}
+
+var syncMovedInto = regexp.MustCompile(`msg="(?:moved a mailbox directory" from=\S+ to|made a mailbox directory" dir)=(\S+)`)
+
+// movedInto returns the directories that the syncs' debug output says a
+// sync moved or made a mailbox directory into.
+func movedInto(syncLog string) map[string]bool {
+	out := map[string]bool{}
+	for _, m := range syncMovedInto.FindAllStringSubmatch(syncLog, -1) {
+		out[strings.Trim(m[1], `"`)] = true
+	}
+	return out
 }
