@@ -307,3 +307,59 @@ func TestDovecotAloneFolderSwappedUnderSession(t *testing.T) {
 	}
 	t.Logf("STORE: %v; Dovecot alone logged:\n%s", err, errorLines(srv.Log()))
 }
+
+// TestDovecotAloneCopyBackReusesName: one Dovecot, one client, no twinbox.
+// COPY of message 2 within Box (the copy gets a new file name, its G field
+// naming the original's), MOVE of message 2 out, then COPY of the copy
+// within Box: Dovecot names the new copy by its G field, the original's
+// file name, which the uidlist no longer lists, so that name is back under
+// a new UID. A Dovecot process that still knows the name under UID 2 logs
+// "Duplicate file entry ... (uid 2 -> N)" when it reads that: every such
+// warning of the stress runs followed a COPY or MOVE into the same
+// mailbox, and the stress test no longer does those (and fails on the
+// warning).
+func TestDovecotAloneCopyBackReusesName(t *testing.T) {
+	srv := dovecot.StartServer(t, dovecot.ServerOptions{Name: "alone"})
+	s := &side{name: "X", srv: srv}
+	c := dial(t, s)
+	if err := c.Create("Box", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	appendMsg(t, c, "Box", body("m1"))
+	appendMsg(t, c, "Box", body("m2"))
+	dir := filepath.Join(srv.Root, ".Box")
+	before, _, err := maildir.ReadUidlist(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var orig string
+	for _, r := range before.Records {
+		if r.UID == 2 {
+			orig = r.Base()
+		}
+	}
+	if orig == "" {
+		t.Fatalf("no UID 2 in Box's uidlist: %+v", before.Records)
+	}
+	selectBox(t, c, "Box")
+	if _, err := c.Copy(imap.UIDSetNum(2), "Box").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Move(imap.UIDSetNum(2), "INBOX").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Copy(imap.UIDSetNum(3), "Box").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	after, _, err := maildir.ReadUidlist(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range after.Records {
+		if r.Base() == orig && r.UID != 2 {
+			t.Logf("Dovecot alone listed UID 2's file name %s again under UID %d", orig, r.UID)
+			return
+		}
+	}
+	t.Fatalf("Dovecot did not reuse UID 2's file name %s: the premise changed; uidlist %+v", orig, after.Records)
+}
