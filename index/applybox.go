@@ -66,6 +66,7 @@ var (
 	testHookBeforeApplyBox     func(root string)
 	testHookBeforeRename       func(dst string)
 	testHookBeforeDeleteLock   func(dir string)
+	testHookBetweenListings    func(dir string)
 )
 
 // diskAgrees reports whether a file name shows the flags f that the index

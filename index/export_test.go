@@ -29,3 +29,11 @@ func SetTestHookBeforeDeleteLock(f func(dir string)) func() {
 	testHookBeforeDeleteLock = f
 	return func() { testHookBeforeDeleteLock = nil }
 }
+
+// SetTestHookBetweenListings makes every listing of a mailbox's messages
+// call f with the mailbox directory after it read cur/ and before it reads
+// new/ (Dovecot moving a file from new/ to cur/ then).
+func SetTestHookBetweenListings(f func(dir string)) func() {
+	testHookBetweenListings = f
+	return func() { testHookBetweenListings = nil }
+}

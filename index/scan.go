@@ -461,6 +461,16 @@ func baseOf(file string) string {
 	return file
 }
 
+// listedWithoutFile reports whether a record of ul has no file in files.
+func listedWithoutFile(ul *maildir.Uidlist, files map[string]*diskFile) bool {
+	for _, rec := range ul.Records {
+		if files[baseOf(rec.FileName)] == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // listFiles reads cur/ and new/.
 func listFiles(dir string) (map[string]*diskFile, []string, error) {
 	return listSubs(dir, true, true, false)
@@ -481,6 +491,9 @@ func listSubs(dir string, cur, nw, lazy bool) (map[string]*diskFile, []string, e
 	for _, sub := range []string{"cur", "new"} {
 		if (sub == "cur" && !cur) || (sub == "new" && !nw) {
 			continue
+		}
+		if sub == "new" && testHookBetweenListings != nil {
+			testHookBetweenListings(dir)
 		}
 		names, err := readNames(filepath.Join(dir, sub))
 		if err != nil {
@@ -645,6 +658,24 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 	files, bad, err := listFiles(dir)
 	if err != nil {
 		return false, r.wrap(name, err)
+	}
+	if listedWithoutFile(ul, files) {
+		// A file that Dovecot moved from new/ to cur/ between our reads
+		// of cur/ and new/ (a client opened the folder) is in neither
+		// listing, and a file renamed in cur/ for a flag change can be
+		// missed by that read too: its record would be taken for an
+		// expunge, or a new one go unrecorded below the UIDNEXT read
+		// from the uidlist. A uidlist record without its file: read the
+		// directories again, and take what the second reading adds.
+		more, _, err := listFiles(dir)
+		if err != nil {
+			return false, r.wrap(name, err)
+		}
+		for base, f := range more {
+			if files[base] == nil {
+				files[base] = f
+			}
+		}
 	}
 	for _, b := range bad {
 		r.log.Warn("ignoring a file whose name is not a Maildir name", "mailbox", name, "file", b)
