@@ -371,10 +371,11 @@ func (r *Replica) listDirs() ([]maildir.MailboxDir, error) {
 
 func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *ApplyResult) error {
 	type mv struct {
-		op  merge.MailboxOp
-		box *Box
-		dir string
-		dst string
+		op    merge.MailboxOp
+		box   *Box
+		dir   string
+		dst   string
+		saved bool // not renamed: a client saves into it (skipped)
 	}
 	var mvs []*mv
 	for _, op := range ops {
@@ -423,6 +424,11 @@ func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *
 				continue // aside already (an earlier rename was skipped)
 			}
 			if err := r.renameLocked(ctx, dir, tmp); err != nil {
+				if errors.Is(err, errSaving) {
+					skip(res, "rename of %q: %v", m.box.Name, err)
+					m.dir, m.saved = "", true
+					continue
+				}
 				if dirGone(dir) {
 					m.dir = ""
 					continue // renamed or deleted by a client meanwhile
@@ -446,6 +452,10 @@ func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *
 					// A client made the target since the Lstat: the loop
 					// below reports the rename as not done (exit 2).
 					continue
+				} else if errors.Is(err, errSaving) {
+					skip(res, "rename of %q: %v", m.box.Name, err)
+					m.dir, m.saved = "", true
+					continue
 				} else if err != nil {
 					return err
 				}
@@ -455,7 +465,7 @@ func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *
 		}
 	}
 	for i, m := range mvs {
-		if done[i] {
+		if done[i] || m.saved {
 			continue
 		}
 		if m.dir == "" {
@@ -483,6 +493,13 @@ func (r *Replica) renameLocked(ctx context.Context, dir, dst string) error {
 	lk, err := r.lockUidlist(ctx, dir)
 	if err != nil {
 		return err
+	}
+	if f := busyTmp(dir, r.opt.Now(), busyRenameAge); f != "" {
+		// A client is saving a message into it (Dovecot writes to tmp/
+		// before it takes the uidlist lock): moving the folder now would
+		// fail its APPEND. The next sync renames it.
+		lk.Unlock()
+		return fmt.Errorf("%w (%s)", errSaving, f)
 	}
 	if err := os.Rename(dir, dst); err != nil {
 		lk.Unlock()
@@ -733,6 +750,10 @@ func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, res *ApplyRe
 			}
 		}
 		if err := r.renameLocked(ctx, dir, dst); err != nil {
+			if errors.Is(err, errSaving) {
+				skip(res, "merge of %q into %q: %v", b.Name, a.Name, err)
+				return false, nil
+			}
 			if dirGone(dir) {
 				skip(res, "merge of %q into %q: the mailbox went away during the sync", b.Name, a.Name)
 				return false, nil

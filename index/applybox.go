@@ -1059,7 +1059,7 @@ func (r *Replica) applyDelete(ctx context.Context, op merge.MailboxOp, res *Appl
 			skip(res, "delete of %q: %d messages arrived since the scan", b.Name, len(files))
 			return nil
 		}
-		if f := busyTmp(dir, r.opt.Now()); f != "" {
+		if f := busyTmp(dir, r.opt.Now(), busyTmpAge); f != "" {
 			// A client is saving a message into it (Dovecot writes to tmp/
 			// before it takes the uidlist lock): removing the directory
 			// would fail its APPEND.
@@ -1112,9 +1112,18 @@ func (r *Replica) applyDelete(ctx context.Context, op merge.MailboxOp, res *Appl
 // a save in progress (Dovecot itself removes tmp/ files after 36 hours).
 const busyTmpAge = time.Hour
 
-// busyTmp returns the name of a recent file in dir/tmp that is not
-// twinbox's own, or "".
-func busyTmp(dir string, now time.Time) string {
+// busyRenameAge is how recently a file in a mailbox's tmp/ must have been
+// written for a rename of the mailbox to wait: a save in progress writes
+// its file continuously; a file a failed save left behind holds the
+// rename up only this long.
+const busyRenameAge = 5 * time.Second
+
+// errSaving is why a mailbox was not renamed: a client saves into it.
+var errSaving = errors.New("a message is being saved into it")
+
+// busyTmp returns the name of a file in dir/tmp written less than age ago
+// that is not twinbox's own, or "".
+func busyTmp(dir string, now time.Time, age time.Duration) string {
 	ents, err := os.ReadDir(filepath.Join(dir, "tmp"))
 	if err != nil {
 		return ""
@@ -1123,7 +1132,7 @@ func busyTmp(dir string, now time.Time) string {
 		if strings.HasPrefix(e.Name(), "twinbox.") {
 			continue // ours (a killed apply's; removed at the next open)
 		}
-		if fi, err := e.Info(); err == nil && now.Sub(fi.ModTime()) < busyTmpAge {
+		if fi, err := e.Info(); err == nil && now.Sub(fi.ModTime()) < age {
 			return e.Name()
 		}
 	}

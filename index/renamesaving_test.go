@@ -1,0 +1,47 @@
+package index_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/twinbox-mail/twinbox/internal/testmail"
+	"github.com/twinbox-mail/twinbox/sync/session"
+)
+
+// TestRenameWaitsForASave: A renames S1 to S3 while a client of B is
+// saving a message into S1 (Dovecot's file in S1/tmp, written just now).
+// Moving B's S1 then would fail that APPEND (Dovecot: "Mailbox was deleted
+// under us" and "unlink(.../tmp/...) failed", seen in the IMAP stress): the
+// sync leaves S1 where it is and says "run again"; once the save is done,
+// the next sync renames it.
+func TestRenameWaitsForASave(t *testing.T) {
+	a, b := roots(t)
+	testmail.Deliver(t, a, "S1", "in S1")
+	settle(t, a, b)
+	testmail.Rename(t, a, "S1", "S3")
+	saving := filepath.Join(testmail.Dir(t, b, "S1"), "tmp", "1795891007.M668369P2685.vm")
+	if err := os.WriteFile(saving, []byte("From: a@example.org\r\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := testmail.Sync(t, a, b, session.Options{})
+	if !s.Changed {
+		t.Fatal("the sync did not report the rename it put off")
+	}
+	if _, err := os.Stat(saving); err != nil {
+		t.Fatalf("the file being saved into B's S1 moved away: %v", err)
+	}
+	if err := os.Remove(saving); err != nil { // the save is done
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		if s := testmail.Sync(t, a, b, session.Options{}); !s.Changed {
+			break
+		}
+		if i == 3 {
+			t.Fatal("no convergence")
+		}
+	}
+	testmail.Converged(t, a, b)
+	testmail.WantMailboxes(t, []string{"INBOX", "S3"}, a, b)
+}
