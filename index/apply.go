@@ -499,6 +499,10 @@ func (r *Replica) renameLocked(ctx context.Context, dir, dst string) error {
 		// before it takes the uidlist lock): moving the folder now would
 		// fail its APPEND. The next sync renames it.
 		lk.Unlock()
+		return fmt.Errorf("%w (tmp/%s)", errSaving, f)
+	}
+	if f := dovecotLockIn(dir, r.opt.Now(), busyRenameAge); f != "" {
+		lk.Unlock()
 		return fmt.Errorf("%w (%s)", errSaving, f)
 	}
 	if err := os.Rename(dir, dst); err != nil {

@@ -1118,8 +1118,32 @@ const busyTmpAge = time.Hour
 // rename up only this long.
 const busyRenameAge = 5 * time.Second
 
-// errSaving is why a mailbox was not renamed: a client saves into it.
-var errSaving = errors.New("a message is being saved into it")
+// errSaving is why a mailbox was not moved: a client saves into it, or a
+// Dovecot process holds a lock file in it.
+var errSaving = errors.New("a client is writing into it")
+
+// dovecotLockIn returns the name of a lock file in dir written less than
+// age ago (Dovecot's dotlocks, such as dovecot.index.log.newlock while it
+// creates the folder's index log), other than the uidlist lock, or "".
+// Moving the folder under such a lock makes Dovecot log "Our dotlock file
+// ... was deleted", and the process can then keep the mailbox list's lock
+// for minutes (seen in the IMAP stress).
+func dovecotLockIn(dir string, now time.Time, age time.Duration) string {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return ""
+	}
+	for _, e := range ents {
+		n := e.Name()
+		if n == maildir.UidlistName+".lock" || !(strings.HasSuffix(n, ".lock") || strings.HasSuffix(n, ".newlock")) {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && now.Sub(fi.ModTime()) < age {
+			return n
+		}
+	}
+	return ""
+}
 
 // busyTmp returns the name of a file in dir/tmp written less than age ago
 // that is not twinbox's own, or "".

@@ -45,3 +45,40 @@ func TestRenameWaitsForASave(t *testing.T) {
 	testmail.Converged(t, a, b)
 	testmail.WantMailboxes(t, []string{"INBOX", "S3"}, a, b)
 }
+
+// TestRenameWaitsForDovecotsLock: as TestRenameWaitsForASave, with a
+// Dovecot process holding dovecot.index.log.newlock in B's S1 (it creates
+// the folder's index log). Moving the folder under it made Dovecot log
+// "Our dotlock file ... was deleted", and that process kept the mailbox
+// list's lock for three minutes, blocking every other client (seen in the
+// IMAP stress).
+func TestRenameWaitsForDovecotsLock(t *testing.T) {
+	a, b := roots(t)
+	testmail.Deliver(t, a, "S1", "in S1")
+	settle(t, a, b)
+	testmail.Rename(t, a, "S1", "S3")
+	lock := filepath.Join(testmail.Dir(t, b, "S1"), "dovecot.index.log.newlock")
+	if err := os.WriteFile(lock, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := testmail.Sync(t, a, b, session.Options{})
+	if !s.Changed {
+		t.Fatal("the sync did not report the rename it put off")
+	}
+	if _, err := os.Stat(lock); err != nil {
+		t.Fatalf("Dovecot's lock in B's S1 moved away: %v", err)
+	}
+	if err := os.Remove(lock); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		if s := testmail.Sync(t, a, b, session.Options{}); !s.Changed {
+			break
+		}
+		if i == 3 {
+			t.Fatal("no convergence")
+		}
+	}
+	testmail.Converged(t, a, b)
+	testmail.WantMailboxes(t, []string{"INBOX", "S3"}, a, b)
+}
