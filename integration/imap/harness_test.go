@@ -204,6 +204,12 @@ func readViewErr(s *side) (*view, error) {
 	sort.Strings(v.Subs)
 	for name, b := range v.Boxes {
 		sel, err := c.Select(name, &imap.SelectOptions{ReadOnly: true}).Wait()
+		for i := 0; i < 3 && err != nil && strings.Contains(err.Error(), "Mailbox was deleted under us"); i++ {
+			// The folder's directory was replaced (a sync replicating a
+			// RENAME, DELETE or CREATE) since this Dovecot last looked:
+			// its first EXAMINE answers so, the next one sees the folder.
+			sel, err = c.Select(name, &imap.SelectOptions{ReadOnly: true}).Wait()
+		}
 		var ie *imap.Error
 		if err != nil && parent[name] && errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo && strings.Contains(ie.Text, "doesn't exist") {
 			// A deleted parent Dovecot still lists (its own state after
