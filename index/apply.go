@@ -511,7 +511,18 @@ func (r *Replica) renameLocked(ctx context.Context, dir, dst string) error {
 	}
 	r.log.Debug("moved a mailbox directory", "from", dir, "to", dst)
 	lk.Moved(dst)
-	return lk.Unlock()
+	if testHookAfterRename != nil {
+		testHookAfterRename(dst)
+	}
+	if err := lk.Unlock(); err != nil && !errors.Is(err, maildir.ErrLockLost) {
+		return err
+	} else if err != nil {
+		// A client deleted or renamed the folder right after the move
+		// (its lock went with it): the move is done; the next scan sees
+		// the rest.
+		r.log.Info("mailbox lock gone after a move", "dir", dst, "error", err)
+	}
+	return nil
 }
 
 // makeMailbox is maildir.Location.MakeMailbox, logged (debug) when it

@@ -67,6 +67,7 @@ var (
 	testHookBeforeRename       func(dst string)
 	testHookBeforeDeleteLock   func(dir string)
 	testHookBetweenListings    func(dir string)
+	testHookAfterRename        func(dst string)
 )
 
 // diskAgrees reports whether a file name shows the flags f that the index

@@ -37,3 +37,11 @@ func SetTestHookBetweenListings(f func(dir string)) func() {
 	testHookBetweenListings = f
 	return func() { testHookBetweenListings = nil }
 }
+
+// SetTestHookAfterRename makes a mailbox move call f with its new directory
+// right after the move, before it releases the lock that moved with it (a
+// client deleting the folder then).
+func SetTestHookAfterRename(f func(dst string)) func() {
+	testHookAfterRename = f
+	return func() { testHookAfterRename = nil }
+}

@@ -3,8 +3,10 @@ package index_test
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/twinbox-mail/twinbox/index"
 	"github.com/twinbox-mail/twinbox/internal/testmail"
 	"github.com/twinbox-mail/twinbox/sync/session"
 )
@@ -81,4 +83,34 @@ func TestRenameWaitsForDovecotsLock(t *testing.T) {
 	}
 	testmail.Converged(t, a, b)
 	testmail.WantMailboxes(t, []string{"INBOX", "S3"}, a, b)
+}
+
+// TestFolderDeletedRightAfterTheRename: a client of B deletes S3 right
+// after the sync moved B's S1 there (its lock went with the folder). The
+// move is done: the sync must not fail (it exited 1 on "dotlock was taken
+// over by someone else" in the IMAP stress), and the next syncs converge.
+func TestFolderDeletedRightAfterTheRename(t *testing.T) {
+	a, b := roots(t)
+	testmail.Deliver(t, a, "S1", "in S1")
+	settle(t, a, b)
+	testmail.Rename(t, a, "S1", "S3")
+	restore := index.SetTestHookAfterRename(func(dst string) {
+		if strings.HasPrefix(dst, b) {
+			testmail.DeleteWithIntent(t, b, "S3")
+		}
+	})
+	_, err := testmail.TrySync(a, b, session.Options{})
+	restore()
+	if err != nil {
+		t.Fatalf("sync with the folder deleted right after its move: %v", err)
+	}
+	for i := 0; ; i++ {
+		if s := testmail.Sync(t, a, b, session.Options{}); !s.Changed {
+			break
+		}
+		if i == 3 {
+			t.Fatal("no convergence")
+		}
+	}
+	testmail.Converged(t, a, b)
 }
