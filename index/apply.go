@@ -379,10 +379,11 @@ func (r *Replica) listDirs() ([]maildir.MailboxDir, error) {
 
 func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *ApplyResult) error {
 	type mv struct {
-		op  merge.MailboxOp
-		box *Box
-		dir string
-		dst string
+		op    merge.MailboxOp
+		box   *Box
+		dir   string
+		dst   string
+		saved bool // not renamed: a client saves into it (skipped)
 	}
 	var mvs []*mv
 	for _, op := range ops {
@@ -431,6 +432,11 @@ func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *
 				continue // aside already (an earlier rename was skipped)
 			}
 			if err := r.renameLocked(ctx, dir, tmp); err != nil {
+				if errors.Is(err, errSaving) {
+					skip(res, "rename of %q: %v", m.box.Name, err)
+					m.dir, m.saved = "", true
+					continue
+				}
 				if dirGone(dir) {
 					m.dir = ""
 					continue // renamed or deleted by a client meanwhile
@@ -482,6 +488,10 @@ func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *
 					// A client made the target since the Lstat: the loop
 					// below reports the rename as not done (exit 2).
 					continue
+				} else if errors.Is(err, errSaving) {
+					skip(res, "rename of %q: %v", m.box.Name, err)
+					m.dir, m.saved = "", true
+					continue
 				} else if err != nil {
 					return err
 				}
@@ -491,7 +501,7 @@ func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *
 		}
 	}
 	for i, m := range mvs {
-		if done[i] {
+		if done[i] || m.saved {
 			continue
 		}
 		if fresh(m); m.dir == "" {
@@ -552,12 +562,45 @@ func (r *Replica) renameLocked(ctx context.Context, dir, dst string) error {
 	if err != nil {
 		return err
 	}
+	if f := busyTmp(dir, r.opt.Now(), busyRenameAge); f != "" {
+		// A client is saving a message into it (Dovecot writes to tmp/
+		// before it takes the uidlist lock): moving the folder now would
+		// fail its APPEND. The next sync renames it.
+		lk.Unlock()
+		return fmt.Errorf("%w (tmp/%s)", errSaving, f)
+	}
+	if f := dovecotLockIn(dir, r.opt.Now(), busyRenameAge); f != "" {
+		lk.Unlock()
+		return fmt.Errorf("%w (%s)", errSaving, f)
+	}
 	if err := os.Rename(dir, dst); err != nil {
 		lk.Unlock()
 		return err
 	}
+	r.log.Debug("moved a mailbox directory", "from", dir, "to", dst)
 	lk.Moved(dst)
-	return lk.Unlock()
+	if testHookAfterRename != nil {
+		testHookAfterRename(dst)
+	}
+	if err := lk.Unlock(); err != nil && !errors.Is(err, maildir.ErrLockLost) {
+		return err
+	} else if err != nil {
+		// A client deleted or renamed the folder right after the move
+		// (its lock went with it): the move is done; the next scan sees
+		// the rest.
+		r.log.Info("mailbox lock gone after a move", "dir", dst, "error", err)
+	}
+	return nil
+}
+
+// makeMailbox is maildir.Location.MakeMailbox, logged (debug) when it
+// made the directory.
+func (r *Replica) makeMailbox(dir string, ul *maildir.Uidlist) (bool, error) {
+	made, err := r.loc.MakeMailbox(dir, ul)
+	if made {
+		r.log.Debug("made a mailbox directory", "dir", dir)
+	}
+	return made, err
 }
 
 // renameOne moves one mailbox directory and records the new name.
@@ -630,7 +673,7 @@ func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, first uin
 	if old != nil && old.UIDValidity == op.UIDValidity {
 		fresh.NextUID = max(fresh.NextUID, old.UIDNext) // UIDs it had stay used (§3.1)
 	}
-	if _, err := r.loc.MakeMailbox(dir, fresh); err != nil {
+	if _, err := r.makeMailbox(dir, fresh); err != nil {
 		return r.wrap(op.Name, err)
 	}
 	lk, err := r.lockUidlist(ctx, dir)
@@ -782,7 +825,7 @@ func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, res *ApplyRe
 		if b.UIDValidity != 0 {
 			ul = &maildir.Uidlist{Version: 3, UIDValidity: b.UIDValidity, NextUID: max(1, b.UIDNext), GUID: [16]byte(b.GUID)}
 		}
-		if _, err := r.loc.MakeMailbox(dir, ul); err != nil {
+		if _, err := r.makeMailbox(dir, ul); err != nil {
 			return false, r.wrap(a.Name, err)
 		}
 	} else if errors.Is(err, fs.ErrNotExist) {
@@ -804,6 +847,10 @@ func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, res *ApplyRe
 			}
 		}
 		if err := r.renameLocked(ctx, dir, dst); err != nil {
+			if errors.Is(err, errSaving) {
+				skip(res, "merge of %q into %q: %v", b.Name, a.Name, err)
+				return false, nil
+			}
 			if dirGone(dir) {
 				skip(res, "merge of %q into %q: the mailbox went away during the sync", b.Name, a.Name)
 				return false, nil
@@ -1139,7 +1186,7 @@ func (r *Replica) boxDirForPlan(tx *bolt.Tx, sp *merge.SidePlan, g model.Mailbox
 			// would), so that Dovecot never sees it without its identity.
 			ul = &maildir.Uidlist{Version: 3, UIDValidity: b.UIDValidity, NextUID: max(1, b.UIDNext), GUID: [16]byte(b.GUID)}
 		}
-		if _, err := r.loc.MakeMailbox(dir, ul); err != nil {
+		if _, err := r.makeMailbox(dir, ul); err != nil {
 			return "", err
 		}
 	}

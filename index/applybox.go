@@ -66,6 +66,9 @@ var (
 	testHookBeforeUidlistWrite func()
 	testHookBeforeApplyBox     func(root string)
 	testHookBeforeRename       func(dst string)
+	testHookBeforeDeleteLock   func(dir string)
+	testHookBetweenListings    func(dir string)
+	testHookAfterRename        func(dst string)
 )
 
 // diskAgrees reports whether a file name shows the flags f that the index
@@ -132,7 +135,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		// Vanished since the scan, or never made: make it now.
 		dir = filepath.Join(r.loc.Root, box.Dir)
 		ul := &maildir.Uidlist{Version: 3, UIDValidity: box.UIDValidity, NextUID: max(1, box.UIDNext), GUID: [16]byte(box.GUID)}
-		made, err := r.loc.MakeMailbox(dir, ul)
+		made, err := r.makeMailbox(dir, ul)
 		if err != nil {
 			return r.wrap(name, err)
 		}
@@ -225,6 +228,14 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	if model.MailboxGUID(ul.GUID) != box.GUID {
 		skip(res, "mailbox %q: the directory now holds mailbox %x", name, ul.GUID)
 		return nil
+	}
+	if ul.UIDValidity == box.UIDValidity && ul.NextUID > box.UIDNext {
+		// Dovecot gave out UIDs since the scan: their messages are not in
+		// the index yet, and they can lie below the UIDNEXT this sync
+		// makes common, under which the next sync takes a record that
+		// only one side reports for one both sides have. No saved state
+		// from this sync, then: the next one reads and sends them.
+		skip(res, "mailbox %q: new messages since the scan (UIDNEXT %d, the scan saw %d)", name, ul.NextUID, box.UIDNext)
 	}
 	var files map[string]*diskFile
 	var flaggedRecs map[uint32]*Msg
@@ -1123,6 +1134,9 @@ func (r *Replica) applyDelete(ctx context.Context, op merge.MailboxOp, res *Appl
 	}
 	dir, err := r.locate(b)
 	if err == nil {
+		if testHookBeforeDeleteLock != nil {
+			testHookBeforeDeleteLock(dir)
+		}
 		lk, err := r.lockUidlist(ctx, dir)
 		if err != nil && dirGone(dir) {
 			skip(res, "delete of %q: the directory went away during the sync", b.Name)
@@ -1130,6 +1144,15 @@ func (r *Replica) applyDelete(ctx context.Context, op merge.MailboxOp, res *Appl
 		}
 		if err != nil {
 			return r.wrap(b.Name, err)
+		}
+		// The directory may hold another mailbox by now: a client deleted
+		// this one and renamed another into its name since locate read
+		// the uidlist (Dovecot's RENAME takes no uidlist lock). Under our
+		// lock, look again.
+		if ul, err := readUidlistHeader(dir); err != nil || model.MailboxGUID(ul.GUID) != b.GUID {
+			lk.Unlock()
+			skip(res, "delete of %q: the directory now holds another mailbox", b.Name)
+			return nil
 		}
 		files, _, err := listFiles(dir)
 		if err != nil {
@@ -1145,7 +1168,7 @@ func (r *Replica) applyDelete(ctx context.Context, op merge.MailboxOp, res *Appl
 			skip(res, "delete of %q: %d messages arrived since the scan", b.Name, len(files))
 			return nil
 		}
-		if f := busyTmp(dir, r.opt.Now()); f != "" {
+		if f := busyTmp(dir, r.opt.Now(), busyTmpAge); f != "" {
 			// A client is saving a message into it (Dovecot writes to tmp/
 			// before it takes the uidlist lock): removing the directory
 			// would fail its APPEND.
@@ -1198,9 +1221,42 @@ func (r *Replica) applyDelete(ctx context.Context, op merge.MailboxOp, res *Appl
 // a save in progress (Dovecot itself removes tmp/ files after 36 hours).
 const busyTmpAge = time.Hour
 
-// busyTmp returns the name of a recent file in dir/tmp that is not
-// twinbox's own, or "".
-func busyTmp(dir string, now time.Time) string {
+// busyRenameAge is how recently a file in a mailbox's tmp/ must have been
+// written for a rename of the mailbox to wait: a save in progress writes
+// its file continuously; a file a failed save left behind holds the
+// rename up only this long.
+const busyRenameAge = 5 * time.Second
+
+// errSaving is why a mailbox was not moved: a client saves into it, or a
+// Dovecot process holds a lock file in it.
+var errSaving = errors.New("a client is writing into it")
+
+// dovecotLockIn returns the name of a lock file in dir written less than
+// age ago (Dovecot's dotlocks, such as dovecot.index.log.newlock while it
+// creates the folder's index log), other than the uidlist lock, or "".
+// Moving the folder under such a lock makes Dovecot log "Our dotlock file
+// ... was deleted", and the process can then keep the mailbox list's lock
+// for minutes (seen in the IMAP stress).
+func dovecotLockIn(dir string, now time.Time, age time.Duration) string {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return ""
+	}
+	for _, e := range ents {
+		n := e.Name()
+		if n == maildir.UidlistName+".lock" || !(strings.HasSuffix(n, ".lock") || strings.HasSuffix(n, ".newlock")) {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && now.Sub(fi.ModTime()) < age {
+			return n
+		}
+	}
+	return ""
+}
+
+// busyTmp returns the name of a file in dir/tmp written less than age ago
+// that is not twinbox's own, or "".
+func busyTmp(dir string, now time.Time, age time.Duration) string {
 	ents, err := os.ReadDir(filepath.Join(dir, "tmp"))
 	if err != nil {
 		return ""
@@ -1209,7 +1265,7 @@ func busyTmp(dir string, now time.Time) string {
 		if strings.HasPrefix(e.Name(), "twinbox.") {
 			continue // ours (a killed apply's; removed at the next open)
 		}
-		if fi, err := e.Info(); err == nil && now.Sub(fi.ModTime()) < busyTmpAge {
+		if fi, err := e.Info(); err == nil && now.Sub(fi.ModTime()) < age {
 			return e.Name()
 		}
 	}

@@ -21,3 +21,27 @@ func SetTestHookBeforeRename(f func(dst string)) func() {
 	testHookBeforeRename = f
 	return func() { testHookBeforeRename = nil }
 }
+
+// SetTestHookBeforeDeleteLock makes a mailbox delete call f with the
+// directory it found, just before it takes that directory's uidlist lock
+// (clients deleting and renaming folders then).
+func SetTestHookBeforeDeleteLock(f func(dir string)) func() {
+	testHookBeforeDeleteLock = f
+	return func() { testHookBeforeDeleteLock = nil }
+}
+
+// SetTestHookBetweenListings makes every listing of a mailbox's messages
+// call f with the mailbox directory after it read cur/ and before it reads
+// new/ (Dovecot moving a file from new/ to cur/ then).
+func SetTestHookBetweenListings(f func(dir string)) func() {
+	testHookBetweenListings = f
+	return func() { testHookBetweenListings = nil }
+}
+
+// SetTestHookAfterRename makes a mailbox move call f with its new directory
+// right after the move, before it releases the lock that moved with it (a
+// client deleting the folder then).
+func SetTestHookAfterRename(f func(dst string)) func() {
+	testHookAfterRename = f
+	return func() { testHookAfterRename = nil }
+}

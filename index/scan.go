@@ -347,6 +347,14 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 	if ul == nil && known != nil && !found[known.GUID] && !known.Deleted && !known.Missing && r.deletedInLog(known) {
 		known = nil // deleted with intent, then made anew: a new mailbox
 	}
+	if ul == nil && known != nil && !found[known.GUID] && r.heldElsewhere(known.GUID, dir) {
+		// Renamed away (its uidlist lives in another directory, which
+		// this scan reaches later), and a new folder made at its name:
+		// a new mailbox. Restoring the known one here would take the
+		// GUID from the renamed folder and treat the mail expunged in it
+		// since the last scan as lost (refilled from the peer).
+		known = nil
+	}
 	if ul == nil && known != nil && !found[known.GUID] {
 		// Restore from the index: same GUID, UIDVALIDITY and UIDs.
 		nu := &maildir.Uidlist{Version: 3, UIDValidity: known.UIDValidity, NextUID: max(known.UIDNext, 1), GUID: [16]byte(known.GUID)}
@@ -441,6 +449,24 @@ func (r *Replica) lastDelete(g model.MailboxGUID) int64 {
 
 // deletedInLog reports whether dovecot.mailbox.log records a delete of b in
 // its current life.
+// heldElsewhere reports whether a mailbox directory other than dir has a
+// uidlist naming mailbox g.
+func (r *Replica) heldElsewhere(g model.MailboxGUID, dir string) bool {
+	dirs, err := r.listDirs()
+	if err != nil {
+		return false
+	}
+	for _, d := range dirs {
+		if filepath.Clean(d.Dir) == filepath.Clean(dir) {
+			continue
+		}
+		if ul, err := readUidlistHeader(d.Dir); err == nil && model.MailboxGUID(ul.GUID) == g {
+			return true
+		}
+	}
+	return false
+}
+
 func (r *Replica) deletedInLog(b *Box) bool {
 	recs, err := maildir.ReadMailboxLog(r.loc.Root)
 	if err != nil {
@@ -454,6 +480,16 @@ func baseOf(file string) string {
 		return file[:i]
 	}
 	return file
+}
+
+// listedWithoutFile reports whether a record of ul has no file in files.
+func listedWithoutFile(ul *maildir.Uidlist, files map[string]*diskFile) bool {
+	for _, rec := range ul.Records {
+		if files[baseOf(rec.FileName)] == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // listFiles reads cur/ and new/.
@@ -476,6 +512,9 @@ func listSubs(dir string, cur, nw, lazy bool) (map[string]*diskFile, []string, e
 	for _, sub := range []string{"cur", "new"} {
 		if (sub == "cur" && !cur) || (sub == "new" && !nw) {
 			continue
+		}
+		if sub == "new" && testHookBetweenListings != nil {
+			testHookBetweenListings(dir)
 		}
 		names, err := readNames(filepath.Join(dir, sub))
 		if err != nil {
@@ -640,6 +679,24 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 	files, bad, err := listFiles(dir)
 	if err != nil {
 		return false, r.wrap(name, err)
+	}
+	if listedWithoutFile(ul, files) {
+		// A file that Dovecot moved from new/ to cur/ between our reads
+		// of cur/ and new/ (a client opened the folder) is in neither
+		// listing, and a file renamed in cur/ for a flag change can be
+		// missed by that read too: its record would be taken for an
+		// expunge, or a new one go unrecorded below the UIDNEXT read
+		// from the uidlist. A uidlist record without its file: read the
+		// directories again, and take what the second reading adds.
+		more, _, err := listFiles(dir)
+		if err != nil {
+			return false, r.wrap(name, err)
+		}
+		for base, f := range more {
+			if files[base] == nil {
+				files[base] = f
+			}
+		}
 	}
 	for _, b := range bad {
 		r.log.Warn("ignoring a file whose name is not a Maildir name", "mailbox", name, "file", b)

@@ -19,20 +19,16 @@
 //     lost).
 //   - dirty_test.go: maildir_very_dirty_syncs and --flag-change-command (doveadm
 //     force-resync).
-//   - stress_test.go: 3 IMAP clients per side doing random operations while twinbox
-//     sync runs in a loop (a third of the runs killed with SIGKILL), then quiescence and
-//     the checks above, plus a scan of both Dovecot logs.
+//   - stress_test.go: 3 IMAP clients per side doing random operations (folder
+//     CREATE/RENAME/DELETE included, serialised per side against the side's other client
+//     commands; see TestConcurrentClientsAndSyncs) while twinbox sync runs in a loop (a
+//     third of the runs killed with SIGKILL), then quiescence and the checks above, plus a
+//     scan of both Dovecot logs.
 //
 // Environment:
 //
 //	TWINBOX_SEED=N             replay the stress test's random choices (printed on failure)
 //	TWINBOX_LONG=1             400 steps per stress client instead of 40; 1000 messages in the busy test
-//	TWINBOX_STRESS_FOLDERS=1   stress clients also create, rename and delete folders. Known
-//	                           to find twinbox bugs not fixed yet, mostly around folders made
-//	                           on both sides at once (merged): a UID showing different bodies
-//	                           on A and B after an idle sync, Dovecot's "Expunged message
-//	                           reappeared", a sync exiting 1, a folder listed but not
-//	                           selectable. Off by default so that CI stays green.
 //	TWINBOX_REQUIRE_DOVECOT=1  fail, not skip, when Dovecot (2.3 or the 2.4 root) or root is missing
 //	TWINBOX_TRIXIE_ROOT=DIR    the Dovecot 2.4 root (default /var/cache/twinbox/trixie)
 //	TWINBOX_TEST_BINARY=PATH   test this binary instead of building one

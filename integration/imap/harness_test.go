@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -30,8 +31,10 @@ func (s *side) root() string { return s.srv.Root }
 type pair struct {
 	a, b  *side
 	syncs int // runs of `twinbox sync`
-	// syncArgs are extra flags for every sync.
-	syncArgs []string
+	// syncArgs are extra flags for every sync, syncEnv extra environment.
+	syncArgs, syncEnv []string
+	// trace, if set, collects every sync's stderr.
+	trace *bytes.Buffer
 }
 
 // newPair starts two Dovecot servers with the given options (Name is set
@@ -60,7 +63,11 @@ func (p *pair) sync(t testing.TB, extra ...string) result {
 	args := append([]string{"sync", "--json"}, p.syncArgs...)
 	args = append(args, extra...)
 	args = append(args, p.a.root(), p.b.root())
-	return run(t, nil, args...)
+	r := run(t, p.syncEnv, args...)
+	if p.trace != nil {
+		fmt.Fprintf(p.trace, "=== sync %d after the clients (exit %d, ended %s)\n%s", p.syncs, r.code, time.Now().Format("15:04:05.000"), r.stderr)
+	}
+	return r
 }
 
 // settle syncs until a sync exits 0 (at most 8 runs; exit 2 means "run
@@ -197,6 +204,12 @@ func readViewErr(s *side) (*view, error) {
 	sort.Strings(v.Subs)
 	for name, b := range v.Boxes {
 		sel, err := c.Select(name, &imap.SelectOptions{ReadOnly: true}).Wait()
+		for i := 0; i < 3 && err != nil && strings.Contains(err.Error(), "Mailbox was deleted under us"); i++ {
+			// The folder's directory was replaced (a sync replicating a
+			// RENAME, DELETE or CREATE) since this Dovecot last looked:
+			// its first EXAMINE answers so, the next one sees the folder.
+			sel, err = c.Select(name, &imap.SelectOptions{ReadOnly: true}).Wait()
+		}
 		var ie *imap.Error
 		if err != nil && parent[name] && errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo && strings.Contains(ie.Text, "doesn't exist") {
 			// A deleted parent Dovecot still lists (its own state after
