@@ -791,11 +791,26 @@ func (r *Replica) reserveUIDs(ctx context.Context, bp *merge.BoxPlan) error {
 	if err != nil || model.MailboxGUID(ul.GUID) != bp.GUID || ul.NextUID >= want {
 		return nil // gone or changed since: applyBox sees why
 	}
+	before := ul.NextUID
 	ul.NextUID = want
 	if err := maildir.WriteUidlist(dir, ul); err != nil {
 		return r.wrap(box.Name, err)
 	}
-	return nil
+	// The index follows, unless Dovecot gave out UIDs since the scan
+	// (NEXTUID above the index's before ours): applyBox tells those apart
+	// by the index's UIDNEXT.
+	err = r.store.db.Update(func(tx *bolt.Tx) error {
+		b, err := getBox(tx, bp.GUID)
+		if err != nil || b == nil {
+			return err
+		}
+		if b.UIDValidity == ul.UIDValidity && b.UIDNext >= before && b.UIDNext < want {
+			b.UIDNext = want
+			return putBox(tx, b)
+		}
+		return nil
+	})
+	return r.wrap(box.Name, err)
 }
 
 // applyAdoptDir puts the adopting mailbox's directory at its final name;
