@@ -1178,6 +1178,7 @@ func (r *Replica) applyDelete(ctx context.Context, op merge.MailboxOp, res *Appl
 		}
 		// As Dovecot's DELETE: out of the listing first (renamed to a
 		// hidden name, our lock moving with it), then removed.
+		r.log.Debug("removing a mailbox directory", "dir", dir)
 		if err := r.loc.RemoveMailboxDir(dir, lk.Moved); err != nil {
 			lk.Unlock()
 			if dirGone(dir) {

@@ -542,3 +542,24 @@ func TestDovecotAloneCopyBackReusesName(t *testing.T) {
 	}
 	t.Fatalf("Dovecot did not reuse UID 2's file name %s: the premise changed; uidlist %+v", orig, after.Records)
 }
+
+// TestMovedAwaySaveLine: a failed save into a folder that the syncs' debug
+// output shows a sync moved away (or removed) is recognised, and only
+// for that folder (lines from a stress run that failed on it).
+func TestMovedAwaySaveLine(t *testing.T) {
+	root := "/tmp/twinbox-dovecot-b-2285280941/mail"
+	syncLog := `time=2026-11-28T19:34:22.265Z level=DEBUG msg="moved a mailbox directory" from=/tmp/twinbox-dovecot-b-2285280941/mail/.S1.Kid to=/tmp/twinbox-dovecot-b-2285280941/mail/.S3.Kid
+time=2026-11-28T19:34:22.300Z level=DEBUG msg="removing a mailbox directory" dir=/tmp/twinbox-dovecot-b-2285280941/mail/.S2
+`
+	away := movedAway(syncLog, root)
+	if !away[".S1.Kid"] || !away[".S2"] || away[".S3.Kid"] {
+		t.Fatalf("movedAway = %v", away)
+	}
+	line := "Nov 28 19:34:22 imap(twinboxtest)<24156><fL9yQ1thKKd/AAAB>: Error: unlink(/tmp/twinbox-dovecot-b-2285280941/mail/.S1.Kid/tmp/1795894462.M264188P24156.vm) failed: No such file or directory (in maildir-save.c:654)"
+	if !inherentLine(root, line, away) {
+		t.Errorf("not recognised: %s", line)
+	}
+	if inherentLine(root, strings.ReplaceAll(line, ".S1.Kid", ".Work"), away) {
+		t.Errorf("a folder no sync moved was forgiven")
+	}
+}
