@@ -100,6 +100,31 @@ type Store struct {
 	touch   atomic.Int64 // records read or written since the last trimMapped
 }
 
+// precreate makes a missing index file already owned as the mail root is
+// (when running as root): made under a temporary name, given its owner,
+// then linked into place, so that a process of the mail owner (the far end
+// of a sync in the other direction) never finds it root's for an instant.
+// bolt initialises the empty file. Errors are left to bolt.Open.
+func precreate(path string) {
+	if os.Geteuid() != 0 {
+		return
+	}
+	if _, err := os.Lstat(path); err == nil {
+		return
+	}
+	tmp := fmt.Sprintf("%s.new.%d", path, os.Getpid())
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return
+	}
+	f.Close()
+	defer os.Remove(tmp)
+	if maildir.OwnLike(tmp, filepath.Dir(path)) != nil {
+		return
+	}
+	_ = os.Link(tmp, path) // an existing index (another process's) stays
+}
+
 // openStore opens (creating if needed) the index at path, waiting up to timeout
 // for another process that holds it.
 func openStore(path string, timeout time.Duration) (*Store, error) {
@@ -109,6 +134,7 @@ func openStore(path string, timeout time.Duration) (*Store, error) {
 	if timeout <= 0 {
 		timeout = time.Millisecond
 	}
+	precreate(path)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
