@@ -426,7 +426,11 @@ func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *
 			return r.wrap(m.box.Name, err)
 		}
 		m.dir = dir
-		if _, err := os.Lstat(m.dst); err == nil && dir != m.dst {
+		_, lerr := os.Lstat(m.dst)
+		// Under LAYOUT=fs a target inside the mailbox's own directory
+		// ("a" to "a/b") cannot be reached by one rename either.
+		inside := strings.HasPrefix(m.dst, dir+string(filepath.Separator))
+		if (lerr == nil || inside) && dir != m.dst {
 			tmp, _ := r.tmpDirFor(m.box.GUID)
 			if dir == tmp {
 				continue // aside already (an earlier rename was skipped)

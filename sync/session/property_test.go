@@ -218,6 +218,9 @@ var knownSeeds = []struct {
 	// carried its child directory along, and the sync said it had
 	// converged while the child's name differed on the two replicas.
 	{"7782735647188521255", "LAYOUT=fs: a child carried by its parent's rename aside", false, true},
+	// LAYOUT=fs: a plan renamed "a" to "a/b", inside its own directory
+	// (rename(2): invalid argument, the sync failed); now via a temporary name.
+	{"7596852706875807560", "LAYOUT=fs: a rename into the mailbox's own directory", false, true},
 }
 
 func TestPropertyKnownSeeds(t *testing.T) {
