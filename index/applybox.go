@@ -1194,22 +1194,8 @@ func (r *Replica) applyDelete(ctx context.Context, op merge.MailboxOp, res *Appl
 		if err != nil || b == nil {
 			return err
 		}
-		bt, err := openBoxTx(tx, b)
-		if err != nil {
-			return err
-		}
-		msgs, err := loadMsgs(tx, b.GUID)
-		if err != nil {
-			return err
-		}
-		for _, m := range msgs {
-			if err := bt.drop(m.UID, &model.Tombstone{GUID: m.GUID, T: r.store.stamp(tx, 0)}); err != nil {
-				return err
-			}
-		}
-		b.Deleted, b.DeletedT, b.Missing, b.Messages = true, op.DeletedT, false, 0
-		b.Epoch = randomUint64() // as in vanished: saved state stops here
-		return putBox(tx, b)
+		_, err = r.markDeleted(tx, b, func() int64 { return op.DeletedT })
+		return err
 	})
 	if err != nil {
 		return r.wrap(op.Name, err)

@@ -73,24 +73,8 @@ func (r *Replica) DeleteMailbox(ctx context.Context, name string) (*DeleteResult
 		if err != nil || b == nil {
 			return err
 		}
-		bt, err := openBoxTx(tx, b)
-		if err != nil {
-			return err
-		}
-		msgs, err := loadMsgs(tx, b.GUID)
-		if err != nil {
-			return err
-		}
-		for _, m := range msgs {
-			if err := bt.drop(m.UID, &model.Tombstone{GUID: m.GUID, T: r.store.stamp(tx, 0)}); err != nil {
-				return err
-			}
-		}
-		res.Messages = len(msgs)
-		b.Deleted, b.Missing, b.Messages = true, false, 0
-		b.DeletedT = r.store.stamp(tx, now.UnixNano())
-		b.Epoch = randomUint64() // as in vanished: saved state stops here
-		return putBox(tx, b)
+		res.Messages, err = r.markDeleted(tx, b, func() int64 { return r.store.stamp(tx, now.UnixNano()) })
+		return err
 	})
 	if err != nil {
 		return nil, r.wrap(name, err)
@@ -121,4 +105,30 @@ func (r *Replica) liveBox(name string) (*Box, error) {
 		return nil, r.wrap(name, fmt.Errorf("%w (twinbox's index has none of that name: was it scanned? names use / as the separator)", ErrNoMailbox))
 	}
 	return found, nil
+}
+
+// markDeleted records a delete with intent of b: every message expunged
+// (a tombstone each), the mailbox deleted at deletedT (asked after the
+// tombstones are stamped) and given a new epoch, so that saved sync state
+// stops here. It returns how many messages went.
+func (r *Replica) markDeleted(tx *bolt.Tx, b *Box, deletedT func() int64) (int, error) {
+	bt, err := openBoxTx(tx, b)
+	if err != nil {
+		return 0, err
+	}
+	msgs, err := loadMsgs(tx, b.GUID)
+	if err != nil {
+		return 0, err
+	}
+	for _, m := range msgs {
+		if err := bt.drop(m.UID, &model.Tombstone{GUID: m.GUID, T: r.store.stamp(tx, 0)}); err != nil {
+			return 0, err
+		}
+	}
+	b.Deleted, b.Missing, b.Messages = true, false, 0
+	b.DeletedT = deletedT()
+	// A new epoch: should a new mailbox of the same name merge into this
+	// one, the merge needs the peer's records in full.
+	b.Epoch = randomUint64()
+	return len(msgs), putBox(tx, b)
 }

@@ -227,46 +227,34 @@ func deleteTime(logRecs []maildir.LogRecord, b *Box) time.Time {
 // (Dovecot's log) makes it deleted, anything else makes it missing.
 func (r *Replica) vanished(b *Box, delT time.Time) error {
 	return r.store.db.Update(func(tx *bolt.Tx) error {
+		if !delT.IsZero() && !model.IsInbox(b.Name) {
+			if _, err := r.markDeleted(tx, b, func() int64 { return r.store.stamp(tx, delT.UnixNano()) }); err != nil {
+				return err
+			}
+			r.log.Info("mailbox deleted", "mailbox", b.Name, "guid", b.GUID.String())
+			return nil
+		}
 		bt, err := openBoxTx(tx, b)
 		if err != nil {
 			return err
 		}
-		if !delT.IsZero() && !model.IsInbox(b.Name) {
-			msgs, err := loadMsgs(tx, b.GUID)
-			if err != nil {
-				return err
-			}
-			for _, m := range msgs {
-				if err := bt.drop(m.UID, &model.Tombstone{GUID: m.GUID, T: r.store.stamp(tx, 0)}); err != nil {
-					return err
-				}
-			}
-			b.Deleted = true
-			b.DeletedT = r.store.stamp(tx, delT.UnixNano())
-			b.Messages = 0
-			// A new epoch: should a new mailbox of the same name merge into
-			// this one, the merge needs the peer's records in full.
-			b.Epoch = randomUint64()
-			r.log.Info("mailbox deleted", "mailbox", b.Name, "guid", b.GUID.String())
-		} else {
-			// The messages are gone, not expunged: each UID stays taken for
-			// its message (a refill from the peer may reuse it; nothing else
-			// may, contract §3.1), and UIDNEXT stays where it was.
-			msgs, err := loadMsgs(tx, b.GUID)
-			if err != nil {
-				return err
-			}
-			for _, m := range msgs {
-				if err := bt.drop(m.UID, &model.Tombstone{GUID: m.GUID, Lost: true, T: r.store.stamp(tx, 0)}); err != nil {
-					return err
-				}
-			}
-			b.Missing = true
-			b.Epoch = randomUint64()
-			b.Messages = 0
-			b.Stamp = Stamp{}
-			r.log.Warn("mailbox directory vanished without a recorded delete: it will be restored from the peer", "mailbox", b.Name)
+		// The messages are gone, not expunged: each UID stays taken for
+		// its message (a refill from the peer may reuse it; nothing else
+		// may, contract §3.1), and UIDNEXT stays where it was.
+		msgs, err := loadMsgs(tx, b.GUID)
+		if err != nil {
+			return err
 		}
+		for _, m := range msgs {
+			if err := bt.drop(m.UID, &model.Tombstone{GUID: m.GUID, Lost: true, T: r.store.stamp(tx, 0)}); err != nil {
+				return err
+			}
+		}
+		b.Missing = true
+		b.Epoch = randomUint64()
+		b.Messages = 0
+		b.Stamp = Stamp{}
+		r.log.Warn("mailbox directory vanished without a recorded delete: it will be restored from the peer", "mailbox", b.Name)
 		return putBox(tx, b)
 	})
 }
