@@ -45,3 +45,11 @@ func SetTestHookAfterRename(f func(dst string)) func() {
 	testHookAfterRename = f
 	return func() { testHookAfterRename = nil }
 }
+
+// SetTestHookBeforeBoxCommit makes applyBox call f after a mailbox's files
+// and control files are written, before the index records them (a panic
+// there stands for a kill).
+func SetTestHookBeforeBoxCommit(f func()) func() {
+	testHookBeforeBoxCommit = f
+	return func() { testHookBeforeBoxCommit = nil }
+}
