@@ -363,10 +363,9 @@ type inst struct {
 	void    bool // UID does not count
 	implied bool // not reported: known to equal the other side's record
 	killed  bool
-	// killBorn is the Born of the expunge that killed the instance by
-	// its stamp: the tombstone this side records takes it, so that a
-	// local stamp newer than the expunged instance (a record the scan
-	// re-made after a killed apply) never widens the expunge.
+	// killBorn is the Born of the expunge that killed the instance: the
+	// tombstone this side records takes it where lower than a known local
+	// stamp, or where the local stamp is unknown (index.boxTx.drop).
 	killBorn int64
 	final    uint32
 }

@@ -22,8 +22,10 @@
 //  2. A deleted mailbox stays deleted only if no message survives in it:
 //     messages the deleting side never saw bring it back (contract §5).
 //  3. Expunge tombstones kill the instance they name: every instance of the
-//     GUID born at or before it (Born stamps), or reached from its UID
-//     through sync renumberings. An expunge beats a flag change.
+//     GUID born at or before it (Born stamps, model.KilledByBorn), or
+//     reached from its UID through sync renumberings. An expunge beats a
+//     flag change. Where both sides hold an instance at the same UID, the
+//     side whose Born stamp says less learns the other's.
 //  4. UIDs: a message keeps its UID when the other side has no different
 //     message or tombstone at that UID; otherwise, and for messages of a
 //     mailbox whose UIDVALIDITY is being replaced, it gets a fresh UID at or
