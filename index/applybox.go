@@ -69,7 +69,7 @@ var (
 	testHookBeforeDeleteLock   func(dir string)
 	testHookBetweenListings    func(dir string)
 	testHookAfterRename        func(dst string)
-	testHookBeforeBoxCommit    func()
+	testHookBeforeBoxCommit    func(dir string)
 )
 
 // diskAgrees reports whether a file name shows the flags f that the index
@@ -882,7 +882,10 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	}
 
 	if testHookBeforeBoxCommit != nil {
-		testHookBeforeBoxCommit()
+		testHookBeforeBoxCommit(dir)
+	}
+	if r.opt.BeforeBoxCommit != nil {
+		r.opt.BeforeBoxCommit(dir, rewriting)
 	}
 
 	// 6. The index.

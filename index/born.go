@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"math"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -15,8 +16,9 @@ import (
 // (docs/design.md §4.2, §5.4):
 //
 //   - An apply journals the Born of every add of a mailbox (meta key
-//     born\0<mailbox GUID>: message GUID -> Born) in the commit that
-//     records its tmp/ directory, before any link. The mailbox's index
+//     born\0<mailbox GUID>: message GUID -> Born, and the UIDNEXT the adds
+//     reach) in the commit that records its tmp/ directory, before any
+//     link. The mailbox's index
 //     commit clears the entry, and so does the end of the apply. An apply
 //     killed in between leaves files linked (and perhaps listed in the
 //     uidlist) without index records: the next scan gives such a record
@@ -39,31 +41,32 @@ func bornKey(box model.MailboxGUID) []byte {
 }
 
 // journalBorns records, within tx, the Born stamps of the adds of each
-// mailbox in sp (merged into an entry an earlier killed apply left).
+// mailbox in sp (merged into an entry an earlier killed apply left), and
+// the UIDNEXT those adds reach: an apply killed after its uidlist named
+// them leaves the index's UIDNEXT below the uidlist's, and a uidlist lost
+// before the next scan is restored from the index (establishUidlist),
+// which must not give those UIDs out again.
 func journalBorns(tx *bolt.Tx, sp *merge.SidePlan) error {
 	if sp == nil {
 		return nil
 	}
 	for i := range sp.Boxes {
 		bp := &sp.Boxes[i]
-		var add map[string]int64
-		for _, a := range bp.Adds {
-			if a.Msg.Born == 0 {
-				continue
-			}
-			if add == nil {
-				add = bornJournal(tx, bp.GUID)
-				if add == nil {
-					add = map[string]int64{}
-				}
-			}
-			add[a.Msg.GUID] = a.Msg.Born
-		}
-		if add == nil {
+		if len(bp.Adds) == 0 {
 			continue
 		}
-		var v []byte
-		for g, b := range add {
+		j := bornJournal(tx, bp.GUID)
+		if j == nil {
+			j = &bornEntry{borns: map[string]int64{}}
+		}
+		for _, a := range bp.Adds {
+			j.next = max(j.next, a.Msg.UID+1)
+			if a.Msg.Born != 0 {
+				j.borns[a.Msg.GUID] = a.Msg.Born
+			}
+		}
+		v := binary.AppendUvarint(nil, uint64(j.next))
+		for g, b := range j.borns {
 			v = binary.AppendUvarint(v, uint64(len(g)))
 			v = append(v, g...)
 			v = binary.AppendVarint(v, b)
@@ -75,25 +78,37 @@ func journalBorns(tx *bolt.Tx, sp *merge.SidePlan) error {
 	return nil
 }
 
+// bornEntry is one mailbox's journal entry: the Born stamps of its adds by
+// message GUID, and the UIDNEXT the adds reach.
+type bornEntry struct {
+	next  uint32
+	borns map[string]int64
+}
+
 var errBadBornJournal = errors.New("bad Born journal entry")
 
-// bornJournal returns mailbox box's journaled Born stamps by message GUID,
-// or nil when there are none (an entry that does not decode counts as
-// none: the records then get stamps of their own, as before the journal).
-func bornJournal(tx *bolt.Tx, box model.MailboxGUID) map[string]int64 {
+// bornJournal returns mailbox box's journal entry, or nil when there is
+// none (an entry that does not decode counts as none: the records then get
+// stamps of their own, as before the journal).
+func bornJournal(tx *bolt.Tx, box model.MailboxGUID) *bornEntry {
 	v := tx.Bucket(bMeta).Get(bornKey(box))
 	if v == nil {
 		return nil
 	}
-	out, err := decodeBornJournal(v)
+	j, err := decodeBornJournal(v)
 	if err != nil {
 		return nil
 	}
-	return out
+	return j
 }
 
-func decodeBornJournal(v []byte) (map[string]int64, error) {
-	out := map[string]int64{}
+func decodeBornJournal(v []byte) (*bornEntry, error) {
+	next, k := binary.Uvarint(v)
+	if k <= 0 || next > math.MaxUint32 {
+		return nil, errBadBornJournal
+	}
+	v = v[k:]
+	j := &bornEntry{next: uint32(next), borns: map[string]int64{}}
 	for len(v) > 0 {
 		n, k := binary.Uvarint(v)
 		if k <= 0 || n > uint64(len(v)-k) {
@@ -106,9 +121,9 @@ func decodeBornJournal(v []byte) (map[string]int64, error) {
 			return nil, errBadBornJournal
 		}
 		v = v[k:]
-		out[g] = b
+		j.borns[g] = b
 	}
-	return out, nil
+	return j, nil
 }
 
 // clearBornJournal removes mailbox box's journal entry, if any.
@@ -165,8 +180,11 @@ func (r *Replica) learnBorns(tx *bolt.Tx, bt *boxTx, borns []merge.BornSet) erro
 // that a killed apply linked, else unsure (born at or before now) where the
 // record was listed before an unborn index's first scan (listed is true),
 // else now.
-func (r *Replica) bornOf(tx *bolt.Tx, journal map[string]int64, guid string, listed bool) int64 {
-	if b, ok := journal[guid]; ok && b != 0 {
+func (r *Replica) bornOf(tx *bolt.Tx, journal *bornEntry, guid string, listed bool) int64 {
+	if journal == nil {
+		journal = &bornEntry{}
+	}
+	if b, ok := journal.borns[guid]; ok && b != 0 {
 		r.store.observe(tx, model.BornTime(b))
 		return b
 	}

@@ -31,7 +31,7 @@ func TestKilledApplyKeepsTheAddsBorn(t *testing.T) {
 	m := testmail.Deliver(t, b, "INBOX", "M")
 	sync2(t, b, c)
 	killed := false
-	restore := index.SetTestHookBeforeBoxCommit(func() { killed = true; panic("killed") })
+	restore := index.SetTestHookBeforeBoxCommit(func(string) { killed = true; panic("killed") })
 	func() {
 		defer func() { _ = recover() }()
 		_, _ = testmail.TrySync(a, b, session.Options{})
@@ -100,4 +100,48 @@ func scan(t *testing.T, root string) {
 	if _, err := r.Scan(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// An apply killed after its uidlist gave an add its UID, before the index
+// recorded it: when that uidlist is lost before the next scan (the folder
+// removed and made again by a delivery), the scan restores it from the
+// index, and the index's UIDNEXT is below that UID. The journal of the
+// apply's adds keeps the UIDNEXT they reached: the restored uidlist never
+// gives the UID to another message (contract §3.1; found by
+// TestPropertyKilledApplies, seed 5810530049250559741).
+func TestKilledApplyUIDNotGivenAgain(t *testing.T) {
+	a, b := roots(t)
+	m1 := testmail.Deliver(t, b, "Work", "M1")
+	restore := index.SetTestHookBeforeBoxCommit(func(dir string) {
+		if filepath.Base(dir) == ".Work" {
+			panic("killed")
+		}
+	})
+	func() {
+		defer func() { _ = recover() }()
+		_, _ = testmail.TrySync(a, b, session.Options{})
+	}()
+	restore()
+	uids := testmail.UIDs(t, a, "Work")
+	var u1 uint32
+	for u, g := range uids {
+		if g == m1 {
+			u1 = u
+		}
+	}
+	if u1 == 0 {
+		t.Fatalf("A's killed apply did not list M1 in Work: %v", uids)
+	}
+	// A's Work is removed and made again by a delivery.
+	if err := os.RemoveAll(testmail.Dir(t, a, "Work")); err != nil {
+		t.Fatal(err)
+	}
+	m2 := testmail.Deliver(t, a, "Work", "M2")
+	scan(t, a)
+	for u, g := range testmail.UIDs(t, a, "Work") {
+		if g == m2 && u <= u1 {
+			t.Fatalf("M2 got UID %d; the killed apply had given UID %d to M1", u, u1)
+		}
+	}
+	settle(t, a, b)
 }

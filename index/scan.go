@@ -361,6 +361,11 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 		nu := &maildir.Uidlist{Version: 3, UIDValidity: known.UIDValidity, NextUID: max(known.UIDNext, 1), GUID: [16]byte(known.GUID)}
 		var msgs []*Msg
 		if err := r.store.db.View(func(tx *bolt.Tx) error {
+			if j := bornJournal(tx, known.GUID); j != nil {
+				// Adds of an apply killed before its index commit: its
+				// uidlist may have given out their UIDs (born.go).
+				nu.NextUID = max(nu.NextUID, j.next)
+			}
 			msgs, err = loadMsgs(tx, known.GUID)
 			return err
 		}); err != nil {

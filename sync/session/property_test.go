@@ -178,6 +178,39 @@ func TestPropertyLayoutFS(t *testing.T) {
 // propLayout is the layout of the replicas of a case.
 var propLayout maildir.Layout
 
+// TestPropertyKilledApplies runs the random histories with, besides the
+// faults above, a third of the syncs killing one side's apply after the
+// files and uidlist of one of its mailboxes are written and before its
+// index records them (the next scan finds the adds listed without records:
+// their Born stamps come from the apply's journal), with a quarter of the
+// cases.
+func TestPropertyKilledApplies(t *testing.T) {
+	setPropChecks(t)
+	if f := flag.Lookup("rapid.checks"); f != nil && !explicitFlag("rapid.checks") {
+		if n, err := strconv.Atoi(f.Value.String()); err == nil {
+			_ = f.Value.Set(strconv.Itoa(max(n/4, 1)))
+		}
+	}
+	propKills = true
+	t.Cleanup(func() { propKills = false })
+	checkProperty(t)
+}
+
+// propKills makes syncs draw kills of an apply (faultKill).
+var propKills bool
+
+// propKillRewrites lets faultKill kill an adopt (a merge of two mailboxes)
+// too. Known gap (session 5, not fixed): an adopt killed after it wrote
+// the uidlist with the winner's GUID and before the index recorded the
+// merge leaves the index with the loser's GUID live, whose directory now
+// holds the winner: the next scan takes the loser for Missing and the
+// peers restore it, renamed aside. For INBOX, which is never renamed on
+// disk, that never converges (seed 7466045879350227286 of
+// TestPropertyKilledApplies with this on: "create of INBOX: the directory
+// now holds mailbox ..." in every final sync). Adopts would need a journal
+// like the renumberings' (index/renumber.go).
+var propKillRewrites bool
+
 // knownSeeds replay histories the property test found failing (each
 // fails on its first case); they run in every CI run.
 //
@@ -1054,9 +1087,17 @@ const (
 	faultFetch             // the body source fails after k bodies
 	faultCancel            // Apply's context is cancelled after k bodies
 	faultCommit            // Commit fails (side 0: neither commits; side 1: only A)
+	// The apply is killed after the k-th mailbox's files and uidlist are
+	// written, before the index records them (drawn only by
+	// TestPropertyKilledApplies: index.Options.BeforeBoxCommit panics).
+	// Not in an adopt or a reset unless propKillRewrites: see there.
+	faultKill
 )
 
-var faultNames = []string{"none", "Begin", "Changes", "Apply", "Fetch", "cancel", "Commit"}
+var faultNames = []string{"none", "Begin", "Changes", "Apply", "Fetch", "cancel", "Commit", "kill"}
+
+// errKilled is the panic that stands for a kill of the process.
+var errKilled = errors.New("killed")
 
 type faultSpec struct {
 	kind faultKind
@@ -1108,9 +1149,21 @@ func (f *faulty) Changes(ctx context.Context, req replica.ChangesRequest) (map[m
 	return f.Replica.Changes(ctx, req)
 }
 
-func (f *faulty) Apply(ctx context.Context, plan *merge.SidePlan, src replica.BodySource) (*replica.ApplyResult, error) {
+func (f *faulty) Apply(ctx context.Context, plan *merge.SidePlan, src replica.BodySource) (res *replica.ApplyResult, err error) {
 	if f.on(faultApply) {
 		return nil, f.fire()
+	}
+	if f.on(faultKill) {
+		// The replica's BeforeBoxCommit hook panics: the process died
+		// there (nothing after it ran; the next open finds what it left).
+		defer func() {
+			if p := recover(); p != nil {
+				if p != errKilled {
+					panic(p)
+				}
+				res, err = nil, f.fire()
+			}
+		}()
 	}
 	if f.on(faultCancel) {
 		cctx, cancel := context.WithCancel(ctx)
@@ -1171,9 +1224,13 @@ func (c *cancelAfter) Fetch(ctx context.Context, refs []replica.BodyRef, fn func
 	})
 }
 
-func (w *propWorld) open(r int) *index.Replica {
+func (w *propWorld) open(r int) *index.Replica { return w.openKill(r, nil) }
+
+// openKill opens replica r with kill (nil: none) as its BeforeBoxCommit
+// hook.
+func (w *propWorld) openKill(r int, kill func(dir string, rewrite bool)) *index.Replica {
 	rep, err := index.Open(context.Background(), testmail.Loc(w.roots[r]),
-		index.Options{LockTimeout: 5 * time.Second, Now: w.clock(r), Hostname: "prop"})
+		index.Options{LockTimeout: 5 * time.Second, Now: w.clock(r), Hostname: "prop", BeforeBoxCommit: kill})
 	if err != nil {
 		w.rt.Fatalf("opening %s: %v", w.name(r), w.clean(err.Error()))
 	}
@@ -1183,10 +1240,23 @@ func (w *propWorld) open(r int) *index.Replica {
 // sync runs one sync of a and b with the fault f and reports whether it
 // succeeded without skipping anything.
 func (w *propWorld) sync(a, b int, f faultSpec) bool {
-	ra, rb := w.open(a), w.open(b)
+	fired := false
+	var kill [2]func(string, bool)
+	if f.kind == faultKill {
+		n := 0
+		kill[f.side] = func(_ string, rewrite bool) {
+			if rewrite && !propKillRewrites {
+				return
+			}
+			if n == f.k {
+				panic(errKilled)
+			}
+			n++
+		}
+	}
+	ra, rb := w.openKill(a, kill[0]), w.openKill(b, kill[1])
 	defer ra.Close()
 	defer rb.Close()
-	fired := false
 	look := func() { w.dovecotLooks(a); w.dovecotLooks(b) }
 	wa := &faulty{Replica: ra, spec: f, armed: f.kind != faultNone && f.side == 0, fired: &fired, scanned: func() { w.lost[a] = false }, look: look}
 	wb := &faulty{Replica: rb, spec: f, armed: f.kind != faultNone && f.side == 1, fired: &fired, scanned: func() { w.lost[b] = false }, look: look}
@@ -1275,6 +1345,9 @@ func (w *propWorld) syncAction(t *rapid.T) {
 		if f.kind == faultFetch || f.kind == faultCancel {
 			f.k = rapid.IntRange(0, 3).Draw(t, "k")
 		}
+	}
+	if propKills && rapid.IntRange(0, 2).Draw(t, "kill") == 0 {
+		f = faultSpec{kind: faultKill, side: rapid.IntRange(0, 1).Draw(t, "kill side"), k: rapid.IntRange(0, 2).Draw(t, "kill at box")}
 	}
 	w.logf("sync %s %s (%v)", w.name(a), w.name(b), f)
 	if w.sync(a, b, f) {
