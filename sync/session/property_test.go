@@ -220,40 +220,46 @@ var knownSeeds = []struct {
 	seed, what string
 	legacy     bool
 	layoutFS   bool // a TestPropertyLayoutFS seed
+	kills      bool // a TestPropertyKilledApplies seed
 }{
 	// A message moved into a folder that is then merged into a same-named
 	// folder of the other side, where an older instance of it had been
 	// expunged (moved away): the void-instance kill took the younger copy
 	// too, and the other copy was expunged by the move: lost.
-	{"4647851137266389225", "younger copy in a merging folder survives an older expunge", true, false},
+	{"4647851137266389225", "younger copy in a merging folder survives an older expunge", true, false, false},
 	// Found by the Dovecot model (dovecot_model_test.go), issue 3: a sync
 	// made a mailbox on B with the plan's NEXTUID and added its messages
 	// below it later in the apply; a Dovecot reading the uidlist in
 	// between takes them for expunged messages that reappeared.
-	{"1375322980816477217", "a created mailbox shows no NEXTUID above the UIDs still to be added", false, false},
+	{"1375322980816477217", "a created mailbox shows no NEXTUID above the UIDs still to be added", false, false, false},
 	// Found by the Dovecot model too: a folder B deleted and made again
 	// (same UIDVALIDITY, so B's Dovecot keeps its index) merged into A's;
 	// a message Lost with B's old directory was put back at its old UID,
 	// below the NEXTUID B's new directory already showed.
-	{"16639578282865253160", "a Lost UID is not refilled below a NEXTUID Dovecot read", false, false},
+	{"16639578282865253160", "a Lost UID is not refilled below a NEXTUID Dovecot read", false, false, false},
 	// With Lost UIDs refilled only in the plan that makes the directory
 	// again, and that directory's uidlist started below them: the sync
 	// stopped before the refill, and a delivery took the Lost UID.
-	{"16364029561013211462", "a Lost UID is never given to another message", false, false},
+	{"16364029561013211462", "a Lost UID is never given to another message", false, false, false},
 	// Two seeds that failed on main at the start of session 3 (found by
 	// the mergeuids helper) and pass since the merges of that session:
 	// a message whose body the peer could not send was renumbered on
 	// every sync (never converged), and a rename aside met a leftover
 	// `.twinbox-tmp-<guid>` of an interrupted apply ("file exists").
-	{"16639578282865255371", "converges when a body cannot be sent", false, false},
-	{"11022306618245745561", "a rename aside after an interrupted apply", false, false},
+	{"16639578282865255371", "converges when a body cannot be sent", false, false, false},
+	{"11022306618245745561", "a rename aside after an interrupted apply", false, false, false},
 	// LAYOUT=fs (session 4): a folder renamed aside for a name clash
 	// carried its child directory along, and the sync said it had
 	// converged while the child's name differed on the two replicas.
-	{"7782735647188521255", "LAYOUT=fs: a child carried by its parent's rename aside", false, true},
+	{"7782735647188521255", "LAYOUT=fs: a child carried by its parent's rename aside", false, true, false},
 	// LAYOUT=fs: a plan renamed "a" to "a/b", inside its own directory
 	// (rename(2): invalid argument, the sync failed); now via a temporary name.
-	{"7596852706875807560", "LAYOUT=fs: a rename into the mailbox's own directory", false, true},
+	{"7596852706875807560", "LAYOUT=fs: a rename into the mailbox's own directory", false, true, false},
+	// Session 5, killed applies: an apply killed after its uidlist gave an
+	// add its UID and before the index recorded it; the folder was then
+	// removed and made again by a delivery, and the uidlist restored from
+	// the index gave the UID to the new message.
+	{"5810530049250559741", "a killed apply's UID is not given again", false, false, true},
 }
 
 func TestPropertyKnownSeeds(t *testing.T) {
@@ -275,6 +281,10 @@ func TestPropertyKnownSeeds(t *testing.T) {
 			if k.layoutFS {
 				propLayout = maildir.LayoutFS
 				t.Cleanup(func() { propLayout = maildir.LayoutMaildirPP })
+			}
+			if k.kills {
+				propKills = true
+				t.Cleanup(func() { propKills = false })
 			}
 			checkProperty(t)
 		})
