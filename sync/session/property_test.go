@@ -21,7 +21,9 @@ package session_test
 //   - sync a random ordered pair, possibly interrupted by a fault injected
 //     at one step: Begin, Changes, Apply before it starts, a body source
 //     that fails after k bodies, a context cancelled after k bodies, or
-//     Commit of one side (faulty below wraps both sides; one is armed).
+//     Commit of one side (faulty below wraps both sides; one is armed);
+//     in TestPropertyKilledApplies also a kill of one side's apply after
+//     a mailbox's files and uidlist are written, before its index commit.
 //
 // Checked after every action (and, for Dovecot's view, also whenever a sync
 // pulls bodies, between a mailbox's create and its adds):
