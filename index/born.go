@@ -55,21 +55,32 @@ func journalBorns(tx *bolt.Tx, sp *merge.SidePlan) error {
 		if len(bp.Adds) == 0 {
 			continue
 		}
-		j := bornJournal(tx, bp.GUID)
-		if j == nil {
-			j = &bornEntry{borns: map[string]int64{}}
+		// Encoded straight from the adds (a first sync's mailbox may have
+		// many); an entry a killed apply left is merged in (its stamps
+		// first: the adds' own win, read later).
+		old := bornJournal(tx, bp.GUID)
+		var next uint32
+		if old != nil {
+			next = old.next
 		}
 		for _, a := range bp.Adds {
-			j.next = max(j.next, a.Msg.UID+1)
-			if a.Msg.Born != 0 {
-				j.borns[a.Msg.GUID] = a.Msg.Born
-			}
+			next = max(next, a.Msg.UID+1)
 		}
-		v := binary.AppendUvarint(nil, uint64(j.next))
-		for g, b := range j.borns {
+		v := binary.AppendUvarint(make([]byte, 0, 8+len(bp.Adds)*48), uint64(next))
+		put := func(g string, b int64) {
 			v = binary.AppendUvarint(v, uint64(len(g)))
 			v = append(v, g...)
 			v = binary.AppendVarint(v, b)
+		}
+		if old != nil {
+			for g, b := range old.borns {
+				put(g, b)
+			}
+		}
+		for _, a := range bp.Adds {
+			if a.Msg.Born != 0 {
+				put(a.Msg.GUID, a.Msg.Born)
+			}
 		}
 		if err := tx.Bucket(bMeta).Put(bornKey(bp.GUID), v); err != nil {
 			return err

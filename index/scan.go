@@ -260,6 +260,11 @@ func (r *Replica) vanished(b *Box, delT time.Time) error {
 				return err
 			}
 		}
+		if j := bornJournal(tx, b.GUID); j != nil {
+			// The uidlist of an apply killed before its index commit may
+			// have given out UIDs up to there (born.go).
+			b.UIDNext = max(b.UIDNext, j.next)
+		}
 		b.Missing = true
 		b.Epoch = randomUint64()
 		b.Messages = 0
@@ -722,8 +727,8 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 		return false, r.wrap(name, err)
 	}
 	// UIDs listed before this scan (of a mailbox an unborn index finds):
-	// their messages' Born is unknown. Those the scan gives out now are
-	// born now.
+	// their messages were born before, when exactly is unknown (an unsure
+	// Born). Those the scan gives out now are born now.
 	var listedBefore map[uint32]bool
 	if unborn {
 		listedBefore = make(map[uint32]bool, len(ul.Records))

@@ -262,6 +262,10 @@ var knownSeeds = []struct {
 	// removed and made again by a delivery, and the uidlist restored from
 	// the index gave the UID to the new message.
 	{"5810530049250559741", "a killed apply's UID is not given again", false, false, true},
+	// The same, with the folder's directory gone at the next scan (the
+	// mailbox becomes Missing) and made again by the sync: its UIDNEXT
+	// takes the journaled one.
+	{"8209712424312482167", "a killed apply's UID is not given again (Missing)", false, false, true},
 }
 
 func TestPropertyKnownSeeds(t *testing.T) {
