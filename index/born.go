@@ -18,11 +18,12 @@ import (
 //   - An apply journals the Born of every add of a mailbox (meta key
 //     born\0<mailbox GUID>: message GUID -> Born, and the UIDNEXT the adds
 //     reach) in the commit that records its tmp/ directory, before any
-//     link. The mailbox's index
-//     commit clears the entry, and so does the end of the apply. An apply
-//     killed in between leaves files linked (and perhaps listed in the
-//     uidlist) without index records: the next scan gives such a record
-//     the journaled Born of its GUID, not "now", and clears the entry.
+//     link. The mailbox's index commit clears the entry, and so does the
+//     end of the apply. An apply killed in between leaves files linked
+//     (and perhaps listed in the uidlist) without index records: the next
+//     scan gives such a record the journaled Born of its GUID, not "now",
+//     and clears the entry. A uidlist restored from the index, or a
+//     mailbox found Missing, before that scan takes the journaled UIDNEXT.
 //   - A new index (a lost one rebuilt from the disk, or a replica's first
 //     scan) is marked unborn until a scan has completed. Records that the
 //     uidlist listed before that scan, in mailboxes the index did not
