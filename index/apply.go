@@ -275,6 +275,13 @@ func (r *Replica) apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 				return err
 			}
 		}
+		// Journaled Born stamps of adds that no mailbox commit cleared
+		// (that mailbox's work was skipped), or that a killed apply left
+		// in a mailbox it never got to change: the scan before this apply
+		// has read what there was to read.
+		if err := clearBornJournals(tx); err != nil {
+			return err
+		}
 		if work {
 			return m.Delete([]byte("dirty_apply"))
 		}
@@ -955,7 +962,7 @@ func (r *Replica) prepareBodies(ctx context.Context, sp *merge.SidePlan, src rep
 	if err != nil {
 		return paths, r.wrap("", err)
 	}
-	if err := r.setDirtyTmp(dirs); err != nil {
+	if err := r.setDirtyTmp(dirs, sp); err != nil {
 		return paths, err
 	}
 	if len(refs) > 0 {
@@ -1213,8 +1220,10 @@ func (r *Replica) boxDirForPlan(tx *bolt.Tx, sp *merge.SidePlan, g model.Mailbox
 }
 
 // setDirtyTmp records which tmp/ directories may hold this process's
-// temporary files, so that a crash leaves nothing behind for long.
-func (r *Replica) setDirtyTmp(dirs []string) error {
+// temporary files, so that a crash leaves nothing behind for long, and in
+// the same commit the Born stamps of sp's adds (journalBorns: a record a
+// killed apply linked keeps its Born).
+func (r *Replica) setDirtyTmp(dirs []string, sp *merge.SidePlan) error {
 	if len(dirs) == 0 {
 		dirty := false
 		_ = r.store.db.View(func(tx *bolt.Tx) error {
@@ -1234,6 +1243,9 @@ func (r *Replica) setDirtyTmp(dirs []string) error {
 			if err := tx.Bucket(bMeta).Put([]byte("dirty_apply"), []byte{1}); err != nil {
 				return err
 			}
+		}
+		if err := journalBorns(tx, sp); err != nil {
+			return err
 		}
 		return tx.Bucket(bMeta).Put([]byte("dirty_tmp"), []byte(strings.Join(dirs, "\x00")))
 	})
@@ -1295,7 +1307,7 @@ func (r *Replica) cleanTmp() error {
 		}
 	}
 	if len(dirs) > 0 {
-		if err := r.setDirtyTmp(nil); err != nil {
+		if err := r.setDirtyTmp(nil, nil); err != nil {
 			return err
 		}
 	}

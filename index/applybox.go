@@ -69,6 +69,7 @@ var (
 	testHookBeforeDeleteLock   func(dir string)
 	testHookBetweenListings    func(dir string)
 	testHookAfterRename        func(dst string)
+	testHookBeforeBoxCommit    func(dir string)
 )
 
 // diskAgrees reports whether a file name shows the flags f that the index
@@ -110,6 +111,21 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			err = nil
 		}
 	}()
+	if adopt == nil && bornsOnly(bp) {
+		// Born stamps learned from the peer, nothing else: the index only.
+		err := r.store.db.Update(func(tx *bolt.Tx) error {
+			b, err := getBox(tx, bp.GUID)
+			if err != nil || b == nil {
+				return err
+			}
+			bt, err := openBoxTx(tx, b)
+			if err != nil {
+				return err
+			}
+			return r.learnBorns(tx, bt, bp.Borns)
+		})
+		return r.wrap("", err)
+	}
 	if err := r.markApplying(); err != nil {
 		return r.wrap("", err)
 	}
@@ -865,10 +881,22 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		}
 	}
 
+	if testHookBeforeBoxCommit != nil {
+		testHookBeforeBoxCommit(dir)
+	}
+	if r.opt.BeforeBoxCommit != nil {
+		r.opt.BeforeBoxCommit(dir, rewriting)
+	}
+
 	// 6. The index.
 	err = r.store.db.Update(func(tx *bolt.Tx) error {
 		if len(renames) > 0 {
 			if err := clearRenumbers(tx, dir); err != nil {
+				return err
+			}
+		}
+		if len(bp.Adds) > 0 {
+			if err := clearBornJournal(tx, bp.GUID); err != nil {
 				return err
 			}
 		}
@@ -878,7 +906,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		}
 		var born int64
 		for _, m := range added {
-			born = max(born, m.Born)
+			born = max(born, model.BornTime(m.Born))
 		}
 		r.store.observe(tx, born)
 		if rewriting {
@@ -1040,6 +1068,9 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 				return err
 			}
 		}
+		if err := r.learnBorns(tx, bt, bp.Borns); err != nil {
+			return err
+		}
 		if refilled {
 			// A message lost with the mailbox's directory is back. Other
 			// peers' saved state may say that this replica and they agree
@@ -1071,6 +1102,11 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		return putBox(tx, b)
 	})
 	return r.wrap(name, err)
+}
+
+// bornsOnly reports whether a mailbox's plan only teaches Born stamps.
+func bornsOnly(bp *merge.BoxPlan) bool {
+	return len(bp.Borns) > 0 && !bp.Reset && !bp.BumpNext && bp.AddCount == 0 && len(bp.Adds)+len(bp.Moves)+len(bp.Flags)+len(bp.Expunges)+len(bp.Release) == 0
 }
 
 // appendAdded records the added messages in the mailbox's uidlist by an

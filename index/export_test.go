@@ -45,3 +45,11 @@ func SetTestHookAfterRename(f func(dst string)) func() {
 	testHookAfterRename = f
 	return func() { testHookAfterRename = nil }
 }
+
+// SetTestHookBeforeBoxCommit makes applyBox call f with the mailbox's
+// directory after its files and control files are written, before the
+// index records them (a panic there stands for a kill).
+func SetTestHookBeforeBoxCommit(f func(dir string)) func() {
+	testHookBeforeBoxCommit = f
+	return func() { testHookBeforeBoxCommit = nil }
+}

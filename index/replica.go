@@ -56,6 +56,12 @@ type Options struct {
 	// after a sync that changed flags on this replica (see hook.go), so
 	// that a Dovecot with maildir_very_dirty_syncs notices them.
 	FlagChangeCommand string
+	// BeforeBoxCommit, if set, is called by Apply with a mailbox's
+	// directory after its files and control files are written, before the
+	// index records them, and whether that work rewrote the mailbox (an
+	// adopt or a backup reset): fault injection for tests (a panic there
+	// stands for a kill).
+	BeforeBoxCommit func(dir string, rewrite bool)
 }
 
 // Replica is one user's Maildir root and its index, opened for a sync. It

@@ -143,6 +143,7 @@ func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 		r.bringBack(ctx, dirs, byGUID)
 	}
 	found := map[model.MailboxGUID]bool{}
+	complete := true // every directory read (for an unborn index)
 	for _, d := range dirs {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -161,6 +162,7 @@ func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 				// next scan sees what became of it.
 				r.log.Info("mailbox vanished during the scan", "mailbox", d.Name, "error", err)
 				res.Changed = true
+				complete = false
 				continue
 			}
 			return nil, err
@@ -193,6 +195,14 @@ func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 		return nil, err
 	}
 	res.Changed = res.Changed || ch
+	if r.store.unborn && complete {
+		// Every mailbox the new index found is in it now: what appears
+		// from here on was born after this scan.
+		if err := r.store.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bMeta).Delete(metaUnborn) }); err != nil {
+			return nil, r.wrap("", err)
+		}
+		r.store.unborn = false
+	}
 
 	if err := r.store.db.View(func(tx *bolt.Tx) error {
 		all, err := allBoxes(tx)
@@ -250,6 +260,11 @@ func (r *Replica) vanished(b *Box, delT time.Time) error {
 				return err
 			}
 		}
+		if j := bornJournal(tx, b.GUID); j != nil {
+			// The uidlist of an apply killed before its index commit may
+			// have given out UIDs up to there (born.go).
+			b.UIDNext = max(b.UIDNext, j.next)
+		}
 		b.Missing = true
 		b.Epoch = randomUint64()
 		b.Messages = 0
@@ -302,13 +317,16 @@ func (r *Replica) scanDir(ctx context.Context, name, dir, rel string, byGUID map
 	found[g] = true
 	box = byGUID[g]
 	changed := false
+	// A mailbox a new index finds: its listed messages were born before,
+	// when is unknown (born.go).
+	unborn := r.store.unborn && box == nil
 	if box == nil {
 		box = &Box{Mailbox: model.Mailbox{GUID: g, Name: name, UIDValidity: ul.UIDValidity, Epoch: randomUint64()}, Dir: rel}
 		box.Revived = r.lastDelete(g) // alive now, whatever the log says of before
 		byGUID[g] = box
 		changed = true
 	}
-	changed, err = r.scanContents(ctx, box, name, dir, rel, ul, st, changed, res)
+	changed, err = r.scanContents(ctx, box, name, dir, rel, ul, st, changed, unborn, res)
 	// A full scan reads every record of the mailbox, changed or not.
 	r.store.touched(box.Messages)
 	return changed, err
@@ -348,6 +366,11 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 		nu := &maildir.Uidlist{Version: 3, UIDValidity: known.UIDValidity, NextUID: max(known.UIDNext, 1), GUID: [16]byte(known.GUID)}
 		var msgs []*Msg
 		if err := r.store.db.View(func(tx *bolt.Tx) error {
+			if j := bornJournal(tx, known.GUID); j != nil {
+				// Adds of an apply killed before its index commit: its
+				// uidlist may have given out their UIDs (born.go).
+				nu.NextUID = max(nu.NextUID, j.next)
+			}
 			msgs, err = loadMsgs(tx, known.GUID)
 			return err
 		}); err != nil {
@@ -646,7 +669,7 @@ func flagsOf(fn maildir.FileName, kw []string) map[string]bool {
 }
 
 // scanContents brings the index's records of one mailbox up to date.
-func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel string, ul *maildir.Uidlist, st Stamp, changed bool, res *ScanResult) (bool, error) {
+func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel string, ul *maildir.Uidlist, st Stamp, changed, unborn bool, res *ScanResult) (bool, error) {
 	if box.Deleted || box.Missing {
 		// It is back (restored by hand, or recreated): a new epoch.
 		if box.Deleted {
@@ -702,6 +725,16 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 	reborn, err := r.rebornUIDs(box, ul, files)
 	if err != nil {
 		return false, r.wrap(name, err)
+	}
+	// UIDs listed before this scan (of a mailbox an unborn index finds):
+	// their messages were born before, when exactly is unknown (an unsure
+	// Born). Those the scan gives out now are born now.
+	var listedBefore map[uint32]bool
+	if unborn {
+		listedBefore = make(map[uint32]bool, len(ul.Records))
+		for _, rec := range ul.Records {
+			listedBefore[rec.UID] = true
+		}
 	}
 	if len(fresh) > 0 || len(reborn) > 0 || ul.GUID == [16]byte{} {
 		// Files without UIDs: assign them under Dovecot's lock, as Dovecot
@@ -800,6 +833,11 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 			}
 			return nil
 		}
+		// Born stamps of adds that a killed apply linked (born.go).
+		journal := bornJournal(tx, box.GUID)
+		if err := clearBornJournal(tx, box.GUID); err != nil {
+			return err
+		}
 		seen := map[uint32]bool{}
 		for _, rec := range ul.Records {
 			base := baseOf(rec.FileName)
@@ -831,7 +869,7 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 				if o := renumberedFrom(guid, rec.UID); o != nil && o.Born != 0 {
 					m.Born = o.Born // the same instance at a new UID
 				} else {
-					m.Born = r.store.stamp(tx, 0)
+					m.Born = r.bornOf(tx, journal, guid, listedBefore[rec.UID])
 				}
 				if base != guid {
 					m.Base = base
@@ -1221,6 +1259,10 @@ func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st 
 			changed = changed || ch
 		}
 		added := 0
+		journal := bornJournal(tx, box.GUID)
+		if err := clearBornJournal(tx, box.GUID); err != nil {
+			return err
+		}
 		if len(fresh) > 0 {
 			// Plain new UIDs only: neither a record nor a tombstone at the
 			// UID, and the message's GUID not elsewhere in this mailbox.
@@ -1240,7 +1282,7 @@ func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st 
 						return errFullScan
 					}
 				}
-				m := &Msg{Message: model.Message{UID: rec.UID, GUID: guid, New: f.inNew, Born: r.store.stamp(tx, 0)}, File: f.name}
+				m := &Msg{Message: model.Message{UID: rec.UID, GUID: guid, New: f.inNew, Born: r.bornOf(tx, journal, guid, false)}, File: f.name}
 				if guid != f.fn.Base {
 					m.Base = f.fn.Base
 				}

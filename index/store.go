@@ -98,6 +98,9 @@ type Store struct {
 	indexID string
 	now     func() time.Time
 	touch   atomic.Int64 // records read or written since the last trimMapped
+	// unborn: a new index whose first complete scan is still to come
+	// (meta/unborn; born.go)
+	unborn bool
 }
 
 // precreate makes a missing index file already owned as the mail root is
@@ -156,6 +159,7 @@ func openStore(path string, timeout time.Duration) (*Store, error) {
 		m := tx.Bucket(bMeta)
 		if id := m.Get([]byte("index_id")); id != nil && string(m.Get([]byte("version"))) == indexVersion {
 			s.indexID, ready = string(id), true
+			s.unborn = m.Get(metaUnborn) != nil
 		}
 		return nil
 	})
@@ -183,6 +187,11 @@ func openStore(path string, timeout time.Duration) (*Store, error) {
 		}
 		s.indexID = randomHex(16)
 		if err := m.Put([]byte("index_id"), []byte(s.indexID)); err != nil {
+			return err
+		}
+		// A new index: the mail it finds was born before, when is unknown.
+		s.unborn = true
+		if err := m.Put(metaUnborn, []byte{1}); err != nil {
 			return err
 		}
 		return m.Put([]byte("version"), []byte(indexVersion))
@@ -616,11 +625,15 @@ func (t *boxTx) drop(uid uint32, tomb *model.Tombstone) error {
 	if tomb == nil {
 		return nil
 	}
-	if old != nil && (tomb.Born == 0 || (old.Born != 0 && old.Born < tomb.Born)) {
+	if old != nil && old.Born != 0 && (tomb.Born == 0 || old.Born < 0 || tomb.Born < 0 || old.Born < tomb.Born) {
 		// The instance this tombstone retires (a peer that did not hear of
 		// it yet still holds that instance, and an implied record made
 		// from the tombstone carries its Born); an expunge that came from
-		// a peer keeps the lower of its Born and the local record's.
+		// a peer keeps the lower of its Born and the local record's when
+		// both are known. An unsure local stamp stays (it names the line
+		// of copies of this instance that the tombstone must reach:
+		// model.KilledByBorn), and a known one beats an unsure one. The
+		// peer's stamp counts only where the local one is unknown.
 		tomb.Born = old.Born
 	}
 	if v := t.bb.tomb.Get(u32(uid)); v != nil {

@@ -154,7 +154,8 @@ type Message struct {
 	// mailbox, stamped by the replica that saw it first and kept across
 	// syncs and renumberings. An expunge of the GUID stamped with a Born at
 	// or after it kills it, whatever UID it has by now; a copy a client
-	// puts back later is a new instance with a later Born. 0: unknown.
+	// puts back later is a new instance with a later Born. Negative: not
+	// known exactly (model/born.go); 0: unknown.
 	Born int64 `json:"bn,omitempty"`
 	New  bool  `json:"n,omitempty"` // lives in new/ (placement hint only)
 	// Held marks a message whose file is gone in a scan that looked like a

@@ -339,8 +339,14 @@ type sideBox struct {
 	slots map[uint32]*rec     // non-void records by UID
 	guids map[string]*inst    // live instances by message GUID
 	exp   map[string][]uint32 // expunge tombstones by GUID
-	born  map[string]int64    // latest Born among a GUID's expunge tombstones
-	moved map[uint32]uint32   // retired UID -> UID it moved to
+	// Born stamps of a GUID's expunge tombstones: the latest known one
+	// (0: none) and the unsure ones (model/born.go)
+	born   map[string]int64
+	unsure map[string][]int64
+	// Born of the expunge tombstone at a UID (0: unknown), for an instance
+	// that an expunge reaches through its UID
+	expBorn map[uint32]int64
+	moved   map[uint32]uint32 // retired UID -> UID it moved to
 	// mailbox GUID the records currently live under (the loser's GUID when
 	// this side adopts)
 	src model.MailboxGUID
@@ -357,16 +363,15 @@ type inst struct {
 	void    bool // UID does not count
 	implied bool // not reported: known to equal the other side's record
 	killed  bool
-	// killBorn is the Born of the expunge that killed the instance by
-	// its stamp: the tombstone this side records takes it, so that a
-	// local stamp newer than the expunged instance (a record the scan
-	// re-made after a killed apply) never widens the expunge.
+	// killBorn is the Born of the expunge that killed the instance: the
+	// tombstone this side records takes it where lower than a known local
+	// stamp, or where the local stamp is unknown (index.boxTx.drop).
 	killBorn int64
 	final    uint32
 }
 
 func newSideBox() *sideBox {
-	return &sideBox{slots: map[uint32]*rec{}, guids: map[string]*inst{}, exp: map[string][]uint32{}, born: map[string]int64{}, moved: map[uint32]uint32{}}
+	return &sideBox{slots: map[uint32]*rec{}, guids: map[string]*inst{}, exp: map[string][]uint32{}, born: map[string]int64{}, unsure: map[string][]int64{}, expBorn: map[uint32]int64{}, moved: map[uint32]uint32{}}
 }
 
 func (sb *sideBox) addMsg(m model.Message, void bool) {
@@ -394,10 +399,36 @@ func (sb *sideBox) addTomb(t model.Tombstone) {
 		// Only keeps the UID for its GUID: nothing was expunged.
 	case t.MovedTo == 0:
 		sb.exp[t.GUID] = append(sb.exp[t.GUID], t.UID)
-		sb.born[t.GUID] = max(sb.born[t.GUID], t.Born)
+		sb.addBorn(t.GUID, t.Born)
+		sb.expBorn[t.UID] = t.Born
 	default:
 		sb.moved[t.UID] = t.MovedTo
 	}
+}
+
+// addBorn notes the Born stamp of an expunge tombstone of message g.
+func (sb *sideBox) addBorn(g string, b int64) {
+	switch {
+	case b > 0:
+		sb.born[g] = max(sb.born[g], b)
+	case b < 0:
+		sb.unsure[g] = append(sb.unsure[g], b)
+	}
+}
+
+// killedBorn reports whether this side's expunges of message g kill an
+// instance stamped born by the Born rule (model.KilledByBorn), and with
+// which tombstone's stamp.
+func (sb *sideBox) killedBorn(g string, born int64) (int64, bool) {
+	if tb := sb.born[g]; model.KilledByBorn(born, tb) {
+		return tb, true
+	}
+	for _, tb := range sb.unsure[g] {
+		if model.KilledByBorn(born, tb) {
+			return tb, true
+		}
+	}
+	return 0, false
 }
 
 // free reports whether UID u on this side can name message g: it names g
@@ -439,7 +470,7 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 					for _, t := range c.Tombstones {
 						if t.MovedTo == 0 && !t.Lost {
 							sb[s].exp[t.GUID] = append(sb[s].exp[t.GUID], 0)
-							sb[s].born[t.GUID] = max(sb[s].born[t.GUID], t.Born)
+							sb[s].addBorn(t.GUID, t.Born)
 						}
 					}
 				}
@@ -452,7 +483,7 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 				for _, t := range c.Tombstones {
 					if t.MovedTo == 0 && !t.Lost {
 						sb[s].exp[t.GUID] = append(sb[s].exp[t.GUID], 0)
-						sb[s].born[t.GUID] = max(sb[s].born[t.GUID], t.Born)
+						sb[s].addBorn(t.GUID, t.Born)
 					}
 				}
 			}
@@ -521,12 +552,17 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 			}
 			if in.void || bx.void[o] {
 				// Its UID says nothing here (a merging loser's message, or
-				// a mailbox whose UIDs do not count): the expunge kills it
-				// unless it is a younger instance than every expunged one,
-				// a copy a client made after (moved into a folder that is
-				// now being merged), which must survive.
-				if tb := sb[o].born[g]; tb == 0 || in.msg.Born == 0 || in.msg.Born <= tb {
-					in.killed = true
+				// a mailbox whose UIDs do not count): only the Born stamps
+				// tell. The expunge kills an instance born at or before
+				// the latest expunged one; a younger instance, a copy a
+				// client made after (moved into a folder that is now being
+				// merged), must survive. Where the stamps cannot tell (an
+				// unknown one, or an unsure one against a later expunge:
+				// model.KilledByBorn) the instance survives: an expunge
+				// that does not replicate, rather than a copy put back on
+				// purpose lost.
+				if tb, ok := sb[o].killedBorn(g, in.msg.Born); ok {
+					in.killed, in.killBorn = true, tb
 				}
 				continue
 			}
@@ -535,26 +571,51 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 			// copy renumbered by another pair's sync reaches a third
 			// replica as a plain add, with its Born but without the
 			// renumbering record). A copy a client put back later has a
-			// later Born and survives. Unknown (0) stamps never kill.
+			// later Born and survives. Unsure stamps (an index rebuilt
+			// from the disk) kill only their own line of copies, unknown
+			// ones nothing (model.KilledByBorn).
 			// The other side holding the GUID live at the same UID holds
 			// this very instance (a UID never names other content): its
-			// expunges named other instances. (Born stamps of a replica
-			// whose index was rebuilt are later than the real ones, and an
-			// instance killed and re-added from the peer leaves an expunge
-			// tombstone at its old UID.)
+			// expunges named other instances. (Two replicas may hold one
+			// instance with different stamps until they learn the better
+			// one, and an instance killed and re-added from the peer
+			// leaves an expunge tombstone at its old UID.)
 			if oi, ok := sb[o].guids[g]; ok && !oi.void && oi.msg.UID == in.msg.UID {
 				continue
 			}
-			if tb := sb[o].born[g]; tb != 0 && in.msg.Born != 0 && in.msg.Born <= tb {
+			if tb, ok := sb[o].killedBorn(g, in.msg.Born); ok {
 				in.killed, in.killBorn = true, tb
 				continue
 			}
 			for _, u0 := range uids {
 				if reaches(u0, in.msg.UID, sb[0].moved, sb[1].moved) {
-					in.killed = true
+					// The very instance the tombstone retired: the
+					// tombstone this side records takes its Born where
+					// this side's stamp is unknown (index.boxTx.drop).
+					in.killed, in.killBorn = true, sb[o].expBorn[u0]
 					break
 				}
 			}
+		}
+	}
+
+	// Born stamps learned: both sides hold the GUID live at the same UID,
+	// so both hold one instance (a UID never names other content), born
+	// once. A side whose stamp says less (unsure: an index rebuilt from the
+	// disk; or later than the other's, re-stamped by an older twinbox)
+	// takes the other's (model.BetterBorn).
+	learn := [2]map[string]int64{{}, {}}
+	for g, i0 := range sb[0].guids {
+		i1, ok := sb[1].guids[g]
+		if !ok || i0.void || i1.void || i0.implied || i1.implied || i0.killed || i1.killed || i0.msg.UID != i1.msg.UID {
+			continue
+		}
+		b0, b1 := i0.msg.Born, i1.msg.Born
+		switch {
+		case model.BetterBorn(b1, b0):
+			learn[0][g] = b1
+		case model.BetterBorn(b0, b1):
+			learn[1][g] = b0
 		}
 	}
 
@@ -715,6 +776,8 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 			}
 			if in.void || in.msg.UID != fu {
 				bp.Moves = append(bp.Moves, Move{GUID: g, From: in.msg.UID, To: fu})
+			} else if b, ok := learn[s][g]; ok {
+				bp.Borns = append(bp.Borns, BornSet{UID: fu, GUID: g, Born: b})
 			}
 			if !model.Equal(in.msg.Flags, ff) {
 				bp.Flags = append(bp.Flags, FlagSet{UID: fu, GUID: g, Flags: ff})

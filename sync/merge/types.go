@@ -22,8 +22,10 @@
 //  2. A deleted mailbox stays deleted only if no message survives in it:
 //     messages the deleting side never saw bring it back (contract §5).
 //  3. Expunge tombstones kill the instance they name: every instance of the
-//     GUID born at or before it (Born stamps), or reached from its UID
-//     through sync renumberings. An expunge beats a flag change.
+//     GUID born at or before it (Born stamps, model.KilledByBorn), or
+//     reached from its UID through sync renumberings. An expunge beats a
+//     flag change. Where both sides hold an instance at the same UID, the
+//     side whose Born stamp says less learns the other's.
 //  4. UIDs: a message keeps its UID when the other side has no different
 //     message or tombstone at that UID; otherwise, and for messages of a
 //     mailbox whose UIDVALIDITY is being replaced, it gets a fresh UID at or
@@ -121,6 +123,18 @@ type BoxPlan struct {
 	Flags    []FlagSet
 	Expunges []Expunge
 	Release  []Expunge // held records to drop (the message is gone on both)
+	// Borns gives records of this side the Born stamp the other side holds
+	// for the same instance (same UID and GUID): learned where this side's
+	// stamp is unknown (0: an index rebuilt from the disk) or later. Index
+	// only: no file changes.
+	Borns []BornSet `json:",omitempty"`
+}
+
+// BornSet sets the Born of the record at UID, if it still holds GUID.
+type BornSet struct {
+	UID  uint32
+	GUID string
+	Born int64
 }
 
 // Add is a message this side must get. Source names where the body is: the
@@ -187,7 +201,7 @@ func (b *BoxPlan) FirstUID() uint32 {
 
 // Empty reports whether the mailbox has no message work (UIDNEXT aside).
 func (b *BoxPlan) Empty() bool {
-	return !b.Reset && !b.BumpNext && b.AddCount == 0 && len(b.Adds)+len(b.Moves)+len(b.Flags)+len(b.Expunges)+len(b.Release) == 0
+	return !b.Reset && !b.BumpNext && b.AddCount == 0 && len(b.Adds)+len(b.Moves)+len(b.Flags)+len(b.Expunges)+len(b.Release)+len(b.Borns) == 0
 }
 
 // Empty reports whether neither side has anything to do.

@@ -109,6 +109,14 @@ func validateBox(bp *BoxPlan) error {
 			return fmt.Errorf("UID %d: %w", f.UID, err)
 		}
 	}
+	for _, b := range bp.Borns {
+		if err := ValidGUID(b.GUID); err != nil {
+			return err
+		}
+		if b.UID == 0 || b.Born == 0 {
+			return fmt.Errorf("message %s: Born %d at UID %d", b.GUID, b.Born, b.UID)
+		}
+	}
 	return nil
 }
 

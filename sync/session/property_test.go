@@ -21,7 +21,9 @@ package session_test
 //   - sync a random ordered pair, possibly interrupted by a fault injected
 //     at one step: Begin, Changes, Apply before it starts, a body source
 //     that fails after k bodies, a context cancelled after k bodies, or
-//     Commit of one side (faulty below wraps both sides; one is armed).
+//     Commit of one side (faulty below wraps both sides; one is armed);
+//     in TestPropertyKilledApplies also a kill of one side's apply after
+//     a mailbox's files and uidlist are written, before its index commit.
 //
 // Checked after every action (and, for Dovecot's view, also whenever a sync
 // pulls bodies, between a mailbox's create and its adds):
@@ -178,6 +180,39 @@ func TestPropertyLayoutFS(t *testing.T) {
 // propLayout is the layout of the replicas of a case.
 var propLayout maildir.Layout
 
+// TestPropertyKilledApplies runs the random histories with, besides the
+// faults above, a third of the syncs killing one side's apply after the
+// files and uidlist of one of its mailboxes are written and before its
+// index records them (the next scan finds the adds listed without records:
+// their Born stamps come from the apply's journal), with a quarter of the
+// cases.
+func TestPropertyKilledApplies(t *testing.T) {
+	setPropChecks(t)
+	if f := flag.Lookup("rapid.checks"); f != nil && !explicitFlag("rapid.checks") {
+		if n, err := strconv.Atoi(f.Value.String()); err == nil {
+			_ = f.Value.Set(strconv.Itoa(max(n/4, 1)))
+		}
+	}
+	propKills = true
+	t.Cleanup(func() { propKills = false })
+	checkProperty(t)
+}
+
+// propKills makes syncs draw kills of an apply (faultKill).
+var propKills bool
+
+// propKillRewrites lets faultKill kill an adopt (a merge of two mailboxes)
+// too. Known gap (session 5, not fixed): an adopt killed after it wrote
+// the uidlist with the winner's GUID and before the index recorded the
+// merge leaves the index with the loser's GUID live, whose directory now
+// holds the winner: the next scan takes the loser for Missing and the
+// peers restore it, renamed aside. For INBOX, which is never renamed on
+// disk, that never converges (seed 7466045879350227286 of
+// TestPropertyKilledApplies with this on: "create of INBOX: the directory
+// now holds mailbox ..." in every final sync). Adopts would need a journal
+// like the renumberings' (index/renumber.go).
+var propKillRewrites bool
+
 // knownSeeds replay histories the property test found failing (each
 // fails on its first case); they run in every CI run.
 //
@@ -187,40 +222,50 @@ var knownSeeds = []struct {
 	seed, what string
 	legacy     bool
 	layoutFS   bool // a TestPropertyLayoutFS seed
+	kills      bool // a TestPropertyKilledApplies seed
 }{
 	// A message moved into a folder that is then merged into a same-named
 	// folder of the other side, where an older instance of it had been
 	// expunged (moved away): the void-instance kill took the younger copy
 	// too, and the other copy was expunged by the move: lost.
-	{"4647851137266389225", "younger copy in a merging folder survives an older expunge", true, false},
+	{"4647851137266389225", "younger copy in a merging folder survives an older expunge", true, false, false},
 	// Found by the Dovecot model (dovecot_model_test.go), issue 3: a sync
 	// made a mailbox on B with the plan's NEXTUID and added its messages
 	// below it later in the apply; a Dovecot reading the uidlist in
 	// between takes them for expunged messages that reappeared.
-	{"1375322980816477217", "a created mailbox shows no NEXTUID above the UIDs still to be added", false, false},
+	{"1375322980816477217", "a created mailbox shows no NEXTUID above the UIDs still to be added", false, false, false},
 	// Found by the Dovecot model too: a folder B deleted and made again
 	// (same UIDVALIDITY, so B's Dovecot keeps its index) merged into A's;
 	// a message Lost with B's old directory was put back at its old UID,
 	// below the NEXTUID B's new directory already showed.
-	{"16639578282865253160", "a Lost UID is not refilled below a NEXTUID Dovecot read", false, false},
+	{"16639578282865253160", "a Lost UID is not refilled below a NEXTUID Dovecot read", false, false, false},
 	// With Lost UIDs refilled only in the plan that makes the directory
 	// again, and that directory's uidlist started below them: the sync
 	// stopped before the refill, and a delivery took the Lost UID.
-	{"16364029561013211462", "a Lost UID is never given to another message", false, false},
+	{"16364029561013211462", "a Lost UID is never given to another message", false, false, false},
 	// Two seeds that failed on main at the start of session 3 (found by
 	// the mergeuids helper) and pass since the merges of that session:
 	// a message whose body the peer could not send was renumbered on
 	// every sync (never converged), and a rename aside met a leftover
 	// `.twinbox-tmp-<guid>` of an interrupted apply ("file exists").
-	{"16639578282865255371", "converges when a body cannot be sent", false, false},
-	{"11022306618245745561", "a rename aside after an interrupted apply", false, false},
+	{"16639578282865255371", "converges when a body cannot be sent", false, false, false},
+	{"11022306618245745561", "a rename aside after an interrupted apply", false, false, false},
 	// LAYOUT=fs (session 4): a folder renamed aside for a name clash
 	// carried its child directory along, and the sync said it had
 	// converged while the child's name differed on the two replicas.
-	{"7782735647188521255", "LAYOUT=fs: a child carried by its parent's rename aside", false, true},
+	{"7782735647188521255", "LAYOUT=fs: a child carried by its parent's rename aside", false, true, false},
 	// LAYOUT=fs: a plan renamed "a" to "a/b", inside its own directory
 	// (rename(2): invalid argument, the sync failed); now via a temporary name.
-	{"7596852706875807560", "LAYOUT=fs: a rename into the mailbox's own directory", false, true},
+	{"7596852706875807560", "LAYOUT=fs: a rename into the mailbox's own directory", false, true, false},
+	// Session 5, killed applies: an apply killed after its uidlist gave an
+	// add its UID and before the index recorded it; the folder was then
+	// removed and made again by a delivery, and the uidlist restored from
+	// the index gave the UID to the new message.
+	{"5810530049250559741", "a killed apply's UID is not given again", false, false, true},
+	// The same, with the folder's directory gone at the next scan (the
+	// mailbox becomes Missing) and made again by the sync: its UIDNEXT
+	// takes the journaled one.
+	{"8209712424312482167", "a killed apply's UID is not given again (Missing)", false, false, true},
 }
 
 func TestPropertyKnownSeeds(t *testing.T) {
@@ -242,6 +287,10 @@ func TestPropertyKnownSeeds(t *testing.T) {
 			if k.layoutFS {
 				propLayout = maildir.LayoutFS
 				t.Cleanup(func() { propLayout = maildir.LayoutMaildirPP })
+			}
+			if k.kills {
+				propKills = true
+				t.Cleanup(func() { propKills = false })
 			}
 			checkProperty(t)
 		})
@@ -1054,9 +1103,17 @@ const (
 	faultFetch             // the body source fails after k bodies
 	faultCancel            // Apply's context is cancelled after k bodies
 	faultCommit            // Commit fails (side 0: neither commits; side 1: only A)
+	// The apply is killed after the k-th mailbox's files and uidlist are
+	// written, before the index records them (drawn only by
+	// TestPropertyKilledApplies: index.Options.BeforeBoxCommit panics).
+	// Not in an adopt or a reset unless propKillRewrites: see there.
+	faultKill
 )
 
-var faultNames = []string{"none", "Begin", "Changes", "Apply", "Fetch", "cancel", "Commit"}
+var faultNames = []string{"none", "Begin", "Changes", "Apply", "Fetch", "cancel", "Commit", "kill"}
+
+// errKilled is the panic that stands for a kill of the process.
+var errKilled = errors.New("killed")
 
 type faultSpec struct {
 	kind faultKind
@@ -1108,9 +1165,21 @@ func (f *faulty) Changes(ctx context.Context, req replica.ChangesRequest) (map[m
 	return f.Replica.Changes(ctx, req)
 }
 
-func (f *faulty) Apply(ctx context.Context, plan *merge.SidePlan, src replica.BodySource) (*replica.ApplyResult, error) {
+func (f *faulty) Apply(ctx context.Context, plan *merge.SidePlan, src replica.BodySource) (res *replica.ApplyResult, err error) {
 	if f.on(faultApply) {
 		return nil, f.fire()
+	}
+	if f.on(faultKill) {
+		// The replica's BeforeBoxCommit hook panics: the process died
+		// there (nothing after it ran; the next open finds what it left).
+		defer func() {
+			if p := recover(); p != nil {
+				if p != errKilled {
+					panic(p)
+				}
+				res, err = nil, f.fire()
+			}
+		}()
 	}
 	if f.on(faultCancel) {
 		cctx, cancel := context.WithCancel(ctx)
@@ -1171,9 +1240,13 @@ func (c *cancelAfter) Fetch(ctx context.Context, refs []replica.BodyRef, fn func
 	})
 }
 
-func (w *propWorld) open(r int) *index.Replica {
+func (w *propWorld) open(r int) *index.Replica { return w.openKill(r, nil) }
+
+// openKill opens replica r with kill (nil: none) as its BeforeBoxCommit
+// hook.
+func (w *propWorld) openKill(r int, kill func(dir string, rewrite bool)) *index.Replica {
 	rep, err := index.Open(context.Background(), testmail.Loc(w.roots[r]),
-		index.Options{LockTimeout: 5 * time.Second, Now: w.clock(r), Hostname: "prop"})
+		index.Options{LockTimeout: 5 * time.Second, Now: w.clock(r), Hostname: "prop", BeforeBoxCommit: kill})
 	if err != nil {
 		w.rt.Fatalf("opening %s: %v", w.name(r), w.clean(err.Error()))
 	}
@@ -1183,10 +1256,23 @@ func (w *propWorld) open(r int) *index.Replica {
 // sync runs one sync of a and b with the fault f and reports whether it
 // succeeded without skipping anything.
 func (w *propWorld) sync(a, b int, f faultSpec) bool {
-	ra, rb := w.open(a), w.open(b)
+	fired := false
+	var kill [2]func(string, bool)
+	if f.kind == faultKill {
+		n := 0
+		kill[f.side] = func(_ string, rewrite bool) {
+			if rewrite && !propKillRewrites {
+				return
+			}
+			if n == f.k {
+				panic(errKilled)
+			}
+			n++
+		}
+	}
+	ra, rb := w.openKill(a, kill[0]), w.openKill(b, kill[1])
 	defer ra.Close()
 	defer rb.Close()
-	fired := false
 	look := func() { w.dovecotLooks(a); w.dovecotLooks(b) }
 	wa := &faulty{Replica: ra, spec: f, armed: f.kind != faultNone && f.side == 0, fired: &fired, scanned: func() { w.lost[a] = false }, look: look}
 	wb := &faulty{Replica: rb, spec: f, armed: f.kind != faultNone && f.side == 1, fired: &fired, scanned: func() { w.lost[b] = false }, look: look}
@@ -1275,6 +1361,9 @@ func (w *propWorld) syncAction(t *rapid.T) {
 		if f.kind == faultFetch || f.kind == faultCancel {
 			f.k = rapid.IntRange(0, 3).Draw(t, "k")
 		}
+	}
+	if propKills && rapid.IntRange(0, 2).Draw(t, "kill") == 0 {
+		f = faultSpec{kind: faultKill, side: rapid.IntRange(0, 1).Draw(t, "kill side"), k: rapid.IntRange(0, 2).Draw(t, "kill at box")}
 	}
 	w.logf("sync %s %s (%v)", w.name(a), w.name(b), f)
 	if w.sync(a, b, f) {

@@ -539,6 +539,9 @@ func Describe(label string, info replica.Info, p *merge.SidePlan, names map[mode
 		if len(bp.Release) > 0 {
 			parts = append(parts, fmt.Sprintf("release %d held", len(bp.Release)))
 		}
+		if len(bp.Borns) > 0 {
+			parts = append(parts, fmt.Sprintf("learn %d Born stamps", len(bp.Borns)))
+		}
 		if bp.Reset {
 			parts = append(parts, "rewrite UID list")
 		}
