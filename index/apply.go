@@ -215,10 +215,34 @@ func (r *Replica) apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 		}
 		// Expunges wait until every mailbox got its adds: a message moved
 		// between folders is linked from the file about to be expunged.
+		// An expunge of a message this mailbox also gets anew (its
+		// instance here was killed, the peer's survives) is done with the
+		// add, in one index commit (its body is in tmp/ by then): apart,
+		// an apply stopped in between would leave the index two records
+		// of one GUID in the mailbox, which every later report repeats
+		// and the peer refuses (property seed 5769373144519208670).
 		work := *bp
 		if ap == nil && !bp.Reset && len(bp.Expunges)+len(bp.Release) > 0 {
-			deferred = append(deferred, merge.BoxPlan{GUID: bp.GUID, UIDNext: bp.UIDNext, Expunges: bp.Expunges, Release: bp.Release})
-			work.Expunges, work.Release = nil, nil
+			var now, later []merge.Expunge
+			if len(bp.Adds) > 0 {
+				adding := make(map[string]bool, len(bp.Adds))
+				for _, a := range bp.Adds {
+					adding[a.Msg.GUID] = true
+				}
+				for _, e := range bp.Expunges {
+					if adding[e.GUID] {
+						now = append(now, e)
+					} else {
+						later = append(later, e)
+					}
+				}
+			} else {
+				later = bp.Expunges
+			}
+			if len(later)+len(bp.Release) > 0 {
+				deferred = append(deferred, merge.BoxPlan{GUID: bp.GUID, UIDNext: bp.UIDNext, Expunges: later, Release: bp.Release})
+			}
+			work.Expunges, work.Release = now, nil
 		}
 		if ap == nil && planCreates(sp, bp.GUID) {
 			if err := r.reserveUIDs(ctx, bp); err != nil {

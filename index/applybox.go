@@ -553,7 +553,20 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		}
 		// A journal first: an apply killed between these renames and the
 		// uidlist that names the new files is rolled back when the replica
-		// opens next (replayRenumbers).
+		// opens next (replayRenumbers). The UIDs they go to stay used if
+		// the uidlist named them and was lost before the next scan
+		// (journalNext; with adds, journalBorns recorded them).
+		if len(renames) > 0 && len(bp.Adds) == 0 {
+			var next uint32
+			for i, c := range cands {
+				if _, ok := renameOf[i]; ok {
+					next = max(next, c.mv.To+1)
+				}
+			}
+			if err := r.journalNext(bp.GUID, next); err != nil {
+				return r.wrap(name, err)
+			}
+		}
 		if err := r.journalRenumbers(dir, renames); err != nil {
 			return r.wrap(name, err)
 		}

@@ -67,6 +67,9 @@ func journalBorns(tx *bolt.Tx, sp *merge.SidePlan) error {
 		for _, a := range bp.Adds {
 			next = max(next, a.Msg.UID+1)
 		}
+		for _, mv := range bp.Moves {
+			next = max(next, mv.To+1)
+		}
 		v := binary.AppendUvarint(make([]byte, 0, 8+len(bp.Adds)*48), uint64(next))
 		put := func(g string, b int64) {
 			v = binary.AppendUvarint(v, uint64(len(g)))
@@ -136,6 +139,30 @@ func decodeBornJournal(v []byte) (*bornEntry, error) {
 		j.borns[g] = b
 	}
 	return j, nil
+}
+
+// journalNext records (merged into mailbox box's journal entry) that an
+// apply is about to give out UIDs below next: renumberings of a mailbox
+// with no adds (journalBorns covers the rest).
+func (r *Replica) journalNext(box model.MailboxGUID, next uint32) error {
+	if r.opt.DryRun {
+		return nil
+	}
+	return r.store.db.Update(func(tx *bolt.Tx) error {
+		j := bornJournal(tx, box)
+		if j == nil {
+			j = &bornEntry{borns: map[string]int64{}}
+		} else if j.next >= next {
+			return nil
+		}
+		v := binary.AppendUvarint(nil, uint64(max(j.next, next)))
+		for g, b := range j.borns {
+			v = binary.AppendUvarint(v, uint64(len(g)))
+			v = append(v, g...)
+			v = binary.AppendVarint(v, b)
+		}
+		return tx.Bucket(bMeta).Put(bornKey(box), v)
+	})
 }
 
 // clearBornJournal removes mailbox box's journal entry, if any.

@@ -237,6 +237,15 @@ func deleteTime(logRecs []maildir.LogRecord, b *Box) time.Time {
 // (Dovecot's log) makes it deleted, anything else makes it missing.
 func (r *Replica) vanished(b *Box, delT time.Time) error {
 	return r.store.db.Update(func(tx *bolt.Tx) error {
+		if j := bornJournal(tx, b.GUID); j != nil {
+			// The uidlist of an apply killed before its index commit may
+			// have given out UIDs up to there (born.go): they stay used,
+			// also if the mailbox comes back (same GUID and UIDVALIDITY).
+			b.UIDNext = max(b.UIDNext, j.next)
+			if err := clearBornJournal(tx, b.GUID); err != nil {
+				return err
+			}
+		}
 		if !delT.IsZero() && !model.IsInbox(b.Name) {
 			if _, err := r.markDeleted(tx, b, func() int64 { return r.store.stamp(tx, delT.UnixNano()) }); err != nil {
 				return err
@@ -259,11 +268,6 @@ func (r *Replica) vanished(b *Box, delT time.Time) error {
 			if err := bt.drop(m.UID, &model.Tombstone{GUID: m.GUID, Lost: true, T: r.store.stamp(tx, 0)}); err != nil {
 				return err
 			}
-		}
-		if j := bornJournal(tx, b.GUID); j != nil {
-			// The uidlist of an apply killed before its index commit may
-			// have given out UIDs up to there (born.go).
-			b.UIDNext = max(b.UIDNext, j.next)
 		}
 		b.Missing = true
 		b.Epoch = randomUint64()
