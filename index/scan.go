@@ -1196,6 +1196,15 @@ func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st 
 					break
 				}
 				uidOf[b] = rec
+			} else if rec.UID >= box.UIDNext {
+				// A message Dovecot saved after our listing (its record
+				// is in the uidlist read under the lock, its file is not
+				// in the listing): recording the uidlist's NEXTUID without
+				// its record would make the sync save a base above a UID
+				// only this side has, which the next sync then takes for
+				// one both sides have. The full scan reads it.
+				ul = nil
+				break
 			}
 		}
 	}
