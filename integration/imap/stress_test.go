@@ -36,6 +36,9 @@ type ledger struct {
 	// trace is every client step: start and end time, client, operation
 	// and outcome (kept with the syncs' output when the test fails).
 	trace []string
+	// slowest is the longest client step (its trace line).
+	slowest     time.Duration
+	slowestStep string
 	// clashes counts the RENAMEs whose child folder clashed, by
 	// "side from-directory to-directory" (see expectChildClash).
 	clashes map[string]int
@@ -148,8 +151,12 @@ func (sc *stressClient) step() error {
 	var err error
 	start := time.Now()
 	defer func() {
+		line := fmt.Sprintf("%s-%s %s %s %s: %v", start.Format("15:04:05.000000"), time.Now().Format("15:04:05.000000"), sc.name, op, what, err)
 		sc.l.mu.Lock()
-		sc.l.trace = append(sc.l.trace, fmt.Sprintf("%s-%s %s %s %s: %v", start.Format("15:04:05.000000"), time.Now().Format("15:04:05.000000"), sc.name, op, what, err))
+		sc.l.trace = append(sc.l.trace, line)
+		if d := time.Since(start); d > sc.l.slowest {
+			sc.l.slowest, sc.l.slowestStep = d, line
+		}
 		sc.l.mu.Unlock()
 	}()
 	n := sc.rnd.IntN(100)
@@ -346,6 +353,10 @@ func (sc *stressClient) expectChildClash(from, to string) {
 type syncLoop struct {
 	runs, kills, changed int
 	failures             []string
+	// slowest is the longest sync run (which one, how long), for the
+	// log: a run that waited out a lock shows here.
+	slowest    time.Duration
+	slowestRun int
 	// log collects every run's verbose output (kept when the test fails).
 	log bytes.Buffer
 }
@@ -366,6 +377,7 @@ func (sl *syncLoop) run(p *pair, rnd *rand.Rand, stop <-chan struct{}) {
 			return
 		}
 		sl.runs++
+		began := time.Now()
 		var timer *time.Timer
 		if rnd.IntN(3) == 0 {
 			d := time.Duration(rnd.IntN(300)) * time.Millisecond
@@ -383,6 +395,9 @@ func (sl *syncLoop) run(p *pair, rnd *rand.Rand, stop <-chan struct{}) {
 		close(done)
 		if timer != nil {
 			timer.Stop()
+		}
+		if d := time.Since(began); d > sl.slowest {
+			sl.slowest, sl.slowestRun = d, sl.runs
 		}
 		fmt.Fprintf(&sl.log, "=== sync run %d (%s, ended %s)\n%s", sl.runs, cmd.ProcessState, time.Now().Format("15:04:05.000"), out.String())
 		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
@@ -445,7 +460,9 @@ func testConcurrentClientsAndSyncs(t *testing.T, d *dovecot.Install) {
 	stop := make(chan struct{})
 	sl := &syncLoop{}
 	defer func() {
-		if t.Failed() {
+		// Kept when the test fails, and (for a look, not a verdict) when
+		// a sync run took long: one that waited out a lock, say.
+		if t.Failed() || sl.slowest > 10*time.Second {
 			f, err := os.CreateTemp("", "twinbox-stress-syncs-*.log")
 			if err == nil {
 				_, _ = f.Write(sl.log.Bytes())
@@ -492,8 +509,8 @@ func testConcurrentClientsAndSyncs(t *testing.T, d *dovecot.Install) {
 	for _, f := range sl.failures {
 		t.Errorf("%s", f)
 	}
-	t.Logf("clients %d per side, %d steps each; syncs during the run %d (%d killed with SIGKILL, %d exit 2)", clients, steps, sl.runs, sl.kills, sl.changed)
-	t.Logf("operations done %v; refused (NO/BAD, target gone) %v; sessions ended by Dovecot %d", l.ops, l.refused, l.reconnects)
+	t.Logf("clients %d per side, %d steps each; syncs during the run %d (%d killed with SIGKILL, %d exit 2); the longest, run %d, took %v", clients, steps, sl.runs, sl.kills, sl.changed, sl.slowestRun, sl.slowest.Round(time.Millisecond))
+	t.Logf("operations done %v; refused (NO/BAD, target gone) %v; sessions ended by Dovecot %d; the longest client step: %s", l.ops, l.refused, l.reconnects, l.slowestStep)
 
 	// Quiescence (its syncs verbose too, their output kept with the loop's).
 	p.syncArgs, p.syncEnv, p.trace = []string{"-v"}, []string{"TWINBOX_DEBUG=1"}, &sl.log
