@@ -69,6 +69,7 @@ var (
 	testHookBeforeDeleteLock   func(dir string)
 	testHookBetweenListings    func(dir string)
 	testHookAfterRename        func(dst string)
+	testHookAfterListing       func(dir string)
 )
 
 // diskAgrees reports whether a file name shows the flags f that the index

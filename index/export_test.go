@@ -45,3 +45,11 @@ func SetTestHookAfterRename(f func(dst string)) func() {
 	testHookAfterRename = f
 	return func() { testHookAfterRename = nil }
 }
+
+// SetTestHookAfterListing makes a full scan of a mailbox call f with the
+// mailbox directory after it listed the messages, before it reads each new
+// file's size (Dovecot moving a file from new/ to cur/ then).
+func SetTestHookAfterListing(f func(dir string)) func() {
+	testHookAfterListing = f
+	return func() { testHookAfterListing = nil }
+}

@@ -689,6 +689,9 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 	for _, b := range bad {
 		r.log.Warn("ignoring a file whose name is not a Maildir name", "mailbox", name, "file", b)
 	}
+	if testHookAfterListing != nil {
+		testHookAfterListing(dir)
+	}
 	inList := map[string]bool{}
 	for _, rec := range ul.Records {
 		inList[baseOf(rec.FileName)] = true
@@ -745,7 +748,11 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 		if box.NameT == 0 {
 			box.NameT = r.store.stamp(tx, 0)
 		}
+		preNext := box.UIDNext
 		box.UIDNext = max(box.UIDNext, ul.NextUID)
+		// The lowest UID of a record left for the next scan because its
+		// file moved since the listing: UIDNEXT stays at or below it.
+		var unrecorded uint32
 		bt, err := openBoxTx(tx, box)
 		if err != nil {
 			return err
@@ -844,7 +851,12 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 				}
 				fi, err := os.Stat(filepath.Join(dir, subdir(f.inNew), f.name))
 				if err != nil {
-					continue // gone since the listing: the next scan sees it
+					// Gone since the listing (moved to cur/, renamed for
+					// flags, expunged): the next scan sees it.
+					if unrecorded == 0 || rec.UID < unrecorded {
+						unrecorded = rec.UID
+					}
+					continue
 				}
 				m.Size = fi.Size()
 				m.Mtime = fi.ModTime().UnixNano()
@@ -917,6 +929,16 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 		}
 		box.Keywords = kw
 		box.Stamp = st
+		if unrecorded != 0 && box.UIDNext > unrecorded {
+			// A UIDNEXT above a record the index does not have would go
+			// into the base the sync saves, and the next sync would take
+			// that message, at a UID below the base on this side only,
+			// for one the peer has unchanged: it would never reach the
+			// peer. (The apply of this sync, finding the uidlist's NEXTUID
+			// above this one, reports the mailbox changed: no saved state.)
+			box.UIDNext = max(preNext, unrecorded)
+			box.Stamp.Uidlist = 0 // read in full next time
+		}
 		box.Messages = len(seen)
 		box.Held = 0 // (gone records were marked held in place above)
 		for _, m := range old {

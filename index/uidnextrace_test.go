@@ -80,3 +80,55 @@ func TestMessageSavedDuringQuickScanReaches(t *testing.T) {
 	}
 	testmail.Converged(t, a, b)
 }
+
+// TestMessageMovedToCurDuringFullScanReaches: a full scan of A's Box lists
+// a message Dovecot just saved into new/ (its record in the uidlist), and
+// Dovecot moves it to cur/ (a client opened Box) before the scan reads the
+// file's size: the scan leaves it for the next scan, and must then not
+// record Box's UIDNEXT beyond it either (the base the sync saves would
+// cover it and the next sync would take it for a message B has).
+func TestMessageMovedToCurDuringFullScanReaches(t *testing.T) {
+	a, b := roots(t)
+	testmail.Deliver(t, a, "Box", "first")
+	settle(t, a, b)
+	// Dovecot's save: the file into new/, then its record.
+	m := testmail.Deliver(t, a, "Box", "saved by Dovecot")
+	dir := testmail.Dir(t, a, "Box")
+	ul := testmail.Uidlist(t, a, "Box")
+	ul.Records = append(ul.Records, maildir.UidRecord{UID: ul.NextUID, FileName: m})
+	ul.NextUID++
+	if err := maildir.WriteUidlist(dir, ul); err != nil {
+		t.Fatal(err)
+	}
+	moved := false
+	restore := index.SetTestHookAfterListing(func(d string) {
+		if moved || d != dir {
+			return
+		}
+		moved = true
+		if err := os.Rename(filepath.Join(d, "new", m), filepath.Join(d, "cur", m+":2,")); err != nil {
+			t.Fatal(err)
+		}
+	})
+	_, err := testmail.TrySync(a, b, session.Options{})
+	restore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !moved {
+		t.Fatal("the hook did not run")
+	}
+	for i := 0; ; i++ {
+		s := testmail.Sync(t, a, b, session.Options{})
+		if !s.Changed {
+			break
+		}
+		if i == 4 {
+			t.Fatalf("no convergence: %v %v", s.ResultA.Skipped, s.ResultB.Skipped)
+		}
+	}
+	if testmail.Find(t, b, "Box", m) == "" {
+		t.Errorf("B never got %s", m)
+	}
+	testmail.Converged(t, a, b)
+}
