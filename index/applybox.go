@@ -1279,7 +1279,7 @@ func (r *Replica) applySubs(subs []model.Subscription) error {
 			}
 		}
 		sort.Strings(names)
-		lk, err := maildir.LockSubscriptions(context.Background(), r.loc.Root, r.opt.LockTimeout)
+		lk, err := maildir.LockSubscriptionsOrphans(context.Background(), r.loc.Root, r.opt.LockTimeout)
 		if err != nil {
 			return r.wrap("", fmt.Errorf("locking subscriptions: %w", err))
 		}

@@ -114,6 +114,11 @@ func (r *Replica) Scan(ctx context.Context) (*ScanResult, error) {
 
 func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 	res := &ScanResult{}
+	if !r.opt.DryRun && maildir.BreakOrphanSubscriptionsLock(r.loc.Root) {
+		// A killed twinbox's lock would make Dovecot's SUBSCRIBE,
+		// UNSUBSCRIBE and DELETE (and this sync) wait 30 s.
+		r.log.Info("removed a dotlock left by a killed twinbox", "file", maildir.SubscriptionsName)
+	}
 	if !r.opt.DryRun {
 		if _, err := r.loc.MakeMailbox(r.loc.Root, nil); err != nil {
 			return nil, r.wrap("INBOX", err)
