@@ -550,7 +550,7 @@ func testConcurrentClientsAndSyncs(t *testing.T, d *dovecot.Install) {
 		}
 	}
 	t.Logf("%d messages appended, %d possibly removed by clients, %d in the final view, %d lost", len(l.appended), len(l.mayGone), len(have), lost)
-	// The log check forgives exactly three kinds of lines. (1) The child
+	// The log check forgives exactly five kinds of lines. (1) The child
 	// clashes of RENAME that expectChildClash predicted (Dovecot alone
 	// logs them: TestDovecotAloneLogs). (2) "UIDVALIDITY changed" of a
 	// scratch folder: clients of both sides create the same scratch
@@ -569,7 +569,14 @@ func testConcurrentClientsAndSyncs(t *testing.T, d *dovecot.Install) {
 	// logs these when one client swaps a folder under another
 	// (TestDovecotAloneFolderSwappedUnderSession); the serialisation above
 	// keeps this side's clients from doing it, the sync cannot be kept from
-	// it.
+	// it. (4) A client's failed APPEND into a folder a sync moved away or
+	// removed as the save began (TestDovecotAloneLogs, TestMovedAwaySaveLine).
+	// (5) "maildir_file_do(<file>): Filename keeps changing" about the
+	// source mailbox of a COPY or MOVE that Dovecot refused while its
+	// destination was a folder a sync moved away or removed: the hard link
+	// into the destination's tmp/ failed with ENOENT, which Dovecot takes
+	// for its source file gone; Dovecot alone logs the same with a local
+	// RENAME (TestDovecotAloneCopyIntoRenamed, copyIntoMovedLine).
 	clashes, merged, swapped, savesMoved, copiesMoved := p.checkStressLogs(t, l.clashes, l.failedCopies, sl.log.String())
 	clashes /= childClashLines
 	t.Logf("Dovecot's log: %d predicted RENAME child clashes, %d \"UIDVALIDITY changed\" or index reset lines of merged scratch folders, %d transaction log errors of scratch folders a sync replaced, %d failed saves into a folder a sync moved or removed, %d failed COPY/MOVEs into such a folder", clashes, merged, swapped, savesMoved, copiesMoved)
