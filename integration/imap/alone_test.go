@@ -644,9 +644,16 @@ func TestCopyIntoMovedLine(t *testing.T) {
 	root := "/tmp/twinbox-dovecot-b-343290464/mail"
 	syncLog := `time=2026-11-28T20:57:58.852Z level=DEBUG msg="moved a mailbox directory" from=/tmp/twinbox-dovecot-b-343290464/mail/.S2 to=/tmp/twinbox-dovecot-b-343290464/mail/twinbox-tmp-18f4180356400b6be650000083ecc375
 `
-	away := movedAway(syncLog, root)
+	away := movedAwayAt(syncLog, root)
 	line := "Nov 28 20:57:58 imap(twinboxtest)<20752><xlVzblxhHKh/AAAB>: Error: Mailbox Work: maildir_file_do(/tmp/twinbox-dovecot-b-343290464/mail/.Work/cur/1795899478.M521518P20755Q1.vm,S=163,W=170:2,Sa): Filename keeps changing for UID=12"
-	fail := failedCopy{side: "B", from: "Work", uid: 12, to: "S2"}
+	// The client's MOVE of Work UID 12 to S2: 20:57:58.833-.876 (UTC).
+	start := time.Date(2026, 11, 28, 20, 57, 58, 833e6, time.UTC)
+	end := time.Date(2026, 11, 28, 20, 57, 58, 876e6, time.UTC)
+	fail := failedCopy{side: "B", from: "Work", uid: 12, to: "S2", start: start, end: end}
+	at := func(f failedCopy, d time.Duration) failedCopy {
+		f.start, f.end = f.start.Add(d), f.end.Add(d)
+		return f
+	}
 	for _, c := range []struct {
 		what  string
 		side  string
@@ -656,11 +663,13 @@ func TestCopyIntoMovedLine(t *testing.T) {
 	}{
 		{"the run's line", "B", []failedCopy{fail}, line, true},
 		{"other side", "A", []failedCopy{fail}, line, false},
-		{"other UID", "B", []failedCopy{{side: "B", from: "Work", uid: 13, to: "S2"}}, line, false},
-		{"other source", "B", []failedCopy{{side: "B", from: "INBOX", uid: 12, to: "S2"}}, line, false},
-		{"destination no sync moved", "B", []failedCopy{{side: "B", from: "Work", uid: 12, to: "S1"}}, line, false},
+		{"other UID", "B", []failedCopy{{side: "B", from: "Work", uid: 13, to: "S2", start: start, end: end}}, line, false},
+		{"other source", "B", []failedCopy{{side: "B", from: "INBOX", uid: 12, to: "S2", start: start, end: end}}, line, false},
+		{"destination no sync moved", "B", []failedCopy{{side: "B", from: "Work", uid: 12, to: "S1", start: start, end: end}}, line, false},
+		{"moved long before the command", "B", []failedCopy{at(fail, 5*time.Second)}, line, false},
+		{"moved long after the command", "B", []failedCopy{at(fail, -5*time.Second)}, line, false},
 		{"no refused COPY", "B", nil, line, false},
-		{"INBOX source", "B", []failedCopy{{side: "B", from: "INBOX", uid: 3, to: "S2"}}, strings.Replace(strings.Replace(strings.Replace(line, "Mailbox Work", "Mailbox INBOX", 1), "/.Work/cur/", "/cur/", 1), "UID=12", "UID=3", 1), true},
+		{"INBOX source", "B", []failedCopy{{side: "B", from: "INBOX", uid: 3, to: "S2", start: start, end: end}}, strings.Replace(strings.Replace(strings.Replace(line, "Mailbox Work", "Mailbox INBOX", 1), "/.Work/cur/", "/cur/", 1), "UID=12", "UID=3", 1), true},
 	} {
 		if got := copyIntoMovedLine(root, c.line, c.side, c.fails, away); got != c.want {
 			t.Errorf("%s: copyIntoMovedLine = %v, want %v", c.what, got, c.want)

@@ -48,11 +48,13 @@ type ledger struct {
 }
 
 // failedCopy is a COPY or MOVE of one message that Dovecot refused: the
-// side, the source mailbox, the message's UID there, the destination.
+// side, the source mailbox, the message's UID there, the destination, and
+// when the command was sent and answered.
 type failedCopy struct {
 	side, from string
 	uid        uint32
 	to         string
+	start, end time.Time
 }
 
 func (l *ledger) observe(side, mailbox string, uidValidity, uid uint32, h string) {
@@ -240,19 +242,20 @@ func (sc *stressClient) step() error {
 				return nil
 			}
 			what = fmt.Sprintf("%s UID %d to %s", box, uid, dst)
+			if move && !slices.Contains(permanent, dst) {
+				sc.l.mu.Lock()
+				sc.l.mayGone[h] = true
+				sc.l.mu.Unlock()
+			}
+			sent := time.Now()
 			if move {
-				if !slices.Contains(permanent, dst) {
-					sc.l.mu.Lock()
-					sc.l.mayGone[h] = true
-					sc.l.mu.Unlock()
-				}
 				_, err = sc.c.Move(uidSet(uid), dst).Wait()
 			} else {
 				_, err = sc.c.Copy(uidSet(uid), dst).Wait()
 			}
 			if refusal(err) {
 				sc.l.mu.Lock()
-				sc.l.failedCopies = append(sc.l.failedCopies, failedCopy{side: sc.s.name, from: box, uid: uid, to: dst})
+				sc.l.failedCopies = append(sc.l.failedCopies, failedCopy{side: sc.s.name, from: box, uid: uid, to: dst, start: sent, end: time.Now()})
 				sc.l.mu.Unlock()
 			}
 		}
@@ -642,7 +645,7 @@ func (p *pair) checkStressLogs(t testing.TB, expected map[string]int, fails []fa
 					continue
 				}
 			}
-			if copyIntoMovedLine(s.srv.Root, l, s.name, fails, movedAway(syncLog, s.srv.Root)) {
+			if copyIntoMovedLine(s.srv.Root, l, s.name, fails, movedAwayAt(syncLog, s.srv.Root)) {
 				// A client's COPY or MOVE into a folder that a sync
 				// renamed or deleted as the hard link was made: Dovecot
 				// names the source file, logs the same with a local
@@ -681,9 +684,10 @@ func (p *pair) checkStressLogs(t testing.TB, expected map[string]int, fails []fa
 // root) is Dovecot's copyIntoMoved line about a message that one of fails
 // (a COPY or MOVE this side's Dovecot refused) tried to copy from that
 // mailbox, with that UID, into a folder whose directory a sync moved away
-// or removed (gone, see movedAway). Each failed COPY explains one line:
+// or removed while the command ran (gone, see movedAwayAt; a second of
+// slack either side for the logging). Each failed COPY explains one line:
 // the one it explains is taken out of fails.
-func copyIntoMovedLine(root, line, side string, fails []failedCopy, gone map[string]bool) bool {
+func copyIntoMovedLine(root, line, side string, fails []failedCopy, gone map[string][]time.Time) bool {
 	m := copyIntoMoved.FindStringSubmatch(line)
 	if m == nil || m[3] == "" {
 		return false
@@ -693,9 +697,14 @@ func copyIntoMovedLine(root, line, side string, fails []failedCopy, gone map[str
 		return false
 	}
 	for i, f := range fails {
-		if f.side == side && folderDir(f.from) == src && fmt.Sprint(f.uid) == m[3] && gone[folderDir(f.to)] {
-			fails[i].side = "" // used
-			return true
+		if f.side != side || folderDir(f.from) != src || fmt.Sprint(f.uid) != m[3] {
+			continue
+		}
+		for _, at := range gone[folderDir(f.to)] {
+			if !at.Before(f.start.Add(-time.Second)) && !at.After(f.end.Add(time.Second)) {
+				fails[i].side = "" // used
+				return true
+			}
 		}
 	}
 	return false
@@ -736,6 +745,27 @@ func movedInto(syncLog string) map[string]bool {
 	out := map[string]bool{}
 	for _, m := range syncMovedInto.FindAllStringSubmatch(syncLog, -1) {
 		out[strings.Trim(m[1], `"`)] = true
+	}
+	return out
+}
+
+// movedAwayAt is movedAway with the times the syncs' debug output gives
+// for each move or removal.
+func movedAwayAt(syncLog, root string) map[string][]time.Time {
+	out := map[string][]time.Time{}
+	for _, line := range strings.Split(syncLog, "\n") {
+		m := syncMovedAway.FindStringSubmatch(line)
+		if m == nil || !strings.HasPrefix(line, "time=") {
+			continue
+		}
+		ts, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+		at, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			continue
+		}
+		if rel, err := filepath.Rel(root, strings.Trim(m[1], `"`)); err == nil {
+			out[rel] = append(out[rel], at)
+		}
 	}
 	return out
 }
