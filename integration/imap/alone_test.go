@@ -680,3 +680,55 @@ func TestCopyIntoMovedLine(t *testing.T) {
 		t.Errorf("one refused COPY explains exactly one line")
 	}
 }
+
+// TestDovecotAloneDeleteDuringRenameLeavesDeletedFolder: one Dovecot, three
+// IMAP clients, no twinbox. A client DELETEs S3 while another RENAMEs S3
+// to S9 and back. Dovecot's DELETE marks the folder's index deleted, then
+// finds the directory gone (renamed): the folder comes back with an index
+// that says it was deleted, and from then on Dovecot answers every SELECT,
+// APPEND, ... of it with "Mailbox was deleted under us" (CREATE: it
+// exists). The long stress met the same state once when a sync renamed a
+// folder aside (a name clash) just as a client's DELETE of it ran, then
+// moved it back (seed 5184897883453321133 on 2.4: "EXAMINE S3: Mailbox
+// was deleted under us" when reading the final view). Not handled by the
+// stress yet; this test shows it is Dovecot's own race.
+func TestDovecotAloneDeleteDuringRenameLeavesDeletedFolder(t *testing.T) {
+	dovecot.ForEach(t, testDovecotAloneDeleteDuringRenameLeavesDeletedFolder)
+}
+
+func testDovecotAloneDeleteDuringRenameLeavesDeletedFolder(t *testing.T, d *dovecot.Install) {
+	srv := dovecot.StartServer(t, dovecot.ServerOptions{Dovecot: d, Name: "alone"})
+	s := &side{name: "X", srv: srv}
+	c1, c2, c3 := dial(t, s), dial(t, s), dial(t, s)
+	defer func() { c1.Close(); c2.Close(); c3.Close() }()
+	stuck := ""
+	rounds := 0
+	for round := 0; round < 300 && stuck == ""; round++ {
+		rounds++
+		_ = c1.Create("S3", nil).Wait()
+		if err := appendErr(c1, "S3", body(fmt.Sprintf("round %d", round))); err != nil && strings.Contains(err.Error(), "deleted under us") {
+			stuck = fmt.Sprintf("APPEND to S3 after the previous round: %v", err)
+			break
+		}
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); _ = c1.Delete("S3").Wait() }()
+		go func() {
+			defer wg.Done()
+			_ = c2.Rename("S3", "S9", nil).Wait()
+			_ = c2.Rename("S9", "S3", nil).Wait()
+		}()
+		wg.Wait()
+		for _, n := range []string{"S3", "S9"} {
+			if _, err := c3.Select(n, &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil && strings.Contains(err.Error(), "deleted under us") {
+				stuck = fmt.Sprintf("EXAMINE %s: %v", n, err)
+			}
+		}
+		_ = c1.Delete("S9").Wait()
+		c1, c2, c3 = redial(t, s, c1), redial(t, s, c2), redial(t, s, c3)
+	}
+	if stuck == "" {
+		t.Fatalf("Dovecot alone never left a folder deleted under its clients in %d rounds of DELETE against RENAME", rounds)
+	}
+	t.Logf("round %d: %s", rounds, stuck)
+}
