@@ -462,6 +462,7 @@ func testConcurrentClientsAndSyncs(t *testing.T, d *dovecot.Install) {
 	l := &ledger{appended: map[string]string{}, mayGone: map[string]bool{}, seen: map[string]string{}, ops: map[string]int{}, refused: map[string]int{}, clashes: map[string]int{}}
 	stop := make(chan struct{})
 	sl := &syncLoop{}
+	var watch *uidlistWatch
 	defer func() {
 		// Kept when the test fails, and (for a look, not a verdict) when
 		// a sync run took long: one that waited out a lock, say.
@@ -470,11 +471,17 @@ func testConcurrentClientsAndSyncs(t *testing.T, d *dovecot.Install) {
 			if err == nil {
 				_, _ = f.Write(sl.log.Bytes())
 				fmt.Fprintf(f, "=== client steps (start-end client operation: error)\n%s\n", strings.Join(l.trace, "\n"))
+				fmt.Fprintf(f, "=== uidlist versions (INBOX and Work, as inotify reported them)\n%s\n", watch.stop())
 				f.Close()
 				t.Logf("the syncs' verbose output: %s", f.Name())
 			}
 		}
 	}()
+
+	// Every version of the INBOX and Work uidlists, for the log of a
+	// failed run (diagnostic only).
+	watch = watchUidlists(map[string]string{"A INBOX": p.a.root(), "A Work": filepath.Join(p.a.root(), ".Work"), "B INBOX": p.b.root(), "B Work": filepath.Join(p.b.root(), ".Work")})
+	defer func() { _ = watch.stop() }()
 
 	loopDone := make(chan struct{})
 	go func() {
@@ -529,7 +536,7 @@ func testConcurrentClientsAndSyncs(t *testing.T, d *dovecot.Install) {
 	readView(t, p.b)
 	mid := p.syncs
 	p.settle(t)
-	t.Logf("quiescence took %d syncs, %d more after every folder was opened", mid-before, p.syncs-mid)
+	t.Logf("quiescence took %d syncs, %d more after every folder was opened; %d versions of the INBOX and Work uidlists recorded", mid-before, p.syncs-mid, watch.versions())
 	va, vb := p.requireSame(t)
 	for name, b := range va.Boxes {
 		for u, m := range b.Msgs {
