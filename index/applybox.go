@@ -70,6 +70,7 @@ var (
 	testHookBetweenListings    func(dir string)
 	testHookAfterRename        func(dst string)
 	testHookBeforeBoxCommit    func(dir string)
+	testHookAfterListing       func(dir string)
 )
 
 // diskAgrees reports whether a file name shows the flags f that the index
@@ -1327,7 +1328,7 @@ func (r *Replica) applySubs(subs []model.Subscription) error {
 			}
 		}
 		sort.Strings(names)
-		lk, err := maildir.LockSubscriptions(context.Background(), r.loc.Root, r.opt.LockTimeout)
+		lk, err := maildir.LockSubscriptionsOrphans(context.Background(), r.loc.Root, r.opt.LockTimeout)
 		if err != nil {
 			return r.wrap("", fmt.Errorf("locking subscriptions: %w", err))
 		}

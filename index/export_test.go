@@ -53,3 +53,11 @@ func SetTestHookBeforeBoxCommit(f func(dir string)) func() {
 	testHookBeforeBoxCommit = f
 	return func() { testHookBeforeBoxCommit = nil }
 }
+
+// SetTestHookAfterListing makes a full scan of a mailbox call f with the
+// mailbox directory after it listed the messages, before it reads each new
+// file's size (Dovecot moving a file from new/ to cur/ then).
+func SetTestHookAfterListing(f func(dir string)) func() {
+	testHookAfterListing = f
+	return func() { testHookAfterListing = nil }
+}

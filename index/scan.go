@@ -114,6 +114,11 @@ func (r *Replica) Scan(ctx context.Context) (*ScanResult, error) {
 
 func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 	res := &ScanResult{}
+	if !r.opt.DryRun && maildir.BreakOrphanSubscriptionsLock(r.loc.Root) {
+		// A killed twinbox's lock would make Dovecot's SUBSCRIBE,
+		// UNSUBSCRIBE and DELETE (and this sync) wait 30 s.
+		r.log.Info("removed a dotlock left by a killed twinbox", "file", maildir.SubscriptionsName)
+	}
 	if !r.opt.DryRun {
 		if _, err := r.loc.MakeMailbox(r.loc.Root, nil); err != nil {
 			return nil, r.wrap("INBOX", err)
@@ -716,6 +721,9 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 	for _, b := range bad {
 		r.log.Warn("ignoring a file whose name is not a Maildir name", "mailbox", name, "file", b)
 	}
+	if testHookAfterListing != nil {
+		testHookAfterListing(dir)
+	}
 	inList := map[string]bool{}
 	for _, rec := range ul.Records {
 		inList[baseOf(rec.FileName)] = true
@@ -782,7 +790,11 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 		if box.NameT == 0 {
 			box.NameT = r.store.stamp(tx, 0)
 		}
+		preNext := box.UIDNext
 		box.UIDNext = max(box.UIDNext, ul.NextUID)
+		// The lowest UID of a record left for the next scan because its
+		// file moved since the listing: UIDNEXT stays at or below it.
+		var unrecorded uint32
 		bt, err := openBoxTx(tx, box)
 		if err != nil {
 			return err
@@ -886,7 +898,12 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 				}
 				fi, err := os.Stat(filepath.Join(dir, subdir(f.inNew), f.name))
 				if err != nil {
-					continue // gone since the listing: the next scan sees it
+					// Gone since the listing (moved to cur/, renamed for
+					// flags, expunged): the next scan sees it.
+					if unrecorded == 0 || rec.UID < unrecorded {
+						unrecorded = rec.UID
+					}
+					continue
 				}
 				m.Size = fi.Size()
 				m.Mtime = fi.ModTime().UnixNano()
@@ -959,6 +976,16 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 		}
 		box.Keywords = kw
 		box.Stamp = st
+		if unrecorded != 0 && box.UIDNext > unrecorded {
+			// A UIDNEXT above a record the index does not have would go
+			// into the base the sync saves, and the next sync would take
+			// that message, at a UID below the base on this side only,
+			// for one the peer has unchanged: it would never reach the
+			// peer. (The apply of this sync, finding the uidlist's NEXTUID
+			// above this one, reports the mailbox changed: no saved state.)
+			box.UIDNext = max(preNext, unrecorded)
+			box.Stamp.Uidlist = 0 // read in full next time
+		}
 		box.Messages = len(seen)
 		box.Held = 0 // (gone records were marked held in place above)
 		for _, m := range old {
@@ -1238,6 +1265,15 @@ func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st 
 					break
 				}
 				uidOf[b] = rec
+			} else if rec.UID >= box.UIDNext {
+				// A message Dovecot saved after our listing (its record
+				// is in the uidlist read under the lock, its file is not
+				// in the listing): recording the uidlist's NEXTUID without
+				// its record would make the sync save a base above a UID
+				// only this side has, which the next sync then takes for
+				// one both sides have. The full scan reads it.
+				ul = nil
+				break
 			}
 		}
 	}

@@ -280,3 +280,19 @@ func (l Location) WriteSubscriptions(names []string) error {
 func LockSubscriptions(ctx context.Context, root string, timeout time.Duration) (*Dotlock, error) {
 	return lockFile(ctx, filepath.Join(root, SubscriptionsName), SubscriptionsLockStale, timeout, false)
 }
+
+// LockSubscriptionsOrphans is LockSubscriptions for a caller that holds its
+// replica's own lock (see LockUidlistOrphans): a twinbox subscriptions.lock
+// this process does not hold was left by a killed twinbox and is removed
+// at once, not after 30 s (meanwhile Dovecot's SUBSCRIBE, UNSUBSCRIBE and
+// DELETE wait for it too).
+func LockSubscriptionsOrphans(ctx context.Context, root string, timeout time.Duration) (*Dotlock, error) {
+	return lockFile(ctx, filepath.Join(root, SubscriptionsName), SubscriptionsLockStale, timeout, true)
+}
+
+// BreakOrphanSubscriptionsLock removes root's subscriptions.lock if it is a
+// twinbox lock this process does not hold (left by a killed twinbox); the
+// caller holds its replica's own lock. It reports whether it did.
+func BreakOrphanSubscriptionsLock(root string) bool {
+	return breakOrphan(filepath.Join(root, SubscriptionsName) + ".lock")
+}

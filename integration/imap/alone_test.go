@@ -568,3 +568,167 @@ time=2026-11-28T19:34:22.300Z level=DEBUG msg="removing a mailbox directory" dir
 		t.Errorf("a folder no sync moved was forgiven")
 	}
 }
+
+// TestDovecotAloneCopyIntoRenamed: one Dovecot, two IMAP clients, no
+// twinbox. One client COPYs a message of Work into S1 again and again
+// while the other RENAMEs S1 away and back. Dovecot copies by a hard link
+// into the destination's tmp/; when the destination directory moved away
+// between the COPY's open of it and the link(2), the link fails with
+// ENOENT, which Dovecot takes for the SOURCE file having been renamed: it
+// resyncs the source mailbox ten times and logs "maildir_file_do(<the
+// source file>): Filename keeps changing for UID=<the source UID>" about
+// Work, a folder nobody renamed (the COPY answers NO). The stress test
+// forgives that line only where this explains it (copyIntoMovedLine).
+func TestDovecotAloneCopyIntoRenamed(t *testing.T) {
+	dovecot.ForEach(t, testDovecotAloneCopyIntoRenamed)
+}
+
+func testDovecotAloneCopyIntoRenamed(t *testing.T, d *dovecot.Install) {
+	srv := dovecot.StartServer(t, dovecot.ServerOptions{Dovecot: d, Name: "alone"})
+	s := &side{name: "X", srv: srv}
+	c1, c2 := dial(t, s), dial(t, s)
+	defer func() { c1.Close(); c2.Close() }()
+	for _, n := range []string{"Work", "S1"} {
+		if err := c2.Create(n, nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendMsg(t, c2, "Work", body("copied again and again"))
+	selectBox(t, c1, "Work")
+	found := false
+	rounds := 0
+	for round := 0; round < 400 && !found; round++ {
+		rounds++
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for range 4 {
+				_, _ = c1.Copy(imap.UIDSetNum(1), "S1").Wait()
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			_ = c2.Rename("S1", "S9", nil).Wait()
+			_ = c2.Rename("S9", "S1", nil).Wait()
+		}()
+		wg.Wait()
+		found = findLine(srv.Log(), copyIntoMoved)
+		if c2.Noop().Wait() != nil {
+			c2.Close()
+			c2 = dial(t, s)
+		}
+		if c1.Noop().Wait() != nil {
+			c1.Close()
+			c1 = dial(t, s)
+			selectBox(t, c1, "Work")
+		}
+	}
+	if !found {
+		t.Fatalf("Dovecot alone did not log %q in %d rounds of COPY against RENAME of the destination; log:\n%s", copyIntoMoved, rounds, errorLines(srv.Log()))
+	}
+	t.Logf("after %d rounds Dovecot alone logged:\n%s", rounds, errorLines(srv.Log()))
+}
+
+// copyIntoMoved is Dovecot's line for a COPY or MOVE by hard link whose
+// destination folder moved away as the link was made
+// (TestDovecotAloneCopyIntoRenamed): it names the source mailbox and file.
+var copyIntoMoved = regexp.MustCompile(`: Error: (?:Mailbox (\S+): )?maildir_file_do\((\S+)/cur/[^/)]+\): Filename keeps changing(?: for UID=(\d+))?$`)
+
+// TestCopyIntoMovedLine: the line of a COPY or MOVE into a folder a sync
+// moved away is recognised for the source mailbox and UID of a refused
+// COPY/MOVE of that side into that folder, once per refusal, and for
+// nothing else (lines from the stress run that failed on it, seed
+// 1795899477620711080 on 2.4).
+func TestCopyIntoMovedLine(t *testing.T) {
+	root := "/tmp/twinbox-dovecot-b-343290464/mail"
+	syncLog := `time=2026-11-28T20:57:58.852Z level=DEBUG msg="moved a mailbox directory" from=/tmp/twinbox-dovecot-b-343290464/mail/.S2 to=/tmp/twinbox-dovecot-b-343290464/mail/twinbox-tmp-18f4180356400b6be650000083ecc375
+`
+	away := movedAwayAt(syncLog, root)
+	line := "Nov 28 20:57:58 imap(twinboxtest)<20752><xlVzblxhHKh/AAAB>: Error: Mailbox Work: maildir_file_do(/tmp/twinbox-dovecot-b-343290464/mail/.Work/cur/1795899478.M521518P20755Q1.vm,S=163,W=170:2,Sa): Filename keeps changing for UID=12"
+	// The client's MOVE of Work UID 12 to S2: 20:57:58.833-.876 (UTC).
+	start := time.Date(2026, 11, 28, 20, 57, 58, 833e6, time.UTC)
+	end := time.Date(2026, 11, 28, 20, 57, 58, 876e6, time.UTC)
+	fail := failedCopy{side: "B", from: "Work", uid: 12, to: "S2", start: start, end: end}
+	at := func(f failedCopy, d time.Duration) failedCopy {
+		f.start, f.end = f.start.Add(d), f.end.Add(d)
+		return f
+	}
+	for _, c := range []struct {
+		what  string
+		side  string
+		fails []failedCopy
+		line  string
+		want  bool
+	}{
+		{"the run's line", "B", []failedCopy{fail}, line, true},
+		{"other side", "A", []failedCopy{fail}, line, false},
+		{"other UID", "B", []failedCopy{{side: "B", from: "Work", uid: 13, to: "S2", start: start, end: end}}, line, false},
+		{"other source", "B", []failedCopy{{side: "B", from: "INBOX", uid: 12, to: "S2", start: start, end: end}}, line, false},
+		{"destination no sync moved", "B", []failedCopy{{side: "B", from: "Work", uid: 12, to: "S1", start: start, end: end}}, line, false},
+		{"moved long before the command", "B", []failedCopy{at(fail, 5*time.Second)}, line, false},
+		{"moved long after the command", "B", []failedCopy{at(fail, -5*time.Second)}, line, false},
+		{"no refused COPY", "B", nil, line, false},
+		{"INBOX source", "B", []failedCopy{{side: "B", from: "INBOX", uid: 3, to: "S2", start: start, end: end}}, strings.Replace(strings.Replace(strings.Replace(line, "Mailbox Work", "Mailbox INBOX", 1), "/.Work/cur/", "/cur/", 1), "UID=12", "UID=3", 1), true},
+	} {
+		if got := copyIntoMovedLine(root, c.line, c.side, c.fails, away); got != c.want {
+			t.Errorf("%s: copyIntoMovedLine = %v, want %v", c.what, got, c.want)
+		}
+	}
+	fails := []failedCopy{fail}
+	if !copyIntoMovedLine(root, line, "B", fails, away) || copyIntoMovedLine(root, line, "B", fails, away) {
+		t.Errorf("one refused COPY explains exactly one line")
+	}
+}
+
+// TestDovecotAloneDeleteDuringRenameLeavesDeletedFolder: one Dovecot, three
+// IMAP clients, no twinbox. A client DELETEs S3 while another RENAMEs S3
+// to S9 and back. Dovecot's DELETE marks the folder's index deleted, then
+// finds the directory gone (renamed): the folder comes back with an index
+// that says it was deleted, and from then on Dovecot answers every SELECT,
+// APPEND, ... of it with "Mailbox was deleted under us" (CREATE: it
+// exists). The long stress met the same state once when a sync renamed a
+// folder aside (a name clash) just as a client's DELETE of it ran, then
+// moved it back (seed 5184897883453321133 on 2.4: "EXAMINE S3: Mailbox
+// was deleted under us" when reading the final view). Not handled by the
+// stress yet; this test shows it is Dovecot's own race.
+func TestDovecotAloneDeleteDuringRenameLeavesDeletedFolder(t *testing.T) {
+	dovecot.ForEach(t, testDovecotAloneDeleteDuringRenameLeavesDeletedFolder)
+}
+
+func testDovecotAloneDeleteDuringRenameLeavesDeletedFolder(t *testing.T, d *dovecot.Install) {
+	srv := dovecot.StartServer(t, dovecot.ServerOptions{Dovecot: d, Name: "alone"})
+	s := &side{name: "X", srv: srv}
+	c1, c2, c3 := dial(t, s), dial(t, s), dial(t, s)
+	defer func() { c1.Close(); c2.Close(); c3.Close() }()
+	stuck := ""
+	rounds := 0
+	for round := 0; round < 300 && stuck == ""; round++ {
+		rounds++
+		_ = c1.Create("S3", nil).Wait()
+		if err := appendErr(c1, "S3", body(fmt.Sprintf("round %d", round))); err != nil && strings.Contains(err.Error(), "deleted under us") {
+			stuck = fmt.Sprintf("APPEND to S3 after the previous round: %v", err)
+			break
+		}
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); _ = c1.Delete("S3").Wait() }()
+		go func() {
+			defer wg.Done()
+			_ = c2.Rename("S3", "S9", nil).Wait()
+			_ = c2.Rename("S9", "S3", nil).Wait()
+		}()
+		wg.Wait()
+		for _, n := range []string{"S3", "S9"} {
+			if _, err := c3.Select(n, &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil && strings.Contains(err.Error(), "deleted under us") {
+				stuck = fmt.Sprintf("EXAMINE %s: %v", n, err)
+			}
+		}
+		_ = c1.Delete("S9").Wait()
+		c1, c2, c3 = redial(t, s, c1), redial(t, s, c2), redial(t, s, c3)
+	}
+	if stuck == "" {
+		t.Fatalf("Dovecot alone never left a folder deleted under its clients in %d rounds of DELETE against RENAME", rounds)
+	}
+	t.Logf("round %d: %s", rounds, stuck)
+}

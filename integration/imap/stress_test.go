@@ -36,9 +36,25 @@ type ledger struct {
 	// trace is every client step: start and end time, client, operation
 	// and outcome (kept with the syncs' output when the test fails).
 	trace []string
+	// slowest is the longest client step (its trace line).
+	slowest     time.Duration
+	slowestStep string
 	// clashes counts the RENAMEs whose child folder clashed, by
 	// "side from-directory to-directory" (see expectChildClash).
 	clashes map[string]int
+	// failedCopies are the COPY and MOVE commands Dovecot answered NO
+	// (see copyIntoMovedLine).
+	failedCopies []failedCopy
+}
+
+// failedCopy is a COPY or MOVE of one message that Dovecot refused: the
+// side, the source mailbox, the message's UID there, the destination, and
+// when the command was sent and answered.
+type failedCopy struct {
+	side, from string
+	uid        uint32
+	to         string
+	start, end time.Time
 }
 
 func (l *ledger) observe(side, mailbox string, uidValidity, uid uint32, h string) {
@@ -137,8 +153,12 @@ func (sc *stressClient) step() error {
 	var err error
 	start := time.Now()
 	defer func() {
+		line := fmt.Sprintf("%s-%s %s %s %s: %v", start.Format("15:04:05.000000"), time.Now().Format("15:04:05.000000"), sc.name, op, what, err)
 		sc.l.mu.Lock()
-		sc.l.trace = append(sc.l.trace, fmt.Sprintf("%s-%s %s %s %s: %v", start.Format("15:04:05.000000"), time.Now().Format("15:04:05.000000"), sc.name, op, what, err))
+		sc.l.trace = append(sc.l.trace, line)
+		if d := time.Since(start); d > sc.l.slowest {
+			sc.l.slowest, sc.l.slowestStep = d, line
+		}
 		sc.l.mu.Unlock()
 	}()
 	n := sc.rnd.IntN(100)
@@ -222,15 +242,21 @@ func (sc *stressClient) step() error {
 				return nil
 			}
 			what = fmt.Sprintf("%s UID %d to %s", box, uid, dst)
+			if move && !slices.Contains(permanent, dst) {
+				sc.l.mu.Lock()
+				sc.l.mayGone[h] = true
+				sc.l.mu.Unlock()
+			}
+			sent := time.Now()
 			if move {
-				if !slices.Contains(permanent, dst) {
-					sc.l.mu.Lock()
-					sc.l.mayGone[h] = true
-					sc.l.mu.Unlock()
-				}
 				_, err = sc.c.Move(uidSet(uid), dst).Wait()
 			} else {
 				_, err = sc.c.Copy(uidSet(uid), dst).Wait()
+			}
+			if refusal(err) {
+				sc.l.mu.Lock()
+				sc.l.failedCopies = append(sc.l.failedCopies, failedCopy{side: sc.s.name, from: box, uid: uid, to: dst, start: sent, end: time.Now()})
+				sc.l.mu.Unlock()
 			}
 		}
 	case n < 82:
@@ -330,6 +356,10 @@ func (sc *stressClient) expectChildClash(from, to string) {
 type syncLoop struct {
 	runs, kills, changed int
 	failures             []string
+	// slowest is the longest sync run (which one, how long), for the
+	// log: a run that waited out a lock shows here.
+	slowest    time.Duration
+	slowestRun int
 	// log collects every run's verbose output (kept when the test fails).
 	log bytes.Buffer
 }
@@ -350,6 +380,7 @@ func (sl *syncLoop) run(p *pair, rnd *rand.Rand, stop <-chan struct{}) {
 			return
 		}
 		sl.runs++
+		began := time.Now()
 		var timer *time.Timer
 		if rnd.IntN(3) == 0 {
 			d := time.Duration(rnd.IntN(300)) * time.Millisecond
@@ -367,6 +398,9 @@ func (sl *syncLoop) run(p *pair, rnd *rand.Rand, stop <-chan struct{}) {
 		close(done)
 		if timer != nil {
 			timer.Stop()
+		}
+		if d := time.Since(began); d > sl.slowest {
+			sl.slowest, sl.slowestRun = d, sl.runs
 		}
 		fmt.Fprintf(&sl.log, "=== sync run %d (%s, ended %s)\n%s", sl.runs, cmd.ProcessState, time.Now().Format("15:04:05.000"), out.String())
 		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
@@ -428,17 +462,26 @@ func testConcurrentClientsAndSyncs(t *testing.T, d *dovecot.Install) {
 	l := &ledger{appended: map[string]string{}, mayGone: map[string]bool{}, seen: map[string]string{}, ops: map[string]int{}, refused: map[string]int{}, clashes: map[string]int{}}
 	stop := make(chan struct{})
 	sl := &syncLoop{}
+	var watch *uidlistWatch
 	defer func() {
-		if t.Failed() {
+		// Kept when the test fails, and (for a look, not a verdict) when
+		// a sync run took long: one that waited out a lock, say.
+		if t.Failed() || sl.slowest > 10*time.Second {
 			f, err := os.CreateTemp("", "twinbox-stress-syncs-*.log")
 			if err == nil {
 				_, _ = f.Write(sl.log.Bytes())
 				fmt.Fprintf(f, "=== client steps (start-end client operation: error)\n%s\n", strings.Join(l.trace, "\n"))
+				fmt.Fprintf(f, "=== uidlist versions (INBOX and Work, as inotify reported them)\n%s\n", watch.stop())
 				f.Close()
 				t.Logf("the syncs' verbose output: %s", f.Name())
 			}
 		}
 	}()
+
+	// Every version of the INBOX and Work uidlists, for the log of a
+	// failed run (diagnostic only).
+	watch = watchUidlists(map[string]string{"A INBOX": p.a.root(), "A Work": filepath.Join(p.a.root(), ".Work"), "B INBOX": p.b.root(), "B Work": filepath.Join(p.b.root(), ".Work")})
+	defer func() { _ = watch.stop() }()
 
 	loopDone := make(chan struct{})
 	go func() {
@@ -476,8 +519,8 @@ func testConcurrentClientsAndSyncs(t *testing.T, d *dovecot.Install) {
 	for _, f := range sl.failures {
 		t.Errorf("%s", f)
 	}
-	t.Logf("clients %d per side, %d steps each; syncs during the run %d (%d killed with SIGKILL, %d exit 2)", clients, steps, sl.runs, sl.kills, sl.changed)
-	t.Logf("operations done %v; refused (NO/BAD, target gone) %v; sessions ended by Dovecot %d", l.ops, l.refused, l.reconnects)
+	t.Logf("clients %d per side, %d steps each; syncs during the run %d (%d killed with SIGKILL, %d exit 2); the longest, run %d, took %v", clients, steps, sl.runs, sl.kills, sl.changed, sl.slowestRun, sl.slowest.Round(time.Millisecond))
+	t.Logf("operations done %v; refused (NO/BAD, target gone) %v; sessions ended by Dovecot %d; the longest client step: %s", l.ops, l.refused, l.reconnects, l.slowestStep)
 
 	// Quiescence (its syncs verbose too, their output kept with the loop's).
 	p.syncArgs, p.syncEnv, p.trace = []string{"-v"}, []string{"TWINBOX_DEBUG=1"}, &sl.log
@@ -493,7 +536,7 @@ func testConcurrentClientsAndSyncs(t *testing.T, d *dovecot.Install) {
 	readView(t, p.b)
 	mid := p.syncs
 	p.settle(t)
-	t.Logf("quiescence took %d syncs, %d more after every folder was opened", mid-before, p.syncs-mid)
+	t.Logf("quiescence took %d syncs, %d more after every folder was opened; %d versions of the INBOX and Work uidlists recorded", mid-before, p.syncs-mid, watch.versions())
 	va, vb := p.requireSame(t)
 	for name, b := range va.Boxes {
 		for u, m := range b.Msgs {
@@ -517,7 +560,7 @@ func testConcurrentClientsAndSyncs(t *testing.T, d *dovecot.Install) {
 		}
 	}
 	t.Logf("%d messages appended, %d possibly removed by clients, %d in the final view, %d lost", len(l.appended), len(l.mayGone), len(have), lost)
-	// The log check forgives exactly three kinds of lines. (1) The child
+	// The log check forgives exactly five kinds of lines. (1) The child
 	// clashes of RENAME that expectChildClash predicted (Dovecot alone
 	// logs them: TestDovecotAloneLogs). (2) "UIDVALIDITY changed" of a
 	// scratch folder: clients of both sides create the same scratch
@@ -536,10 +579,17 @@ func testConcurrentClientsAndSyncs(t *testing.T, d *dovecot.Install) {
 	// logs these when one client swaps a folder under another
 	// (TestDovecotAloneFolderSwappedUnderSession); the serialisation above
 	// keeps this side's clients from doing it, the sync cannot be kept from
-	// it.
-	clashes, merged, swapped, savesMoved := p.checkStressLogs(t, l.clashes, sl.log.String())
+	// it. (4) A client's failed APPEND into a folder a sync moved away or
+	// removed as the save began (TestDovecotAloneLogs, TestMovedAwaySaveLine).
+	// (5) "maildir_file_do(<file>): Filename keeps changing" about the
+	// source mailbox of a COPY or MOVE that Dovecot refused while its
+	// destination was a folder a sync moved away or removed: the hard link
+	// into the destination's tmp/ failed with ENOENT, which Dovecot takes
+	// for its source file gone; Dovecot alone logs the same with a local
+	// RENAME (TestDovecotAloneCopyIntoRenamed, copyIntoMovedLine).
+	clashes, merged, swapped, savesMoved, copiesMoved := p.checkStressLogs(t, l.clashes, l.failedCopies, sl.log.String())
 	clashes /= childClashLines
-	t.Logf("Dovecot's log: %d predicted RENAME child clashes, %d \"UIDVALIDITY changed\" or index reset lines of merged scratch folders, %d transaction log errors of scratch folders a sync replaced, %d failed saves into a folder a sync moved or removed", clashes, merged, swapped, savesMoved)
+	t.Logf("Dovecot's log: %d predicted RENAME child clashes, %d \"UIDVALIDITY changed\" or index reset lines of merged scratch folders, %d transaction log errors of scratch folders a sync replaced, %d failed saves into a folder a sync moved or removed, %d failed COPY/MOVEs into such a folder", clashes, merged, swapped, savesMoved, copiesMoved)
 }
 
 // scratchDir matches the Maildir++ directory of a scratch folder (S1, S2,
@@ -567,8 +617,9 @@ var (
 // log shows, (3) swappedUnderSession lines about a scratch folder whose
 // directory a sync moved or made a mailbox into (replaced), and (4) the
 // failed-save lines of inherentLine about a folder a sync moved away or
-// removed (movedAway).
-func (p *pair) checkStressLogs(t testing.TB, expected map[string]int, syncLog string) (clashes, merged, swapped, savesMoved int) {
+// removed (movedAway), and (5) the copyIntoMoved line of a COPY or MOVE
+// into such a folder that Dovecot refused (copyIntoMovedLine).
+func (p *pair) checkStressLogs(t testing.TB, expected map[string]int, fails []failedCopy, syncLog string) (clashes, merged, swapped, savesMoved, copiesMoved int) {
 	t.Helper()
 	replaced := movedInto(syncLog)
 	left := map[string]int{}
@@ -601,6 +652,16 @@ func (p *pair) checkStressLogs(t testing.TB, expected map[string]int, syncLog st
 					continue
 				}
 			}
+			if copyIntoMovedLine(s.srv.Root, l, s.name, fails, movedAwayAt(syncLog, s.srv.Root)) {
+				// A client's COPY or MOVE into a folder that a sync
+				// renamed or deleted as the hard link was made: Dovecot
+				// names the source file, logs the same with a local
+				// client's RENAME and no twinbox
+				// (TestDovecotAloneCopyIntoRenamed), and answers NO;
+				// nothing is lost.
+				copiesMoved++
+				continue
+			}
 			if inherentLine(s.srv.Root, l, movedAway(syncLog, s.srv.Root)) {
 				// A client's APPEND into a folder that a sync renamed
 				// or deleted (replicating the other side's RENAME or
@@ -623,7 +684,46 @@ func (p *pair) checkStressLogs(t testing.TB, expected map[string]int, syncLog st
 			t.Errorf("Dovecot %s logged:\n  %s", s.name, strings.Join(bad, "\n  "))
 		}
 	}
-	return clashes, merged, swapped, savesMoved
+	return clashes, merged, swapped, savesMoved, copiesMoved
+}
+
+// copyIntoMovedLine reports whether line (of side's Dovecot, mail under
+// root) is Dovecot's copyIntoMoved line about a message that one of fails
+// (a COPY or MOVE this side's Dovecot refused) tried to copy from that
+// mailbox, with that UID, into a folder whose directory a sync moved away
+// or removed while the command ran (gone, see movedAwayAt; a second of
+// slack either side for the logging). Each failed COPY explains one line:
+// the one it explains is taken out of fails.
+func copyIntoMovedLine(root, line, side string, fails []failedCopy, gone map[string][]time.Time) bool {
+	m := copyIntoMoved.FindStringSubmatch(line)
+	if m == nil || m[3] == "" {
+		return false
+	}
+	src, err := filepath.Rel(root, m[2])
+	if err != nil || !filepath.IsLocal(src) {
+		return false
+	}
+	for i, f := range fails {
+		if f.side != side || folderDir(f.from) != src || fmt.Sprint(f.uid) != m[3] {
+			continue
+		}
+		for _, at := range gone[folderDir(f.to)] {
+			if !at.Before(f.start.Add(-time.Second)) && !at.After(f.end.Add(time.Second)) {
+				fails[i].side = "" // used
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// folderDir is the Maildir++ directory of mailbox name, relative to the
+// mail root.
+func folderDir(name string) string {
+	if name == "INBOX" {
+		return "."
+	}
+	return "." + strings.ReplaceAll(name, "/", ".")
 }
 
 // uidValidityDir returns the directory of the folder whose UIDVALIDITY
@@ -652,6 +752,27 @@ func movedInto(syncLog string) map[string]bool {
 	out := map[string]bool{}
 	for _, m := range syncMovedInto.FindAllStringSubmatch(syncLog, -1) {
 		out[strings.Trim(m[1], `"`)] = true
+	}
+	return out
+}
+
+// movedAwayAt is movedAway with the times the syncs' debug output gives
+// for each move or removal.
+func movedAwayAt(syncLog, root string) map[string][]time.Time {
+	out := map[string][]time.Time{}
+	for _, line := range strings.Split(syncLog, "\n") {
+		m := syncMovedAway.FindStringSubmatch(line)
+		if m == nil || !strings.HasPrefix(line, "time=") {
+			continue
+		}
+		ts, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+		at, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			continue
+		}
+		if rel, err := filepath.Rel(root, strings.Trim(m[1], `"`)); err == nil {
+			out[rel] = append(out[rel], at)
+		}
 	}
 	return out
 }
