@@ -366,11 +366,7 @@ func (r *Replica) tmpDirFor(g model.MailboxGUID) (string, error) {
 // listDirs lists the mailbox directories: those Dovecot sees, and those
 // renamed aside under a hidden name.
 func (r *Replica) listDirs() ([]maildir.MailboxDir, error) {
-	dirs, err := r.loc.ListMailboxes()
-	if err != nil {
-		return nil, err
-	}
-	aside, err := r.loc.HiddenMailboxes()
+	dirs, aside, err := r.loc.ListMailboxesAndHidden()
 	if err != nil {
 		return nil, err
 	}
@@ -1307,14 +1303,27 @@ func (r *Replica) cleanTmp() error {
 
 // removeOrphanTemps removes the temporary files twinbox's atomic writes and
 // dotlocks leave when killed mid-write.
+//
+// The directory is read once for all the patterns: it is the mailbox's
+// (for INBOX the mail root's) and this runs each time a mailbox is locked.
 func removeOrphanTemps(dir string) {
-	for _, pat := range []string{".dovecot-uidlist.tmp*", ".dovecot-keywords.tmp*", "dovecot-uidlist.lock.tmp*", ".subscriptions.tmp*", "subscriptions.lock.tmp*"} {
-		m, _ := filepath.Glob(filepath.Join(dir, pat))
-		for _, p := range m {
-			os.Remove(p)
+	f, err := os.Open(dir)
+	if err != nil {
+		return
+	}
+	names, _ := f.Readdirnames(-1)
+	f.Close()
+	for _, n := range names {
+		for _, pat := range orphanTempPatterns {
+			if ok, _ := filepath.Match(pat, n); ok {
+				os.Remove(filepath.Join(dir, n))
+				break
+			}
 		}
 	}
 }
+
+var orphanTempPatterns = [...]string{".dovecot-uidlist.tmp*", ".dovecot-keywords.tmp*", "dovecot-uidlist.lock.tmp*", ".subscriptions.tmp*", "subscriptions.lock.tmp*"}
 
 // setApplying records that an apply is under way (so that a kill is
 // noticed at the next open) or that it ended.
