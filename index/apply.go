@@ -122,9 +122,10 @@ func (r *Replica) apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 	defer func() { r.inApply, r.applyMarked, r.tmpRecorded = false, false, nil }()
 	// The dirty_apply mark must be durable before the apply changes the
 	// disk. Mailbox operations come first: marked now. Message work alone
-	// marks it with the first mailbox's dirty_tmp record (setDirtyTmp,
-	// before its bodies are written) or as applyBox starts, whichever
-	// comes first: one commit (two fdatasyncs) fewer for a small sync.
+	// marks it with the first dirty_tmp record (setDirtyTmp, from
+	// recordTmpDirs or prepareBodies, before any body is written) or as
+	// applyBox starts, whichever comes first: one commit (two fdatasyncs)
+	// fewer for a small sync.
 	if work && len(sp.Renames)+len(sp.Creates)+len(sp.Adopts)+len(sp.Deletes)+len(sp.Subs) > 0 {
 		if err := r.markApplying(); err != nil {
 			return res, r.wrap("", err)
