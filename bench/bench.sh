@@ -21,6 +21,15 @@
 #   CHECK_DETERMINISM=0  skip generating a fresh corpus twice to compare
 #   WAIT_QUIET     seconds to wait for an idle machine before each corpus [0]
 #   KEEP=1         keep the scratch replicas under WORKDIR/run
+#   GRAVEYARD=1    never delete a replica before the last run: move it aside
+#                  (WORKDIR/graveyard, removed at the end; needs about 30 GB
+#                  free for the default sizes). On ext4 without a journal
+#                  (the project machine's /) creating a file skips, one by
+#                  one, the free inodes of its block group deleted less than
+#                  60 s before (fs/ext4/ialloc.c, recently_deleted()): the
+#                  rm -rf of the previous run's 20k files right before a
+#                  first sync makes each of its creates walk thousands of
+#                  them, for every tool alike [0]
 #   REMOTE=0       skip the rows over the embedded SSH server and tcps (root only)
 #   RESULTS        where to save the table [bench/results-YYYY-MM-DD.md, or -2, -3... if taken]
 #
@@ -42,6 +51,7 @@ BENCH_USER=${BENCH_USER:-twinboxbench}
 INSTALL=${INSTALL:-1}
 CHECK_DETERMINISM=${CHECK_DETERMINISM:-1}
 KEEP=${KEEP:-0}
+GRAVEYARD=${GRAVEYARD:-0}
 WAIT_QUIET=${WAIT_QUIET:-0}
 if [[ -z ${RESULTS:-} ]]; then
 	# Never overwrite an earlier run's table: results-DATE.md, -2.md, ...
@@ -235,7 +245,21 @@ tree_sum() {
 	)
 }
 
-fresh_dir() { rm -rf "$1" && mkdir -p "$1"; }
+# discard PATH...: remove scratch files, or with GRAVEYARD=1 move them
+# aside (a rename frees no inode) until the end of the run.
+discard() {
+	local p
+	for p in "$@"; do
+		[[ -e $p ]] || continue
+		if [[ $GRAVEYARD == 1 ]]; then
+			mkdir -p "$WORKDIR/graveyard"
+			mv "$p" "$WORKDIR/graveyard/$(date +%s%N)-$RANDOM"
+		else
+			rm -rf "$p"
+		fi
+	done
+}
+fresh_dir() { discard "$1" && mkdir -p "$1"; }
 
 # Results: ROWS holds "corpus|operation|tool|median_us|max_rss_kib|median_cpu_us|runs|status".
 ROWS=()
@@ -283,7 +307,7 @@ ensure_corpus() { # N F -> sets CORPUS
 		log "corpus $key: cached ($dir)"
 	else
 		log "corpus $key: generating"
-		rm -rf "$dir" "$dir.tmp" "$dir.chk" "$stamp"
+		discard "$dir" "$dir.tmp" "$dir.chk" "$stamp"
 		mkdir -p "$WORKDIR/corpus"
 		"$WORKDIR/bin/gencorpus" -out "$dir.tmp" -messages "$n" -folders "$f" -seed "$SEED"
 		if [[ $CHECK_DETERMINISM == 1 ]]; then
@@ -291,7 +315,7 @@ ensure_corpus() { # N F -> sets CORPUS
 			local s1 s2
 			s1=$(tree_sum "$dir.tmp")
 			s2=$(tree_sum "$dir.chk")
-			rm -rf "$dir.chk"
+			discard "$dir.chk"
 			if [[ $s1 != "$s2" ]]; then
 				note "corpus $key is NOT deterministic: $s1 vs $s2"
 			else
@@ -439,7 +463,7 @@ bench_twinbox() { # LABEL
 		record "$c" "no-change sync" "twinbox backup" "$REPEAT" "$st"
 	fi
 	export HOME=$save_home
-	[[ $KEEP == 1 ]] || rm -rf "$dir"
+	[[ $KEEP == 1 ]] || discard "$dir"
 }
 
 # ---------------------------------------------------------------- between hosts (loopback)
@@ -487,7 +511,7 @@ bench_remote() { # LABEL KIND
 	fi
 	TIMES="" RSSES="" CPUS="" st=""
 	for i in $(seq "$FIRST_REPEAT"); do
-		rm -rf "$dir/cli/bench" "$dir/srv/bench"
+		discard "$dir/cli/bench" "$dir/srv/bench"
 		cp -a "$CORPUS" "$dir/cli/bench"
 		mkdir "$dir/srv/bench"
 		chown "$BENCH_USER:" "$dir/srv/bench"
@@ -514,7 +538,7 @@ bench_remote() { # LABEL KIND
 	fi
 	kill "$pid" 2>/dev/null || true
 	wait "$pid" 2>/dev/null || true
-	[[ $KEEP == 1 ]] || rm -rf "$dir"
+	[[ $KEEP == 1 ]] || discard "$dir"
 }
 
 # bench_tcps_setup DIR PORT: a test CA and a certificate for localhost
@@ -552,7 +576,7 @@ bench_cp() { # LABEL
 		[[ $T_RC == 0 ]] || { st="FAILED: exit $T_RC"; break; }
 	done
 	record "$c" "first sync" "cp -a" "$FIRST_REPEAT" "$st"
-	[[ $KEEP == 1 ]] || rm -rf "$dir"
+	[[ $KEEP == 1 ]] || discard "$dir"
 }
 
 bench_doveadm() { # LABEL VERB(sync|backup)
@@ -590,7 +614,7 @@ bench_doveadm() { # LABEL VERB(sync|backup)
 		fi
 	done
 	record "$c" "no-change sync" "doveadm $verb" "$REPEAT" "$st"
-	[[ $KEEP == 1 ]] || rm -rf "$dir"
+	[[ $KEEP == 1 ]] || discard "$dir"
 }
 
 # bench_doveadm_ssh LABEL: `doveadm sync` to a remote: peer over OpenSSH on a
@@ -624,7 +648,7 @@ bench_doveadm_ssh() {
 	local -a cmd=("${DV_RUN[@]}" -o "mail_location=maildir:$dir/A" -o "dsync_remote_cmd=$rcmd" sync remote:127.0.0.1)
 	TIMES="" RSSES="" CPUS="" st=""
 	for i in $(seq "$FIRST_REPEAT"); do
-		rm -rf "$dir/A" "$dir/B"
+		discard "$dir/A" "$dir/B"
 		cp -a "$CORPUS" "$dir/A"
 		chown -R "$BENCH_USER:" "$dir/A"
 		mkdir "$dir/B"
@@ -646,7 +670,7 @@ bench_doveadm_ssh() {
 		record "$c" "no-change sync" "doveadm sync over ssh" "$REPEAT" "$st"
 	fi
 	kill "$(cat "$dir/sshd.pid")" 2>/dev/null || true
-	[[ $KEEP == 1 ]] || rm -rf "$dir"
+	[[ $KEEP == 1 ]] || discard "$dir"
 }
 
 # ---------------------------------------------------------------- run
@@ -689,7 +713,7 @@ for sz in $SIZES; do
 		if [[ ${REMOTE:-1} == 1 ]]; then bench_doveadm_ssh "$c"; fi
 	fi
 done
-[[ $KEEP == 1 ]] || rm -rf "$RUN"
+[[ $KEEP == 1 ]] || discard "$RUN"
 
 # ---------------------------------------------------------------- report
 
@@ -741,6 +765,11 @@ report() {
 	echo "- median of REPEAT=$REPEAT runs (first syncs and cp -a: FIRST_REPEAT=$FIRST_REPEAT); CPU = user+sys (GNU time %U+%S, 10 ms resolution); peak RSS = max over the runs (GNU time %M)"
 	echo "- wall time is measured around \`/usr/bin/time\`, whose own cost here is $(fmt_time "$OVERHEAD_US") per run"
 	echo "- page cache NOT dropped: every run reads a corpus copy made just before (\`sync\` was run to flush it, nothing evicted), so these are warm-cache figures"
+	if [[ $GRAVEYARD == 1 ]]; then
+		echo "- GRAVEYARD=1: no replica was deleted before the last run (moved aside, removed at the end), so no run's file creations paid for ext4's skipping of recently deleted inodes"
+	else
+		echo "- each first sync ran right after the previous run's replicas were deleted (rm -rf): on ext4 without a journal every file it creates first skips the group's inodes deleted less than 60 s before (GRAVEYARD=1 avoids that)"
+	fi
 	for c in "${CORPORA[@]}"; do echo "- corpus $c: ${CORPUS_DESC[$c]}, seed $SEED"; done
 	echo
 	echo "| corpus | operation | tool | median wall | median CPU | peak RSS | runs | target | result |"
@@ -791,3 +820,7 @@ report >"$LOGS_ROOT/report.md"
 cat "$LOGS_ROOT/report.md"
 cp "$LOGS_ROOT/report.md" "$RESULTS"
 log "saved $RESULTS"
+if [[ $GRAVEYARD == 1 && -d $WORKDIR/graveyard ]]; then
+	log "removing the replicas moved aside ($WORKDIR/graveyard)"
+	rm -rf "$WORKDIR/graveyard"
+fi

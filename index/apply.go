@@ -118,13 +118,14 @@ func (r *Replica) apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 	prog := r.opt.Progress
 	defer r.fillEpochs(res)
 	work := !sp.Empty()
-	r.inApply, r.applyMarked = true, false
-	defer func() { r.inApply, r.applyMarked = false, false }()
+	r.inApply, r.applyMarked, r.tmpRecorded = true, false, nil
+	defer func() { r.inApply, r.applyMarked, r.tmpRecorded = false, false, nil }()
 	// The dirty_apply mark must be durable before the apply changes the
 	// disk. Mailbox operations come first: marked now. Message work alone
-	// marks it with the first mailbox's dirty_tmp record (setDirtyTmp,
-	// before its bodies are written) or as applyBox starts, whichever
-	// comes first: one commit (two fdatasyncs) fewer for a small sync.
+	// marks it with the first dirty_tmp record (setDirtyTmp, from
+	// recordTmpDirs or prepareBodies, before any body is written) or as
+	// applyBox starts, whichever comes first: one commit (two fdatasyncs)
+	// fewer for a small sync.
 	if work && len(sp.Renames)+len(sp.Creates)+len(sp.Adopts)+len(sp.Deletes)+len(sp.Subs) > 0 {
 		if err := r.markApplying(); err != nil {
 			return res, r.wrap("", err)
@@ -167,6 +168,9 @@ func (r *Replica) apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 			continue
 		}
 		adopts[a.To] = a
+	}
+	if err := r.recordTmpDirs(sp, adopts); err != nil {
+		return res, err
 	}
 	// Mailbox by mailbox: its adds (pulled from the peer when the plan
 	// came without them), its bodies, then its files, control files and
@@ -397,11 +401,7 @@ func (r *Replica) tmpDirFor(g model.MailboxGUID) (string, error) {
 // listDirs lists the mailbox directories: those Dovecot sees, and those
 // renamed aside under a hidden name.
 func (r *Replica) listDirs() ([]maildir.MailboxDir, error) {
-	dirs, err := r.loc.ListMailboxes()
-	if err != nil {
-		return nil, err
-	}
-	aside, err := r.loc.HiddenMailboxes()
+	dirs, aside, err := r.loc.ListMailboxesAndHidden()
 	if err != nil {
 		return nil, err
 	}
@@ -986,8 +986,29 @@ func (r *Replica) prepareBodies(ctx context.Context, sp *merge.SidePlan, src rep
 	if err != nil {
 		return paths, r.wrap("", err)
 	}
-	if err := r.setDirtyTmp(dirs, sp); err != nil {
-		return paths, err
+	var more []string // not recorded yet (recordTmpDirs)
+	for _, d := range dirs {
+		if !r.tmpRecorded[d] {
+			more = append(more, d)
+		}
+	}
+	if len(more) > 0 {
+		// Recorded with those already recorded (their temporary files
+		// may be gone by now: naming them again costs nothing).
+		rec := append([]string(nil), more...)
+		for d := range r.tmpRecorded {
+			rec = append(rec, d)
+		}
+		sort.Strings(rec)
+		if err := r.setDirtyTmp(rec, sp); err != nil {
+			return paths, err
+		}
+		if r.tmpRecorded == nil {
+			r.tmpRecorded = map[string]bool{}
+		}
+		for _, d := range more {
+			r.tmpRecorded[d] = true
+		}
 	}
 	if len(refs) > 0 {
 		if src == nil {
@@ -1243,6 +1264,50 @@ func (r *Replica) boxDirForPlan(tx *bolt.Tx, sp *merge.SidePlan, g model.Mailbox
 	return dir, nil
 }
 
+// recordTmpDirs records, in one commit, the directories of every mailbox
+// of the plan that gets messages (as they are now: a directory
+// prepareBodies finds elsewhere is added then), instead of one commit per
+// mailbox as its bodies begin (a first sync of 40 mailboxes made 40).
+// Recording more directories than hold temporary files costs nothing: a
+// crash's cleanup looks in each.
+func (r *Replica) recordTmpDirs(sp *merge.SidePlan, adopts map[model.MailboxGUID]merge.Adopt) error {
+	var dirs []string
+	seen := map[string]bool{}
+	_ = r.store.db.View(func(tx *bolt.Tx) error {
+		for i := range sp.Boxes {
+			bp := &sp.Boxes[i]
+			if bp.AddCount == 0 && len(bp.Adds) == 0 {
+				continue
+			}
+			g := bp.GUID
+			if a, ok := adopts[bp.GUID]; ok {
+				g = a.From // its directory, as boxDirForPlan finds it
+			}
+			b, err := getBox(tx, g)
+			if err != nil || b == nil {
+				continue
+			}
+			dir := filepath.Join(r.loc.Root, b.Dir)
+			if d, err := r.locate(b); err == nil {
+				dir = d
+			}
+			if !seen[dir] {
+				seen[dir] = true
+				dirs = append(dirs, dir)
+			}
+		}
+		return nil
+	})
+	if len(dirs) < 2 {
+		return nil // one mailbox: prepareBodies records it, as before
+	}
+	if err := r.setDirtyTmp(dirs, sp); err != nil {
+		return err
+	}
+	r.tmpRecorded = seen
+	return nil
+}
+
 // setDirtyTmp records which tmp/ directories may hold this process's
 // temporary files, so that a crash leaves nothing behind for long, and in
 // the same commit the Born stamps of sp's adds (journalBorns: a record a
@@ -1343,14 +1408,27 @@ func (r *Replica) cleanTmp() error {
 
 // removeOrphanTemps removes the temporary files twinbox's atomic writes and
 // dotlocks leave when killed mid-write.
+//
+// The directory is read once for all the patterns: it is the mailbox's
+// (for INBOX the mail root's) and this runs each time a mailbox is locked.
 func removeOrphanTemps(dir string) {
-	for _, pat := range []string{".dovecot-uidlist.tmp*", ".dovecot-keywords.tmp*", "dovecot-uidlist.lock.tmp*", ".subscriptions.tmp*", "subscriptions.lock.tmp*"} {
-		m, _ := filepath.Glob(filepath.Join(dir, pat))
-		for _, p := range m {
-			os.Remove(p)
+	f, err := os.Open(dir)
+	if err != nil {
+		return
+	}
+	names, _ := f.Readdirnames(-1)
+	f.Close()
+	for _, n := range names {
+		for _, pat := range orphanTempPatterns {
+			if ok, _ := filepath.Match(pat, n); ok {
+				os.Remove(filepath.Join(dir, n))
+				break
+			}
 		}
 	}
 }
+
+var orphanTempPatterns = [...]string{".dovecot-uidlist.tmp*", ".dovecot-keywords.tmp*", "dovecot-uidlist.lock.tmp*", ".subscriptions.tmp*", "subscriptions.lock.tmp*"}
 
 // setApplying records that an apply is under way (so that a kill is
 // noticed at the next open) or that it ended.

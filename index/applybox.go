@@ -819,14 +819,13 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		}
 		dst := filepath.Join(dir, subdir(p.inNew), p.fname)
 		touched[subdir(p.inNew)] = true
-		if err := os.Link(tmp[i], dst); err != nil {
+		if err := maildir.MoveFileNoReplace(tmp[i], dst); err != nil {
 			if errors.Is(err, fs.ErrExist) {
 				skip(res, "mailbox %q: file name %s taken", name, p.fname)
 				continue
 			}
 			return r.wrap(name, err)
 		}
-		os.Remove(tmp[i])
 		tmp[i] = ""
 		r.log.Debug("added", "mailbox", name, "uid", u, "file", p.fname)
 		rec := maildir.UidRecord{UID: u, FileName: p.fname}

@@ -2,10 +2,14 @@ package index
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"reflect"
 	"testing"
+
+	"github.com/twinbox-mail/twinbox/model"
+	"github.com/twinbox-mail/twinbox/sync/replica"
 )
 
 // The fast mailbox-record decoder gives what json.Unmarshal gives, for
@@ -115,5 +119,81 @@ func BenchmarkDecodeBox(b *testing.B) {
 		if _, err := decodeBox(v); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// The fast peer-state decoder gives what json.Unmarshal gives for every
+// state json.Marshal writes, and refuses the rest.
+func TestDecodePairFastMatchesJSON(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 5))
+	fast := 0
+	for n := 0; n < 500; n++ {
+		ps := replica.PairState{PeerIndexID: fmt.Sprintf("%032x", rng.Uint64()), SyncID: fmt.Sprint(rng.Uint64())}
+		if rng.IntN(5) == 0 {
+			ps.PeerIndexID = `odd "id"\` // escapes: the long way
+		}
+		switch k := rng.IntN(6); k {
+		case 0: // nil map: "boxes":null
+		case 1:
+			ps.Boxes = map[model.MailboxGUID]replica.PairBoxState{}
+		default:
+			ps.Boxes = map[model.MailboxGUID]replica.PairBoxState{}
+			for i := 0; i < rng.IntN(60); i++ {
+				var g model.MailboxGUID
+				for j := range g {
+					g[j] = byte(rng.IntN(256))
+				}
+				bs := replica.PairBoxState{Base: rng.Uint32(), Sent: rng.Uint64(), Epoch: rng.Uint64(), PeerEpoch: rng.Uint64()}
+				if rng.IntN(3) == 0 {
+					bs = replica.PairBoxState{Base: math.MaxUint32, Sent: math.MaxUint64}
+				}
+				ps.Boxes[g] = bs
+			}
+		}
+		v, err := json.Marshal(&ps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want, got replica.PairState
+		if err := json.Unmarshal(v, &want); err != nil {
+			t.Fatal(err)
+		}
+		if decodePairFast(v, &got) {
+			fast++
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("%s:\nfast %+v\njson %+v", v, got, want)
+			}
+		}
+	}
+	if fast < 200 {
+		t.Fatalf("only %d of 500 states took the fast way", fast)
+	}
+	g := `"00048bc8eef7bb834d3890620ad222e0"`
+	for _, v := range []string{
+		`{"boxes":null}`,
+		`{"Boxes":{}}`,
+		`{"boxes":{` + g + `:{"base":1,"Sent":2}}}`,
+		`{"boxes":{` + g + `:{"base":-1}}}`,
+		`{"boxes":{` + g + `:{"base":4294967296}}}`,
+		`{"boxes":{` + g + `:{"sent":1.5}}}`,
+		`{"boxes":{"00048BC8EEF7BB834D3890620AD222E0x":{}}}`,
+		`{"boxes":{"zz":{}}}`,
+		`{"sync_id":"a"} `,
+		`{"sync_id":"a\u0041"}`,
+		`{"other":1}`,
+	} {
+		var ps replica.PairState
+		if decodePairFast([]byte(v), &ps) {
+			t.Errorf("fast decoder took %s: %+v", v, ps)
+		}
+	}
+	// A key given twice: the last one wins whole, as with json.Unmarshal.
+	v := []byte(`{"boxes":{` + g + `:{"base":1,"sent":2},` + g + `:{"epoch":3}}}`)
+	var want, got replica.PairState
+	if err := json.Unmarshal(v, &want); err != nil {
+		t.Fatal(err)
+	}
+	if !decodePairFast(v, &got) || !reflect.DeepEqual(got, want) {
+		t.Errorf("duplicate key: fast %+v, json %+v", got, want)
 	}
 }

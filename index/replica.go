@@ -78,6 +78,9 @@ type Replica struct {
 	// inApply and applyMarked: an apply runs, and its dirty_apply mark is
 	// committed (markApplying).
 	inApply, applyMarked bool
+	// tmpRecorded: the tmp/ directories (of mailboxes) the running apply
+	// recorded as dirty_tmp up front (recordTmpDirs).
+	tmpRecorded map[string]bool
 }
 
 // Open locks and opens the replica at loc.

@@ -41,6 +41,9 @@ type diskFile struct {
 	fn    maildir.FileName
 	// lazy: fn is not parsed yet (listSubs with lazy set); parse() does it.
 	lazy bool
+	// matched: an index record names this file (scanKnown's own mark: a
+	// map keyed by the file cost more than the rest of the comparison).
+	matched bool
 }
 
 // parse parses the name of a lazily listed file and reports whether it is
@@ -58,12 +61,21 @@ func (f *diskFile) parse() bool {
 }
 
 func stampOf(dir string) Stamp {
+	st, _ := stampLock(dir, false)
+	return st
+}
+
+// stampLock is stampOf that also reports, when asked (lock), whether a
+// dovecot-uidlist.lock is there: the scan looks for one a killed twinbox
+// left in every mailbox, and a stat relative to the open directory is
+// cheaper than one more full path walk.
+func stampLock(dir string, lock bool) (Stamp, bool) {
 	// Relative to the directory, opened once: a no-change sync stats
 	// every mailbox on both sides, and a full path walk per stat costs
 	// more than the stat.
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return Stamp{Cur: -1, New: -1, Uidlist: -1, Keywords: -1}
+		return Stamp{Cur: -1, New: -1, Uidlist: -1, Keywords: -1}, lock
 	}
 	defer unix.Close(fd)
 	var st Stamp
@@ -81,7 +93,11 @@ func stampOf(dir string) Stamp {
 		st.UidlistIno = int64(s.Ino)
 	}
 	st.Keywords = mt("dovecot-keywords")
-	return st
+	locked := false
+	if lock {
+		locked = unix.Fstatat(fd, maildir.UidlistName+".lock", &s, unix.AT_SYMLINK_NOFOLLOW) == nil
+	}
+	return st, locked
 }
 
 func mtimeNS(p string) int64 {
@@ -285,11 +301,11 @@ func (r *Replica) vanished(b *Box, delT time.Time) error {
 
 // scanDir identifies the mailbox in one directory and scans its contents.
 func (r *Replica) scanDir(ctx context.Context, name, dir, rel string, byGUID map[model.MailboxGUID]*Box, byDir map[string]*Box, found map[model.MailboxGUID]bool, res *ScanResult) (bool, error) {
-	if !r.opt.DryRun && maildir.BreakOrphanUidlistLock(dir) {
+	st, locked := stampLock(dir, !r.opt.DryRun)
+	if locked && maildir.BreakOrphanUidlistLock(dir) {
 		// A killed twinbox's lock would make Dovecot wait for 120 s.
 		r.log.Info("removed a dotlock left by a killed twinbox", "mailbox", name)
 	}
-	st := stampOf(dir)
 	if b := byDir[rel]; b != nil && st.Uidlist != -1 && st.Uidlist == b.Stamp.Uidlist && st.UidlistSize == b.Stamp.UidlistSize && st.UidlistIno == b.Stamp.UidlistIno &&
 		b.Name == name && !found[b.GUID] && !r.opt.AllowMassExpunge {
 		if b.Stamp == st {
@@ -1165,8 +1181,8 @@ func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st 
 		f   *diskFile
 	}
 	var renamed []hit
-	matched := map[*diskFile]bool{}
-	inCur := 0 // records of files in an unchanged cur/
+	matched := 0 // files marked matched
+	inCur := 0   // records of files in an unchanged cur/
 	ok := true
 	err = r.store.db.View(func(tx *bolt.Tx) error {
 		bb, err := buckets(tx, box.GUID, false)
@@ -1200,7 +1216,7 @@ func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st 
 				}
 				continue
 			}
-			if f == nil || matched[f] {
+			if f == nil || f.matched {
 				ok = false // gone (expunged or renumbered), or a base twice
 				return nil
 			}
@@ -1209,7 +1225,8 @@ func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st 
 				ok = false // the base's file has a name that is no Maildir name
 				return nil
 			}
-			matched[f] = true
+			f.matched = true
+			matched++
 			if !same {
 				renamed = append(renamed, hit{p.uid, f})
 			}
@@ -1224,7 +1241,7 @@ func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st 
 	}
 	var fresh []*diskFile
 	for base, f := range files {
-		if !matched[f] {
+		if !f.matched {
 			if !f.parse() {
 				bad = append(bad, subdir(f.inNew)+"/"+f.name)
 				delete(files, base)
@@ -1350,7 +1367,7 @@ func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st 
 			changed = true
 		}
 		box.Stamp = ulStamp
-		box.Messages = inCur + len(matched) + added
+		box.Messages = inCur + matched + added
 		return putBox(tx, box)
 	})
 	if full {

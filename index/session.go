@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 
 	"github.com/twinbox-mail/twinbox/model"
 	"github.com/twinbox-mail/twinbox/sync/merge"
@@ -309,10 +310,14 @@ func openSized(path string, size int64) (*os.File, error) {
 	if path == "" {
 		return nil, fs.ErrNotExist
 	}
-	f, err := os.Open(path)
+	// open(2) and os.NewFile: os.Open would also try to register the
+	// regular file with the network poller (four fcntl and a failing
+	// epoll_ctl per body a first sync sends).
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, err
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
+	f := os.NewFile(uintptr(fd), path)
 	if fi, err := f.Stat(); err != nil || fi.Size() != size {
 		f.Close()
 		return nil, fs.ErrNotExist

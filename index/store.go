@@ -709,6 +709,10 @@ func getPair(tx *bolt.Tx, peer string) (*replica.PairState, error) {
 		return nil, nil
 	}
 	var p replica.PairState
+	if decodePairFast(v, &p) {
+		return &p, nil
+	}
+	p = replica.PairState{}
 	if err := json.Unmarshal(v, &p); err != nil {
 		return nil, fmt.Errorf("saved state for peer %q: %w", peer, err)
 	}

@@ -273,3 +273,26 @@ func readFileInfo(path string) ([]byte, os.FileInfo, error) {
 // root-run twinbox must leave files that Dovecot, running as the mail
 // owner, can read and replace); otherwise it does nothing.
 func OwnLike(path, dir string) error { return chownLike(path, "", dir) }
+
+// MoveFileNoReplace gives the file old the name new and removes the name
+// old, failing with an error that wraps fs.ErrExist if new exists: an
+// existing name is never replaced. It is one renameat2(RENAME_NOREPLACE)
+// where the system and file system have it (a first sync moves thousands
+// of bodies from tmp/ into cur/), and link(2) then unlink(2) elsewhere
+// (a crash between the two leaves both names, as a link always did).
+func MoveFileNoReplace(old, new string) error {
+	err := renameat2NoReplace(old, new)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, syscall.ENOSYS) && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOTSUP) {
+		return &os.LinkError{Op: "rename", Old: old, New: new, Err: err}
+	}
+	if err := os.Link(old, new); err != nil {
+		return err
+	}
+	if err := os.Remove(old); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}

@@ -328,36 +328,58 @@ type MailboxDir struct {
 // name (see NameFromDir) are skipped silently. A missing Root is an error
 // that wraps fs.ErrNotExist.
 func (l Location) ListMailboxes() ([]MailboxDir, error) {
+	dirs, _, err := l.listMailboxes(false)
+	return dirs, err
+}
+
+// ListMailboxesAndHidden is ListMailboxes and HiddenMailboxes together:
+// under Maildir++ both are in the mail root, read once for both (a scan
+// lists them on both sides of every sync).
+func (l Location) ListMailboxesAndHidden() (dirs, hidden []MailboxDir, err error) {
+	if l.Layout != LayoutMaildirPP {
+		if dirs, err = l.ListMailboxes(); err != nil {
+			return nil, nil, err
+		}
+		hidden, err = l.HiddenMailboxes()
+		return dirs, hidden, err
+	}
+	return l.listMailboxes(true)
+}
+
+func (l Location) listMailboxes(withHidden bool) (dirs, hidden []MailboxDir, err error) {
 	if l.Root == "" {
-		return nil, errors.New("maildir: location has no root")
+		return nil, nil, errors.New("maildir: location has no root")
 	}
 	root := filepath.Clean(l.Root)
 	if _, err := os.Stat(root); err != nil {
-		return nil, fmt.Errorf("listing mailboxes in %s: %w", root, err)
+		return nil, nil, fmt.Errorf("listing mailboxes in %s: %w", root, err)
 	}
 	var inbox []MailboxDir
 	if isDir(filepath.Join(root, "cur")) {
 		inbox = append(inbox, MailboxDir{Name: Inbox, Dir: root})
 	}
 	var rest []MailboxDir
-	var err error
 	if l.Layout == LayoutMaildirPP {
-		rest, err = l.listMaildirPP(root)
+		var entries []os.DirEntry
+		entries, err = os.ReadDir(root)
+		if err != nil {
+			return nil, nil, fmt.Errorf("listing mailboxes in %s: %w", root, err)
+		}
+		rest = l.listMaildirPP(root, entries)
+		if withHidden {
+			hidden = hiddenIn(root, entries) // HiddenDir() is the root
+		}
 	} else {
 		rest, err = l.listFS(root, "")
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	sort.Slice(rest, func(i, j int) bool { return rest[i].Name < rest[j].Name })
-	return append(inbox, rest...), nil
+	return append(inbox, rest...), hidden, nil
 }
 
-func (l Location) listMaildirPP(root string) ([]MailboxDir, error) {
-	entries, err := os.ReadDir(root)
-	if err != nil {
-		return nil, fmt.Errorf("listing mailboxes in %s: %w", root, err)
-	}
+func (l Location) listMaildirPP(root string, entries []os.DirEntry) []MailboxDir {
 	var out []MailboxDir
 	for _, e := range entries {
 		n := e.Name()
@@ -374,7 +396,7 @@ func (l Location) listMaildirPP(root string) ([]MailboxDir, error) {
 		}
 		out = append(out, MailboxDir{Name: name, Dir: dir})
 	}
-	return out, nil
+	return out
 }
 
 func (l Location) listFS(root, rel string) ([]MailboxDir, error) {
