@@ -17,30 +17,16 @@ import (
 // (TestDecodeBoxFastMatchesJSON).
 func decodeBoxFast(v []byte, b *Box) bool {
 	p := boxParser{s: v}
-	if !p.lit('{') {
-		return false
-	}
-	if p.lit('}') {
-		return p.end()
-	}
-	for {
-		key, ok := p.str()
-		if !ok || !p.lit(':') {
-			return false
-		}
+	return p.object(func(key []byte) bool {
+		ok := false
 		switch string(key) {
 		case "guid", "merged_into":
-			s, ok := p.str()
-			if !ok {
-				return false
-			}
+			s, sok := p.str()
 			g := &b.GUID
 			if string(key) == "merged_into" {
 				g = &b.MergedInto
 			}
-			if g.UnmarshalText(s) != nil {
-				return false
-			}
+			ok = sok && g.UnmarshalText(s) == nil
 		case "name":
 			ok = p.strTo(&b.Name)
 		case "special":
@@ -73,19 +59,9 @@ func decodeBoxFast(v []byte, b *Box) bool {
 			ok = p.strings(&b.Keywords)
 		case "stamp":
 			ok = p.stamp(&b.Stamp)
-		default:
-			return false
 		}
-		if !ok {
-			return false
-		}
-		if p.lit('}') {
-			return p.end()
-		}
-		if !p.lit(',') {
-			return false
-		}
-	}
+		return ok
+	}) && p.end()
 }
 
 type boxParser struct {
@@ -94,6 +70,29 @@ type boxParser struct {
 }
 
 func (p *boxParser) end() bool { return p.i == len(p.s) }
+
+// object reads a JSON object, calling field for each key with the parser
+// at the key's value (field reads the value and reports whether it could).
+func (p *boxParser) object(field func(key []byte) bool) bool {
+	if !p.lit('{') {
+		return false
+	}
+	if p.lit('}') {
+		return true
+	}
+	for {
+		key, ok := p.str()
+		if !ok || !p.lit(':') || !field(key) {
+			return false
+		}
+		if p.lit('}') {
+			return true
+		}
+		if !p.lit(',') {
+			return false
+		}
+	}
+}
 
 func (p *boxParser) lit(c byte) bool {
 	if p.i < len(p.s) && p.s[p.i] == c {
@@ -236,17 +235,7 @@ func (p *boxParser) strings(dst *[]string) bool {
 }
 
 func (p *boxParser) stamp(st *Stamp) bool {
-	if !p.lit('{') {
-		return false
-	}
-	if p.lit('}') {
-		return true
-	}
-	for {
-		key, ok := p.str()
-		if !ok || !p.lit(':') {
-			return false
-		}
+	return p.object(func(key []byte) bool {
 		var dst *int64
 		switch string(key) {
 		case "Cur":
@@ -264,16 +253,8 @@ func (p *boxParser) stamp(st *Stamp) bool {
 		default:
 			return false // json.Unmarshal also matches keys without regard to case
 		}
-		if !p.int64To(dst) {
-			return false
-		}
-		if p.lit('}') {
-			return true
-		}
-		if !p.lit(',') {
-			return false
-		}
-	}
+		return p.int64To(dst)
+	})
 }
 
 // decodePairFast decodes a saved peer state (replica.PairState) as
@@ -284,54 +265,25 @@ func (p *boxParser) stamp(st *Stamp) bool {
 // (TestDecodePairFastMatchesJSON).
 func decodePairFast(v []byte, ps *replica.PairState) bool {
 	p := boxParser{s: v}
-	if !p.lit('{') {
-		return false
-	}
-	if p.lit('}') {
-		return p.end()
-	}
-	for {
-		key, ok := p.str()
-		if !ok || !p.lit(':') {
-			return false
-		}
+	return p.object(func(key []byte) bool {
 		switch string(key) {
 		case "peer_index_id":
-			ok = p.strTo(&ps.PeerIndexID)
+			return p.strTo(&ps.PeerIndexID)
 		case "sync_id":
-			ok = p.strTo(&ps.SyncID)
+			return p.strTo(&ps.SyncID)
 		case "boxes":
-			ok = p.pairBoxes(ps)
-		default:
-			return false
+			return p.pairBoxes(ps)
 		}
-		if !ok {
-			return false
-		}
-		if p.lit('}') {
-			return p.end()
-		}
-		if !p.lit(',') {
-			return false
-		}
-	}
+		return false
+	}) && p.end()
 }
 
 func (p *boxParser) pairBoxes(ps *replica.PairState) bool {
-	if !p.lit('{') {
-		return false // (null included: the long way)
-	}
 	if ps.Boxes == nil {
 		ps.Boxes = map[model.MailboxGUID]replica.PairBoxState{}
 	}
-	if p.lit('}') {
-		return true
-	}
-	for {
-		key, ok := p.str()
-		if !ok || !p.lit(':') {
-			return false
-		}
+	// (null is not an object: the long way)
+	return p.object(func(key []byte) bool {
 		var g model.MailboxGUID
 		if g.UnmarshalText(key) != nil {
 			return false
@@ -341,47 +293,22 @@ func (p *boxParser) pairBoxes(ps *replica.PairState) bool {
 			return false
 		}
 		ps.Boxes[g] = bs
-		if p.lit('}') {
-			return true
-		}
-		if !p.lit(',') {
-			return false
-		}
-	}
+		return true
+	})
 }
 
 func (p *boxParser) pairBox(bs *replica.PairBoxState) bool {
-	if !p.lit('{') {
-		return false
-	}
-	if p.lit('}') {
-		return true
-	}
-	for {
-		key, ok := p.str()
-		if !ok || !p.lit(':') {
-			return false
-		}
+	return p.object(func(key []byte) bool {
 		switch string(key) {
 		case "base":
-			ok = p.uint32To(&bs.Base)
+			return p.uint32To(&bs.Base)
 		case "sent":
-			ok = p.uint64To(&bs.Sent)
+			return p.uint64To(&bs.Sent)
 		case "epoch":
-			ok = p.uint64To(&bs.Epoch)
+			return p.uint64To(&bs.Epoch)
 		case "peer_epoch":
-			ok = p.uint64To(&bs.PeerEpoch)
-		default:
-			return false
+			return p.uint64To(&bs.PeerEpoch)
 		}
-		if !ok {
-			return false
-		}
-		if p.lit('}') {
-			return true
-		}
-		if !p.lit(',') {
-			return false
-		}
-	}
+		return false
+	})
 }

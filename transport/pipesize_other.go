@@ -1,7 +1,0 @@
-//go:build !linux
-
-package transport
-
-import "os"
-
-func growPipe(*os.File) {}
