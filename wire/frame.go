@@ -25,8 +25,11 @@ import (
 	"io"
 )
 
-// Version is the protocol version this build speaks.
-const Version = 2
+// Version is the protocol version this build speaks. Version 3 (session 6)
+// adds unsure Born stamps (negative, model/born.go): a version-2 peer would
+// read one as a very early known stamp and let an expunge kill a copy a
+// client put back, so version 2 is refused rather than downgraded to.
+const Version = 3
 
 // Frame types.
 const (

@@ -26,10 +26,13 @@ func TestHandshakeServerSide(t *testing.T) {
 		wantErr   string // in the server's error frame, if it sends one
 		serverErr string
 	}{
-		{"newer client", jsonFrame('H', map[string]any{"proto": "twinbox", "min": 3, "max": 4, "user": user}),
-			`this server speaks twinbox protocol version 2, the client "twinbox" 3-4`, "", "protocol version 2"},
+		{"newer client", jsonFrame('H', map[string]any{"proto": "twinbox", "min": 4, "max": 5, "user": user}),
+			`this server speaks twinbox protocol version 3, the client "twinbox" 4-5`, "", "protocol version 3"},
 		{"older client", jsonFrame('H', map[string]any{"proto": "twinbox", "min": 1, "max": 1}),
-			`the client "twinbox" 1-1`, "", "protocol version 2"},
+			`the client "twinbox" 1-1`, "", "protocol version 3"},
+		// Version 2 has no unsure Born stamps: refused, not downgraded to.
+		{"version 2 client", jsonFrame('H', map[string]any{"proto": "twinbox", "min": 2, "max": 2, "user": user}),
+			`this server speaks twinbox protocol version 3, the client "twinbox" 2-2`, "", "protocol version 3"},
 		{"other protocol", jsonFrame('H', map[string]any{"proto": "dsync", "min": 1, "max": 1}),
 			`the client "dsync" 1-1`, "", `"dsync"`},
 		{"ssh banner", []byte("SSH-2.0-OpenSSH_9.6\r\n"), "", "unknown frame type 0x53", "unknown frame type 0x53"},
@@ -88,8 +91,10 @@ func TestHandshakeClientSide(t *testing.T) {
 		want    string
 		toldErr string // what the client tells the server, if anything
 	}{
-		{"newer server", jsonFrame('H', map[string]any{"proto": "twinbox", "min": 3, "max": 4}), false,
-			`peer speaks "twinbox" versions 3-4, this build 2`, `client refused: this client speaks twinbox protocol version 2, the server "twinbox" 3-4`},
+		{"newer server", jsonFrame('H', map[string]any{"proto": "twinbox", "min": 4, "max": 5}), false,
+			`peer speaks "twinbox" versions 4-5, this build 3`, `client refused: this client speaks twinbox protocol version 3, the server "twinbox" 4-5`},
+		{"version 2 server", jsonFrame('H', map[string]any{"proto": "twinbox", "min": 2, "max": 2}), false,
+			`peer speaks "twinbox" versions 2-2, this build 3`, `client refused: this client speaks twinbox protocol version 3, the server "twinbox" 2-2`},
 		{"other protocol", jsonFrame('H', map[string]any{"proto": "imap", "min": 1, "max": 1}), false, `peer speaks "imap"`, `the server "imap"`},
 		{"server refuses in its hello", jsonFrame('H', map[string]any{"proto": "twinbox", "min": 1, "max": 1, "error": "user bob is locked"}), false, "peer refused: user bob is locked", ""},
 		{"server refuses with an error frame", jsonFrame('E', map[string]any{"message": "go away"}), false, "peer refused: go away", ""},
