@@ -40,14 +40,12 @@ func (r *Replica) Begin(ctx context.Context, req replica.BeginRequest) (*replica
 		r.opt.AllowMassExpunge = true
 	}
 	rep := &replica.BeginReply{Info: r.Info()}
-	if !req.NoScan {
-		res, err := r.Scan(ctx)
-		if err != nil {
-			return nil, err
-		}
-		rep.Held = res.Held
+	res, err := r.Scan(ctx)
+	if err != nil {
+		return nil, err
 	}
-	err := r.store.db.View(func(tx *bolt.Tx) error {
+	rep.Held = res.Held
+	err = r.store.db.View(func(tx *bolt.Tx) error {
 		boxes, err := allBoxes(tx)
 		if err != nil {
 			return err

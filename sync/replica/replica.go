@@ -46,7 +46,6 @@ type Replica interface {
 type BeginRequest struct {
 	Peer             Info `json:"peer"`
 	AllowMassExpunge bool `json:"allow_mass_expunge,omitempty"`
-	NoScan           bool `json:"no_scan,omitempty"`
 }
 
 // BeginReply describes the replica after its scan.
