@@ -608,7 +608,7 @@ func (r *Replica) renameLocked(ctx context.Context, dir, dst string) error {
 		lk.Unlock()
 		return fmt.Errorf("%w (%s)", errSaving, f)
 	}
-	if err := os.Rename(dir, dst); err != nil {
+	if err := maildir.RenameDirNoReplace(dir, dst); err != nil {
 		lk.Unlock()
 		return err
 	}
