@@ -901,6 +901,12 @@ func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, res *ApplyRe
 				skip(res, "merge of %q into %q: %v", b.Name, a.Name, err)
 				return false, nil
 			}
+			if errors.Is(err, fs.ErrExist) {
+				// A client made the target (CREATE, RENAME) since the
+				// check above: as when it was in use then.
+				skip(res, "merge of %q into %q: target directory in use", b.Name, a.Name)
+				return true, nil // merged where it is
+			}
 			if dirGone(dir) {
 				skip(res, "merge of %q into %q: the mailbox went away during the sync", b.Name, a.Name)
 				return false, nil
