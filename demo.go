@@ -168,15 +168,14 @@ func showUIDs(a, b, mailbox string, say func(string, ...any)) {
 		}
 		var lines []string
 		for _, rec := range ul.Records {
+			cur := findFile(dir, rec.FileName)
+			if cur == "" {
+				continue // an expunged message's record (Dovecot keeps them for a while)
+			}
 			subj := demoSubject(dir, rec.FileName)
 			flags := ""
-			if i := strings.Index(rec.FileName, ":2,"); i >= 0 {
-				flags = rec.FileName[i+3:]
-			}
-			if cur := findFile(dir, rec.FileName); cur != "" {
-				if i := strings.Index(cur, ":2,"); i >= 0 {
-					flags = cur[i+3:]
-				}
+			if i := strings.Index(cur, ":2,"); i >= 0 {
+				flags = cur[i+3:]
 			}
 			lines = append(lines, fmt.Sprintf("UID %d %q [%s]", rec.UID, subj, flags))
 		}

@@ -608,7 +608,7 @@ func (r *Replica) renameLocked(ctx context.Context, dir, dst string) error {
 		lk.Unlock()
 		return fmt.Errorf("%w (%s)", errSaving, f)
 	}
-	if err := os.Rename(dir, dst); err != nil {
+	if err := maildir.RenameDirNoReplace(dir, dst); err != nil {
 		lk.Unlock()
 		return err
 	}
@@ -900,6 +900,12 @@ func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, res *ApplyRe
 			if errors.Is(err, errSaving) {
 				skip(res, "merge of %q into %q: %v", b.Name, a.Name, err)
 				return false, nil
+			}
+			if errors.Is(err, fs.ErrExist) {
+				// A client made the target (CREATE, RENAME) since the
+				// check above: as when it was in use then.
+				skip(res, "merge of %q into %q: target directory in use", b.Name, a.Name)
+				return true, nil // merged where it is
 			}
 			if dirGone(dir) {
 				skip(res, "merge of %q into %q: the mailbox went away during the sync", b.Name, a.Name)

@@ -290,6 +290,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			}
 		}
 	}
+	listed := files == nil // the full listing: a base not in files has no file
 	if files == nil {
 		if files, _, err = listFiles(dir); err != nil {
 			return r.wrap(name, err)
@@ -427,6 +428,10 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	// they are fsynced at the end.
 	touched := map[string]bool{}
 
+	// Records kept without their files (expunged or renamed away here),
+	// by UID.
+	keptGone := map[uint32]bool{}
+
 	// 1. Expunges (and, for a reset, everything the source does not have).
 	exp := bp.Expunges
 	if bp.Reset {
@@ -455,7 +460,18 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 				}
 				delete(files, baseOf(rec.FileName))
 			}
-			delete(recs, e.UID)
+			if rewriting {
+				delete(recs, e.UID)
+			} else {
+				// The record stays, without its file, as Dovecot leaves an
+				// expunged message's record until it rewrites the list: a
+				// COPY or MOVE of the message back into this mailbox (its
+				// copy elsewhere is named by this file's base) then gets a
+				// new file name, never this one under a new UID, which a
+				// Dovecot process that still knows it under this UID reads
+				// as "Duplicate file entry".
+				keptGone[e.UID] = true
+			}
 		}
 		expunged = append(expunged, e)
 		res.Expunged++
@@ -615,6 +631,16 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		recs[c.mv.To] = rec
 		moved = append(moved, c.mv)
 		res.Moved++
+	}
+	for i, c := range cands {
+		// The old name's record stays at the old UID (see keptGone), unless
+		// another message moved there.
+		if _, renamed := renameOf[i]; renamed && accepted[i] {
+			if _, taken := recs[c.mv.From]; !taken {
+				recs[c.mv.From] = c.rec
+				keptGone[c.mv.From] = true
+			}
+		}
 	}
 	if bp.Reset {
 		// Keep files the source has, under the source's UIDs.
@@ -858,6 +884,46 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		uids = append(uids, u)
 	}
 	slices.Sort(uids)
+	withFile := len(uids)
+	if listed && !rewriting {
+		// Records without a file: the expunged messages' records that
+		// Dovecot keeps until it recreates the uidlist, and this apply's
+		// own (keptGone). Dovecot recreates the file, leaving them out,
+		// when a sync finds at least a quarter of the records without
+		// their files (maildir-uidlist.c, UIDLIST_COMPRESS_PERCENTAGE);
+		// else it appends to it and they stay. This rewrite does the
+		// same, except for the records of this apply's expunges and
+		// renumberings: those stay until a later rewrite, for the reason
+		// given at keptGone. A record the index still holds as a live
+		// message (its file expunged or moved since the scan) stays for
+		// the next scan.
+		var fileless, older []uint32
+		for _, u := range uids {
+			if files[baseOf(recs[u].FileName)] == nil {
+				fileless = append(fileless, u)
+				if !keptGone[u] {
+					older = append(older, u)
+				}
+			}
+		}
+		withFile -= len(fileless)
+		if len(older) > 0 && len(fileless)*4 >= len(uids) {
+			live, err := r.liveUIDs(box.GUID, older)
+			if err != nil {
+				return r.wrap(name, err)
+			}
+			for _, u := range older {
+				if !live[u] {
+					delete(recs, u)
+				}
+			}
+			uids = uids[:0]
+			for u := range recs {
+				uids = append(uids, u)
+			}
+			slices.Sort(uids)
+		}
+	}
 	nu.Records = make([]maildir.UidRecord, 0, len(uids))
 	var maxUID uint32
 	for _, u := range uids {
@@ -1096,7 +1162,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		case tail != nil:
 			b.Messages += len(added)
 		case !light:
-			b.Messages = len(nu.Records)
+			b.Messages = withFile
 		}
 		b.Keywords = kw
 		// Everything in cur/ and the control files changed under our lock;

@@ -518,14 +518,57 @@ func baseOf(file string) string {
 	return file
 }
 
-// listedWithoutFile reports whether a record of ul has no file in files.
-func listedWithoutFile(ul *maildir.Uidlist, files map[string]*diskFile) bool {
+// missedFile reports whether a record of ul without a file in files may
+// name a file that the listing missed (see scanContents): a record at or
+// above the UIDNEXT the index knows (saved since the last scan), or one
+// that the index holds as a live message. Any other record without a file
+// is an expunged message's record, which Dovecot keeps until it rewrites
+// the uidlist (and twinbox's apply too, see applyBox): it stands for no
+// message, and costs no second listing.
+func (r *Replica) missedFile(box *Box, ul *maildir.Uidlist, files map[string]*diskFile) (bool, error) {
+	var gone []uint32
 	for _, rec := range ul.Records {
-		if files[baseOf(rec.FileName)] == nil {
-			return true
+		if files[baseOf(rec.FileName)] != nil {
+			continue
 		}
+		if rec.UID >= box.UIDNext || ul.UIDValidity != box.UIDValidity {
+			return true, nil
+		}
+		gone = append(gone, rec.UID)
 	}
-	return false
+	if len(gone) == 0 {
+		return false, nil
+	}
+	live, err := r.liveUIDs(box.GUID, gone)
+	return len(live) > 0, err
+}
+
+// liveUIDs returns those of uids at which the index holds a message of
+// mailbox g that is not held back (a held message's file is gone on
+// purpose).
+func (r *Replica) liveUIDs(g model.MailboxGUID, uids []uint32) (map[uint32]bool, error) {
+	live := map[uint32]bool{}
+	err := r.store.db.View(func(tx *bolt.Tx) error {
+		bb, err := buckets(tx, g, false)
+		if err != nil || bb == nil {
+			return err
+		}
+		for _, u := range uids {
+			v := bb.uid.Get(u32(u))
+			if v == nil {
+				continue
+			}
+			m, err := decodeMsg(v)
+			if err != nil {
+				return fmt.Errorf("UID %d: %w", u, err)
+			}
+			if !m.Held {
+				live[u] = true
+			}
+		}
+		return nil
+	})
+	return live, err
 }
 
 // listFiles reads cur/ and new/.
@@ -716,14 +759,17 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 	if err != nil {
 		return false, r.wrap(name, err)
 	}
-	if listedWithoutFile(ul, files) {
+	if missed, err := r.missedFile(box, ul, files); err != nil {
+		return false, r.wrap(name, err)
+	} else if missed {
 		// A file that Dovecot moved from new/ to cur/ between our reads
 		// of cur/ and new/ (a client opened the folder) is in neither
 		// listing, and a file renamed in cur/ for a flag change can be
 		// missed by that read too: its record would be taken for an
 		// expunge, or a new one go unrecorded below the UIDNEXT read
-		// from the uidlist. A uidlist record without its file: read the
-		// directories again, and take what the second reading adds.
+		// from the uidlist. A uidlist record without its file that may
+		// be such a one: read the directories again, and take what the
+		// second reading adds.
 		more, _, err := listFiles(dir)
 		if err != nil {
 			return false, r.wrap(name, err)

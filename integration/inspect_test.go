@@ -47,7 +47,8 @@ type uidlist struct {
 
 // parseUidlist parses a version 3 dovecot-uidlist strictly: a complete last
 // line, V N and G in the header, UIDs non-zero, strictly ascending and below
-// NEXTUID, " :" before every file name, no base or GUID named twice. With
+// NEXTUID, " :" before every file name, no base named twice (a GUID named
+// twice is checked among the records that have files, by inspectBox). With
 // appended, a UID at or above NEXTUID raises it instead, as in Dovecot's
 // reader: Dovecot appends records for new files without rewriting the header.
 func parseUidlist(data []byte, appended bool) (*uidlist, error) {
@@ -84,7 +85,6 @@ func parseUidlist(data []byte, appended bool) (*uidlist, error) {
 	}
 	var prev uint32
 	bases := map[string]uint32{}
-	guids := map[string]uint32{}
 	for i, l := range lines[1:] {
 		left, name, ok := strings.Cut(l, " :")
 		if !ok || name == "" {
@@ -115,10 +115,7 @@ func parseUidlist(data []byte, appended bool) (*uidlist, error) {
 		if u, dup := bases[r.base]; dup {
 			return nil, fmt.Errorf("UIDs %d and %d both name %s", u, r.uid, r.base)
 		}
-		if u, dup := guids[r.guid()]; dup {
-			return nil, fmt.Errorf("UIDs %d and %d both have GUID %s", u, r.uid, r.guid())
-		}
-		bases[r.base], guids[r.guid()] = r.uid, r.uid
+		bases[r.base] = r.uid
 		prev = r.uid
 		ul.recs = append(ul.recs, r)
 	}
@@ -260,8 +257,20 @@ func inspectBox(inv *inventory, name, dir string) *mbox {
 	// A record without its file is an expunged message that Dovecot (and
 	// twinbox) drop from the list later: not a problem.
 	listed := map[string]bool{}
+	have := map[string]bool{}
+	for _, f := range b.files {
+		have[f.base] = true
+	}
+	guids := map[string]uint32{}
 	for _, r := range b.ul.recs {
 		listed[r.base] = true
+		if !have[r.base] {
+			continue // (an expunged message's record may name the GUID of a live one: a renumbered message's old record)
+		}
+		if u, dup := guids[r.guid()]; dup {
+			inv.problem("%s", where(fmt.Sprintf("dovecot-uidlist: UIDs %d and %d both have GUID %s", u, r.uid, r.guid())))
+		}
+		guids[r.guid()] = r.uid
 	}
 	for _, f := range b.files {
 		if !listed[f.base] {

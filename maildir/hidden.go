@@ -137,6 +137,15 @@ func (l Location) CleanHidden() error {
 	return first
 }
 
+// RenameDirNoReplace renames the mailbox directory old to new unless new
+// exists (then an error wrapping fs.ErrExist), with renameat2's
+// RENAME_NOREPLACE where the system has it. os.Rename checks that new is no
+// directory and then calls rename(2), which replaces an empty directory: a
+// directory that a client's CREATE has just made (Dovecot makes the
+// folder's directory, then cur/, new/ and tmp/ in it) would be replaced
+// if it appeared between the check and the rename.
+func RenameDirNoReplace(old, new string) error { return renameNoReplace(old, new) }
+
 // renameNoReplace renames old to new unless new exists (then an error
 // wrapping fs.ErrExist). rename(2) alone would replace an empty directory
 // that a client made a moment before.

@@ -334,3 +334,35 @@ func TestDotlockMoved(t *testing.T) {
 		t.Errorf("lock file left in the moved directory")
 	}
 }
+
+// TestRenameDirNoReplace: a mailbox directory never replaces another
+// directory, not even an empty one (a client's CREATE that has made the
+// folder's directory but not yet its cur/, new/ and tmp/).
+func TestRenameDirNoReplace(t *testing.T) {
+	root := t.TempDir()
+	src, dst := filepath.Join(root, ".S1"), filepath.Join(root, ".S3")
+	if err := CreateMailboxDirs(src); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dst, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := RenameDirNoReplace(src, dst); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("rename onto an empty directory: %v, want an error wrapping fs.ErrExist", err)
+	}
+	if ents, _ := os.ReadDir(dst); len(ents) != 0 {
+		t.Fatalf("the empty target was replaced: it holds %d entries", len(ents))
+	}
+	if _, err := os.Stat(filepath.Join(src, "cur")); err != nil {
+		t.Fatalf("the source moved: %v", err)
+	}
+	if err := os.Remove(dst); err != nil {
+		t.Fatal(err)
+	}
+	if err := RenameDirNoReplace(src, dst); err != nil {
+		t.Fatalf("rename to a free name: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dst, "cur")); err != nil {
+		t.Fatalf("not moved: %v", err)
+	}
+}

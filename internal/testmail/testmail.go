@@ -255,8 +255,45 @@ func Converged(t testing.TB, a, b string) {
 	}
 }
 
-// UIDs returns UID -> base name of a mailbox as its dovecot-uidlist says.
+// UIDs returns UID -> message (the G field, else the base name) of the
+// messages of a mailbox as its dovecot-uidlist says: the records whose
+// files are there. A record without its file is an expunged message's,
+// which Dovecot (and twinbox) keep until the uidlist is rewritten: Records
+// lists those too.
 func UIDs(t testing.TB, root, mailbox string) map[uint32]string {
+	t.Helper()
+	dir := Dir(t, root, mailbox)
+	have := map[string]bool{}
+	for _, sub := range []string{"cur", "new"} {
+		ents, _ := os.ReadDir(filepath.Join(dir, sub))
+		for _, e := range ents {
+			have[strings.SplitN(e.Name(), ":", 2)[0]] = true
+		}
+	}
+	ul, _, err := maildir.ReadUidlist(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[uint32]string{}
+	for _, r := range ul.Records {
+		if have[r.Base()] {
+			out[r.UID] = messageOf(r)
+		}
+	}
+	return out
+}
+
+func messageOf(r maildir.UidRecord) string {
+	if v, ok := r.Get('G'); ok {
+		return v
+	}
+	return r.Base()
+}
+
+// Records returns UID -> message (the G field, else the base name) of
+// every record of a mailbox's dovecot-uidlist, those without a file (an
+// expunged message's record) included.
+func Records(t testing.TB, root, mailbox string) map[uint32]string {
 	t.Helper()
 	ul, _, err := maildir.ReadUidlist(Dir(t, root, mailbox))
 	if err != nil {
@@ -264,11 +301,7 @@ func UIDs(t testing.TB, root, mailbox string) map[uint32]string {
 	}
 	out := map[uint32]string{}
 	for _, r := range ul.Records {
-		g := strings.SplitN(r.FileName, ":", 2)[0]
-		if v, ok := r.Get('G'); ok {
-			g = v
-		}
-		out[r.UID] = g
+		out[r.UID] = messageOf(r)
 	}
 	return out
 }

@@ -16,9 +16,11 @@ import (
 
 // What Dovecot does to a Maildir for COPY and MOVE, without Dovecot: a
 // hard link (under the source's base name when the target mailbox has no
-// file of that name, else under a new one whose uidlist record names the
-// source's GUID in its G field), the next UID in the target's uidlist, and
-// for MOVE the source's file and record removed.
+// file of that name and its uidlist lists no record of it, an expunged
+// message's record included, else under a new one whose uidlist record
+// names the source's GUID in its G field), the next UID in the target's
+// uidlist, and for MOVE the source's file and record removed (the record
+// as when Dovecot then recreates the uidlist).
 
 // dovecotCopy copies the message with base src of mailbox from into
 // mailbox to and returns the new file's base name.
@@ -32,18 +34,23 @@ func dovecotCopy(t *testing.T, root, from, to, src, newBase string) string {
 	if err := maildir.CreateMailboxDirs(dst); err != nil {
 		t.Fatal(err)
 	}
-	base := src
-	if testmail.FindFile(t, root, to, src) != "" {
-		base = newBase
-	}
-	name := base + ":2,"
-	if err := os.Link(path, filepath.Join(dst, "cur", name)); err != nil {
-		t.Fatal(err)
-	}
 	ul, _, err := maildir.ReadUidlist(dst)
 	if errors.Is(err, fs.ErrNotExist) {
 		ul = &maildir.Uidlist{Version: 3, UIDValidity: uint32(time.Now().Unix()), NextUID: 1, GUID: maildir.NewGUID()}
 	} else if err != nil {
+		t.Fatal(err)
+	}
+	base := src
+	if testmail.FindFile(t, root, to, src) != "" {
+		base = newBase
+	}
+	for _, r := range ul.Records {
+		if r.Base() == src {
+			base = newBase // (maildir-save.c: a listed name is not taken)
+		}
+	}
+	name := base + ":2,"
+	if err := os.Link(path, filepath.Join(dst, "cur", name)); err != nil {
 		t.Fatal(err)
 	}
 	rec := maildir.UidRecord{UID: ul.NextUID, FileName: name}
@@ -99,12 +106,14 @@ func dovecotExpunge(t *testing.T, root, mailbox, b string) {
 	}
 }
 
-// bodies returns UID -> body of a mailbox, from its uidlist and files.
+// bodies returns UID -> body of a mailbox, from its uidlist and files, as
+// Dovecot reads them: a record's file is the one of its base name, and a
+// record without one is an expunged message's.
 func bodies(t *testing.T, root, mailbox string) map[uint32]string {
 	t.Helper()
 	out := map[uint32]string{}
 	for _, r := range readRecords(t, root, mailbox) {
-		if p := testmail.Find(t, root, mailbox, r.Base()); p != "" {
+		if p := testmail.FindFile(t, root, mailbox, r.Base()); p != "" {
 			b, err := os.ReadFile(p)
 			if err != nil {
 				t.Fatal(err)
