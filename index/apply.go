@@ -172,6 +172,8 @@ func (r *Replica) apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 	if err := r.recordTmpDirs(sp, adopts); err != nil {
 		return res, err
 	}
+	pre := startPrecreator(r.precreateTargets(sp, adopts), r.opt.Hostname)
+	defer pre.close()
 	// Mailbox by mailbox: its adds (pulled from the peer when the plan
 	// came without them), its bodies, then its files, control files and
 	// index. Only one mailbox's adds are held at a time.
@@ -179,6 +181,7 @@ func (r *Replica) apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 	var deferred []merge.BoxPlan
 	for i := range sp.Boxes {
 		bp := &sp.Boxes[i]
+		pre.reach(i)
 		if bp.AddCount > 0 && len(bp.Adds) == 0 {
 			if lazy == nil {
 				return res, r.errf("", "plan announces %d adds for mailbox %s and nobody to ask for them", bp.AddCount, bp.GUID)
@@ -254,7 +257,8 @@ func (r *Replica) apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 			}
 		}
 		one := &merge.SidePlan{Adopts: sp.Adopts, Boxes: []merge.BoxPlan{work}}
-		tmpFiles, err := r.prepareBodies(ctx, one, src, res, prog)
+		tmpFiles, err := r.prepareBodies(ctx, one, src, res, prog, pre, i)
+		pre.finish(i)
 		if err == nil && !work.Empty() {
 			err = r.applyBox(ctx, &work, ap, tmpFiles, res)
 			r.store.touched(len(work.Adds) + len(work.Moves) + len(work.Flags) + len(work.Expunges))
@@ -943,7 +947,10 @@ func isEmptyMailboxDir(dir string) bool {
 // prepareBodies gets every added message's body into tmp/ of its mailbox,
 // durable, and returns the temporary paths in plan order ("" for adds
 // that could not be had).
-func (r *Replica) prepareBodies(ctx context.Context, sp *merge.SidePlan, src replica.BodySource, res *ApplyResult, prog Progress) ([]string, error) {
+//
+// The files of mailbox box of the apply's plan come from pre when it made
+// them (precreator; sp is then that one mailbox's plan).
+func (r *Replica) prepareBodies(ctx context.Context, sp *merge.SidePlan, src replica.BodySource, res *ApplyResult, prog Progress, pre *precreator, box int) ([]string, error) {
 	var total int
 	for _, bp := range sp.Boxes {
 		total += len(bp.Adds)
@@ -985,6 +992,10 @@ func (r *Replica) prepareBodies(ctx context.Context, sp *merge.SidePlan, src rep
 	})
 	if err != nil {
 		return paths, r.wrap("", err)
+	}
+	var made *preBox
+	if len(dirs) == 1 {
+		made = pre.box(box, dirs[0])
 	}
 	var more []string // not recorded yet (recordTmpDirs)
 	for _, d := range dirs {
@@ -1035,7 +1046,17 @@ func (r *Replica) prepareBodies(ctx context.Context, sp *merge.SidePlan, src rep
 				}
 				own, owners[mdir] = o, o
 			}
-			n, err := writeBodyAs(want[i], rd, perFile, own)
+			var n int64
+			var err error
+			if p, ok := pre.take(made); ok {
+				want[i] = p
+				var f *os.File
+				if f, err = openMade(p); err == nil {
+					n, err = writeBodyTo(f, rd, perFile)
+				}
+			} else {
+				n, err = writeBodyAs(want[i], rd, perFile, own)
+			}
 			if err != nil && errors.Is(err, fs.ErrNotExist) && dirGone(filepath.Dir(want[i])) {
 				// Its folder went away (a client deleted or renamed it)
 				// while the bodies streamed: the stream goes on, this body
@@ -1116,7 +1137,14 @@ func writeBodyAs(path string, rd io.Reader, sync bool, own *maildir.Owner) (int6
 			return 0, err
 		}
 	}
+	return writeBodyTo(f, rd, sync)
+}
+
+// writeBodyTo writes one body into f and closes it (after an fsync with
+// sync).
+func writeBodyTo(f *os.File, rd io.Reader, sync bool) (int64, error) {
 	var n int64
+	var err error
 	if _, isFile := rd.(*os.File); isFile {
 		n, err = io.Copy(f, rd) // copy_file_range where it can
 	} else {
