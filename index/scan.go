@@ -1801,6 +1801,9 @@ func (r *Replica) writeUidlist(dir string, ul *maildir.Uidlist) error {
 	if r.opt.DryRun {
 		return nil
 	}
+	if testHookUidlistWrite != nil {
+		testHookUidlistWrite(dir)
+	}
 	return maildir.WriteUidlist(dir, ul)
 }
 
