@@ -217,6 +217,7 @@ func (r *Replica) apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 	for i := range sp.Boxes {
 		bp := &sp.Boxes[i]
 		pre.reach(i)
+		pulled := false // adds pulled now: not journaled with dirty_tmp
 		if bp.AddCount > 0 && len(bp.Adds) == 0 {
 			if lazy == nil {
 				return res, r.errf("", "plan announces %d adds for mailbox %s and nobody to ask for them", bp.AddCount, bp.GUID)
@@ -230,6 +231,7 @@ func (r *Replica) apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 				return res, r.wrap(name, fmt.Errorf("refusing a plan: %w", err))
 			}
 			bp.Adds = adds
+			pulled = true
 		}
 		if gone[bp.GUID] {
 			// The mailbox to merge went away during the sync (a client
@@ -292,7 +294,7 @@ func (r *Replica) apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 			}
 		}
 		one := &merge.SidePlan{Adopts: sp.Adopts, Boxes: []merge.BoxPlan{work}}
-		tmpFiles, err := r.prepareBodies(ctx, one, src, res, prog, pre, i)
+		tmpFiles, err := r.prepareBodies(ctx, one, src, res, prog, pre, i, pulled)
 		pre.finish(i)
 		if err == nil && !work.Empty() {
 			err = r.applyBox(ctx, &work, ap, tmpFiles, res)
@@ -982,8 +984,11 @@ func isEmptyMailboxDir(dir string) bool {
 // that could not be had).
 //
 // The files of mailbox box of the apply's plan come from pre when it made
-// them (precreator; sp is then that one mailbox's plan).
-func (r *Replica) prepareBodies(ctx context.Context, sp *merge.SidePlan, src replica.BodySource, res *ApplyResult, prog Progress, pre *precreator, box int) ([]string, error) {
+// them (precreator; sp is then that one mailbox's plan). With pulled, sp's
+// adds were pulled from the peer after recordTmpDirs (whose commit
+// journaled the Born stamps of the adds the plan carried): they are
+// journaled before any body is written.
+func (r *Replica) prepareBodies(ctx context.Context, sp *merge.SidePlan, src replica.BodySource, res *ApplyResult, prog Progress, pre *precreator, box int, pulled bool) ([]string, error) {
 	var total int
 	for _, bp := range sp.Boxes {
 		total += len(bp.Adds)
@@ -1052,6 +1057,10 @@ func (r *Replica) prepareBodies(ctx context.Context, sp *merge.SidePlan, src rep
 		}
 		for _, d := range more {
 			r.tmpRecorded[d] = true
+		}
+	} else if pulled {
+		if err := r.store.db.Update(func(tx *bolt.Tx) error { return journalBorns(tx, sp) }); err != nil {
+			return paths, r.wrap("", err)
 		}
 	}
 	if len(refs) > 0 {
