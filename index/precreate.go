@@ -150,11 +150,19 @@ func createEmpty(path string, own *maildir.Owner) error {
 }
 
 // reach tells the precreator that the apply is at plan box i.
+//
+// Mailboxes before i that it still makes files for were passed over (their
+// files are removed at close).
 func (p *precreator) reach(i int) {
 	if p == nil {
 		return
 	}
 	p.mu.Lock()
+	for _, b := range p.boxes {
+		if b.at < i {
+			b.cancel = true
+		}
+	}
 	p.cur = i
 	p.cond.Broadcast()
 	p.mu.Unlock()
@@ -258,7 +266,8 @@ func openMade(path string) (*os.File, error) {
 
 // precreateTargets lists the mailboxes of sp whose files are made ahead:
 // those that expect at least precreateMin bodies and hold no messages here
-// (a first sync's), whose directory recordTmpDirs recorded. Adds into a
+// (a first sync's, an adopted empty INBOX included), whose directory
+// recordTmpDirs recorded. Adds into a
 // mailbox that holds messages are often copies or moves of messages this
 // replica has (linked, not fetched): files made for them would only be
 // removed again.
@@ -274,10 +283,11 @@ func (r *Replica) precreateTargets(sp *merge.SidePlan, adopts map[model.MailboxG
 			if n < precreateMin || bp.Reset {
 				continue
 			}
-			if _, ok := adopts[bp.GUID]; ok {
-				continue
+			g := bp.GUID
+			if a, ok := adopts[bp.GUID]; ok {
+				g = a.From // its directory (an empty INBOX a first sync adopts, say)
 			}
-			b, err := getBox(tx, bp.GUID)
+			b, err := getBox(tx, g)
 			if err != nil || b == nil || b.Deleted || b.Missing || b.Messages != 0 || b.Held != 0 {
 				continue
 			}
