@@ -26,20 +26,22 @@ var precreateMin = perFileSyncMax + 1
 var precreatedUsed atomic.Int64
 
 // precreator makes the temporary body files of the mailboxes an apply
-// fills with many bodies, one mailbox ahead of the bodies: empty files
-// with the names and owner prepareBodies would give them, made with
+// fills with many bodies, up to one mailbox ahead of the bodies: empty
+// files with the names and owner prepareBodies would give them, made with
 // O_EXCL in the mailbox's tmp/. Creating a file is most of a first sync's
 // time on the receiving side (inode allocation; on ext4 without a journal
 // also a walk over the inodes deleted in the last minute, for every
-// create), and it serialises on the directory. Made by a goroutine of
-// their own, the next mailbox's files come while the current one's bodies
-// are written, flushed (syncfs) and applied (applyBox) on the apply's
-// goroutine, which then only opens them. Nothing else changes: the bodies
-// still go through tmp/ and are durable before they are renamed, and the
-// directories are in dirty_tmp before the first file is made (the
-// precreator only serves mailboxes recordTmpDirs recorded), so a kill
-// leaves nothing the next open does not remove. Files made and not used
-// (fewer bodies came than expected) are removed.
+// create), and creates serialise on their directory. Each mailbox's files
+// are made by a goroutine of its own: the next mailbox's come while the
+// current one's bodies are written, flushed (syncfs) and applied
+// (applyBox) on the apply's goroutine, which then only opens them, and
+// while the current one's files are still being made (another
+// directory). Nothing else changes: the bodies still go through tmp/ and
+// are durable before they are renamed, and the directories are in
+// dirty_tmp before the first file is made (the precreator only serves
+// mailboxes recordTmpDirs recorded), so a kill leaves nothing the next
+// open does not remove. Files made and not used (fewer bodies came than
+// expected) are removed.
 type precreator struct {
 	mu     sync.Mutex
 	cond   *sync.Cond
@@ -82,50 +84,53 @@ func startPrecreator(targets []preTarget, host string) *precreator {
 		p.boxes = append(p.boxes, b)
 		p.byBox[t.at] = b
 	}
-	p.wg.Add(1)
-	go p.run()
+	p.wg.Add(len(p.boxes))
+	for j := range p.boxes {
+		go p.make(j)
+	}
 	return p
 }
 
-func (p *precreator) run() {
+// make makes the files of p.boxes[j] on a goroutine of its own: the next
+// mailbox's files may be made while the current one's still are (in
+// another directory: creates in one directory serialise on it), never
+// more than one mailbox ahead of the apply.
+func (p *precreator) make(j int) {
 	defer p.wg.Done()
-	for j, b := range p.boxes {
-		p.mu.Lock()
-		// One mailbox ahead: the files of the mailbox after the one the
-		// apply is at wait until it reaches that one.
-		for !p.closed && !b.cancel && j > 0 && p.cur < p.boxes[j-1].at {
-			p.cond.Wait()
-		}
-		if p.closed || b.cancel {
-			b.done = true
-			p.cond.Broadcast()
-			p.mu.Unlock()
-			continue
-		}
-		b.started = true
-		p.mu.Unlock()
-		own, err := maildir.OwnerOf(b.dir)
-		for k := 0; k < b.n && err == nil; k++ {
-			p.mu.Lock()
-			stop := p.closed || b.cancel
-			p.mu.Unlock()
-			if stop {
-				break
-			}
-			path := filepath.Join(b.dir, "tmp", fmt.Sprintf("twinbox.%d.%d.%s", time.Now().UnixNano(), tmpSeq.Add(1), p.host))
-			if err = createEmpty(path, own); err != nil {
-				break // the apply's goroutine makes the rest itself
-			}
-			p.mu.Lock()
-			b.paths = append(b.paths, path)
-			p.cond.Broadcast()
-			p.mu.Unlock()
-		}
-		p.mu.Lock()
+	b := p.boxes[j]
+	p.mu.Lock()
+	for !p.closed && !b.cancel && j > 0 && p.cur < p.boxes[j-1].at {
+		p.cond.Wait()
+	}
+	if p.closed || b.cancel {
 		b.done = true
 		p.cond.Broadcast()
 		p.mu.Unlock()
+		return
 	}
+	b.started = true
+	p.mu.Unlock()
+	own, err := maildir.OwnerOf(b.dir)
+	for k := 0; k < b.n && err == nil; k++ {
+		p.mu.Lock()
+		stop := p.closed || b.cancel
+		p.mu.Unlock()
+		if stop {
+			break
+		}
+		path := filepath.Join(b.dir, "tmp", fmt.Sprintf("twinbox.%d.%d.%s", time.Now().UnixNano(), tmpSeq.Add(1), p.host))
+		if err = createEmpty(path, own); err != nil {
+			break // the apply's goroutine makes the rest itself
+		}
+		p.mu.Lock()
+		b.paths = append(b.paths, path)
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	}
+	p.mu.Lock()
+	b.done = true
+	p.cond.Broadcast()
+	p.mu.Unlock()
 }
 
 // createEmpty makes a new empty file at path, owned by own (nil: as
