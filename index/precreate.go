@@ -55,13 +55,24 @@ type precreator struct {
 
 // preBox is one mailbox's files.
 type preBox struct {
-	at    int    // plan box index
-	dir   string // mailbox directory
-	n     int    // bodies expected
-	paths []string
-	next  int // paths[:next] were handed out
+	at   int       // plan box index
+	dir  string    // mailbox directory
+	n    int       // bodies expected
+	made []preName // in the order made
+	next int       // made[:next] were handed out
 	// started: the goroutine began on it; done: it made all it will.
 	started, done, cancel bool
+}
+
+// preName is a made file's name: twinbox.<ns>.<seq>.<host> (kept as two
+// numbers: a 50k first sync's largest mailboxes hold 10k each).
+type preName struct {
+	ns  int64
+	seq uint64
+}
+
+func (p *precreator) path(b *preBox, n preName) string {
+	return filepath.Join(b.dir, "tmp", fmt.Sprintf("twinbox.%d.%d.%s", n.ns, n.seq, p.host))
 }
 
 // preTarget is a mailbox to make files for.
@@ -118,12 +129,12 @@ func (p *precreator) make(j int) {
 		if stop {
 			break
 		}
-		path := filepath.Join(b.dir, "tmp", fmt.Sprintf("twinbox.%d.%d.%s", time.Now().UnixNano(), tmpSeq.Add(1), p.host))
-		if err = createEmpty(path, own); err != nil {
+		name := preName{time.Now().UnixNano(), tmpSeq.Add(1)}
+		if err = createEmpty(p.path(b, name), own); err != nil {
 			break // the apply's goroutine makes the rest itself
 		}
 		p.mu.Lock()
-		b.paths = append(b.paths, path)
+		b.made = append(b.made, name)
 		p.cond.Broadcast()
 		p.mu.Unlock()
 	}
@@ -198,13 +209,13 @@ func (p *precreator) take(b *preBox) (string, bool) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for b.next >= len(b.paths) && !b.done && !b.cancel && !p.closed {
+	for b.next >= len(b.made) && !b.done && !b.cancel && !p.closed {
 		p.cond.Wait()
 	}
-	if b.next < len(b.paths) && !b.cancel && !p.closed {
+	if b.next < len(b.made) && !b.cancel && !p.closed {
 		b.next++
 		precreatedUsed.Add(1)
-		return b.paths[b.next-1], true
+		return p.path(b, b.made[b.next-1]), true
 	}
 	return "", false
 }
@@ -225,11 +236,11 @@ func (p *precreator) finish(i int) {
 	for b.started && !b.done {
 		p.cond.Wait()
 	}
-	left := b.paths[b.next:]
-	b.paths, b.next = nil, 0
+	left := b.made[b.next:]
+	b.made, b.next = nil, 0
 	p.mu.Unlock()
-	for _, f := range left {
-		os.Remove(f)
+	for _, n := range left {
+		os.Remove(p.path(b, n))
 	}
 }
 
@@ -245,10 +256,10 @@ func (p *precreator) close() {
 	p.mu.Unlock()
 	p.wg.Wait()
 	for _, b := range p.boxes {
-		for _, f := range b.paths[b.next:] {
-			os.Remove(f)
+		for _, n := range b.made[b.next:] {
+			os.Remove(p.path(b, n))
 		}
-		b.paths, b.next = nil, 0
+		b.made, b.next = nil, 0
 	}
 }
 
