@@ -47,6 +47,13 @@ fresh() {
 timed() { local t0 t1; t0=$EPOCHREALTIME; "$@" >/dev/null 2>"$scratch.err" || { echo "failed: $* ($(head -c 300 "$scratch.err"))" >&2; }; t1=$EPOCHREALTIME; awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}'; }
 TIMECMD=${TIMECMD:-}
 cpuof() { [[ -n $TIMECMD ]] && awk '{printf "%.3f", $2/1000}' "$scratch.cpu"; }
+# The first run must follow a deletion like the others (default mode): a
+# corpus copy to delete first.
+if [[ $GRAVEYARD != 1 && ! -e $scratch ]]; then
+	mkdir -p "$scratch"
+	cp -a "$corpus" "$scratch/A"
+	cp -a "$corpus" "$scratch/B"
+fi
 for r in $(seq "$rounds"); do
 	for who in a b dsync; do
 		fresh
