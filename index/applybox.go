@@ -71,6 +71,7 @@ var (
 	testHookAfterRename        func(dst string)
 	testHookBeforeBoxCommit    func(dir string)
 	testHookAfterListing       func(dir string)
+	testHookUidlistWrite       func(dir string) // the scan's writes (writeUidlist)
 )
 
 // diskAgrees reports whether a file name shows the flags f that the index

@@ -320,6 +320,7 @@ func (r *Replica) scanDir(ctx context.Context, name, dir, rel string, byGUID map
 		}
 	}
 	var box *Box
+	given := 0 // records establishUidlist added (UIDs given by this scan)
 	ul, _, err := maildir.ReadUidlist(dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return false, r.wrap(name, err)
@@ -329,7 +330,7 @@ func (r *Replica) scanDir(ctx context.Context, name, dir, rel string, byGUID map
 		// give this directory its identity (restoring the index's when the
 		// index knows this directory).
 		var post *Stamp
-		ul, post, err = r.establishUidlist(ctx, name, dir, byDir[rel], ul, found)
+		ul, post, given, err = r.establishUidlist(ctx, name, dir, byDir[rel], ul, found)
 		if err != nil {
 			return false, err
 		}
@@ -351,7 +352,7 @@ func (r *Replica) scanDir(ctx context.Context, name, dir, rel string, byGUID map
 		byGUID[g] = box
 		changed = true
 	}
-	changed, err = r.scanContents(ctx, box, name, dir, rel, ul, st, changed, unborn, res)
+	changed, err = r.scanContents(ctx, box, name, dir, rel, ul, len(ul.Records)-given, st, changed, unborn, res)
 	// A full scan reads every record of the mailbox, changed or not.
 	r.store.touched(box.Messages)
 	return changed, err
@@ -360,20 +361,21 @@ func (r *Replica) scanDir(ctx context.Context, name, dir, rel string, byGUID map
 // establishUidlist writes a dovecot-uidlist for a directory that has none
 // usable: the index's identity if the index knows the directory, else a new
 // one, the way Dovecot would make it. For a new identity it also returns
-// the stamp of the written file (taken under the lock).
-func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known *Box, old *maildir.Uidlist, found map[model.MailboxGUID]bool) (*maildir.Uidlist, *Stamp, error) {
+// the stamp of the written file (taken under the lock), and how many
+// records it added at the end (the files' new UIDs).
+func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known *Box, old *maildir.Uidlist, found map[model.MailboxGUID]bool) (*maildir.Uidlist, *Stamp, int, error) {
 	lk, err := r.lockUidlist(ctx, dir)
 	if err != nil {
-		return nil, nil, r.wrap(name, err)
+		return nil, nil, 0, r.wrap(name, err)
 	}
 	defer lk.Unlock()
 	// Re-read under the lock: Dovecot may have just written one.
 	ul, _, err := maildir.ReadUidlist(dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, nil, r.wrap(name, err)
+		return nil, nil, 0, r.wrap(name, err)
 	}
 	if ul != nil && ul.GUID != [16]byte{} && !found[model.MailboxGUID(ul.GUID)] {
-		return ul, nil, nil
+		return ul, nil, 0, nil
 	}
 	if ul == nil && known != nil && !found[known.GUID] && !known.Deleted && !known.Missing && r.deletedInLog(known) {
 		known = nil // deleted with intent, then made anew: a new mailbox
@@ -399,11 +401,11 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 			msgs, err = loadMsgs(tx, known.GUID)
 			return err
 		}); err != nil {
-			return nil, nil, r.wrap(name, err)
+			return nil, nil, 0, r.wrap(name, err)
 		}
 		files, _, err := listFiles(dir)
 		if err != nil {
-			return nil, nil, r.wrap(name, err)
+			return nil, nil, 0, r.wrap(name, err)
 		}
 		var lost []*Msg
 		for _, m := range msgs {
@@ -437,14 +439,14 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 				known.Epoch = randomUint64() // the peer's records are needed in full
 				return putBox(tx, known)
 			}); err != nil {
-				return nil, nil, r.wrap(name, err)
+				return nil, nil, 0, r.wrap(name, err)
 			}
 		}
 		if err := r.writeUidlist(dir, nu); err != nil {
-			return nil, nil, r.wrap(name, err)
+			return nil, nil, 0, r.wrap(name, err)
 		}
 		r.log.Warn("dovecot-uidlist was missing: restored from the index", "mailbox", name, "missing_messages", len(lost))
-		return nu, nil, nil
+		return nu, nil, 0, nil
 	}
 	if ul == nil {
 		ul = &maildir.Uidlist{Version: 3, NextUID: 1}
@@ -455,14 +457,22 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 	if found[model.MailboxGUID(ul.GUID)] {
 		ul.GUID = maildir.NewGUID()
 	}
-	if err := r.writeUidlist(dir, ul); err != nil {
-		return nil, nil, r.wrap(name, err)
-	}
 	if r.opt.DryRun {
-		return ul, nil, nil
+		return ul, nil, 0, nil
+	}
+	// The files get their UIDs in the same write, under the same lock
+	// (assignUIDs, which would write the uidlist a second time, then finds
+	// nothing to do): a new mailbox's uidlist is written once.
+	files, _, err := listFiles(dir)
+	if err != nil {
+		return nil, nil, 0, r.wrap(name, err)
+	}
+	given := r.giveUIDs(name, ul, files)
+	if err := r.writeUidlist(dir, ul); err != nil {
+		return nil, nil, 0, r.wrap(name, err)
 	}
 	post := stampOf(dir) // under the lock: the file just written
-	return ul, &post, nil
+	return ul, &post, given, nil
 }
 
 // lastDelete returns the time (Unix ns) of the latest DELETE record for g
@@ -737,7 +747,10 @@ func flagsOf(fn maildir.FileName, kw []string) map[string]bool {
 }
 
 // scanContents brings the index's records of one mailbox up to date.
-func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel string, ul *maildir.Uidlist, st Stamp, changed, unborn bool, res *ScanResult) (bool, error) {
+//
+// The first listed records of ul were listed before this scan (the rest
+// establishUidlist gave out).
+func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel string, ul *maildir.Uidlist, listed int, st Stamp, changed, unborn bool, res *ScanResult) (bool, error) {
 	if box.Deleted || box.Missing {
 		// It is back (restored by hand, or recreated): a new epoch.
 		if box.Deleted {
@@ -805,8 +818,8 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 	// Born). Those the scan gives out now are born now.
 	var listedBefore map[uint32]bool
 	if unborn {
-		listedBefore = make(map[uint32]bool, len(ul.Records))
-		for _, rec := range ul.Records {
+		listedBefore = make(map[uint32]bool, listed)
+		for _, rec := range ul.Records[:listed] {
 			listedBefore[rec.UID] = true
 		}
 	}
@@ -1633,29 +1646,8 @@ func (r *Replica) assignUIDs(ctx context.Context, name, dir string, seen *maildi
 		}
 		ul.Records = kept
 	}
-	inList := map[string]bool{}
-	for _, rec := range ul.Records {
-		inList[baseOf(rec.FileName)] = true
-	}
-	var fresh []string
-	for base := range files {
-		if !inList[base] {
-			fresh = append(fresh, base)
-		}
-	}
-	if len(fresh) == 0 && ul.GUID != [16]byte{} {
+	if r.giveUIDs(name, ul, files) == 0 && ul.GUID != [16]byte{} {
 		return ul, files, nil, nil
-	}
-	sort.Slice(fresh, func(i, j int) bool { return lessName(fresh[i], fresh[j]) })
-	if ul.NextUID == 0 {
-		ul.NextUID = 1
-	}
-	for _, base := range fresh {
-		f := files[base]
-		rec := maildir.UidRecord{UID: ul.NextUID, FileName: f.name}
-		ul.Records = append(ul.Records, rec)
-		r.log.Debug("new file gets a UID", "mailbox", name, "file", f.name, "uid", rec.UID)
-		ul.NextUID++
 	}
 	if ul.GUID == [16]byte{} {
 		ul.GUID = maildir.NewGUID()
@@ -1668,6 +1660,37 @@ func (r *Replica) assignUIDs(ctx context.Context, name, dir string, seen *maildi
 	}
 	post := stampOf(dir)
 	return ul, files, &post, nil
+}
+
+// giveUIDs lists, in ul, the files it does not list yet, in name order
+// (delivery order for Dovecot-style names), from its NEXTUID on, and
+// returns how many it added.
+func (r *Replica) giveUIDs(name string, ul *maildir.Uidlist, files map[string]*diskFile) int {
+	inList := map[string]bool{}
+	for _, rec := range ul.Records {
+		inList[baseOf(rec.FileName)] = true
+	}
+	var fresh []string
+	for base := range files {
+		if !inList[base] {
+			fresh = append(fresh, base)
+		}
+	}
+	if len(fresh) == 0 {
+		return 0
+	}
+	sort.Slice(fresh, func(i, j int) bool { return lessName(fresh[i], fresh[j]) })
+	if ul.NextUID == 0 {
+		ul.NextUID = 1
+	}
+	for _, base := range fresh {
+		f := files[base]
+		rec := maildir.UidRecord{UID: ul.NextUID, FileName: f.name}
+		ul.Records = append(ul.Records, rec)
+		r.log.Debug("new file gets a UID", "mailbox", name, "file", f.name, "uid", rec.UID)
+		ul.NextUID++
+	}
+	return len(fresh)
 }
 
 // lessName orders Dovecot-style names by their leading seconds, then text.
@@ -1823,6 +1846,9 @@ func (r *Replica) lockUidlist(ctx context.Context, dir string) (unlocker, error)
 func (r *Replica) writeUidlist(dir string, ul *maildir.Uidlist) error {
 	if r.opt.DryRun {
 		return nil
+	}
+	if testHookUidlistWrite != nil {
+		testHookUidlistWrite(dir)
 	}
 	return maildir.WriteUidlist(dir, ul)
 }
