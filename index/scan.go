@@ -163,6 +163,12 @@ func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 	if !r.opt.DryRun {
 		r.bringBack(ctx, dirs, byGUID)
 	}
+	// Adopts a killed apply may have carried out on disk without
+	// recording them (adopt.go).
+	adopts, err := r.adoptJournals()
+	if err != nil {
+		return nil, r.wrap("", err)
+	}
 	found := map[model.MailboxGUID]bool{}
 	complete := true // every directory read (for an unborn index)
 	for _, d := range dirs {
@@ -176,7 +182,7 @@ func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 		if rel == "." {
 			rel = ""
 		}
-		changed, err := r.scanDir(ctx, d.Name, d.Dir, rel, byGUID, byDir, found, res)
+		changed, err := r.scanDir(ctx, d.Name, d.Dir, rel, byGUID, byDir, found, adopts, res)
 		if err != nil {
 			if dirGone(d.Dir) {
 				// Deleted or renamed (by Dovecot) while we read it: the
@@ -205,10 +211,30 @@ func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 			}
 			logRead = true
 		}
-		if err := r.vanished(b, deleteTime(logRecs, b)); err != nil {
+		delT := deleteTime(logRecs, b)
+		if j := adoptOf(adopts, b, byGUID, found); j != nil && (delT.IsZero() || j.From == j.To) {
+			// The loser of a merge a killed apply did not record, its
+			// directory gone since (adopt.go). (Deleted by a client
+			// under the loser's GUID: the rewrite never happened.)
+			if err := r.vanishedAdopt(b, j, logRecs); err != nil {
+				return nil, r.wrap(b.Name, err)
+			}
+			delete(adopts, j.To)
+			res.Changed = true
+			continue
+		}
+		if err := r.vanished(b, delT); err != nil {
 			return nil, err
 		}
 		res.Changed = true
+	}
+
+	if len(adopts) > 0 && complete {
+		// Every directory was read: an entry no directory took is of an
+		// adopt that never rewrote its uidlist (killed before).
+		if err := r.store.db.Update(clearAdoptJournals); err != nil {
+			return nil, r.wrap("", err)
+		}
 	}
 
 	ch, err := r.scanSubs()
@@ -300,7 +326,7 @@ func (r *Replica) vanished(b *Box, delT time.Time) error {
 }
 
 // scanDir identifies the mailbox in one directory and scans its contents.
-func (r *Replica) scanDir(ctx context.Context, name, dir, rel string, byGUID map[model.MailboxGUID]*Box, byDir map[string]*Box, found map[model.MailboxGUID]bool, res *ScanResult) (bool, error) {
+func (r *Replica) scanDir(ctx context.Context, name, dir, rel string, byGUID map[model.MailboxGUID]*Box, byDir map[string]*Box, found map[model.MailboxGUID]bool, adopts map[model.MailboxGUID]*adoptEntry, res *ScanResult) (bool, error) {
 	st, locked := stampLock(dir, !r.opt.DryRun)
 	if locked && maildir.BreakOrphanUidlistLock(dir) {
 		// A killed twinbox's lock would make Dovecot wait for 120 s.
@@ -339,9 +365,20 @@ func (r *Replica) scanDir(ctx context.Context, name, dir, rel string, byGUID map
 		}
 	}
 	g := model.MailboxGUID(ul.GUID)
+	changed := false
+	if j := adopts[g]; j != nil && adoptDone(j, ul, rel, byGUID, found) {
+		// A merge that a killed apply wrote to the uidlist and did not
+		// record: recorded now, as the apply would have.
+		nb, err := r.completeAdopt(j, ul, rel, byGUID[j.From])
+		if err != nil {
+			return false, r.wrap(name, err)
+		}
+		delete(adopts, g)
+		byGUID[g] = nb
+		changed = true
+	}
 	found[g] = true
 	box = byGUID[g]
-	changed := false
 	// A mailbox a new index finds: its listed messages were born before,
 	// when is unknown (born.go).
 	unborn := r.store.unborn && box == nil
@@ -396,6 +433,8 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 				// uidlist may have given out their UIDs (born.go).
 				nu.NextUID = max(nu.NextUID, j.next)
 			}
+			// Likewise a killed adopt's, under the same UIDVALIDITY (adopt.go).
+			nu.NextUID = max(nu.NextUID, adoptNextFrom(tx, known.GUID, known.UIDValidity))
 			msgs, err = loadMsgs(tx, known.GUID)
 			return err
 		}); err != nil {

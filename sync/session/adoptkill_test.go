@@ -1,0 +1,171 @@
+package session_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/twinbox-mail/twinbox/index"
+	"github.com/twinbox-mail/twinbox/internal/testmail"
+	"github.com/twinbox-mail/twinbox/sync/merge"
+	"github.com/twinbox-mail/twinbox/sync/replica"
+	"github.com/twinbox-mail/twinbox/sync/session"
+)
+
+// killedSync runs one sync of a and b whose applies die (a panic from
+// index.Options.BeforeBoxCommit, recovered around Apply as a process that
+// died there) at the first mailbox commit for which kill returns true. It
+// returns the root whose apply was killed ("" if none was).
+func killedSync(t *testing.T, a, b string, opt session.Options, kill func(dir string, rewrite bool) bool) string {
+	t.Helper()
+	killed := ""
+	open := func(root string) *index.Replica {
+		r, err := index.Open(context.Background(), testmail.Loc(root), index.Options{LockTimeout: 10 * time.Second,
+			BeforeBoxCommit: func(dir string, rewrite bool) {
+				if killed == "" && kill(dir, rewrite) {
+					killed = root
+					panic(errKilled)
+				}
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	ra, rb := open(a), open(b)
+	defer ra.Close()
+	defer rb.Close()
+	_, err := session.Run(context.Background(), &dying{Replica: ra}, &dying{Replica: rb}, opt)
+	if killed != "" && err == nil {
+		t.Fatal("a killed apply's sync reported success")
+	}
+	if killed == "" && err != nil {
+		t.Fatal(err)
+	}
+	if bad := append(ra.Verify(), rb.Verify()...); len(bad) > 0 {
+		t.Fatalf("index invariants broken by the killed sync: %v", bad)
+	}
+	return killed
+}
+
+// dying is a replica whose Apply stops where its hook panicked errKilled.
+type dying struct{ replica.Replica }
+
+func (d *dying) Apply(ctx context.Context, plan *merge.SidePlan, src replica.BodySource) (res *replica.ApplyResult, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			if p != errKilled {
+				panic(p)
+			}
+			res, err = nil, errInjected
+		}
+	}()
+	return d.Replica.Apply(ctx, plan, src)
+}
+
+// Two replicas each got mail into INBOX before their first sync: two
+// mailboxes made independently under one name, merged (contract §3.4).
+// One side adopts the other's INBOX: it rewrites its uidlist with the
+// winner's GUID and UIDVALIDITY, then records the merge in its index. A
+// kill in between (after the uidlist, before the index) left the index
+// holding the loser live at a directory that holds the winner: the next
+// scan took the loser for Missing and the peers restored it renamed aside,
+// and as INBOX is never renamed on disk that never converged ("create of
+// INBOX: the directory now holds mailbox ..."; property seed
+// 7466045879350227286 with rewrite kills). The adopt journal makes the
+// next scan complete the merge.
+func TestKilledInboxMergeConverges(t *testing.T) {
+	a, b := testmail.Roots(t)
+	m1 := testmail.Deliver(t, a, "INBOX", "M1")
+	m2 := testmail.Deliver(t, b, "INBOX", "M2")
+	victim := killedSync(t, a, b, session.Options{}, func(dir string, rewrite bool) bool { return rewrite })
+	if victim == "" {
+		t.Fatal("no apply rewrote INBOX: no merge")
+	}
+	other := a
+	if victim == a {
+		other = b
+	}
+	// The killed side's uidlist carries the winner's identity already.
+	ul, wl := testmail.Uidlist(t, victim, "INBOX"), testmail.Uidlist(t, other, "INBOX")
+	if ul.GUID != wl.GUID || ul.UIDValidity != wl.UIDValidity {
+		t.Fatalf("the kill came before the uidlist rewrite: %x/%d vs the winner's %x/%d", ul.GUID, ul.UIDValidity, wl.GUID, wl.UIDValidity)
+	}
+	for i := 0; i < 3; i++ {
+		if s, err := testmail.TrySync(a, b, session.Options{}); err != nil {
+			t.Fatalf("sync %d after the kill: %v", i+1, err)
+		} else if !s.Changed {
+			break
+		} else if i == 2 {
+			t.Fatalf("still changing after the kill: %v %v", s.ResultA.Skipped, s.ResultB.Skipped)
+		}
+	}
+	testmail.Converged(t, a, b)
+	testmail.AssertIdle(t, a, b)
+	testmail.WantMailboxes(t, []string{"INBOX"}, a, b)
+	for _, r := range []string{a, b} {
+		files := testmail.Files(t, r, "INBOX")
+		if len(files) != 2 {
+			t.Errorf("%s INBOX holds %d messages, want M1 and M2: %v", r, len(files), files)
+		}
+		for _, m := range []string{m1, m2} {
+			if testmail.Find(t, r, "INBOX", m) == "" {
+				t.Errorf("%s: %s lost", r, m)
+			}
+		}
+	}
+	ua, ub := testmail.Uidlist(t, a, "INBOX"), testmail.Uidlist(t, b, "INBOX")
+	if ua.GUID != wl.GUID || ub.GUID != wl.GUID || ua.UIDValidity != wl.UIDValidity || ub.UIDValidity != wl.UIDValidity {
+		t.Errorf("INBOX identity: A %x/%d, B %x/%d, the winner was %x/%d", ua.GUID, ua.UIDValidity, ub.GUID, ub.UIDValidity, wl.GUID, wl.UIDValidity)
+	}
+	ids := func(root string) []uint32 {
+		var u []uint32
+		for uid := range testmail.UIDs(t, root, "INBOX") {
+			u = append(u, uid)
+		}
+		slices.Sort(u)
+		return u
+	}
+	if !slices.Equal(ids(a), ids(b)) {
+		t.Errorf("UIDs differ: A %v, B %v", ids(a), ids(b))
+	}
+}
+
+// A backup onto a replica whose INBOX was made independently adopts it and
+// resets it: the uidlist is rewritten with the source's GUID, UIDVALIDITY
+// and UIDs, then the index records it. Killed in between, the next backup
+// completes the reset from the journal and makes the copy exact.
+func TestKilledBackupResetConverges(t *testing.T) {
+	a, b := testmail.Roots(t)
+	m1 := testmail.Deliver(t, a, "INBOX", "M1")
+	m2 := testmail.Deliver(t, a, "INBOX", "M2")
+	testmail.Deliver(t, b, "INBOX", "B's own")
+	testmail.Deliver(t, b, "INBOX", "B's own too")
+	victim := killedSync(t, a, b, session.Options{Backup: true}, func(dir string, rewrite bool) bool { return rewrite })
+	if victim != b {
+		t.Fatalf("killed %q, want B's reset", victim)
+	}
+	ua, ub := testmail.Uidlist(t, a, "INBOX"), testmail.Uidlist(t, b, "INBOX")
+	if ua.GUID != ub.GUID || ua.UIDValidity != ub.UIDValidity {
+		t.Fatalf("the kill came before the uidlist rewrite: B %x/%d, A %x/%d", ub.GUID, ub.UIDValidity, ua.GUID, ua.UIDValidity)
+	}
+	s := testmail.Sync(t, a, b, session.Options{Backup: true})
+	if s.Changed {
+		t.Fatalf("backup after the kill skipped steps: %v", s.ResultB.Skipped)
+	}
+	testmail.Converged(t, a, b)
+	testmail.WantMailboxes(t, []string{"INBOX"}, b)
+	s = testmail.Sync(t, a, b, session.Options{Backup: true})
+	if n := s.ResultB.Added + s.ResultB.Expunged + s.ResultB.Flagged + s.ResultB.Moved + s.ResultB.MailboxOps; n != 0 {
+		t.Fatalf("second backup did %d things: %+v", n, s.ResultB)
+	}
+	files := testmail.Files(t, b, "INBOX")
+	if len(files) != 2 || testmail.Find(t, b, "INBOX", m1) == "" || testmail.Find(t, b, "INBOX", m2) == "" {
+		t.Fatalf("B INBOX %v, want M1 and M2 only", files)
+	}
+	ub = testmail.Uidlist(t, b, "INBOX")
+	if ua.GUID != ub.GUID || ua.UIDValidity != ub.UIDValidity {
+		t.Fatalf("B INBOX %x/%d, A %x/%d", ub.GUID, ub.UIDValidity, ua.GUID, ua.UIDValidity)
+	}
+}
