@@ -169,3 +169,36 @@ func TestKilledBackupResetConverges(t *testing.T) {
 		t.Fatalf("B INBOX %x/%d, A %x/%d", ub.GUID, ub.UIDValidity, ua.GUID, ua.UIDValidity)
 	}
 }
+
+// A backup reset that keeps the mailbox's GUID and UIDVALIDITY (the
+// destination handed out UIDs the source did not) needs no adopt journal:
+// killed after its uidlist rewrite, the next scan reads the records as
+// they now are (the dropped ones expunged), and the next backup makes the
+// copy exact.
+func TestKilledBackupResetSameIdentityConverges(t *testing.T) {
+	a, b := testmail.Roots(t)
+	m1 := testmail.Deliver(t, a, "INBOX", "M1")
+	settle(t, a, b)
+	testmail.Deliver(t, b, "INBOX", "B's own")
+	victim := killedSync(t, a, b, session.Options{Backup: true}, func(dir string, rewrite bool) bool { return rewrite })
+	if victim != b {
+		t.Fatalf("killed %q, want B's reset", victim)
+	}
+	for i := 0; ; i++ {
+		s := testmail.Sync(t, a, b, session.Options{Backup: true})
+		if !s.Changed {
+			break
+		}
+		if i == 2 {
+			t.Fatalf("backup still skipping steps: %v", s.ResultB.Skipped)
+		}
+	}
+	testmail.Converged(t, a, b)
+	s := testmail.Sync(t, a, b, session.Options{Backup: true})
+	if n := s.ResultB.Added + s.ResultB.Expunged + s.ResultB.Flagged + s.ResultB.Moved + s.ResultB.MailboxOps; n != 0 {
+		t.Fatalf("second backup did %d things: %+v", n, s.ResultB)
+	}
+	if files := testmail.Files(t, b, "INBOX"); len(files) != 1 || testmail.Find(t, b, "INBOX", m1) == "" {
+		t.Fatalf("B INBOX %v, want M1 only", files)
+	}
+}
