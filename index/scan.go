@@ -862,6 +862,17 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 		for _, m := range old {
 			oldBy[m.UID] = m
 		}
+		// Two records of one GUID that an old bug left (dupguid.go): the
+		// scan's own rule decides which file keeps the GUID.
+		dupRec, err := dupGUIDRecords(tx, box.GUID, old)
+		if err != nil {
+			return err
+		}
+		if len(dupRec) > 0 {
+			r.log.Warn("repairing an index that held two records of one message GUID", "mailbox", name, "records", len(dupRec))
+			box.Epoch = randomUint64() // what peers saved of it is stale
+			changed = true
+		}
 		// With dovecot-keywords unchanged, a file name the index knows
 		// stands for the flags the index has.
 		kwSame := box.Stamp.Keywords == st.Keywords
@@ -870,7 +881,7 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 		// another UID was renumbered (an interrupted apply, or Dovecot), not
 		// expunged.
 		guids := messageGUIDs(ul.Records, func(base string) bool { return files[base] != nil }, func(uid uint32, base string) string {
-			if m := oldBy[uid]; m != nil && m.fileBase() == base {
+			if m := oldBy[uid]; m != nil && m.fileBase() == base && !dupRec[uid] {
 				return m.GUID
 			}
 			return ""
@@ -930,7 +941,11 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 			}
 			want := flagsOf(f.fn, kw)
 			if om != nil && om.GUID != guid {
-				if err := bt.drop(om.UID, retire(om)); err != nil {
+				var t *model.Tombstone
+				if !dupRec[om.UID] { // (a doubled record is no message that went anywhere)
+					t = retire(om)
+				}
+				if err := bt.drop(om.UID, t); err != nil {
 					return err
 				}
 				om = nil
