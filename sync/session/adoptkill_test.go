@@ -2,12 +2,14 @@ package session_test
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/twinbox-mail/twinbox/index"
 	"github.com/twinbox-mail/twinbox/internal/testmail"
+	"github.com/twinbox-mail/twinbox/maildir"
 	"github.com/twinbox-mail/twinbox/sync/merge"
 	"github.com/twinbox-mail/twinbox/sync/replica"
 	"github.com/twinbox-mail/twinbox/sync/session"
@@ -200,5 +202,57 @@ func TestKilledBackupResetSameIdentityConverges(t *testing.T) {
 	}
 	if files := testmail.Files(t, b, "INBOX"); len(files) != 1 || testmail.Find(t, b, "INBOX", m1) == "" {
 		t.Fatalf("B INBOX %v, want M1 only", files)
+	}
+}
+
+// A mailbox whose UIDVALIDITY changed on one side (its uidlist made again
+// by hand, same GUID) is void there: that side adopts it under the other
+// side's UIDVALIDITY, From == To. Killed after the uidlist rewrite, the
+// next scan completes it from the journal: the records move to their new
+// UIDs with their Born stamps (without the journal the scan took the new
+// UIDVALIDITY for a reset and stamped them born now), nothing lost, and
+// the replicas converge.
+func TestKilledVoidAdoptSameGUIDConverges(t *testing.T) {
+	a, b := testmail.Roots(t)
+	m1 := testmail.Deliver(t, a, "Work", "M1")
+	m2 := testmail.Deliver(t, a, "Work", "M2")
+	settle(t, a, b)
+	ul := testmail.Uidlist(t, b, "Work")
+	ul.UIDValidity += 1000
+	if err := maildir.WriteUidlist(testmail.Dir(t, b, "Work"), ul); err != nil {
+		t.Fatal(err)
+	}
+	before := borns(t, b, "Work") // (as B's index knows them now)
+	victim := killedSync(t, a, b, session.Options{}, func(dir string, rewrite bool) bool { return rewrite })
+	if victim != b {
+		t.Fatalf("killed %q, want B's adopt", victim)
+	}
+	if got, want := testmail.Uidlist(t, b, "Work").UIDValidity, testmail.Uidlist(t, a, "Work").UIDValidity; got != want {
+		t.Fatalf("the kill came before the rewrite: B's UIDVALIDITY %d, A's %d", got, want)
+	}
+	// The scan after the kill completes the adopt: the instances keep
+	// their Born (re-read as new records, they were stamped now).
+	if after := borns(t, b, "Work"); !maps.Equal(after, before) || len(after) != 2 {
+		t.Errorf("Born stamps on B before %v, after the killed adopt %v", before, after)
+	}
+	for i := 0; ; i++ {
+		s, err := testmail.TrySync(a, b, session.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !s.Changed {
+			break
+		}
+		if i == 2 {
+			t.Fatalf("still changing: %v %v", s.ResultA.Skipped, s.ResultB.Skipped)
+		}
+	}
+	testmail.Converged(t, a, b)
+	assertIdle(t, a, b)
+	testmail.WantMailboxes(t, []string{"INBOX", "Work"}, a, b)
+	for _, r := range []string{a, b} {
+		if files := testmail.Files(t, r, "Work"); len(files) != 2 || testmail.Find(t, r, "Work", m1) == "" || testmail.Find(t, r, "Work", m2) == "" {
+			t.Errorf("%s Work %v, want M1 and M2", r, files)
+		}
 	}
 }
