@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -219,16 +220,23 @@ func (r *Replica) completeAdopt(j *adoptEntry, ul *maildir.Uidlist, rel string, 
 
 // adoptDone reports whether the uidlist ul of directory rel shows the
 // journaled adopt j carried out while the index (byGUID) still holds the
-// mailbox as before it: the loser at that directory, not found elsewhere
-// by this scan, and the winner not live in the index (the merge adopts
-// only where the winner is absent, deleted or missing).
-func adoptDone(j *adoptEntry, ul *maildir.Uidlist, rel string, byGUID map[model.MailboxGUID]*Box, found map[model.MailboxGUID]bool) bool {
-	if model.MailboxGUID(ul.GUID) != j.To || ul.UIDValidity != j.UIDValidity || rel != j.Dir || found[j.From] {
+// mailbox as before it: the loser at the journaled directory, not found
+// elsewhere by this scan, and the winner not live in the index (the merge
+// adopts only where the winner is absent, deleted or missing). The
+// directory may have moved since (a client renamed the folder): then the
+// journaled one must not hold the loser any more.
+func (r *Replica) adoptDone(j *adoptEntry, ul *maildir.Uidlist, rel string, byGUID map[model.MailboxGUID]*Box, found map[model.MailboxGUID]bool) bool {
+	if model.MailboxGUID(ul.GUID) != j.To || ul.UIDValidity != j.UIDValidity || found[j.From] {
 		return false
 	}
 	l := byGUID[j.From]
-	if l == nil || l.Deleted || l.Dir != rel {
+	if l == nil || l.Deleted || l.Dir != j.Dir {
 		return false
+	}
+	if rel != j.Dir {
+		if h, err := readUidlistHeader(filepath.Join(r.loc.Root, j.Dir)); err == nil && model.MailboxGUID(h.GUID) == j.From {
+			return false
+		}
 	}
 	if j.From == j.To {
 		return l.UIDValidity != ul.UIDValidity

@@ -366,7 +366,7 @@ func (r *Replica) scanDir(ctx context.Context, name, dir, rel string, byGUID map
 	}
 	g := model.MailboxGUID(ul.GUID)
 	changed := false
-	if j := adopts[g]; j != nil && adoptDone(j, ul, rel, byGUID, found) {
+	if j := adopts[g]; j != nil && r.adoptDone(j, ul, rel, byGUID, found) {
 		// A merge that a killed apply wrote to the uidlist and did not
 		// record: recorded now, as the apply would have.
 		nb, err := r.completeAdopt(j, ul, rel, byGUID[j.From])

@@ -256,3 +256,43 @@ func TestKilledVoidAdoptSameGUIDConverges(t *testing.T) {
 		}
 	}
 }
+
+// A merge of "Work" killed after B's uidlist took the winner's GUID, and a
+// client renames the folder on B before the next sync: the scan finds the
+// winner's uidlist in the renamed directory and completes the merge there
+// (the rename then replicates as a rename of the merged mailbox).
+func TestKilledMergeThenRenamedConverges(t *testing.T) {
+	a, b := testmail.Roots(t)
+	// A's Work handed out more UIDs: it is the keeper, B adopts it.
+	testmail.Deliver(t, a, "Work", "A1")
+	testmail.Deliver(t, a, "Work", "A2")
+	testmail.Deliver(t, b, "Work", "B1")
+	victim := killedSync(t, a, b, session.Options{}, func(dir string, rewrite bool) bool { return rewrite })
+	if victim != b {
+		t.Fatalf("killed %q, want B's adopt", victim)
+	}
+	if testmail.Uidlist(t, b, "Work").GUID != testmail.Uidlist(t, a, "Work").GUID {
+		t.Fatal("the kill came before the uidlist rewrite")
+	}
+	testmail.Rename(t, b, "Work", "Renamed")
+	for i := 0; ; i++ {
+		s, err := testmail.TrySync(a, b, session.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !s.Changed {
+			break
+		}
+		if i == 2 {
+			t.Fatalf("still changing: %v %v", s.ResultA.Skipped, s.ResultB.Skipped)
+		}
+	}
+	testmail.Converged(t, a, b)
+	assertIdle(t, a, b)
+	testmail.WantMailboxes(t, []string{"INBOX", "Renamed"}, a, b)
+	for _, r := range []string{a, b} {
+		if n := len(testmail.Files(t, r, "Renamed")); n != 3 {
+			t.Errorf("%s Renamed holds %d messages, want 3", r, n)
+		}
+	}
+}
