@@ -23,7 +23,8 @@ package session_test
 //     that fails after k bodies, a context cancelled after k bodies, or
 //     Commit of one side (faulty below wraps both sides; one is armed);
 //     in TestPropertyKilledApplies also a kill of one side's apply after
-//     a mailbox's files and uidlist are written, before its index commit.
+//     a mailbox's files and uidlist are written, before its index commit
+//     (also after an adopt's uidlist took the winner's GUID).
 //
 // Checked after every action (and, for Dovecot's view, also whenever a sync
 // pulls bodies, between a mailbox's create and its adds):
