@@ -34,9 +34,12 @@ import (
 // (completeAdopt): the loser becomes an alias of the winner, and the
 // records of the files the rewrite kept move to their new UIDs with their
 // Born stamps; the adds' records come from the scan as after any killed
-// apply (their Born from the Born journal). An entry whose directory still
-// shows the loser (a kill before the rewrite) is dropped by the scan: it
-// is harmless, the adopt never happened.
+// apply (their Born from the Born journal). The directory may have been
+// renamed by a client since (adoptDone). A loser whose directory is gone
+// by that scan is recorded as merged, the winner Deleted or Missing with
+// the UIDNEXT the killed uidlist may have reached (vanishedAdopt). An entry
+// whose directory still shows the loser (a kill before the rewrite) is
+// dropped by the scan: it is harmless, the adopt never happened.
 
 var adoptPrefix = []byte("adopt\x00")
 
