@@ -360,3 +360,30 @@ func adoptNextFrom(tx *bolt.Tx, from model.MailboxGUID, uidv uint32) uint32 {
 	}
 	return next
 }
+
+// adoptDeletedAs reports whether dovecot.mailbox.log records, since the
+// apply, a delete of the winner of a journaled adopt of mailbox from: the
+// rewrite happened, and a client then deleted the mailbox under the
+// winner's GUID. A folder made again in the loser's directory is then a
+// new mailbox, not the loser to restore (as with a delete logged under the
+// loser's own GUID, establishUidlist); the loser's record goes the way of
+// vanishedAdopt.
+func (r *Replica) adoptDeletedAs(from model.MailboxGUID) bool {
+	var to []*Box
+	_ = r.store.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bMeta).Cursor()
+		for k, v := c.Seek(adoptPrefix); k != nil && bytes.HasPrefix(k, adoptPrefix); k, v = c.Next() {
+			var e adoptEntry
+			if json.Unmarshal(v, &e) == nil && e.From == from && e.To != from {
+				to = append(to, &Box{Mailbox: model.Mailbox{GUID: e.To}, Revived: e.Revived})
+			}
+		}
+		return nil
+	})
+	for _, b := range to {
+		if r.deletedInLog(b) {
+			return true
+		}
+	}
+	return false
+}

@@ -145,21 +145,29 @@ func TestKilledAdoptThenDeletedKeepsItsUIDs(t *testing.T) {
 		t.Errorf("the winner on B after the scan: %+v (present %v), want deleted with UIDNEXT >= %d, UIDVALIDITY %d", m, ok, ul.NextUID, ul.UIDValidity)
 	}
 	untilQuiet(t, a, b)
-	// What the killed uidlist named keeps its meaning.
-	now := testmail.Uidlist(t, b, "Work")
-	if now.GUID == ul.GUID && now.UIDValidity == ul.UIDValidity {
-		was := map[uint32]string{}
-		for _, r := range ul.Records {
-			was[r.UID] = r.FileName
+	keepsMeanings(t, ul, b, "Work")
+}
+
+// keepsMeanings fails the test if mailbox's uidlist on root, under the
+// GUID and UIDVALIDITY of was, names another file at a UID was named, or
+// shows a lower NEXTUID.
+func keepsMeanings(t *testing.T, was *maildir.Uidlist, root, mailbox string) {
+	t.Helper()
+	now := testmail.Uidlist(t, root, mailbox)
+	if now.GUID != was.GUID || now.UIDValidity != was.UIDValidity {
+		return
+	}
+	named := map[uint32]string{}
+	for _, r := range was.Records {
+		named[r.UID] = r.FileName
+	}
+	for _, r := range now.Records {
+		if f, ok := named[r.UID]; ok && baseName(f) != baseName(r.FileName) {
+			t.Errorf("UID %d named %s, now %s", r.UID, f, r.FileName)
 		}
-		for _, r := range now.Records {
-			if f, ok := was[r.UID]; ok && baseName(f) != baseName(r.FileName) {
-				t.Errorf("UID %d named %s, now %s", r.UID, f, r.FileName)
-			}
-		}
-		if now.NextUID < ul.NextUID {
-			t.Errorf("NEXTUID went down from %d to %d", ul.NextUID, now.NextUID)
-		}
+	}
+	if now.NextUID < was.NextUID {
+		t.Errorf("NEXTUID went down from %d to %d", was.NextUID, now.NextUID)
 	}
 }
 
@@ -169,4 +177,66 @@ func baseName(f string) string {
 		return f
 	}
 	return fn.Base
+}
+
+// The same, but the client then makes the folder again (an empty directory
+// at the old name) before B's next scan, and B's own Work had another
+// UIDVALIDITY than the winner. The scan restored B's own mailbox into the
+// new directory from the index (the delete was logged under the winner's
+// GUID, not B's own), the sync merged it into the winner again, and the
+// UIDNEXT of that merge, counted from B's own, gave a UID of the killed
+// uidlist to another message (property seed 17346408204426553647). Now
+// the new directory is a new mailbox and the winner is Deleted with that
+// UIDNEXT.
+func TestKilledAdoptDeletedAndMadeAgain(t *testing.T) {
+	a, b := roots(t)
+	testmail.Deliver(t, a, "Work", "A1")
+	testmail.Deliver(t, a, "Work", "A2")
+	testmail.Deliver(t, b, "Work", "B1")
+	scan(t, a)
+	scan(t, b)
+	// B's Work made in another second than A's.
+	ulb := testmail.Uidlist(t, b, "Work")
+	ulb.UIDValidity = testmail.Uidlist(t, a, "Work").UIDValidity + 7
+	if err := maildir.WriteUidlist(testmail.Dir(t, b, "Work"), ulb); err != nil {
+		t.Fatal(err)
+	}
+	scan(t, b)
+	own := model.MailboxGUID(ulb.GUID)
+	killed := false
+	restore := index.SetTestHookBeforeBoxCommit(func(dir string) {
+		if filepath.Dir(dir) == b && filepath.Base(dir) == ".Work" && !killed {
+			killed = true
+			panic("killed")
+		}
+	})
+	func() {
+		defer func() { _ = recover() }()
+		_, _ = testmail.TrySync(a, b, session.Options{})
+	}()
+	restore()
+	if !killed {
+		t.Fatal("B's apply never committed Work")
+	}
+	ul := testmail.Uidlist(t, b, "Work")
+	winner := model.MailboxGUID(ul.GUID)
+	if winner == own {
+		t.Fatal("B's Work kept its GUID: no merge on B")
+	}
+	testmail.DeleteWithIntent(t, b, "Work")
+	if err := maildir.CreateMailboxDirs(testmail.Dir(t, b, "Work")); err != nil {
+		t.Fatal(err)
+	}
+	boxes := mailboxesOf(t, b)
+	if m := boxes[own]; !m.Deleted || m.MergedInto != winner {
+		t.Errorf("B's own Work after the scan: %+v, want an alias of %s", m, winner)
+	}
+	if m, ok := boxes[winner]; !ok || !m.Deleted || m.UIDNext < ul.NextUID {
+		t.Errorf("the winner on B after the scan: %+v (present %v), want deleted with UIDNEXT >= %d", m, ok, ul.NextUID)
+	}
+	if g := model.MailboxGUID(testmail.Uidlist(t, b, "Work").GUID); g == own || g == winner {
+		t.Errorf("the folder made again holds %s (own %s, winner %s), want a new mailbox", g, own, winner)
+	}
+	untilQuiet(t, a, b)
+	keepsMeanings(t, ul, b, "Work")
 }

@@ -412,7 +412,7 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 	if ul != nil && ul.GUID != [16]byte{} && !found[model.MailboxGUID(ul.GUID)] {
 		return ul, nil, nil
 	}
-	if ul == nil && known != nil && !found[known.GUID] && !known.Deleted && !known.Missing && r.deletedInLog(known) {
+	if ul == nil && known != nil && !found[known.GUID] && !known.Deleted && !known.Missing && (r.deletedInLog(known) || r.adoptDeletedAs(known.GUID)) {
 		known = nil // deleted with intent, then made anew: a new mailbox
 	}
 	if ul == nil && known != nil && !found[known.GUID] && r.heldElsewhere(known.GUID, dir) {

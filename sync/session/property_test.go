@@ -291,6 +291,12 @@ var knownSeeds = []struct {
 	// came back, was merged again below those UIDs, and a delivery took
 	// one of them ("UID 2 named m00, now names m04").
 	{"16866159006981464484", "a killed merge's UIDs are not given again after a delete", false, false, true, true},
+	// The same, with the folder made again by a client before the next
+	// scan, and the loser under another UIDVALIDITY than the winner: the
+	// scan restored the loser's identity into the new folder (the delete
+	// was logged under the winner's GUID), and merging it again counted
+	// UIDNEXT from the loser's.
+	{"17346408204426553647", "a killed merge's UIDs are not given again after a delete and a new folder", false, false, true, true},
 }
 
 func TestPropertyKnownSeeds(t *testing.T) {
