@@ -361,29 +361,27 @@ func adoptNextFrom(tx *bolt.Tx, from model.MailboxGUID, uidv uint32) uint32 {
 	return next
 }
 
-// adoptDeletedAs reports whether dovecot.mailbox.log records, since the
-// apply, a delete of the winner of a journaled adopt of mailbox from: the
-// rewrite happened, and a client then deleted the mailbox under the
-// winner's GUID. A folder made again in the loser's directory is then a
-// new mailbox, not the loser to restore (as with a delete logged under the
-// loser's own GUID, establishUidlist); the loser's record goes the way of
-// vanishedAdopt.
-func (r *Replica) adoptDeletedAs(from model.MailboxGUID) bool {
-	var to []*Box
+// adoptPendingFrom reports whether an adopt of mailbox from is journaled
+// (the next scan after a killed apply). A directory of from's that the
+// scan finds without a uidlist may have had its uidlist rewritten to the
+// winner's identity and then lost (rm -rf and made again, or a client's
+// delete logged under the winner's GUID and a new folder): it is a new
+// mailbox, not from restored from the index, and from goes the way of
+// vanishedAdopt (an alias; the winner Deleted or Missing with the UIDNEXT
+// the lost uidlist may have reached). Restored, from was merged into the
+// winner again with a UIDNEXT counted from its own, and a UID of the lost
+// uidlist named another message.
+func (r *Replica) adoptPendingFrom(from model.MailboxGUID) bool {
+	pending := false
 	_ = r.store.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bMeta).Cursor()
 		for k, v := c.Seek(adoptPrefix); k != nil && bytes.HasPrefix(k, adoptPrefix); k, v = c.Next() {
 			var e adoptEntry
-			if json.Unmarshal(v, &e) == nil && e.From == from && e.To != from {
-				to = append(to, &Box{Mailbox: model.Mailbox{GUID: e.To}, Revived: e.Revived})
+			if json.Unmarshal(v, &e) == nil && e.From == from {
+				pending = true
 			}
 		}
 		return nil
 	})
-	for _, b := range to {
-		if r.deletedInLog(b) {
-			return true
-		}
-	}
-	return false
+	return pending
 }

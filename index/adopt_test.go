@@ -2,6 +2,7 @@ package index_test
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -188,7 +189,15 @@ func baseName(f string) string {
 // uidlist to another message (property seed 17346408204426553647). Now
 // the new directory is a new mailbox and the winner is Deleted with that
 // UIDNEXT.
+//
+// The same with the folder removed without intent (rm -rf) and made again:
+// the winner is then Missing (restored from the peer), with that UIDNEXT.
 func TestKilledAdoptDeletedAndMadeAgain(t *testing.T) {
+	t.Run("deleted", func(t *testing.T) { killedAdoptGoneAndMadeAgain(t, true) })
+	t.Run("rm -rf", func(t *testing.T) { killedAdoptGoneAndMadeAgain(t, false) })
+}
+
+func killedAdoptGoneAndMadeAgain(t *testing.T, intent bool) {
 	a, b := roots(t)
 	testmail.Deliver(t, a, "Work", "A1")
 	testmail.Deliver(t, a, "Work", "A2")
@@ -223,7 +232,11 @@ func TestKilledAdoptDeletedAndMadeAgain(t *testing.T) {
 	if winner == own {
 		t.Fatal("B's Work kept its GUID: no merge on B")
 	}
-	testmail.DeleteWithIntent(t, b, "Work")
+	if intent {
+		testmail.DeleteWithIntent(t, b, "Work")
+	} else if err := os.RemoveAll(testmail.Dir(t, b, "Work")); err != nil {
+		t.Fatal(err)
+	}
 	if err := maildir.CreateMailboxDirs(testmail.Dir(t, b, "Work")); err != nil {
 		t.Fatal(err)
 	}
@@ -231,8 +244,8 @@ func TestKilledAdoptDeletedAndMadeAgain(t *testing.T) {
 	if m := boxes[own]; !m.Deleted || m.MergedInto != winner {
 		t.Errorf("B's own Work after the scan: %+v, want an alias of %s", m, winner)
 	}
-	if m, ok := boxes[winner]; !ok || !m.Deleted || m.UIDNext < ul.NextUID {
-		t.Errorf("the winner on B after the scan: %+v (present %v), want deleted with UIDNEXT >= %d", m, ok, ul.NextUID)
+	if m, ok := boxes[winner]; !ok || m.Deleted != intent || m.Missing == intent || m.UIDNext < ul.NextUID {
+		t.Errorf("the winner on B after the scan: %+v (present %v), want deleted %v, missing %v, UIDNEXT >= %d", m, ok, intent, !intent, ul.NextUID)
 	}
 	if g := model.MailboxGUID(testmail.Uidlist(t, b, "Work").GUID); g == own || g == winner {
 		t.Errorf("the folder made again holds %s (own %s, winner %s), want a new mailbox", g, own, winner)

@@ -412,8 +412,11 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 	if ul != nil && ul.GUID != [16]byte{} && !found[model.MailboxGUID(ul.GUID)] {
 		return ul, nil, nil
 	}
-	if ul == nil && known != nil && !found[known.GUID] && !known.Deleted && !known.Missing && (r.deletedInLog(known) || r.adoptDeletedAs(known.GUID)) {
+	if ul == nil && known != nil && !found[known.GUID] && !known.Deleted && !known.Missing && r.deletedInLog(known) {
 		known = nil // deleted with intent, then made anew: a new mailbox
+	}
+	if ul == nil && known != nil && !found[known.GUID] && r.adoptPendingFrom(known.GUID) {
+		known = nil // perhaps rewritten by a killed adopt, then lost (adopt.go)
 	}
 	if ul == nil && known != nil && !found[known.GUID] && r.heldElsewhere(known.GUID, dir) {
 		// Renamed away (its uidlist lives in another directory, which
