@@ -341,26 +341,6 @@ func adoptOf(adopts map[model.MailboxGUID]*adoptEntry, b *Box, byGUID map[model.
 	return nil
 }
 
-// adoptNextFrom returns the UIDNEXT that the uidlist of a journaled adopt
-// of mailbox from under UIDVALIDITY uidv may have reached (the Born
-// journal's of the winner), 0 if none: a uidlist restored from the index
-// for the loser's directory must not list a UID it gave out again.
-func adoptNextFrom(tx *bolt.Tx, from model.MailboxGUID, uidv uint32) uint32 {
-	var next uint32
-	c := tx.Bucket(bMeta).Cursor()
-	for k, v := c.Seek(adoptPrefix); k != nil && bytes.HasPrefix(k, adoptPrefix); k, v = c.Next() {
-		var e adoptEntry
-		if json.Unmarshal(v, &e) != nil || e.From != from || e.UIDValidity != uidv {
-			continue
-		}
-		next = max(next, e.Next)
-		if bj := bornJournal(tx, e.To); bj != nil {
-			next = max(next, bj.next)
-		}
-	}
-	return next
-}
-
 // adoptPendingFrom reports whether an adopt of mailbox from is journaled
 // (the next scan after a killed apply). A directory of from's that the
 // scan finds without a uidlist may have had its uidlist rewritten to the

@@ -436,8 +436,6 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 				// uidlist may have given out their UIDs (born.go).
 				nu.NextUID = max(nu.NextUID, j.next)
 			}
-			// Likewise a killed adopt's, under the same UIDVALIDITY (adopt.go).
-			nu.NextUID = max(nu.NextUID, adoptNextFrom(tx, known.GUID, known.UIDValidity))
 			msgs, err = loadMsgs(tx, known.GUID)
 			return err
 		}); err != nil {
