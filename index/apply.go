@@ -194,7 +194,13 @@ func (r *Replica) apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 	adopts := map[model.MailboxGUID]merge.Adopt{}
 	gone := map[model.MailboxGUID]bool{}
 	for _, a := range sp.Adopts {
-		made, err := r.applyAdoptDir(ctx, a, res)
+		var next uint32 // the UIDNEXT the rewrite reaches (journaled)
+		for i := range sp.Boxes {
+			if sp.Boxes[i].GUID == a.To {
+				next = sp.Boxes[i].UIDNext
+			}
+		}
+		made, err := r.applyAdoptDir(ctx, a, next, res)
 		if err != nil {
 			return res, err
 		}
@@ -349,6 +355,10 @@ func (r *Replica) apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 		// in a mailbox it never got to change: the scan before this apply
 		// has read what there was to read.
 		if err := clearBornJournals(tx); err != nil {
+			return err
+		}
+		// Likewise adopts whose uidlist was not rewritten (skipped).
+		if err := clearAdoptJournals(tx); err != nil {
 			return err
 		}
 		if work {
@@ -889,7 +899,7 @@ func (r *Replica) reserveUIDs(ctx context.Context, bp *merge.BoxPlan) error {
 
 // applyAdoptDir puts the adopting mailbox's directory at its final name;
 // applyBox then rewrites its identity.
-func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, res *ApplyResult) (bool, error) {
+func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, next uint32, res *ApplyResult) (bool, error) {
 	b, err := r.getBox(a.From)
 	if err != nil {
 		return false, r.wrap(a.Name, err)
@@ -924,17 +934,18 @@ func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, res *ApplyRe
 	} else if err != nil {
 		return false, r.wrap(b.Name, fmt.Errorf("locating mailbox to merge: %w", err))
 	}
+	inUse := false
 	if dir != dst && !model.IsInbox(b.Name) {
 		if _, err := os.Lstat(dst); err == nil {
 			// A missing mailbox's leftover (empty) directory may sit there.
-			if !isEmptyMailboxDir(dst) {
+			if inUse = !isEmptyMailboxDir(dst); inUse {
 				skip(res, "merge of %q into %q: target directory in use", b.Name, a.Name)
-				return true, nil // merged where it is
-			}
-			if err := os.RemoveAll(dst); err != nil {
+			} else if err := os.RemoveAll(dst); err != nil {
 				return false, r.wrap(a.Name, err)
 			}
 		}
+	}
+	if dir != dst && !model.IsInbox(b.Name) && !inUse {
 		if err := r.renameLocked(ctx, dir, dst); err != nil {
 			if errors.Is(err, errSaving) {
 				skip(res, "merge of %q into %q: %v", b.Name, a.Name, err)
@@ -954,14 +965,24 @@ func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, res *ApplyRe
 		}
 		dir = dst
 	}
+	// With the directory's place, the journal of what applyBox is about
+	// to write into its uidlist (adopt.go): a kill between that write and
+	// the index commit is completed by the next scan.
+	revived := r.lastDelete(a.To)
 	err = r.store.db.Update(func(tx *bolt.Tx) error {
 		b, err := getBox(tx, a.From)
 		if err != nil || b == nil {
 			return err
 		}
 		b.Dir = r.rel(dir)
+		if err := journalAdopt(tx, a, b.Dir, revived, next); err != nil {
+			return err
+		}
 		return putBox(tx, b)
 	})
+	if inUse {
+		return err == nil, r.wrap(a.Name, err) // merged where it is
+	}
 	res.MailboxOps++
 	return err == nil, r.wrap(a.Name, err)
 }

@@ -980,6 +980,11 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 				return err
 			}
 		}
+		if adopt != nil {
+			if err := clearAdoptJournal(tx, adopt.To); err != nil {
+				return err
+			}
+		}
 		b, err := getBox(tx, box.GUID)
 		if err != nil || b == nil {
 			return fmt.Errorf("mailbox %s left the index: %v", box.GUID, err)

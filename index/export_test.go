@@ -1,5 +1,14 @@
 package index
 
+import (
+	"context"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/twinbox-mail/twinbox/maildir"
+)
+
 // SetTestHookBeforeUidlistWrite makes applyBox call f after its journaled
 // renames and fresh-name links, before the uidlist names the new files (a
 // panic there stands for a kill). It returns the function that removes it.
@@ -60,4 +69,49 @@ func SetTestHookBeforeBoxCommit(f func(dir string)) func() {
 func SetTestHookAfterListing(f func(dir string)) func() {
 	testHookAfterListing = f
 	return func() { testHookAfterListing = nil }
+}
+
+// AddDuplicateRecord makes root's index hold, besides the INBOX record at
+// UID uid, a second record of the same message GUID at UID dup for the
+// file name file, with the mailbox's stamp taken from the disk (as an
+// apply's commit records it), and forgets that the index was checked for
+// such records: the state an old bug left (dupguid.go).
+func AddDuplicateRecord(root string, uid, dup uint32, file string) error {
+	r, err := Open(context.Background(), maildir.Location{Root: root}, Options{})
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return r.store.db.Update(func(tx *bolt.Tx) error {
+		boxes, err := allBoxes(tx)
+		if err != nil {
+			return err
+		}
+		for _, b := range boxes {
+			if b.Dir != "" || b.Deleted {
+				continue
+			}
+			bt, err := openBoxTx(tx, b)
+			if err != nil {
+				return err
+			}
+			m, err := bt.get(uid)
+			if err != nil || m == nil {
+				return fmt.Errorf("no record at UID %d: %v", uid, err)
+			}
+			c := *m
+			c.UID, c.File, c.Base = dup, file, baseOf(file)
+			if err := bt.put(&c); err != nil {
+				return err
+			}
+			b.UIDNext = max(b.UIDNext, dup+1)
+			b.Messages++
+			b.Stamp = stampOf(root)
+			if err := putBox(tx, b); err != nil {
+				return err
+			}
+			return tx.Bucket(bMeta).Delete(metaDupChecked)
+		}
+		return fmt.Errorf("no INBOX")
+	})
 }

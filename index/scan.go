@@ -163,6 +163,12 @@ func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 	if !r.opt.DryRun {
 		r.bringBack(ctx, dirs, byGUID)
 	}
+	// Adopts a killed apply may have carried out on disk without
+	// recording them (adopt.go).
+	adopts, err := r.adoptJournals()
+	if err != nil {
+		return nil, r.wrap("", err)
+	}
 	found := map[model.MailboxGUID]bool{}
 	complete := true // every directory read (for an unborn index)
 	for _, d := range dirs {
@@ -176,7 +182,7 @@ func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 		if rel == "." {
 			rel = ""
 		}
-		changed, err := r.scanDir(ctx, d.Name, d.Dir, rel, byGUID, byDir, found, res)
+		changed, err := r.scanDir(ctx, d.Name, d.Dir, rel, byGUID, byDir, found, adopts, res)
 		if err != nil {
 			if dirGone(d.Dir) {
 				// Deleted or renamed (by Dovecot) while we read it: the
@@ -205,10 +211,30 @@ func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 			}
 			logRead = true
 		}
-		if err := r.vanished(b, deleteTime(logRecs, b)); err != nil {
+		delT := deleteTime(logRecs, b)
+		if j := adoptOf(adopts, b, byGUID, found); j != nil && (delT.IsZero() || j.From == j.To) {
+			// The loser of a merge a killed apply did not record, its
+			// directory gone since (adopt.go). (Deleted by a client
+			// under the loser's GUID: the rewrite never happened.)
+			if err := r.vanishedAdopt(b, j, logRecs); err != nil {
+				return nil, r.wrap(b.Name, err)
+			}
+			delete(adopts, j.To)
+			res.Changed = true
+			continue
+		}
+		if err := r.vanished(b, delT); err != nil {
 			return nil, err
 		}
 		res.Changed = true
+	}
+
+	if len(adopts) > 0 && complete {
+		// Every directory was read: an entry no directory took is of an
+		// adopt that never rewrote its uidlist (killed before).
+		if err := r.store.db.Update(clearAdoptJournals); err != nil {
+			return nil, r.wrap("", err)
+		}
 	}
 
 	ch, err := r.scanSubs()
@@ -300,7 +326,7 @@ func (r *Replica) vanished(b *Box, delT time.Time) error {
 }
 
 // scanDir identifies the mailbox in one directory and scans its contents.
-func (r *Replica) scanDir(ctx context.Context, name, dir, rel string, byGUID map[model.MailboxGUID]*Box, byDir map[string]*Box, found map[model.MailboxGUID]bool, res *ScanResult) (bool, error) {
+func (r *Replica) scanDir(ctx context.Context, name, dir, rel string, byGUID map[model.MailboxGUID]*Box, byDir map[string]*Box, found map[model.MailboxGUID]bool, adopts map[model.MailboxGUID]*adoptEntry, res *ScanResult) (bool, error) {
 	st, locked := stampLock(dir, !r.opt.DryRun)
 	if locked && maildir.BreakOrphanUidlistLock(dir) {
 		// A killed twinbox's lock would make Dovecot wait for 120 s.
@@ -340,9 +366,20 @@ func (r *Replica) scanDir(ctx context.Context, name, dir, rel string, byGUID map
 		}
 	}
 	g := model.MailboxGUID(ul.GUID)
+	changed := false
+	if j := adopts[g]; j != nil && r.adoptDone(j, ul, rel, byGUID, found) {
+		// A merge that a killed apply wrote to the uidlist and did not
+		// record: recorded now, as the apply would have.
+		nb, err := r.completeAdopt(j, ul, rel, byGUID[j.From])
+		if err != nil {
+			return false, r.wrap(name, err)
+		}
+		delete(adopts, g)
+		byGUID[g] = nb
+		changed = true
+	}
 	found[g] = true
 	box = byGUID[g]
-	changed := false
 	// A mailbox a new index finds: its listed messages were born before,
 	// when is unknown (born.go).
 	unborn := r.store.unborn && box == nil
@@ -379,6 +416,9 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 	}
 	if ul == nil && known != nil && !found[known.GUID] && !known.Deleted && !known.Missing && r.deletedInLog(known) {
 		known = nil // deleted with intent, then made anew: a new mailbox
+	}
+	if ul == nil && known != nil && !found[known.GUID] && r.adoptPendingFrom(known.GUID) {
+		known = nil // perhaps rewritten by a killed adopt, then lost (adopt.go)
 	}
 	if ul == nil && known != nil && !found[known.GUID] && r.heldElsewhere(known.GUID, dir) {
 		// Renamed away (its uidlist lives in another directory, which
@@ -882,6 +922,17 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 		for _, m := range old {
 			oldBy[m.UID] = m
 		}
+		// Two records of one GUID that an old bug left (dupguid.go): the
+		// scan's own rule decides which file keeps the GUID.
+		dupRec, err := dupGUIDRecords(tx, box.GUID, old)
+		if err != nil {
+			return err
+		}
+		if len(dupRec) > 0 {
+			r.log.Warn("repairing an index that held two records of one message GUID", "mailbox", name, "records", len(dupRec))
+			box.Epoch = randomUint64() // what peers saved of it is stale
+			changed = true
+		}
 		// With dovecot-keywords unchanged, a file name the index knows
 		// stands for the flags the index has.
 		kwSame := box.Stamp.Keywords == st.Keywords
@@ -890,7 +941,7 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 		// another UID was renumbered (an interrupted apply, or Dovecot), not
 		// expunged.
 		guids := messageGUIDs(ul.Records, func(base string) bool { return files[base] != nil }, func(uid uint32, base string) string {
-			if m := oldBy[uid]; m != nil && m.fileBase() == base {
+			if m := oldBy[uid]; m != nil && m.fileBase() == base && !dupRec[uid] {
 				return m.GUID
 			}
 			return ""
@@ -950,7 +1001,11 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 			}
 			want := flagsOf(f.fn, kw)
 			if om != nil && om.GUID != guid {
-				if err := bt.drop(om.UID, retire(om)); err != nil {
+				var t *model.Tombstone
+				if !dupRec[om.UID] { // (a doubled record is no message that went anywhere)
+					t = retire(om)
+				}
+				if err := bt.drop(om.UID, t); err != nil {
 					return err
 				}
 				om = nil

@@ -157,7 +157,7 @@ func openStore(path string, timeout time.Duration) (*Store, error) {
 			}
 		}
 		m := tx.Bucket(bMeta)
-		if id := m.Get([]byte("index_id")); id != nil && string(m.Get([]byte("version"))) == indexVersion {
+		if id := m.Get([]byte("index_id")); id != nil && string(m.Get([]byte("version"))) == indexVersion && m.Get(metaDupChecked) != nil {
 			s.indexID, ready = string(id), true
 			s.unborn = m.Get(metaUnborn) != nil
 		}
@@ -183,9 +183,13 @@ func openStore(path string, timeout time.Duration) (*Store, error) {
 				return fmt.Errorf("index format %q, this build reads %q: move the file away (the next sync rebuilds it by a full compare)", v, indexVersion)
 			}
 			s.indexID = string(id)
-			return nil
+			s.unborn = m.Get(metaUnborn) != nil
+			return checkDupGUIDs(tx) // once (dupguid.go)
 		}
 		s.indexID = randomHex(16)
+		if err := m.Put(metaDupChecked, []byte{1}); err != nil {
+			return err
+		}
 		if err := m.Put([]byte("index_id"), []byte(s.indexID)); err != nil {
 			return err
 		}

@@ -25,7 +25,9 @@ const VerifyEnv = "TWINBOX_TEST_VERIFY_INDEX"
 //   - the modseq bucket maps each record's modseq to its UID (likewise
 //     tombstones), so no two entries share a modseq;
 //   - a UID is not both a record and a tombstone;
-//   - every record is in the message-GUID bucket.
+//   - every record is in the message-GUID bucket;
+//   - no two live (not held) records of a mailbox share a message GUID
+//     (every report would list it twice, and the peer refuses that).
 func (r *Replica) Verify() []string {
 	var out []string
 	err := r.store.db.View(func(tx *bolt.Tx) error {
@@ -73,6 +75,7 @@ func verifyBox(tx *bolt.Tx, b *Box) []string {
 		}
 	}
 	live := map[uint32]bool{}
+	byGUID := map[string]uint32{}
 	err = bb.uid.ForEach(func(k, v []byte) error {
 		u := binary.BigEndian.Uint32(k)
 		m, err := decodeMsg(v)
@@ -87,6 +90,12 @@ func verifyBox(tx *bolt.Tx, b *Box) []string {
 		reachable("UID", u, m.Modseq, bb.mod)
 		if tx.Bucket(bGUIDs).Get(guidKey(m.GUID, b.GUID, u)) == nil {
 			bad("UID %d: message %s missing from the GUID bucket", u, m.GUID)
+		}
+		if !m.Held {
+			if o, ok := byGUID[m.GUID]; ok {
+				bad("UIDs %d and %d: two records of message %s", o, u, m.GUID)
+			}
+			byGUID[m.GUID] = u
 		}
 		return nil
 	})

@@ -23,7 +23,8 @@ package session_test
 //     that fails after k bodies, a context cancelled after k bodies, or
 //     Commit of one side (faulty below wraps both sides; one is armed);
 //     in TestPropertyKilledApplies also a kill of one side's apply after
-//     a mailbox's files and uidlist are written, before its index commit.
+//     a mailbox's files and uidlist are written, before its index commit
+//     (also after an adopt's uidlist took the winner's GUID).
 //
 // Checked after every action (and, for Dovecot's view, also whenever a sync
 // pulls bodies, between a mailbox's create and its adds):
@@ -185,7 +186,8 @@ var propLayout maildir.Layout
 // files and uidlist of one of its mailboxes are written and before its
 // index records them (the next scan finds the adds listed without records:
 // their Born stamps come from the apply's journal), with a quarter of the
-// cases.
+// cases. Kills of adopts (merges) are drawn too (propKillRewrites): the
+// next scan completes the merge from the adopt journal (index/adopt.go).
 func TestPropertyKilledApplies(t *testing.T) {
 	setPropChecks(t)
 	if f := flag.Lookup("rapid.checks"); f != nil && !explicitFlag("rapid.checks") {
@@ -193,8 +195,8 @@ func TestPropertyKilledApplies(t *testing.T) {
 			_ = f.Value.Set(strconv.Itoa(max(n/4, 1)))
 		}
 	}
-	propKills = true
-	t.Cleanup(func() { propKills = false })
+	propKills, propKillRewrites = true, true
+	t.Cleanup(func() { propKills, propKillRewrites = false, false })
 	checkProperty(t)
 }
 
@@ -202,15 +204,13 @@ func TestPropertyKilledApplies(t *testing.T) {
 var propKills bool
 
 // propKillRewrites lets faultKill kill an adopt (a merge of two mailboxes)
-// too. Known gap (session 5, not fixed): an adopt killed after it wrote
-// the uidlist with the winner's GUID and before the index recorded the
-// merge leaves the index with the loser's GUID live, whose directory now
-// holds the winner: the next scan takes the loser for Missing and the
-// peers restore it, renamed aside. For INBOX, which is never renamed on
-// disk, that never converges (seed 7466045879350227286 of
-// TestPropertyKilledApplies with this on: "create of INBOX: the directory
-// now holds mailbox ..." in every final sync). Adopts would need a journal
-// like the renumberings' (index/renumber.go).
+// too, after its uidlist took the winner's GUID (on in
+// TestPropertyKilledApplies since session 6; the kills seeds recorded
+// before replay without it). Before the adopt journal (index/adopt.go), the
+// index then held the loser's GUID live at a directory that held the
+// winner: the next scan took the loser for Missing and the peers restored
+// it, renamed aside; INBOX, never renamed on disk, never converged (seed
+// 7466045879350227286).
 var propKillRewrites bool
 
 // knownSeeds replay histories the property test found failing (each
@@ -223,60 +223,80 @@ var knownSeeds = []struct {
 	legacy     bool
 	layoutFS   bool // a TestPropertyLayoutFS seed
 	kills      bool // a TestPropertyKilledApplies seed
+	// rewrites: a TestPropertyKilledApplies seed recorded with kills of
+	// adopts (propKillRewrites); the earlier kills seeds replay without.
+	rewrites bool
 }{
 	// A message moved into a folder that is then merged into a same-named
 	// folder of the other side, where an older instance of it had been
 	// expunged (moved away): the void-instance kill took the younger copy
 	// too, and the other copy was expunged by the move: lost.
-	{"4647851137266389225", "younger copy in a merging folder survives an older expunge", true, false, false},
+	{"4647851137266389225", "younger copy in a merging folder survives an older expunge", true, false, false, false},
 	// Found by the Dovecot model (dovecot_model_test.go), issue 3: a sync
 	// made a mailbox on B with the plan's NEXTUID and added its messages
 	// below it later in the apply; a Dovecot reading the uidlist in
 	// between takes them for expunged messages that reappeared.
-	{"1375322980816477217", "a created mailbox shows no NEXTUID above the UIDs still to be added", false, false, false},
+	{"1375322980816477217", "a created mailbox shows no NEXTUID above the UIDs still to be added", false, false, false, false},
 	// Found by the Dovecot model too: a folder B deleted and made again
 	// (same UIDVALIDITY, so B's Dovecot keeps its index) merged into A's;
 	// a message Lost with B's old directory was put back at its old UID,
 	// below the NEXTUID B's new directory already showed.
-	{"16639578282865253160", "a Lost UID is not refilled below a NEXTUID Dovecot read", false, false, false},
+	{"16639578282865253160", "a Lost UID is not refilled below a NEXTUID Dovecot read", false, false, false, false},
 	// With Lost UIDs refilled only in the plan that makes the directory
 	// again, and that directory's uidlist started below them: the sync
 	// stopped before the refill, and a delivery took the Lost UID.
-	{"16364029561013211462", "a Lost UID is never given to another message", false, false, false},
+	{"16364029561013211462", "a Lost UID is never given to another message", false, false, false, false},
 	// Two seeds that failed on main at the start of session 3 (found by
 	// the mergeuids helper) and pass since the merges of that session:
 	// a message whose body the peer could not send was renumbered on
 	// every sync (never converged), and a rename aside met a leftover
 	// `.twinbox-tmp-<guid>` of an interrupted apply ("file exists").
-	{"16639578282865255371", "converges when a body cannot be sent", false, false, false},
-	{"11022306618245745561", "a rename aside after an interrupted apply", false, false, false},
+	{"16639578282865255371", "converges when a body cannot be sent", false, false, false, false},
+	{"11022306618245745561", "a rename aside after an interrupted apply", false, false, false, false},
 	// LAYOUT=fs (session 4): a folder renamed aside for a name clash
 	// carried its child directory along, and the sync said it had
 	// converged while the child's name differed on the two replicas.
-	{"7782735647188521255", "LAYOUT=fs: a child carried by its parent's rename aside", false, true, false},
+	{"7782735647188521255", "LAYOUT=fs: a child carried by its parent's rename aside", false, true, false, false},
 	// LAYOUT=fs: a plan renamed "a" to "a/b", inside its own directory
 	// (rename(2): invalid argument, the sync failed); now via a temporary name.
-	{"7596852706875807560", "LAYOUT=fs: a rename into the mailbox's own directory", false, true, false},
+	{"7596852706875807560", "LAYOUT=fs: a rename into the mailbox's own directory", false, true, false, false},
 	// Session 5, killed applies: an apply killed after its uidlist gave an
 	// add its UID and before the index recorded it; the folder was then
 	// removed and made again by a delivery, and the uidlist restored from
 	// the index gave the UID to the new message.
-	{"5810530049250559741", "a killed apply's UID is not given again", false, false, true},
+	{"5810530049250559741", "a killed apply's UID is not given again", false, false, true, false},
 	// The same, with the folder's directory gone at the next scan (the
 	// mailbox becomes Missing) and made again by the sync: its UIDNEXT
 	// takes the journaled one.
-	{"8209712424312482167", "a killed apply's UID is not given again (Missing)", false, false, true},
+	{"8209712424312482167", "a killed apply's UID is not given again (Missing)", false, false, true, false},
 	// The same with a renumbering killed after its uidlist named the new
 	// UIDs, and the folder deleted with intent before the next scan and
 	// brought back (same GUID and UIDVALIDITY) by the peer's new mail.
-	{"6715225589339491682", "a killed apply's UID is not given again (deleted, back)", false, false, true},
+	{"6715225589339491682", "a killed apply's UID is not given again (deleted, back)", false, false, true, false},
 	// Found by a TWINBOX_LONG run in session 5 (fails on main fb3f299
 	// too): a mailbox's plan expunged a killed instance of a message and
 	// added the peer's surviving one; the expunge waited for the second
 	// pass, an interrupted apply never got there, and the index kept two
 	// records of one GUID in the mailbox: every later sync failed ("message
 	// GUID listed twice"). Now such an expunge goes with the add.
-	{"5769373144519208670", "an expunge and an add of one GUID in one mailbox commit together", false, false, false},
+	{"5769373144519208670", "an expunge and an add of one GUID in one mailbox commit together", false, false, false, false},
+	// Session 6, kills of adopts: a merge of INBOX killed after the
+	// uidlist took the winner's GUID, before the index recorded it: the
+	// loser was taken for Missing and restored beside the winner, and INBOX
+	// never converged. The adopt journal completes the merge at the next
+	// scan.
+	{"7466045879350227286", "a killed merge of INBOX converges", false, false, true, true},
+	// A merge of "a" killed after its uidlist gave UIDs under the winner's
+	// GUID; a client deleted the folder before the next scan. The loser
+	// came back, was merged again below those UIDs, and a delivery took
+	// one of them ("UID 2 named m00, now names m04").
+	{"16866159006981464484", "a killed merge's UIDs are not given again after a delete", false, false, true, true},
+	// The same, with the folder made again by a client before the next
+	// scan, and the loser under another UIDVALIDITY than the winner: the
+	// scan restored the loser's identity into the new folder (the delete
+	// was logged under the winner's GUID), and merging it again counted
+	// UIDNEXT from the loser's.
+	{"17346408204426553647", "a killed merge's UIDs are not given again after a delete and a new folder", false, false, true, true},
 }
 
 func TestPropertyKnownSeeds(t *testing.T) {
@@ -300,8 +320,8 @@ func TestPropertyKnownSeeds(t *testing.T) {
 				t.Cleanup(func() { propLayout = maildir.LayoutMaildirPP })
 			}
 			if k.kills {
-				propKills = true
-				t.Cleanup(func() { propKills = false })
+				propKills, propKillRewrites = true, k.rewrites
+				t.Cleanup(func() { propKills, propKillRewrites = false, false })
 			}
 			checkProperty(t)
 		})
