@@ -951,19 +951,22 @@ func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, next uint32,
 				skip(res, "merge of %q into %q: %v", b.Name, a.Name, err)
 				return false, nil
 			}
-			if errors.Is(err, fs.ErrExist) {
+			switch {
+			case errors.Is(err, fs.ErrExist):
 				// A client made the target (CREATE, RENAME) since the
-				// check above: as when it was in use then.
+				// check above: as when it was in use then (merged where
+				// it is, with the journal below).
 				skip(res, "merge of %q into %q: target directory in use", b.Name, a.Name)
-				return true, nil // merged where it is
-			}
-			if dirGone(dir) {
+				inUse = true
+			case dirGone(dir):
 				skip(res, "merge of %q into %q: the mailbox went away during the sync", b.Name, a.Name)
 				return false, nil
+			default:
+				return false, r.wrap(b.Name, err)
 			}
-			return false, r.wrap(b.Name, err)
+		} else {
+			dir = dst
 		}
-		dir = dst
 	}
 	// With the directory's place, the journal of what applyBox is about
 	// to write into its uidlist (adopt.go): a kill between that write and
