@@ -156,16 +156,8 @@ func (r *Replica) completeAdopt(j *adoptEntry, ul *maildir.Uidlist, rel string, 
 			return err
 		}
 		if j.From != j.To {
-			alias := *b
-			alias.Deleted, alias.DeletedT, alias.Missing, alias.MergedInto = true, r.store.stamp(tx, b.NameT), false, j.To
-			alias.Messages, alias.Held, alias.Keywords, alias.Stamp, alias.Dir = 0, 0, nil, Stamp{}, ""
-			alias.Epoch = randomUint64()
-			if err := putBox(tx, &alias); err != nil {
+			if _, err := r.aliasLoser(tx, b, j, loser); err != nil {
 				return err
-			}
-			*loser = alias
-			if nb, err := getBox(tx, j.To); err == nil && nb != nil {
-				b.Mailbox.Modseq = max(b.Mailbox.Modseq, nb.Mailbox.Modseq)
 			}
 		}
 		b.GUID, b.UIDValidity, b.Name, b.NameT = j.To, j.UIDValidity, j.Name, j.NameT
@@ -219,6 +211,28 @@ func (r *Replica) completeAdopt(j *adoptEntry, ul *maildir.Uidlist, rel string, 
 	}
 	r.log.Warn("completed a merge that an interrupted sync left unrecorded", "mailbox", j.Name, "from", j.From.String(), "into", j.To.String())
 	return out, nil
+}
+
+// aliasLoser records, within tx, the loser b of the journaled adopt j as
+// an alias of the winner (deleted, merged into j.To, §4.6) and copies it
+// to *loser; b, about to become the winner's record, takes at least the
+// winner's modseq. It returns the winner's old record, if the index has
+// one.
+func (r *Replica) aliasLoser(tx *bolt.Tx, b *Box, j *adoptEntry, loser *Box) (*Box, error) {
+	alias := *b
+	alias.Deleted, alias.DeletedT, alias.Missing, alias.MergedInto = true, r.store.stamp(tx, b.NameT), false, j.To
+	alias.Messages, alias.Held, alias.Keywords, alias.Stamp, alias.Dir = 0, 0, nil, Stamp{}, ""
+	alias.Epoch = randomUint64()
+	if err := putBox(tx, &alias); err != nil {
+		return nil, err
+	}
+	*loser = alias
+	nb, err := getBox(tx, j.To)
+	if err != nil || nb == nil {
+		return nil, nil
+	}
+	b.Mailbox.Modseq = max(b.Mailbox.Modseq, nb.Mailbox.Modseq)
+	return nb, nil
 }
 
 // adoptDone reports whether the uidlist ul of directory rel shows the
@@ -291,19 +305,12 @@ func (r *Replica) vanishedAdopt(loser *Box, j *adoptEntry, logRecs []maildir.Log
 			return err
 		}
 		if j.From != j.To {
-			alias := *b
-			alias.Deleted, alias.DeletedT, alias.Missing, alias.MergedInto = true, r.store.stamp(tx, b.NameT), false, j.To
-			alias.Messages, alias.Held, alias.Keywords, alias.Stamp, alias.Dir = 0, 0, nil, Stamp{}, ""
-			alias.Epoch = randomUint64()
-			if err := putBox(tx, &alias); err != nil {
+			nb, err := r.aliasLoser(tx, b, j, loser)
+			if err != nil {
 				return err
 			}
-			*loser = alias
-			if nb, err := getBox(tx, j.To); err == nil && nb != nil {
-				b.Mailbox.Modseq = max(b.Mailbox.Modseq, nb.Mailbox.Modseq)
-				if nb.UIDValidity == j.UIDValidity {
-					next = max(next, nb.UIDNext)
-				}
+			if nb != nil && nb.UIDValidity == j.UIDValidity {
+				next = max(next, nb.UIDNext)
 			}
 		}
 		b.GUID, b.UIDValidity, b.Name, b.NameT = j.To, j.UIDValidity, j.Name, j.NameT
