@@ -37,20 +37,31 @@ func mailboxesOf(t *testing.T, root string) map[model.MailboxGUID]model.Mailbox 
 // requires them identical and idle.
 func untilQuiet(t *testing.T, a, b string) {
 	t.Helper()
-	for i := 0; ; i++ {
-		s, err := testmail.TrySync(a, b, session.Options{})
-		if err != nil {
-			t.Fatalf("sync %d: %v", i+1, err)
-		}
-		if !s.Changed {
-			break
-		}
-		if i == 3 {
-			t.Fatalf("still changing: %v %v", s.ResultA.Skipped, s.ResultB.Skipped)
-		}
-	}
+	testmail.SyncUntilQuiet(t, a, b, session.Options{}, 4)
 	testmail.Converged(t, a, b)
 	assertIdle(t, a, b)
+}
+
+// syncKilledBeforeWorkCommit syncs a and b with B's apply killed (a panic)
+// right before its index commit of Work, after the files and uidlist are
+// written; it fails the test if B never got there.
+func syncKilledBeforeWorkCommit(t *testing.T, a, b string) {
+	t.Helper()
+	killed := false
+	restore := index.SetTestHookBeforeBoxCommit(func(dir string) {
+		if filepath.Dir(dir) == b && filepath.Base(dir) == ".Work" && !killed {
+			killed = true
+			panic("killed")
+		}
+	})
+	func() {
+		defer func() { _ = recover() }()
+		_, _ = testmail.TrySync(a, b, session.Options{})
+	}()
+	restore()
+	if !killed {
+		t.Fatal("B's apply never committed Work")
+	}
 }
 
 // An apply killed after it journaled an adopt (B's INBOX into A's) and
@@ -117,21 +128,7 @@ func TestKilledAdoptThenDeletedKeepsItsUIDs(t *testing.T) {
 		scan(t, b)
 		return model.MailboxGUID(testmail.Uidlist(t, b, "Work").GUID)
 	}()
-	killed := false
-	restore := index.SetTestHookBeforeBoxCommit(func(dir string) {
-		if filepath.Dir(dir) == b && filepath.Base(dir) == ".Work" && !killed {
-			killed = true
-			panic("killed")
-		}
-	})
-	func() {
-		defer func() { _ = recover() }()
-		_, _ = testmail.TrySync(a, b, session.Options{})
-	}()
-	restore()
-	if !killed {
-		t.Fatal("B's apply never committed Work")
-	}
+	syncKilledBeforeWorkCommit(t, a, b)
 	ul := testmail.Uidlist(t, b, "Work")
 	winner := model.MailboxGUID(ul.GUID)
 	if winner == own {
@@ -212,21 +209,7 @@ func killedAdoptGoneAndMadeAgain(t *testing.T, intent bool) {
 	}
 	scan(t, b)
 	own := model.MailboxGUID(ulb.GUID)
-	killed := false
-	restore := index.SetTestHookBeforeBoxCommit(func(dir string) {
-		if filepath.Dir(dir) == b && filepath.Base(dir) == ".Work" && !killed {
-			killed = true
-			panic("killed")
-		}
-	})
-	func() {
-		defer func() { _ = recover() }()
-		_, _ = testmail.TrySync(a, b, session.Options{})
-	}()
-	restore()
-	if !killed {
-		t.Fatal("B's apply never committed Work")
-	}
+	syncKilledBeforeWorkCommit(t, a, b)
 	ul := testmail.Uidlist(t, b, "Work")
 	winner := model.MailboxGUID(ul.GUID)
 	if winner == own {

@@ -419,6 +419,25 @@ func SyncClean(t testing.TB, a, b string) *session.Summary {
 	return s
 }
 
+// SyncUntilQuiet syncs a and b with opt until a sync reports no change
+// made during it (exit 2), at most max times; it fails the test on an error
+// or when the last sync still reported changes.
+func SyncUntilQuiet(t testing.TB, a, b string, opt session.Options, max int) {
+	t.Helper()
+	for i := 1; ; i++ {
+		s, err := TrySync(a, b, opt)
+		if err != nil {
+			t.Fatalf("sync %d: %v", i, err)
+		}
+		if !s.Changed {
+			return
+		}
+		if i == max {
+			t.Fatalf("still changing after %d syncs: %v %v", max, s.ResultA.Skipped, s.ResultB.Skipped)
+		}
+	}
+}
+
 // Settle syncs once, requires the replicas identical, then checks that
 // another sync does nothing (AssertIdle).
 func Settle(t testing.TB, a, b string) {

@@ -95,15 +95,7 @@ func TestKilledInboxMergeConverges(t *testing.T) {
 	if ul.GUID != wl.GUID || ul.UIDValidity != wl.UIDValidity {
 		t.Fatalf("the kill came before the uidlist rewrite: %x/%d vs the winner's %x/%d", ul.GUID, ul.UIDValidity, wl.GUID, wl.UIDValidity)
 	}
-	for i := 0; i < 3; i++ {
-		if s, err := testmail.TrySync(a, b, session.Options{}); err != nil {
-			t.Fatalf("sync %d after the kill: %v", i+1, err)
-		} else if !s.Changed {
-			break
-		} else if i == 2 {
-			t.Fatalf("still changing after the kill: %v %v", s.ResultA.Skipped, s.ResultB.Skipped)
-		}
-	}
+	testmail.SyncUntilQuiet(t, a, b, session.Options{}, 3)
 	testmail.Converged(t, a, b)
 	testmail.AssertIdle(t, a, b)
 	testmail.WantMailboxes(t, []string{"INBOX"}, a, b)
@@ -187,15 +179,7 @@ func TestKilledBackupResetSameIdentityConverges(t *testing.T) {
 	if victim != b {
 		t.Fatalf("killed %q, want B's reset", victim)
 	}
-	for i := 0; ; i++ {
-		s := testmail.Sync(t, a, b, session.Options{Backup: true})
-		if !s.Changed {
-			break
-		}
-		if i == 2 {
-			t.Fatalf("backup still skipping steps: %v", s.ResultB.Skipped)
-		}
-	}
+	testmail.SyncUntilQuiet(t, a, b, session.Options{Backup: true}, 3)
 	testmail.Converged(t, a, b)
 	s := testmail.Sync(t, a, b, session.Options{Backup: true})
 	if n := s.ResultB.Added + s.ResultB.Expunged + s.ResultB.Flagged + s.ResultB.Moved + s.ResultB.MailboxOps; n != 0 {
@@ -236,18 +220,7 @@ func TestKilledVoidAdoptSameGUIDConverges(t *testing.T) {
 	if after := borns(t, b, "Work"); !maps.Equal(after, before) || len(after) != 2 {
 		t.Errorf("Born stamps on B before %v, after the killed adopt %v", before, after)
 	}
-	for i := 0; ; i++ {
-		s, err := testmail.TrySync(a, b, session.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !s.Changed {
-			break
-		}
-		if i == 2 {
-			t.Fatalf("still changing: %v %v", s.ResultA.Skipped, s.ResultB.Skipped)
-		}
-	}
+	testmail.SyncUntilQuiet(t, a, b, session.Options{}, 3)
 	testmail.Converged(t, a, b)
 	assertIdle(t, a, b)
 	testmail.WantMailboxes(t, []string{"INBOX", "Work"}, a, b)
@@ -279,18 +252,7 @@ func TestKilledMergeThenRenamedConverges(t *testing.T) {
 		t.Fatal("the kill came before the uidlist rewrite")
 	}
 	testmail.Rename(t, b, "Work", "Renamed")
-	for i := 0; ; i++ {
-		s, err := testmail.TrySync(a, b, session.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !s.Changed {
-			break
-		}
-		if i == 2 {
-			t.Fatalf("still changing: %v %v", s.ResultA.Skipped, s.ResultB.Skipped)
-		}
-	}
+	testmail.SyncUntilQuiet(t, a, b, session.Options{}, 3)
 	testmail.Converged(t, a, b)
 	assertIdle(t, a, b)
 	testmail.WantMailboxes(t, []string{"INBOX", "Renamed"}, a, b)
