@@ -92,13 +92,6 @@ func TestOpenSSHClient(t *testing.T) {
 		t.Fatalf("failing serve: exit %d, stderr %q", code, errs)
 	}
 
-	// A pty forced with -tt is declined (OpenSSH then gives up).
-	out, errs, code = runSSH(t, sshArgv(t, ts, k, kh, []string{"-tt"}, "twinbox serve -u alice"), "x\n")
-	if code == 0 || out != "" || !strings.Contains(errs, "PTY allocation request failed") {
-		t.Fatalf("ssh -tt: exit %d, stdout %q, stderr %q", code, out, errs)
-	}
-	ts.log.wait(t, "refused", "reason", "pty request not allowed", "fingerprint", k.fp)
-
 	// Refusals: another user, a shell, other commands. OpenSSH shows only
 	// that the request failed (it drops what the server wrote on stderr
 	// before declining); the reason is in the server's log.
@@ -146,6 +139,17 @@ func TestOpenSSHClient(t *testing.T) {
 	if n := ts.served.Load(); n != served {
 		t.Fatalf("Serve ran %d times for refused requests", n-served)
 	}
+
+	// A pty forced with -tt is declined (OpenSSH then gives up). Last:
+	// OpenSSH sends its exec request without waiting for the pty reply,
+	// and the server may still start that session after the client gave
+	// up, so a Serve count taken after this would race with it (the count
+	// above once saw such a late Serve under load).
+	out, errs, code = runSSH(t, sshArgv(t, ts, k, kh, []string{"-tt"}, "twinbox serve -u alice"), "x\n")
+	if code == 0 || out != "" || !strings.Contains(errs, "PTY allocation request failed") {
+		t.Fatalf("ssh -tt: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	ts.log.wait(t, "refused", "reason", "pty request not allowed", "fingerprint", k.fp)
 }
 
 func mustRead(t testing.TB, p string) string {
