@@ -871,7 +871,15 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		testHookBeforeUidlistWrite()
 	}
 
-	// 5. Control files, then directories durable.
+	// 5. Control files, then directories durable. Dovecot takes over a
+	// uidlist lock it finds stale (not refreshed for two minutes: this
+	// process was stopped, or its refresher failed); another writer may
+	// then have changed the list since we read it, and our rewrite would
+	// lose its records. The renames above are journaled, so the next sync
+	// finishes this mailbox from the disk as it is (design §7.6).
+	if err := lk.Check(); err != nil {
+		return r.errf(name, "not writing dovecot-uidlist: %v", err)
+	}
 	if len(kw) != kwBefore {
 		if err := maildir.WriteKeywords(dir, kw); err != nil {
 			return r.wrap(name, err)

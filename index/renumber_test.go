@@ -220,3 +220,60 @@ func TestRenameTargetMadeDuringSync(t *testing.T) {
 		}
 	}
 }
+
+// A uidlist lock that Dovecot took over while the apply held it (Dovecot
+// overrides one it finds stale: not refreshed for two minutes) is not
+// written through: the apply fails with the lock named, the uidlist stays
+// as the other writer left it, and the next syncs finish the work.
+func TestApplyDoesNotWriteUidlistUnderALostLock(t *testing.T) {
+	a, b := roots(t)
+	testmail.Deliver(t, a, "INBOX", "first")
+	settle(t, a, b)
+	testmail.Deliver(t, a, "INBOX", "on A")
+	testmail.Deliver(t, b, "INBOX", "on B")
+	var stolen, stolenDir string
+	restore := index.SetTestHookBeforeUidlistWrite(func() {
+		if stolen != "" {
+			return
+		}
+		// What Dovecot's override does: remove the lock and take it anew
+		// (a file of its own, at the same path).
+		dir := testmail.Dir(t, a, "INBOX")
+		lock := filepath.Join(dir, "dovecot-uidlist.lock")
+		if _, err := os.Stat(lock); err != nil {
+			dir = testmail.Dir(t, b, "INBOX")
+			lock = filepath.Join(dir, "dovecot-uidlist.lock")
+		}
+		if err := os.Remove(lock); err != nil {
+			t.Errorf("removing the lock: %v", err)
+			return
+		}
+		if err := os.WriteFile(lock, []byte("dovecot"), 0o600); err != nil {
+			t.Error(err)
+		}
+		data, err := os.ReadFile(filepath.Join(dir, "dovecot-uidlist"))
+		if err != nil {
+			t.Error(err)
+		}
+		stolenDir, stolen = dir, string(data)
+	})
+	_, err := testmail.TrySync(a, b, session.Options{})
+	restore()
+	if stolen == "" {
+		t.Fatal("the hook did not run: nothing renumbered")
+	}
+	if err == nil || !strings.Contains(err.Error(), "not writing dovecot-uidlist") || !strings.Contains(err.Error(), "INBOX") {
+		t.Fatalf("sync error %v, want the lost lock named with the mailbox", err)
+	}
+	if data, err := os.ReadFile(filepath.Join(stolenDir, "dovecot-uidlist")); err != nil || string(data) != stolen {
+		t.Errorf("the uidlist changed under the lost lock (%v):\n%s\nwas:\n%s", err, data, stolen)
+	}
+	lock := filepath.Join(stolenDir, "dovecot-uidlist.lock")
+	if data, err := os.ReadFile(lock); err != nil || string(data) != "dovecot" {
+		t.Errorf("the other writer's lock: %q, %v; want it left alone", data, err)
+	}
+	os.Remove(lock) // the other writer is done
+	testmail.SyncUntilQuiet(t, a, b, session.Options{}, 4)
+	testmail.Converged(t, a, b)
+	assertIdle(t, a, b)
+}

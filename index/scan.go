@@ -1829,6 +1829,8 @@ func (r *Replica) scanSubs() (bool, error) {
 // unlocker is a held lock (or none, in a dry run).
 type unlocker interface {
 	Unlock() error
+	// Check reports whether the lock is still ours (maildir.Dotlock.Check).
+	Check() error
 	// Moved tells the lock that its directory was renamed to dir.
 	Moved(dir string)
 }
@@ -1836,6 +1838,7 @@ type unlocker interface {
 type noLock struct{}
 
 func (noLock) Unlock() error { return nil }
+func (noLock) Check() error  { return nil }
 func (noLock) Moved(string)  {}
 
 // dirGone reports whether a mailbox directory no longer exists.
