@@ -587,12 +587,11 @@ func testConcurrentClientsAndSyncs(t *testing.T, d *dovecot.Install) {
 	// into the destination's tmp/ failed with ENOENT, which Dovecot takes
 	// for its source file gone; Dovecot alone logs the same with a local
 	// RENAME (TestDovecotAloneCopyIntoRenamed, copyIntoMovedLine).
-	// (6) On Dovecot 2.3 only, "Duplicate file entry": 2.3 logs it with
-	// clients alone doing cross-folder COPY, MOVE and EXPUNGE
-	// (TestDovecotAloneCrossFolderDuplicate; none on 2.4).
-	clashes, merged, swapped, savesMoved, copiesMoved, dups23 := p.checkStressLogs(t, l.clashes, l.failedCopies, sl.log.String())
+	// (6) "Duplicate file entry": Dovecot logs it with clients alone doing
+	// cross-folder COPY, MOVE and EXPUNGE (TestDovecotAloneCrossFolderDuplicate).
+	clashes, merged, swapped, savesMoved, copiesMoved, dups := p.checkStressLogs(t, l.clashes, l.failedCopies, sl.log.String())
 	clashes /= childClashLines
-	t.Logf("Dovecot's log: %d predicted RENAME child clashes, %d \"UIDVALIDITY changed\" or index reset lines of merged scratch folders, %d transaction log errors of scratch folders a sync replaced, %d failed saves into a folder a sync moved or removed, %d failed COPY/MOVEs into such a folder, %d Dovecot 2.3 Duplicate file entry warnings", clashes, merged, swapped, savesMoved, copiesMoved, dups23)
+	t.Logf("Dovecot's log: %d predicted RENAME child clashes, %d \"UIDVALIDITY changed\" or index reset lines of merged scratch folders, %d transaction log errors of scratch folders a sync replaced, %d failed saves into a folder a sync moved or removed, %d failed COPY/MOVEs into such a folder, %d \"Duplicate file entry\" warnings", clashes, merged, swapped, savesMoved, copiesMoved, dups)
 }
 
 // scratchDir matches the Maildir++ directory of a scratch folder (S1, S2,
@@ -624,7 +623,7 @@ var (
 // failed-save lines of inherentLine about a folder a sync moved away or
 // removed (movedAway), and (5) the copyIntoMoved line of a COPY or MOVE
 // into such a folder that Dovecot refused (copyIntoMovedLine).
-func (p *pair) checkStressLogs(t testing.TB, expected map[string]int, fails []failedCopy, syncLog string) (clashes, merged, swapped, savesMoved, copiesMoved, dups23 int) {
+func (p *pair) checkStressLogs(t testing.TB, expected map[string]int, fails []failedCopy, syncLog string) (clashes, merged, swapped, savesMoved, copiesMoved, dups int) {
 	t.Helper()
 	replaced := movedInto(syncLog)
 	left := map[string]int{}
@@ -677,11 +676,10 @@ func (p *pair) checkStressLogs(t testing.TB, expected map[string]int, fails []fa
 				savesMoved++
 				continue
 			}
-			if duplicateFileEntry.MatchString(l) && !s.srv.Version().Is24() {
-				// Dovecot 2.3 alone logs this under clients' cross-folder
-				// COPY, MOVE and EXPUNGE (TestDovecotAloneCrossFolderDuplicate);
-				// on 2.4 it stays a failure.
-				dups23++
+			if duplicateFileEntry.MatchString(l) {
+				// Dovecot alone logs this under clients' cross-folder
+				// COPY, MOVE and EXPUNGE (TestDovecotAloneCrossFolderDuplicate).
+				dups++
 				continue
 			}
 			if m := swappedUnderSession.FindStringSubmatch(l); m != nil && replaced[m[1]] {
@@ -696,7 +694,7 @@ func (p *pair) checkStressLogs(t testing.TB, expected map[string]int, fails []fa
 			t.Errorf("Dovecot %s logged:\n  %s", s.name, strings.Join(bad, "\n  "))
 		}
 	}
-	return clashes, merged, swapped, savesMoved, copiesMoved, dups23
+	return clashes, merged, swapped, savesMoved, copiesMoved, dups
 }
 
 // copyIntoMovedLine reports whether line (of side's Dovecot, mail under
