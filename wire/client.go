@@ -227,8 +227,11 @@ func (cl *Client) Changes(ctx context.Context, req replica.ChangesRequest) (map[
 		switch t {
 		case fChunk:
 			var ch changesChunk
-			if err := json.Unmarshal(b, &ch); err != nil {
-				return nil, protoErr("changes chunk: %v", err)
+			if !jsonfast.EmptyChunk(b, &ch.GUID) {
+				ch = changesChunk{}
+				if err := json.Unmarshal(b, &ch); err != nil {
+					return nil, protoErr("changes chunk: %v", err)
+				}
 			}
 			c := out[ch.GUID]
 			if c == nil {

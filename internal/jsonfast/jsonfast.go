@@ -15,6 +15,7 @@
 package jsonfast
 
 import (
+	"encoding/hex"
 	"strconv"
 	"unicode/utf8"
 
@@ -137,7 +138,17 @@ func (p *Parser) StrTo(dst *string) bool {
 // GUIDTo reads a mailbox GUID (a string, as its MarshalText writes it).
 func (p *Parser) GUIDTo(dst *model.MailboxGUID) bool {
 	s, ok := p.Str()
-	return ok && dst.UnmarshalText(s) == nil
+	return ok && guid(s, dst)
+}
+
+// guid is dst.UnmarshalText(s) == nil (32 hex digits, either case)
+// without its two copies of s; on false dst is not to be used.
+func guid(s []byte, dst *model.MailboxGUID) bool {
+	if len(s) != 32 {
+		return false
+	}
+	_, err := hex.Decode(dst[:], s)
+	return err == nil
 }
 
 // num returns the bytes of a JSON integer (optional '-', digits, no
@@ -289,7 +300,7 @@ func (p *Parser) pairBoxes(ps *replica.PairState) bool {
 	// (null is not an object: the long way)
 	return p.Object(func(key []byte) bool {
 		var g model.MailboxGUID
-		if g.UnmarshalText(key) != nil {
+		if !guid(key, &g) {
 			return false
 		}
 		var bs replica.PairBoxState

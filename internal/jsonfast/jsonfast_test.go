@@ -263,3 +263,54 @@ func BenchmarkBeginReply(b *testing.B) {
 		}
 	})
 }
+
+// guid parses what MailboxGUID.UnmarshalText parses, and nothing else.
+func TestGUIDMatchesUnmarshalText(t *testing.T) {
+	rng := rand.New(rand.NewPCG(29, 31))
+	cases := []string{"", "00", "00048bc8eef7bb834d3890620ad222e0", "00048BC8EEF7BB834D3890620AD222E0", "00048bc8eef7bb834d3890620ad222e", "00048bc8eef7bb834d3890620ad222e0a", "00048bc8eef7bb834d3890620ad222eg", " 0048bc8eef7bb834d3890620ad222e0"}
+	for i := 0; i < 200; i++ {
+		g := randGUID(rng)
+		cases = append(cases, g.String())
+	}
+	for _, c := range cases {
+		var want, got model.MailboxGUID
+		werr := want.UnmarshalText([]byte(c))
+		ok := guid([]byte(c), &got)
+		if ok != (werr == nil) || (ok && got != want) {
+			t.Errorf("%q: guid %v %x, UnmarshalText %v %x", c, ok, got, werr, want)
+		}
+	}
+}
+
+// A changes chunk without records: the GUID json.Unmarshal finds; any
+// other chunk is refused.
+func TestEmptyChunk(t *testing.T) {
+	type chunk struct {
+		GUID       model.MailboxGUID `json:"guid"`
+		Messages   []model.Message   `json:"messages,omitempty"`
+		Tombstones []model.Tombstone `json:"tombstones,omitempty"`
+	}
+	rng := rand.New(rand.NewPCG(37, 41))
+	for i := 0; i < 200; i++ {
+		v, err := json.Marshal(chunk{GUID: randGUID(rng)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want chunk
+		if err := json.Unmarshal(v, &want); err != nil {
+			t.Fatal(err)
+		}
+		var g model.MailboxGUID
+		if !EmptyChunk(v, &g) || g != want.GUID || want.Messages != nil || want.Tombstones != nil {
+			t.Fatalf("%s: fast %v %x, json %+v", v, EmptyChunk(v, &g), g, want)
+		}
+	}
+	g := `"00048bc8eef7bb834d3890620ad222e0"`
+	for _, v := range []string{`{}`, `{"GUID":` + g + `}`, `{"guid":` + g + `,"guid":` + g + `}`, `{"guid":` + g + `,"messages":[]}`,
+		`{"guid":` + g + `,"tombstones":[{"uid":1}]}`, `{"guid":null}`, `{"guid":"zz"}`, `{"guid":` + g + `} `, `null`} {
+		var g model.MailboxGUID
+		if EmptyChunk([]byte(v), &g) {
+			t.Errorf("took %s", v)
+		}
+	}
+}

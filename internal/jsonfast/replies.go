@@ -166,7 +166,7 @@ func ApplyResult(v []byte, r *replica.ApplyResult) bool {
 			return p.Object(func(key []byte) bool {
 				var g model.MailboxGUID
 				var e uint64
-				if g.UnmarshalText(key) != nil || !p.Uint64To(&e) {
+				if !guid(key, &g) || !p.Uint64To(&e) {
 					return false
 				}
 				r.Epochs[g] = e
@@ -175,4 +175,19 @@ func ApplyResult(v []byte, r *replica.ApplyResult) bool {
 		}
 		return false
 	}) && p.End()
+}
+
+// EmptyChunk decodes a changes chunk that carries no records, as
+// json.Marshal writes one ({"guid":"..."}: a no-change sync gets one per
+// mailbox), into its GUID. Anything else reports false.
+func EmptyChunk(v []byte, g *model.MailboxGUID) bool {
+	p := New(v)
+	seen := false
+	return p.Object(func(key []byte) bool {
+		if seen || string(key) != "guid" {
+			return false
+		}
+		seen = true
+		return p.GUIDTo(g)
+	}) && seen && p.End()
 }
