@@ -70,18 +70,32 @@ func stampOf(dir string) Stamp {
 // left in every mailbox, and a stat relative to the open directory is
 // cheaper than one more full path walk.
 func stampLock(dir string, lock bool) (Stamp, bool) {
-	// Relative to the directory, opened once: a no-change sync stats
-	// every mailbox on both sides, and a full path walk per stat costs
-	// more than the stat.
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return Stamp{Cur: -1, New: -1, Uidlist: -1, Keywords: -1}, lock
+	return stampAt(-1, "", dir, lock)
+}
+
+// stampAt is stampLock with the directory named by rel, relative to the
+// open directory rootFD (the mail root, which the scan opens once), when
+// rootFD is not -1 and rel a local path: a no-change sync stats every
+// mailbox on both sides, and a path walk from / or an open and close of
+// each mailbox's directory cost more than the stats. Else dir is opened.
+func stampAt(rootFD int, rel, dir string, lock bool) (Stamp, bool) {
+	fd, prefix := rootFD, ""
+	switch {
+	case rootFD != -1 && rel == "":
+	case rootFD != -1 && filepath.IsLocal(rel):
+		prefix = rel + "/"
+	default:
+		// Relative to the directory, opened once.
+		var err error
+		if fd, err = unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+			return Stamp{Cur: -1, New: -1, Uidlist: -1, Keywords: -1}, lock
+		}
+		defer unix.Close(fd)
 	}
-	defer unix.Close(fd)
 	var st Stamp
 	var s unix.Stat_t
 	mt := func(name string) int64 {
-		if unix.Fstatat(fd, name, &s, 0) != nil {
+		if unix.Fstatat(fd, prefix+name, &s, 0) != nil {
 			return -1
 		}
 		return s.Mtim.Nano()
@@ -95,7 +109,12 @@ func stampLock(dir string, lock bool) (Stamp, bool) {
 	st.Keywords = mt("dovecot-keywords")
 	locked := false
 	if lock {
-		locked = unix.Fstatat(fd, maildir.UidlistName+".lock", &s, unix.AT_SYMLINK_NOFOLLOW) == nil
+		locked = unix.Fstatat(fd, prefix+maildir.UidlistName+".lock", &s, unix.AT_SYMLINK_NOFOLLOW) == nil
+	}
+	if fd == rootFD && st.Cur == -1 && st.New == -1 && st.Uidlist == -1 && st.Keywords == -1 {
+		// Nothing there, or no directory (which the open reports as
+		// locked when asked): the open decides, as without rootFD.
+		return stampAt(-1, "", dir, lock)
 	}
 	return st, locked
 }
@@ -171,6 +190,14 @@ func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 	}
 	found := map[model.MailboxGUID]bool{}
 	complete := true // every directory read (for an unborn index)
+	// The root, opened once: each mailbox's stamp is taken relative to it.
+	rootFD := -1
+	if len(dirs) > 0 {
+		if fd, err := unix.Open(r.loc.Root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
+			rootFD = fd
+			defer unix.Close(fd)
+		}
+	}
 	for _, d := range dirs {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -182,7 +209,7 @@ func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 		if rel == "." {
 			rel = ""
 		}
-		changed, err := r.scanDir(ctx, d.Name, d.Dir, rel, byGUID, byDir, found, adopts, res)
+		changed, err := r.scanDir(ctx, rootFD, d.Name, d.Dir, rel, byGUID, byDir, found, adopts, res)
 		if err != nil {
 			if dirGone(d.Dir) {
 				// Deleted or renamed (by Dovecot) while we read it: the
@@ -326,8 +353,8 @@ func (r *Replica) vanished(b *Box, delT time.Time) error {
 }
 
 // scanDir identifies the mailbox in one directory and scans its contents.
-func (r *Replica) scanDir(ctx context.Context, name, dir, rel string, byGUID map[model.MailboxGUID]*Box, byDir map[string]*Box, found map[model.MailboxGUID]bool, adopts map[model.MailboxGUID]*adoptEntry, res *ScanResult) (bool, error) {
-	st, locked := stampLock(dir, !r.opt.DryRun)
+func (r *Replica) scanDir(ctx context.Context, rootFD int, name, dir, rel string, byGUID map[model.MailboxGUID]*Box, byDir map[string]*Box, found map[model.MailboxGUID]bool, adopts map[model.MailboxGUID]*adoptEntry, res *ScanResult) (bool, error) {
+	st, locked := stampAt(rootFD, rel, dir, !r.opt.DryRun)
 	if locked && maildir.BreakOrphanUidlistLock(dir) {
 		// A killed twinbox's lock would make Dovecot wait for 120 s.
 		r.log.Info("removed a dotlock left by a killed twinbox", "mailbox", name)

@@ -95,20 +95,19 @@ func (l Location) HiddenMailboxes() ([]MailboxDir, error) {
 		}
 		return nil, fmt.Errorf("listing %s: %w", l.HiddenDir(), err)
 	}
-	return hiddenIn(l.HiddenDir(), ents), nil
+	return hiddenIn(dirIn{path: l.HiddenDir()}, ents), nil
 }
 
 // hiddenIn picks the renamed-aside mailboxes from the entries of hdir.
-func hiddenIn(hdir string, ents []os.DirEntry) []MailboxDir {
+func hiddenIn(hdir dirIn, ents []os.DirEntry) []MailboxDir {
 	var out []MailboxDir
 	for _, e := range ents {
 		n := e.Name()
 		if !e.IsDir() || !strings.HasPrefix(n, HiddenPrefix) || strings.HasPrefix(n, hiddenNew) || strings.HasPrefix(n, hiddenDel) {
 			continue
 		}
-		dir := filepath.Join(hdir, n)
-		if isDir(filepath.Join(dir, "cur")) {
-			out = append(out, MailboxDir{Name: n, Dir: dir})
+		if hdir.isDir(n + "/cur") {
+			out = append(out, MailboxDir{Name: n, Dir: filepath.Join(hdir.path, n)})
 		}
 	}
 	return out

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"unicode"
@@ -360,14 +361,23 @@ func (l Location) listMailboxes(withHidden bool) (dirs, hidden []MailboxDir, err
 	}
 	var rest []MailboxDir
 	if l.Layout == LayoutMaildirPP {
-		var entries []os.DirEntry
-		entries, err = os.ReadDir(root)
+		// os.ReadDir, keeping the directory open: each folder's cur/ is
+		// looked up relative to it (a sync lists both roots, and a path
+		// walk from / per folder cost more than the lookup).
+		f, err := os.Open(root)
 		if err != nil {
 			return nil, nil, fmt.Errorf("listing mailboxes in %s: %w", root, err)
 		}
-		rest = l.listMaildirPP(root, entries)
+		defer f.Close()
+		entries, err := f.ReadDir(-1)
+		if err != nil {
+			return nil, nil, fmt.Errorf("listing mailboxes in %s: %w", root, err)
+		}
+		slices.SortFunc(entries, func(a, b os.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
+		in := dirIn{f: f, path: root}
+		rest = l.listMaildirPP(in, entries)
 		if withHidden {
-			hidden = hiddenIn(root, entries) // HiddenDir() is the root
+			hidden = hiddenIn(in, entries) // HiddenDir() is the root
 		}
 	} else {
 		rest, err = l.listFS(root, "")
@@ -379,17 +389,17 @@ func (l Location) listMailboxes(withHidden bool) (dirs, hidden []MailboxDir, err
 	return append(inbox, rest...), hidden, nil
 }
 
-func (l Location) listMaildirPP(root string, entries []os.DirEntry) []MailboxDir {
+func (l Location) listMaildirPP(root dirIn, entries []os.DirEntry) []MailboxDir {
 	var out []MailboxDir
 	for _, e := range entries {
 		n := e.Name()
 		if len(n) < 2 || n[0] != '.' || n == ".." {
 			continue
 		}
-		dir := filepath.Join(root, n)
-		if !isDir(filepath.Join(dir, "cur")) {
+		if !root.isDir(n + "/cur") {
 			continue
 		}
+		dir := filepath.Join(root.path, n)
 		name, err := l.NameFromDir(n)
 		if err != nil {
 			continue
@@ -433,6 +443,21 @@ func (l Location) listFS(root, rel string) ([]MailboxDir, error) {
 func isDir(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.IsDir()
+}
+
+// dirIn is an open directory (f) and its path.
+type dirIn struct {
+	f    *os.File
+	path string
+}
+
+// isDir is isDir(path/rel), looked up relative to the open directory
+// where the system can (isDirAt).
+func (d dirIn) isDir(rel string) bool {
+	if ok, done := isDirAt(d.f, rel); done {
+		return ok
+	}
+	return isDir(filepath.Join(d.path, rel))
 }
 
 // CreateMailbox creates the directories of mailbox name (see

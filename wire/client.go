@@ -8,6 +8,7 @@ import (
 	"io"
 	"sync/atomic"
 
+	"github.com/twinbox-mail/twinbox/internal/jsonfast"
 	"github.com/twinbox-mail/twinbox/model"
 	"github.com/twinbox-mail/twinbox/sync/merge"
 	"github.com/twinbox-mail/twinbox/sync/replica"
@@ -154,7 +155,7 @@ func (cl *Client) reply(op string, out any) error {
 	}
 	switch t {
 	case fReply:
-		if out == nil {
+		if out == nil || decodeFast(b, out) {
 			return nil
 		}
 		if err := json.Unmarshal(b, out); err != nil {
@@ -166,6 +167,29 @@ func (cl *Client) reply(op string, out any) error {
 	default:
 		return protoErr("%s: unexpected frame %q", op, t)
 	}
+}
+
+// decodeFast decodes the replies that grow with the number of mailboxes
+// (begin, apply) without json.Unmarshal where it can (package jsonfast:
+// what json.Marshal writes, with the result json.Unmarshal would give),
+// which a no-change sync of many mailboxes otherwise spends most of its
+// wire time on. It reports false, out untouched, for anything else.
+func decodeFast(b []byte, out any) bool {
+	switch o := out.(type) {
+	case *replica.BeginReply:
+		var r replica.BeginReply
+		if jsonfast.BeginReply(b, &r) {
+			*o = r
+			return true
+		}
+	case *replica.ApplyResult:
+		var r replica.ApplyResult
+		if jsonfast.ApplyResult(b, &r) {
+			*o = r
+			return true
+		}
+	}
+	return false
 }
 
 // PeerError is an error the peer reported.
@@ -203,8 +227,11 @@ func (cl *Client) Changes(ctx context.Context, req replica.ChangesRequest) (map[
 		switch t {
 		case fChunk:
 			var ch changesChunk
-			if err := json.Unmarshal(b, &ch); err != nil {
-				return nil, protoErr("changes chunk: %v", err)
+			if !jsonfast.EmptyChunk(b, &ch.GUID) {
+				ch = changesChunk{}
+				if err := json.Unmarshal(b, &ch); err != nil {
+					return nil, protoErr("changes chunk: %v", err)
+				}
 			}
 			c := out[ch.GUID]
 			if c == nil {
@@ -324,8 +351,10 @@ func (cl *Client) Apply(ctx context.Context, plan *merge.SidePlan, src replica.B
 		switch t {
 		case fReply:
 			var out replica.ApplyResult
-			if err := json.Unmarshal(b, &out); err != nil {
-				return nil, protoErr("apply reply: %v", err)
+			if !decodeFast(b, &out) {
+				if err := json.Unmarshal(b, &out); err != nil {
+					return nil, protoErr("apply reply: %v", err)
+				}
 			}
 			if srcErr != nil {
 				return &out, fmt.Errorf("peer %s: apply: sending bodies: %w", cl.name(), srcErr)
