@@ -693,10 +693,18 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	for _, mv := range moved {
 		uidOfMove[mv.To] = mv.From
 	}
+	// staleState: a flag change for a message the uidlist does not have
+	// there. A client may have expunged it since the scan (the next scan
+	// sees that), or the plan took it from saved state that this replica
+	// never matched (a record the peer's state implies and this side never
+	// had): then the same plan comes back every sync. Either way the next
+	// sync compares this mailbox in full (a new epoch, below).
+	staleState := false
 	for _, fset := range bp.Flags {
 		rec, ok := recs[fset.UID]
 		if !ok || guidOf(rec) != fset.GUID {
 			skip(res, "mailbox %q UID %d: message %s to flag not found", name, fset.UID, fset.GUID)
+			staleState = true
 			continue
 		}
 		cur := final(fset.UID)
@@ -1164,11 +1172,13 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		if err := r.learnBorns(tx, bt, bp.Borns); err != nil {
 			return err
 		}
-		if refilled {
+		if refilled || staleState {
 			// A message lost with the mailbox's directory is back. Other
 			// peers' saved state may say that this replica and they agree
 			// below their common UIDNEXT, and this UID was Lost here then
 			// (while the peer may have nothing there): that state is stale.
+			// So is a state under which a plan changed the flags of a
+			// message this side does not have (staleState).
 			b.Epoch = randomUint64()
 		}
 		b.UIDNext = max(b.UIDNext, nu.NextUID)

@@ -2,7 +2,9 @@ package index
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"path/filepath"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -113,5 +115,61 @@ func AddDuplicateRecord(root string, uid, dup uint32, file string) error {
 			return tx.Bucket(bMeta).Delete(metaDupChecked)
 		}
 		return fmt.Errorf("no INBOX")
+	})
+}
+
+// ForgetMessage removes the message at uid of mailbox name from the index
+// at root/twinbox.db as if the index had never held it (no tombstone):
+// an index out of step with its peer's saved state, for the tests of the
+// heal.
+func ForgetMessage(root, name string, uid uint32) error {
+	db, err := bolt.Open(filepath.Join(root, DBName), 0o600, nil)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return db.Update(func(tx *bolt.Tx) error {
+		var box *Box
+		err := tx.Bucket(bBoxes).ForEach(func(_, v []byte) error {
+			var b Box
+			if err := json.Unmarshal(v, &b); err != nil {
+				return err
+			}
+			if b.Name == name && !b.Deleted {
+				box = &b
+			}
+			return nil
+		})
+		if err != nil || box == nil {
+			return fmt.Errorf("mailbox %q: %v", name, err)
+		}
+		bb, err := buckets(tx, box.GUID, false)
+		if err != nil || bb == nil {
+			return fmt.Errorf("mailbox %q: no messages (%v)", name, err)
+		}
+		v := bb.uid.Get(u32(uid))
+		if v == nil {
+			return fmt.Errorf("mailbox %q: no UID %d", name, uid)
+		}
+		m, err := decodeMsg(v)
+		if err != nil {
+			return err
+		}
+		if err := bb.uid.Delete(u32(uid)); err != nil {
+			return err
+		}
+		var mods [][]byte
+		_ = bb.mod.ForEach(func(k, v []byte) error {
+			if string(v) == string(u32(uid)) {
+				mods = append(mods, append([]byte(nil), k...))
+			}
+			return nil
+		})
+		for _, k := range mods {
+			if err := bb.mod.Delete(k); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bGUIDs).Delete(guidKey(m.GUID, box.GUID, uid))
 	})
 }

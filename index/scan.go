@@ -597,11 +597,14 @@ func baseOf(file string) string {
 
 // missedFile reports whether a record of ul without a file in files may
 // name a file that the listing missed (see scanContents): a record at or
-// above the UIDNEXT the index knows (saved since the last scan), or one
-// that the index holds as a live message. Any other record without a file
-// is an expunged message's record, which Dovecot keeps until it rewrites
-// the uidlist (and twinbox's apply too, see applyBox): it stands for no
-// message, and costs no second listing.
+// above the UIDNEXT the index knows (saved since the last scan), one that
+// the index holds as a live message, or one whose UID the index has never
+// seen (neither a record nor a tombstone: Dovecot gave it out between a
+// scan and an apply that then took the UIDNEXT above it). A record
+// without a file whose UID the index retired is an expunged message's
+// record, which Dovecot keeps until it rewrites the uidlist (and twinbox's
+// apply too, see applyBox): it stands for no message, and costs no second
+// listing.
 func (r *Replica) missedFile(box *Box, ul *maildir.Uidlist, files map[string]*diskFile) (bool, error) {
 	var gone []uint32
 	for _, rec := range ul.Records {
@@ -616,23 +619,29 @@ func (r *Replica) missedFile(box *Box, ul *maildir.Uidlist, files map[string]*di
 	if len(gone) == 0 {
 		return false, nil
 	}
-	live, err := r.liveUIDs(box.GUID, gone)
-	return len(live) > 0, err
+	live, unknown, err := r.liveOrUnknownUIDs(box.GUID, gone)
+	return len(live)+len(unknown) > 0, err
 }
 
-// liveUIDs returns those of uids at which the index holds a message of
-// mailbox g that is not held back (a held message's file is gone on
-// purpose).
-func (r *Replica) liveUIDs(g model.MailboxGUID, uids []uint32) (map[uint32]bool, error) {
-	live := map[uint32]bool{}
-	err := r.store.db.View(func(tx *bolt.Tx) error {
+// liveOrUnknownUIDs sorts those of uids that the index holds as a message
+// of mailbox g that is not held back (live) from those it has neither a
+// record nor a tombstone of (unknown).
+func (r *Replica) liveOrUnknownUIDs(g model.MailboxGUID, uids []uint32) (live, unknown map[uint32]bool, err error) {
+	live, unknown = map[uint32]bool{}, map[uint32]bool{}
+	err = r.store.db.View(func(tx *bolt.Tx) error {
 		bb, err := buckets(tx, g, false)
-		if err != nil || bb == nil {
+		if err != nil {
 			return err
 		}
 		for _, u := range uids {
-			v := bb.uid.Get(u32(u))
+			var v []byte
+			if bb != nil {
+				v = bb.uid.Get(u32(u))
+			}
 			if v == nil {
+				if bb == nil || bb.tomb.Get(u32(u)) == nil {
+					unknown[u] = true
+				}
 				continue
 			}
 			m, err := decodeMsg(v)
@@ -645,6 +654,14 @@ func (r *Replica) liveUIDs(g model.MailboxGUID, uids []uint32) (map[uint32]bool,
 		}
 		return nil
 	})
+	return live, unknown, err
+}
+
+// liveUIDs returns those of uids at which the index holds a message of
+// mailbox g that is not held back (a held message's file is gone on
+// purpose).
+func (r *Replica) liveUIDs(g model.MailboxGUID, uids []uint32) (map[uint32]bool, error) {
+	live, _, err := r.liveOrUnknownUIDs(g, uids)
 	return live, err
 }
 

@@ -132,3 +132,136 @@ func TestMessageMovedToCurDuringFullScanReaches(t *testing.T) {
 	}
 	testmail.Converged(t, a, b)
 }
+
+// TestUnknownRecordMissedByListingReaches: Dovecot saves message X into
+// A's Box between A's scan and A's apply (UID 2), and the apply gives the
+// peer's messages UIDs above it: A's index then has Box's UIDNEXT above a
+// record it has never seen. The next scan's listing misses X's file
+// (Dovecot moves it from new/ to cur/ between the listings of cur/ and
+// new/). A record without a file below the index's UIDNEXT is usually an
+// expunged message's (Dovecot keeps those), but one the index has never
+// seen, neither live nor retired, may name a missed file: the scan must
+// list again. Otherwise X stays out of the index until a later scan finds
+// it below the UIDNEXT both sides saved, the sync takes it for a message B
+// has, and it never reaches B (an IMAP stress run of session 7: "message
+// ... to flag not found" for ever).
+func TestUnknownRecordMissedByListingReaches(t *testing.T) {
+	a, b := roots(t)
+	testmail.Deliver(t, a, "Box", "first")
+	settle(t, a, b)
+	for _, s := range []string{"from B 1", "from B 2", "from B 3"} {
+		testmail.Deliver(t, b, "Box", s)
+	}
+	dir := testmail.Dir(t, a, "Box")
+	saved := ""
+	restore := index.SetTestHookBeforeApplyBox(func(root string) {
+		if saved != "" || root != a {
+			return
+		}
+		tmpRoot := t.TempDir()
+		m := testmail.Deliver(t, tmpRoot, "X", "saved by Dovecot between scan and apply")
+		body, err := os.ReadFile(filepath.Join(testmail.Dir(t, tmpRoot, "X"), "new", m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		saved = "1790000000.M7P7.dovecot,S=" + strings.Split(m, ",S=")[1]
+		if err := os.WriteFile(filepath.Join(dir, "cur", saved+":2,"), body, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		ul := testmail.Uidlist(t, a, "Box")
+		ul.Records = append(ul.Records, maildir.UidRecord{UID: ul.NextUID, FileName: saved})
+		ul.NextUID++
+		if err := maildir.WriteUidlist(dir, ul); err != nil {
+			t.Fatal(err)
+		}
+	})
+	_, err := testmail.TrySync(a, b, session.Options{})
+	restore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if saved == "" {
+		t.Fatal("the hook did not run")
+	}
+	// The next scan's two listings both miss X: it is in new/ when cur/
+	// is listed and in cur/ when new/ is.
+	if err := os.Rename(filepath.Join(dir, "cur", saved+":2,"), filepath.Join(dir, "new", saved)); err != nil {
+		t.Fatal(err)
+	}
+	moved := false
+	restore = index.SetTestHookBetweenListings(func(d string) {
+		if moved || d != dir {
+			return
+		}
+		moved = true
+		if err := os.Rename(filepath.Join(d, "new", saved), filepath.Join(d, "cur", saved+":2,")); err != nil {
+			t.Fatal(err)
+		}
+	})
+	_, err = testmail.TrySync(a, b, session.Options{})
+	restore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !moved {
+		t.Fatal("the listing hook did not run")
+	}
+	testmail.SyncUntilQuiet(t, a, b, session.Options{}, 5)
+	if testmail.Find(t, b, "Box", saved) == "" {
+		t.Errorf("B never got %s", saved)
+	}
+	testmail.Converged(t, a, b)
+}
+
+// TestFlagForAMessageNotHereHeals: saved state that says B holds a message
+// B does not have (B's index, uidlist and files lost it without a trace,
+// as the missed listing of TestUnknownRecordMissedByListingReaches left
+// things before its fix) gets B a flag change for it, which B cannot
+// apply. The same plan came back every sync, for ever ("to flag not
+// found"): the apply now gives the mailbox a new epoch, so the next sync
+// compares it in full and B gets the message.
+func TestFlagForAMessageNotHereHeals(t *testing.T) {
+	a, b := roots(t)
+	testmail.Deliver(t, a, "Box", "first")
+	m := testmail.Deliver(t, a, "Box", "lost on B")
+	settle(t, a, b)
+	// B loses the message without a trace.
+	p := testmail.FindFile(t, b, "Box", m)
+	if p == "" {
+		t.Fatal("B has no file of the message")
+	}
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	dir := testmail.Dir(t, b, "Box")
+	ul := testmail.Uidlist(t, b, "Box")
+	var uid uint32
+	var keep []maildir.UidRecord
+	for _, r := range ul.Records {
+		if r.Base() == m {
+			uid = r.UID
+			continue
+		}
+		keep = append(keep, r)
+	}
+	ul.Records = keep
+	if err := maildir.WriteUidlist(dir, ul); err != nil {
+		t.Fatal(err)
+	}
+	if err := index.ForgetMessage(b, "Box", uid); err != nil {
+		t.Fatal(err)
+	}
+	testmail.SetFlags(t, a, "Box", m, "S")
+	s, err := testmail.TrySync(a, b, session.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Changed || len(s.ResultB.Skipped) == 0 {
+		t.Fatalf("the scenario did not happen: B skipped %v", s.ResultB.Skipped)
+	}
+	testmail.SyncUntilQuiet(t, a, b, session.Options{}, 4)
+	if testmail.Find(t, b, "Box", m) == "" {
+		t.Errorf("B never got %s back", m)
+	}
+	testmail.Converged(t, a, b)
+}
