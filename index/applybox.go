@@ -69,6 +69,7 @@ var (
 	testHookBeforeDeleteLock   func(dir string)
 	testHookBetweenListings    func(dir string)
 	testHookAfterRename        func(dst string)
+	testHookBeforeAdopt        func(dst string)
 	testHookBeforeBoxCommit    func(dir string)
 	testHookAfterListing       func(dir string)
 	testHookUidlistWrite       func(dir string) // the scan's writes (writeUidlist)

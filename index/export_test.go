@@ -31,6 +31,14 @@ func SetTestHookBeforeRename(f func(dst string)) func() {
 	return func() { testHookBeforeRename = nil }
 }
 
+// SetTestHookBeforeAdopt makes a merge's move of this side's mailbox into
+// the merged one call f with the merged mailbox's directory before it
+// locates this side's (clients renaming and creating folders then).
+func SetTestHookBeforeAdopt(f func(dst string)) func() {
+	testHookBeforeAdopt = f
+	return func() { testHookBeforeAdopt = nil }
+}
+
 // SetTestHookBeforeDeleteLock makes a mailbox delete call f with the
 // directory it found, just before it takes that directory's uidlist lock
 // (clients deleting and renaming folders then).
