@@ -659,6 +659,12 @@ func (r *Replica) renameLocked(ctx context.Context, dir, dst string) error {
 		lk.Unlock()
 		return fmt.Errorf("%w (%s)", errSaving, f)
 	}
+	ll, err := r.lockIndexLog(ctx, dir)
+	if err != nil {
+		lk.Unlock()
+		return err
+	}
+	defer ll.Unlock()
 	if err := maildir.RenameDirNoReplace(dir, dst); err != nil {
 		lk.Unlock()
 		return err
@@ -677,6 +683,28 @@ func (r *Replica) renameLocked(ctx context.Context, dir, dst string) error {
 		r.log.Info("mailbox lock gone after a move", "dir", dst, "error", err)
 	}
 	return nil
+}
+
+// indexLogWait bounds the wait for a mailbox's Dovecot transaction log
+// lock before a move: Dovecot holds it for short index changes only.
+// (Tests shorten it.)
+var indexLogWait = 5 * time.Second
+
+// lockIndexLog takes Dovecot's lock on the transaction log of the mailbox
+// in dir (maildir.LockIndexLog), which the caller holds the uidlist lock
+// of, before it moves or removes the directory: Dovecot changes index files
+// by path holding only that lock (a cache purge), and a move under it
+// fails those changes. Still held after indexLogWait, it is errSaving (the
+// next sync moves the folder). Dry runs take nothing.
+func (r *Replica) lockIndexLog(ctx context.Context, dir string) (*maildir.IndexLogLock, error) {
+	if r.opt.DryRun {
+		return nil, nil
+	}
+	ll, err := maildir.LockIndexLog(ctx, dir, min(indexLogWait, r.opt.LockTimeout))
+	if errors.Is(err, maildir.ErrLockTimeout) {
+		return nil, fmt.Errorf("%w (%s locked)", errSaving, maildir.IndexLogName)
+	}
+	return ll, err
 }
 
 // makeMailbox is maildir.Location.MakeMailbox, logged (debug) when it

@@ -3,6 +3,7 @@ package index
 import (
 	"context"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -37,6 +38,14 @@ func SetTestHookBeforeRename(f func(dst string)) func() {
 func SetTestHookBeforeAdopt(f func(dst string)) func() {
 	testHookBeforeAdopt = f
 	return func() { testHookBeforeAdopt = nil }
+}
+
+// SetIndexLogWait sets how long a folder move waits for Dovecot's index
+// log lock. It returns the function that restores the default.
+func SetIndexLogWait(d time.Duration) func() {
+	old := indexLogWait
+	indexLogWait = d
+	return func() { indexLogWait = old }
 }
 
 // SetTestHookBeforeDeleteLock makes a mailbox delete call f with the
