@@ -236,3 +236,59 @@ func killedAdoptGoneAndMadeAgain(t *testing.T, intent bool) {
 	untilQuiet(t, a, b)
 	keepsMeanings(t, ul, b, "Work")
 }
+
+// Two mailboxes S1 made apart merge; on the side that adopts the other's,
+// a client renames its S1 to S2 and creates a new, empty S1 after the scan
+// and before the merge moves the mailbox (now at S2) to S1's directory.
+// The new S1 is a client's mailbox, not a leftover: the merge must not
+// remove it (it did, with no lock, while Dovecot could be creating it:
+// stress seed 9599940858774841258, a CREATE S1/Kid undone). The merge
+// waits, and the syncs converge to the client's folders: S2 with both
+// messages, and the new S1.
+func TestMergeKeepsFolderMadeAtItsTarget(t *testing.T) {
+	a, b := roots(t)
+	ma := testmail.Deliver(t, a, "S1", "A's S1")
+	mb := testmail.Deliver(t, b, "S1", "B's S1")
+	var made [16]byte
+	var side string
+	restore := index.SetTestHookBeforeAdopt(func(dst string) {
+		if side != "" || filepath.Base(dst) != ".S1" {
+			return
+		}
+		side = filepath.Dir(dst)
+		testmail.Rename(t, side, "S1", "S2")
+		made = maildir.NewGUID()
+		ul := &maildir.Uidlist{Version: 3, UIDValidity: 1234567, NextUID: 1, GUID: made}
+		if _, err := testmail.Loc(side).MakeMailbox(dst, ul); err != nil {
+			t.Fatal(err)
+		}
+	})
+	s, err := testmail.TrySync(a, b, session.Options{})
+	restore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if side == "" {
+		t.Fatal("no merge moved a mailbox into S1")
+	}
+	if !s.Changed {
+		t.Error("the sync did not report the merge it could not finish")
+	}
+	if got := testmail.Uidlist(t, side, "S1").GUID; got != made {
+		t.Fatalf("%s: the client's new S1 (GUID %x) was replaced by %x", side, made, got)
+	}
+	untilQuiet(t, a, b)
+	for _, root := range []string{a, b} {
+		if got := testmail.Uidlist(t, root, "S1").GUID; got != made {
+			t.Errorf("%s: S1 is %x, want the client's new S1 %x", root, got, made)
+		}
+		if n := len(testmail.Files(t, root, "S1")); n != 0 {
+			t.Errorf("%s: the client's new S1 holds %d messages, want 0", root, n)
+		}
+		for _, m := range []string{ma, mb} {
+			if testmail.Find(t, root, "S2", m) == "" {
+				t.Errorf("%s: message %s is not in S2", root, m)
+			}
+		}
+	}
+}

@@ -659,6 +659,12 @@ func (r *Replica) renameLocked(ctx context.Context, dir, dst string) error {
 		lk.Unlock()
 		return fmt.Errorf("%w (%s)", errSaving, f)
 	}
+	ll, err := r.lockIndexLog(ctx, dir)
+	if err != nil {
+		lk.Unlock()
+		return err
+	}
+	defer ll.Unlock()
 	if err := maildir.RenameDirNoReplace(dir, dst); err != nil {
 		lk.Unlock()
 		return err
@@ -677,6 +683,28 @@ func (r *Replica) renameLocked(ctx context.Context, dir, dst string) error {
 		r.log.Info("mailbox lock gone after a move", "dir", dst, "error", err)
 	}
 	return nil
+}
+
+// indexLogWait bounds the wait for a mailbox's Dovecot transaction log
+// lock before a move: Dovecot holds it for short index changes only.
+// (Tests shorten it.)
+var indexLogWait = 5 * time.Second
+
+// lockIndexLog takes Dovecot's lock on the transaction log of the mailbox
+// in dir (maildir.LockIndexLog), which the caller holds the uidlist lock
+// of, before it moves or removes the directory: Dovecot changes index files
+// by path holding only that lock (a cache purge), and a move under it
+// fails those changes. Still held after indexLogWait, it is errSaving (the
+// next sync moves the folder). Dry runs take nothing.
+func (r *Replica) lockIndexLog(ctx context.Context, dir string) (*maildir.IndexLogLock, error) {
+	if r.opt.DryRun {
+		return nil, nil
+	}
+	ll, err := maildir.LockIndexLog(ctx, dir, min(indexLogWait, r.opt.LockTimeout))
+	if errors.Is(err, maildir.ErrLockTimeout) {
+		return nil, fmt.Errorf("%w (%s locked)", errSaving, maildir.IndexLogName)
+	}
+	return ll, err
 }
 
 // makeMailbox is maildir.Location.MakeMailbox, logged (debug) when it
@@ -911,6 +939,9 @@ func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, next uint32,
 	if err != nil {
 		return false, r.wrap(a.Name, err)
 	}
+	if testHookBeforeAdopt != nil {
+		testHookBeforeAdopt(dst)
+	}
 	dir, err := r.locate(b)
 	if errors.Is(err, fs.ErrNotExist) && b.Missing {
 		// The directory vanished (rm -rf) and nothing of it is left to
@@ -937,11 +968,14 @@ func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, next uint32,
 	inUse := false
 	if dir != dst && !model.IsInbox(b.Name) {
 		if _, err := os.Lstat(dst); err == nil {
-			// A missing mailbox's leftover (empty) directory may sit there.
-			if inUse = !isEmptyMailboxDir(dst); inUse {
-				skip(res, "merge of %q into %q: target directory in use", b.Name, a.Name)
-			} else if err := os.RemoveAll(dst); err != nil {
+			// A leftover directory may sit there; a folder a client made
+			// since the scan is in use.
+			gone, err := r.removeLeftover(ctx, dst)
+			if err != nil {
 				return false, r.wrap(a.Name, err)
+			}
+			if inUse = !gone; inUse {
+				skip(res, "merge of %q into %q: target directory in use", b.Name, a.Name)
 			}
 		}
 	}
@@ -988,6 +1022,53 @@ func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, next uint32,
 	}
 	res.MailboxOps++
 	return err == nil, r.wrap(a.Name, err)
+}
+
+// removeLeftover removes dir, the target of a merge's move, if it is a
+// leftover that holds no mailbox: empty, without cur/ (a directory with
+// cur/ is a mailbox to the scan and to Dovecot: a client's CREATE makes
+// one, empty, that its clients may be using), no save in its tmp/, no
+// Dovecot lock in it, and unchanged for busyRenameAge (a CREATE in
+// progress makes the directory before its subdirectories). It looks and
+// removes holding dir's uidlist lock, and removes as Dovecot's DELETE
+// does. It reports whether dir is gone; if not, the merge waits for the
+// next sync, which sees a folder made there as a mailbox of its own.
+func (r *Replica) removeLeftover(ctx context.Context, dir string) (bool, error) {
+	leftover := func() bool {
+		now := r.opt.Now()
+		if !isEmptyMailboxDir(dir) || busyTmp(dir, now, busyRenameAge) != "" || dovecotLockIn(dir, now, busyRenameAge) != "" {
+			return false
+		}
+		if fi, err := os.Stat(filepath.Join(dir, "cur")); err == nil && fi.IsDir() {
+			return false
+		}
+		fi, err := os.Stat(dir)
+		return err == nil && now.Sub(fi.ModTime()) >= busyRenameAge
+	}
+	if !leftover() {
+		return dirGone(dir), nil
+	}
+	lk, err := r.lockUidlist(ctx, dir)
+	if err != nil {
+		if dirGone(dir) {
+			return true, nil
+		}
+		return false, err
+	}
+	if !leftover() {
+		lk.Unlock()
+		return dirGone(dir), nil
+	}
+	r.log.Debug("removing a leftover directory at a merge's target", "dir", dir)
+	if err := r.loc.RemoveMailboxDir(dir, lk.Moved); err != nil {
+		lk.Unlock()
+		if dirGone(dir) {
+			return true, nil
+		}
+		return false, err
+	}
+	_ = lk.Unlock() // (removed with the directory)
+	return true, nil
 }
 
 func isEmptyMailboxDir(dir string) bool {

@@ -69,6 +69,7 @@ var (
 	testHookBeforeDeleteLock   func(dir string)
 	testHookBetweenListings    func(dir string)
 	testHookAfterRename        func(dst string)
+	testHookBeforeAdopt        func(dst string)
 	testHookBeforeBoxCommit    func(dir string)
 	testHookAfterListing       func(dir string)
 	testHookUidlistWrite       func(dir string) // the scan's writes (writeUidlist)
@@ -1315,10 +1316,21 @@ func (r *Replica) applyDelete(ctx context.Context, op merge.MailboxOp, res *Appl
 			skip(res, "delete of %q: a message is being saved into it (%s)", b.Name, f)
 			return nil
 		}
+		ll, err := r.lockIndexLog(ctx, dir)
+		if errors.Is(err, errSaving) {
+			lk.Unlock()
+			skip(res, "delete of %q: %v", b.Name, err)
+			return nil
+		} else if err != nil {
+			lk.Unlock()
+			return r.wrap(b.Name, err)
+		}
 		// As Dovecot's DELETE: out of the listing first (renamed to a
 		// hidden name, our lock moving with it), then removed.
 		r.log.Debug("removing a mailbox directory", "dir", dir)
-		if err := r.loc.RemoveMailboxDir(dir, lk.Moved); err != nil {
+		err = r.loc.RemoveMailboxDir(dir, lk.Moved)
+		ll.Unlock()
+		if err != nil {
 			lk.Unlock()
 			if dirGone(dir) {
 				skip(res, "delete of %q: the directory went away during the sync", b.Name)

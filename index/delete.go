@@ -56,7 +56,14 @@ func (r *Replica) DeleteMailbox(ctx context.Context, name string) (*DeleteResult
 	if err != nil {
 		return nil, r.wrap(name, err)
 	}
-	if err := r.loc.RemoveMailboxDir(dir, lk.Moved); err != nil {
+	ll, err := r.lockIndexLog(ctx, dir)
+	if err != nil {
+		lk.Unlock()
+		return nil, r.wrap(name, fmt.Errorf("Dovecot is changing its index, try again: %w", err))
+	}
+	err = r.loc.RemoveMailboxDir(dir, lk.Moved)
+	ll.Unlock()
+	if err != nil {
 		lk.Unlock()
 		return nil, r.wrap(name, err)
 	}

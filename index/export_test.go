@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -31,6 +32,22 @@ func SetTestHookBeforeApplyBox(f func(root string)) func() {
 func SetTestHookBeforeRename(f func(dst string)) func() {
 	testHookBeforeRename = f
 	return func() { testHookBeforeRename = nil }
+}
+
+// SetTestHookBeforeAdopt makes a merge's move of this side's mailbox into
+// the merged one call f with the merged mailbox's directory before it
+// locates this side's (clients renaming and creating folders then).
+func SetTestHookBeforeAdopt(f func(dst string)) func() {
+	testHookBeforeAdopt = f
+	return func() { testHookBeforeAdopt = nil }
+}
+
+// SetIndexLogWait sets how long a folder move waits for Dovecot's index
+// log lock. It returns the function that restores the default.
+func SetIndexLogWait(d time.Duration) func() {
+	old := indexLogWait
+	indexLogWait = d
+	return func() { indexLogWait = old }
 }
 
 // SetTestHookBeforeDeleteLock makes a mailbox delete call f with the

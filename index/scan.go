@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -1682,9 +1683,9 @@ func subdir(inNew bool) string {
 // Dovecot's lock, and returns the new uidlist and listing.
 // rebornUIDs returns the UIDs of uidlist records that the index has retired
 // (expunged, renumbered, or kept for another message) whose files are there
-// again: they must get new UIDs.
-func (r *Replica) rebornUIDs(box *Box, ul *maildir.Uidlist, files map[string]*diskFile) (map[uint32]bool, error) {
-	reborn := map[uint32]bool{}
+// again: they must get new UIDs. Each maps to its tombstone.
+func (r *Replica) rebornUIDs(box *Box, ul *maildir.Uidlist, files map[string]*diskFile) (map[uint32]model.Tombstone, error) {
+	reborn := map[uint32]model.Tombstone{}
 	if box.UIDValidity != ul.UIDValidity {
 		return reborn, nil // the index's records are of another UIDVALIDITY
 	}
@@ -1706,7 +1707,7 @@ func (r *Replica) rebornUIDs(box *Box, ul *maildir.Uidlist, files map[string]*di
 				return err
 			}
 			if !(t.Lost && t.GUID == rec.GUID()) {
-				reborn[rec.UID] = true
+				reborn[rec.UID] = t
 			}
 		}
 		return nil
@@ -1716,7 +1717,7 @@ func (r *Replica) rebornUIDs(box *Box, ul *maildir.Uidlist, files map[string]*di
 
 // When it wrote the uidlist it also returns the written file's stamp (only
 // its uidlist fields are set), taken under the lock.
-func (r *Replica) assignUIDs(ctx context.Context, name, dir string, seen *maildir.Uidlist, reborn map[uint32]bool) (*maildir.Uidlist, map[string]*diskFile, *Stamp, error) {
+func (r *Replica) assignUIDs(ctx context.Context, name, dir string, seen *maildir.Uidlist, reborn map[uint32]model.Tombstone) (*maildir.Uidlist, map[string]*diskFile, *Stamp, error) {
 	lk, err := r.lockUidlist(ctx, dir)
 	if err != nil {
 		return nil, nil, nil, r.wrap(name, err)
@@ -1737,8 +1738,8 @@ func (r *Replica) assignUIDs(ctx context.Context, name, dir string, seen *maildi
 	if len(reborn) > 0 {
 		kept := ul.Records[:0:0]
 		for _, rec := range ul.Records {
-			if reborn[rec.UID] {
-				r.log.Warn("expunged message reappeared: it gets a new UID", "mailbox", name, "uid", rec.UID)
+			if t, ok := reborn[rec.UID]; ok {
+				logReborn(r.log, name, dir, rec, t)
 				continue
 			}
 			kept = append(kept, rec)
@@ -1759,6 +1760,25 @@ func (r *Replica) assignUIDs(ctx context.Context, name, dir string, seen *maildi
 	}
 	post := stampOf(dir)
 	return ul, files, &post, nil
+}
+
+// logReborn says why the message of uidlist record rec gets a new UID:
+// its UID was retired (tombstone t). The same message back at its old UID
+// (its file restored, or a file name Dovecot reused) is what Dovecot calls
+// "Expunged message reappeared"; another message at a UID the index
+// retired is a UID used twice under one UIDVALIDITY (a folder that took
+// over a deleted mailbox's identity and UIDs Dovecot gave before that, say).
+// Either way no message is lost: it is kept under a new UID, and no client
+// sees an old UID name another message.
+func logReborn(log *slog.Logger, name, dir string, rec maildir.UidRecord, t model.Tombstone) {
+	switch {
+	case t.GUID != rec.GUID():
+		log.Info("UID used before for another message: the message gets a new UID", "mailbox", name, "dir", dir, "uid", rec.UID, "guid", rec.GUID(), "retired_guid", t.GUID)
+	case t.MovedTo != 0:
+		log.Warn("renumbered message's file is back at its old UID: it gets a new UID", "mailbox", name, "dir", dir, "uid", rec.UID, "guid", rec.GUID(), "moved_to", t.MovedTo)
+	default:
+		log.Warn("expunged message reappeared: it gets a new UID", "mailbox", name, "dir", dir, "uid", rec.UID, "guid", rec.GUID())
+	}
 }
 
 // giveUIDs lists, in ul, the files it does not list yet, in name order
