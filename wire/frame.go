@@ -23,6 +23,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/twinbox-mail/twinbox/internal/jsonfast"
+	"github.com/twinbox-mail/twinbox/sync/replica"
 )
 
 // Version is the protocol version this build speaks. Version 3 (session 6)
@@ -154,9 +157,16 @@ func (c *conn) readFrame() (byte, []byte, error) {
 // writeMsg writes v as JSON in a frame of type t, split into parts when
 // large, and flushes.
 func (c *conn) writeMsg(t byte, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
+	var b []byte
+	if br, ok := v.(*replica.BeginReply); ok && br != nil {
+		// The same bytes as json.Marshal, without reflection: a begin
+		// reply's mailbox list and saved state grow with the mailboxes.
+		b = jsonfast.AppendBeginReply(nil, br)
+	} else {
+		var err error
+		if b, err = json.Marshal(v); err != nil {
+			return err
+		}
 	}
 	if len(b) > MaxMessage {
 		return fmt.Errorf("message of %d bytes exceeds %d", len(b), MaxMessage)
