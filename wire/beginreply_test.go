@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"testing"
 
 	"github.com/twinbox-mail/twinbox/model"
+	"github.com/twinbox-mail/twinbox/sync/merge"
 	"github.com/twinbox-mail/twinbox/sync/replica"
 )
 
@@ -39,5 +41,64 @@ func TestWriteMsgBeginReplyFrames(t *testing.T) {
 		if n == 9000 && got.Len() < MaxFrame {
 			t.Fatalf("the large reply (%d bytes) was not split into parts", got.Len())
 		}
+	}
+}
+
+// A changes chunk without records goes out as json.Marshal writes it; one
+// with records still goes through json.Marshal; and writeChanges' chunks,
+// buffered, are all out (with the closing reply) when it returns.
+func TestChangesChunkFrames(t *testing.T) {
+	g := model.MailboxGUID{0xde, 0xad, 0, 0xff}
+	for _, ch := range []changesChunk{
+		{GUID: g},
+		{GUID: g, Messages: []model.Message{}},
+		{GUID: model.MailboxGUID{}},
+		{GUID: g, Tombstones: []model.Tombstone{{UID: 5}}},
+	} {
+		var got, want bytes.Buffer
+		c := writeConn(&got)
+		if err := c.bufferMsg(fChunk, ch); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.flush(); err != nil {
+			t.Fatal(err)
+		}
+		raw, err := json.Marshal(ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := writeConn(&want).writeMsg(fChunk, json.RawMessage(raw)); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Bytes(), want.Bytes()) {
+			t.Fatalf("chunk %+v: frames %q, json.Marshal's %q", ch, got.Bytes(), want.Bytes())
+		}
+	}
+	contents := map[model.MailboxGUID]*merge.Contents{}
+	for i := 0; i < 300; i++ {
+		contents[model.MailboxGUID{byte(i), byte(i >> 8)}] = &merge.Contents{}
+	}
+	var out bytes.Buffer
+	if err := writeChanges(writeConn(&out), contents); err != nil {
+		t.Fatal(err)
+	}
+	rc := readerConn(out.Bytes(), io.Discard)
+	seen := map[model.MailboxGUID]bool{}
+	for {
+		typ, b, err := rc.readMsg()
+		if err != nil {
+			t.Fatalf("after %d chunks: %v", len(seen), err)
+		}
+		if typ == fReply {
+			break
+		}
+		var ch changesChunk
+		if typ != fChunk || json.Unmarshal(b, &ch) != nil || contents[ch.GUID] == nil || seen[ch.GUID] {
+			t.Fatalf("frame %q %s", typ, b)
+		}
+		seen[ch.GUID] = true
+	}
+	if len(seen) != len(contents) {
+		t.Fatalf("%d chunks for %d mailboxes", len(seen), len(contents))
 	}
 }

@@ -267,7 +267,7 @@ func writeChanges(c *conn, contents map[model.MailboxGUID]*merge.Contents) error
 			ch.Messages, msgs = msgs[:n], msgs[n:]
 			m := min(len(tombs), chunkRecords-n)
 			ch.Tombstones, tombs = tombs[:m], tombs[m:]
-			if err := c.writeMsg(fChunk, ch); err != nil {
+			if err := c.bufferMsg(fChunk, ch); err != nil {
 				return err
 			}
 		}

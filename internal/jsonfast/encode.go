@@ -175,6 +175,15 @@ func appendPairState(dst []byte, ps *replica.PairState) []byte {
 	return append(dst, '}', '}')
 }
 
+// AppendEmptyChunk appends the bytes json.Marshal writes for a changes
+// chunk of mailbox g without records: {"guid":"<hex>"} (what EmptyChunk
+// reads).
+func AppendEmptyChunk(dst []byte, g *model.MailboxGUID) []byte {
+	dst = append(dst, `{"guid":`...)
+	dst = appendGUID(dst, g)
+	return append(dst, '}')
+}
+
 // appendGUID appends a GUID as its MarshalText form, quoted.
 func appendGUID(dst []byte, g *model.MailboxGUID) []byte {
 	dst = append(dst, '"')
