@@ -102,3 +102,23 @@ func TestChangesChunkFrames(t *testing.T) {
 		t.Fatalf("%d chunks for %d mailboxes", len(seen), len(contents))
 	}
 }
+
+// An apply reply goes out through its hand-written encoder: the same frame
+// as json.Marshal's bytes make.
+func TestWriteMsgApplyResultFrame(t *testing.T) {
+	r := &replica.ApplyResult{Added: 2, Bytes: 1 << 40, Skipped: []string{"<x>"}, Epochs: map[model.MailboxGUID]uint64{{9}: 3, {1}: 4, {5, 5}: 0}}
+	var got, want bytes.Buffer
+	if err := writeConn(&got).writeMsg(fReply, r); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeConn(&want).writeMsg(fReply, json.RawMessage(raw)); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Bytes(), want.Bytes()) {
+		t.Fatalf("apply reply frame %q, json.Marshal's %q", got.Bytes(), want.Bytes())
+	}
+}

@@ -177,6 +177,11 @@ func (c *conn) bufferMsg(t byte, v any) error {
 		// The same bytes as json.Marshal, without reflection: a begin
 		// reply's mailbox list and saved state grow with the mailboxes.
 		b = jsonfast.AppendBeginReply(nil, m)
+	case *replica.ApplyResult:
+		if m != nil {
+			// The same bytes as json.Marshal (an epoch per mailbox).
+			b = jsonfast.AppendApplyResult(nil, m)
+		}
 	case changesChunk:
 		if len(m.Messages) == 0 && len(m.Tombstones) == 0 {
 			// {"guid":"..."}, as json.Marshal writes it: a no-change

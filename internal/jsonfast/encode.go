@@ -140,21 +140,7 @@ func appendPairState(dst []byte, ps *replica.PairState) []byte {
 		dst = append(dst, "null"...)
 		return append(dst, '}')
 	}
-	// encoding/json sorts a map's keys by their text (here the hex
-	// GUID, whose order is the GUIDs' byte order).
-	keys := make([]model.MailboxGUID, 0, len(ps.Boxes))
-	for g := range ps.Boxes {
-		keys = append(keys, g)
-	}
-	slices.SortFunc(keys, func(a, b model.MailboxGUID) int {
-		switch {
-		case a.Less(b):
-			return -1
-		case b.Less(a):
-			return 1
-		}
-		return 0
-	})
+	keys := sortedGUIDs(ps.Boxes)
 	dst = append(dst, '{')
 	for i := range keys {
 		if i > 0 {
@@ -173,6 +159,77 @@ func appendPairState(dst []byte, ps *replica.PairState) []byte {
 		dst = append(dst, '}')
 	}
 	return append(dst, '}', '}')
+}
+
+// AppendApplyResult appends to dst exactly the bytes json.Marshal(r)
+// gives (the epochs sorted by their hex GUIDs): the server writes one per
+// sync, with an epoch per mailbox. r must not be nil.
+func AppendApplyResult(dst []byte, r *replica.ApplyResult) []byte {
+	dst = slices.Grow(dst, 160+64*len(r.Epochs))
+	dst = append(dst, `{"added":`...)
+	dst = strconv.AppendInt(dst, int64(r.Added), 10)
+	dst = append(dst, `,"linked":`...)
+	dst = strconv.AppendInt(dst, int64(r.Linked), 10)
+	dst = append(dst, `,"fetched":`...)
+	dst = strconv.AppendInt(dst, int64(r.Fetched), 10)
+	dst = append(dst, `,"expunged":`...)
+	dst = strconv.AppendInt(dst, int64(r.Expunged), 10)
+	dst = append(dst, `,"flagged":`...)
+	dst = strconv.AppendInt(dst, int64(r.Flagged), 10)
+	dst = append(dst, `,"moved":`...)
+	dst = strconv.AppendInt(dst, int64(r.Moved), 10)
+	dst = append(dst, `,"bytes":`...)
+	dst = strconv.AppendInt(dst, r.Bytes, 10)
+	dst = append(dst, `,"mailbox_ops":`...)
+	dst = strconv.AppendInt(dst, int64(r.MailboxOps), 10)
+	if r.Changed {
+		dst = append(dst, `,"changed":true`...)
+	}
+	if len(r.Skipped) > 0 {
+		dst = append(dst, `,"skipped":[`...)
+		for i, s := range r.Skipped {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendString(dst, s)
+		}
+		dst = append(dst, ']')
+	}
+	dst = append(dst, `,"epochs":`...)
+	if r.Epochs == nil {
+		dst = append(dst, "null"...)
+		return append(dst, '}')
+	}
+	keys := sortedGUIDs(r.Epochs)
+	dst = append(dst, '{')
+	for i := range keys {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendGUID(dst, &keys[i])
+		dst = append(dst, ':')
+		dst = strconv.AppendUint(dst, r.Epochs[keys[i]], 10)
+	}
+	return append(dst, '}', '}')
+}
+
+// sortedGUIDs returns m's keys in the order encoding/json writes a map's
+// keys: by their text (the hex GUID, whose order is the GUIDs' byte order).
+func sortedGUIDs[V any](m map[model.MailboxGUID]V) []model.MailboxGUID {
+	keys := make([]model.MailboxGUID, 0, len(m))
+	for g := range m {
+		keys = append(keys, g)
+	}
+	slices.SortFunc(keys, func(a, b model.MailboxGUID) int {
+		switch {
+		case a.Less(b):
+			return -1
+		case b.Less(a):
+			return 1
+		}
+		return 0
+	})
+	return keys
 }
 
 // AppendEmptyChunk appends the bytes json.Marshal writes for a changes

@@ -102,3 +102,39 @@ func BenchmarkAppendBeginReply(b *testing.B) {
 		}
 	})
 }
+
+// TestAppendApplyResultIsJSONMarshal: the apply reply's encoder writes the
+// very bytes json.Marshal writes (nil, empty and full epochs, skipped
+// steps with awkward strings, negative counts).
+func TestAppendApplyResultIsJSONMarshal(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 9))
+	for i := 0; i < 3000; i++ {
+		r := replica.ApplyResult{Added: int(rng.Int32()) - 1<<30, Linked: rng.IntN(9), Fetched: rng.IntN(9), Expunged: rng.IntN(9),
+			Flagged: rng.IntN(9), Moved: -rng.IntN(3), Bytes: randI64(rng), MailboxOps: rng.IntN(3), Changed: rng.IntN(2) == 0}
+		switch rng.IntN(3) {
+		case 0:
+			r.Skipped = []string{}
+		case 1:
+			for j := 0; j < 1+rng.IntN(3); j++ {
+				r.Skipped = append(r.Skipped, randString(rng))
+			}
+		}
+		switch rng.IntN(4) {
+		case 0:
+		case 1:
+			r.Epochs = map[model.MailboxGUID]uint64{}
+		default:
+			r.Epochs = map[model.MailboxGUID]uint64{}
+			for j := 0; j < rng.IntN(60); j++ {
+				r.Epochs[randGUID(rng)] = rng.Uint64() >> rng.IntN(64)
+			}
+		}
+		want, err := json.Marshal(&r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := AppendApplyResult(nil, &r); !bytes.Equal(got, want) {
+			t.Fatalf("result %d:\nAppendApplyResult %s\njson.Marshal      %s", i, got, want)
+		}
+	}
+}
