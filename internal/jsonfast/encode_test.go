@@ -138,3 +138,28 @@ func TestAppendApplyResultIsJSONMarshal(t *testing.T) {
 		}
 	}
 }
+
+// The begin-reply decoder sizes its mailbox list from the reply, within a
+// bound: a hostile reply full of mailbox openings does not get a list
+// much larger than itself.
+func TestBeginReplyMailboxRoomBounded(t *testing.T) {
+	v := []byte(`{"mailboxes":[` + string(bytes.Repeat([]byte(`{"guid":1},`), 20000)) + `{}]}`)
+	var r replica.BeginReply
+	if BeginReply(v, &r) {
+		t.Fatal("a reply with bad GUIDs was taken")
+	}
+	if c := cap(r.Mailboxes); c > 4096 {
+		t.Fatalf("the mailbox list got room for %d", c)
+	}
+	// A well-formed reply gets its list sized once.
+	rng := rand.New(rand.NewPCG(1, 1))
+	w := replica.BeginReply{Info: replica.Info{ReplicaID: "r", IndexID: "i"}}
+	for i := 0; i < 30; i++ {
+		w.Mailboxes = append(w.Mailboxes, model.Mailbox{GUID: randGUID(rng), Name: fmt.Sprint("F", i), UIDNext: uint32(i)})
+	}
+	raw, _ := json.Marshal(&w)
+	var got replica.BeginReply
+	if !BeginReply(raw, &got) || len(got.Mailboxes) != len(w.Mailboxes) || cap(got.Mailboxes) != len(w.Mailboxes) {
+		t.Fatalf("%d mailboxes decoded into room for %d, want %d", len(got.Mailboxes), cap(got.Mailboxes), len(w.Mailboxes))
+	}
+}
