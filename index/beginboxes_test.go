@@ -31,6 +31,14 @@ func beginMatchesIndex(t *testing.T, r *Replica, step string) *replica.BeginRepl
 	if !reflect.DeepEqual(rep.Mailboxes, want) {
 		t.Fatalf("%s: Begin reports mailboxes\n%+v\nthe index holds\n%+v", step, rep.Mailboxes, want)
 	}
+	// Epochs (an apply's reply): every mailbox's epoch, never a nil map.
+	ep := map[model.MailboxGUID]uint64{}
+	for _, b := range boxes {
+		ep[b.GUID] = b.Epoch
+	}
+	if got := r.Epochs(); got == nil || !reflect.DeepEqual(got, ep) {
+		t.Fatalf("%s: Epochs() = %v, want %v", step, got, ep)
+	}
 	return rep
 }
 

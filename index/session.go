@@ -206,6 +206,9 @@ func (r *Replica) fillEpochs(res *ApplyResult) {
 	res.Epochs = map[model.MailboxGUID]uint64{}
 	_ = r.store.db.View(func(tx *bolt.Tx) error {
 		boxes, err := allBoxes(tx)
+		if len(boxes) > 0 { // (sized once: an epoch per mailbox)
+			res.Epochs = make(map[model.MailboxGUID]uint64, len(boxes))
+		}
 		for _, b := range boxes {
 			res.Epochs[b.GUID] = b.Epoch
 		}
