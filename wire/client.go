@@ -295,8 +295,11 @@ type addsChunk struct {
 // readApply reads an apply request and its chunks.
 func readApply(c *conn, raw json.RawMessage) (*merge.SidePlan, error) {
 	var req applyRequest
-	if err := decode(raw, &req); err != nil {
-		return nil, err
+	if !decodeApplyFast(raw, &req) {
+		req = applyRequest{}
+		if err := decode(raw, &req); err != nil {
+			return nil, err
+		}
 	}
 	if req.Chunks < 0 || req.Chunks > maxChunks {
 		return nil, protoErr("apply announces %d chunks (at most %d)", req.Chunks, maxChunks)
