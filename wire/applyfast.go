@@ -1,6 +1,10 @@
 package wire
 
 import (
+	"encoding/hex"
+	"slices"
+	"strconv"
+
 	"github.com/twinbox-mail/twinbox/internal/jsonfast"
 	"github.com/twinbox-mail/twinbox/sync/merge"
 )
@@ -111,4 +115,53 @@ func boxPlanFast(p *jsonfast.Parser, bp *merge.BoxPlan) bool {
 		}
 		return false // (Borns and anything else: the long way)
 	})
+}
+
+// appendApplyFast appends the bytes json.Marshal writes for req when its
+// plan is of the kind decodeApplyFast takes (only mailbox entries, every
+// other list nil), and reports false, appending nothing, for any other.
+func appendApplyFast(dst []byte, req *applyRequest) ([]byte, bool) {
+	sp := &req.Plan
+	if sp.Renames != nil || sp.Creates != nil || sp.Adopts != nil || sp.Deletes != nil || sp.Subs != nil {
+		return dst, false
+	}
+	for i := range sp.Boxes {
+		b := &sp.Boxes[i]
+		if b.Adds != nil || b.Moves != nil || b.Flags != nil || b.Expunges != nil || b.Release != nil || len(b.Borns) > 0 {
+			return dst, false
+		}
+	}
+	dst = slices.Grow(dst, 128+160*len(sp.Boxes))
+	dst = append(dst, `{"plan":{"Renames":null,"Creates":null,"Adopts":null,"Boxes":`...)
+	if sp.Boxes == nil {
+		dst = append(dst, "null"...)
+	} else {
+		dst = append(dst, '[')
+		for i := range sp.Boxes {
+			b := &sp.Boxes[i]
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = append(dst, `{"GUID":"`...)
+			dst = hex.AppendEncode(dst, b.GUID[:])
+			dst = append(dst, `","UIDNext":`...)
+			dst = strconv.AppendUint(dst, uint64(b.UIDNext), 10)
+			dst = append(dst, `,"Reset":`...)
+			dst = strconv.AppendBool(dst, b.Reset)
+			dst = append(dst, `,"BumpNext":`...)
+			dst = strconv.AppendBool(dst, b.BumpNext)
+			dst = append(dst, `,"Exact":`...)
+			dst = strconv.AppendBool(dst, b.Exact)
+			dst = append(dst, `,"Adds":null`...)
+			if b.AddCount != 0 {
+				dst = append(dst, `,"add_count":`...)
+				dst = strconv.AppendInt(dst, int64(b.AddCount), 10)
+			}
+			dst = append(dst, `,"Moves":null,"Flags":null,"Expunges":null,"Release":null}`...)
+		}
+		dst = append(dst, ']')
+	}
+	dst = append(dst, `,"Deletes":null,"Subs":null},"chunks":`...)
+	dst = strconv.AppendInt(dst, int64(req.Chunks), 10)
+	return append(dst, '}'), true
 }

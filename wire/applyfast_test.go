@@ -132,3 +132,38 @@ func TestDecodeApplyFastMatchesJSON(t *testing.T) {
 		t.Fatalf("taken %d, no-change-like plans %d: the comparison hardly checks the fast path", taken, empty)
 	}
 }
+
+// TestAppendApplyFastIsJSONMarshal: for the plans it takes, the client's
+// apply-request encoder writes json.Marshal's bytes; it refuses every
+// other plan; and all it writes, decodeApplyFast takes.
+func TestAppendApplyFastIsJSONMarshal(t *testing.T) {
+	rng := rand.New(rand.NewPCG(10, 11))
+	taken := 0
+	for i := 0; i < 4000; i++ {
+		req := randApplyRequest(rng)
+		want, err := json.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := appendApplyFast([]byte("x"), &req)
+		if !ok {
+			if string(got) != "x" {
+				t.Fatalf("refused, but appended %s", got)
+			}
+			if decodeApplyFast(want, &applyRequest{}) {
+				t.Fatalf("refused a plan decodeApplyFast takes: %s", want)
+			}
+			continue
+		}
+		taken++
+		if !bytes.Equal(got[1:], want) {
+			t.Fatalf("appendApplyFast %s\njson.Marshal    %s", got[1:], want)
+		}
+		if !checkApplyFast(t, got[1:]) {
+			t.Fatalf("decodeApplyFast refuses what appendApplyFast wrote: %s", got[1:])
+		}
+	}
+	if taken < 1000 {
+		t.Fatalf("only %d plans taken", taken)
+	}
+}

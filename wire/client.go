@@ -139,9 +139,17 @@ func (cl *Client) Counters() (framesIn, framesOut, bytesIn, bytesOut int64) {
 }
 
 func (cl *Client) send(op string, args any) error {
-	raw, err := json.Marshal(args)
-	if err != nil {
-		return err
+	var raw []byte
+	if a, ok := args.(applyRequest); ok {
+		// A no-change sync's plan (an entry per mailbox) without
+		// reflection: the same bytes.
+		raw, _ = appendApplyFast(nil, &a)
+	}
+	if raw == nil {
+		var err error
+		if raw, err = json.Marshal(args); err != nil {
+			return err
+		}
 	}
 	cl.RoundTrips++
 	return cl.c.writeMsg(fRequest, request{Op: op, Args: raw})
