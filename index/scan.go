@@ -33,6 +33,10 @@ const TmpPrefix = maildir.HiddenPrefix
 type ScanResult struct {
 	Changed bool               // the index changed
 	Held    []replica.HeldInfo // mailboxes with expunges held back
+	// boxes are every mailbox record as the scan left them (read after its
+	// last write): Begin describes the replica with them instead of
+	// decoding them all again.
+	boxes []*Box
 }
 
 // diskFile is a message file found in cur/ or new/.
@@ -289,6 +293,7 @@ func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 				res.Held = append(res.Held, replica.HeldInfo{Mailbox: b.Name, Count: b.Held})
 			}
 		}
+		res.boxes = all
 		return nil
 	}); err != nil {
 		return nil, r.wrap("", err)

@@ -45,14 +45,17 @@ func (r *Replica) Begin(ctx context.Context, req replica.BeginRequest) (*replica
 		return nil, err
 	}
 	rep.Held = res.Held
+	// The scan's last read of the mailbox records came after its last
+	// write, and nothing writes between it and here (the replica's lock
+	// is held): the records are the ones a read now would decode.
+	if len(res.boxes) > 0 {
+		rep.Mailboxes = make([]model.Mailbox, 0, len(res.boxes))
+	}
+	for _, b := range res.boxes {
+		rep.Mailboxes = append(rep.Mailboxes, b.Mailbox)
+	}
 	err = r.store.db.View(func(tx *bolt.Tx) error {
-		boxes, err := allBoxes(tx)
-		if err != nil {
-			return err
-		}
-		for _, b := range boxes {
-			rep.Mailboxes = append(rep.Mailboxes, b.Mailbox)
-		}
+		var err error
 		if rep.Subs, err = loadSubs(tx); err != nil {
 			return err
 		}
@@ -203,6 +206,9 @@ func (r *Replica) fillEpochs(res *ApplyResult) {
 	res.Epochs = map[model.MailboxGUID]uint64{}
 	_ = r.store.db.View(func(tx *bolt.Tx) error {
 		boxes, err := allBoxes(tx)
+		if len(boxes) > 0 { // (sized once: an epoch per mailbox)
+			res.Epochs = make(map[model.MailboxGUID]uint64, len(boxes))
+		}
 		for _, b := range boxes {
 			res.Epochs[b.GUID] = b.Epoch
 		}

@@ -256,6 +256,15 @@ func (l Location) MailboxDir(name string) (string, error) {
 	return dir, nil
 }
 
+// joinEncoded is the directory of a mailbox relative to Root from its
+// encoded hierarchy levels (encodeName's result, not nil).
+func (l Location) joinEncoded(enc []string) string {
+	if l.Layout == LayoutMaildirPP {
+		return "." + strings.Join(enc, ".")
+	}
+	return strings.Join(enc, "/")
+}
+
 // within reports whether dir is strictly inside root (both clean).
 func within(root, dir string) bool {
 	rel, err := filepath.Rel(root, dir)
@@ -301,6 +310,17 @@ func (l Location) NameFromDir(rel string) (string, error) {
 		parts[i] = p
 	}
 	name := strings.Join(parts, "/")
+	if l.Root != "" {
+		// The round trip without the path work (a listing does this for
+		// every folder on every sync): when the name encodes back to rel
+		// itself, MailboxDir(name) is Root/rel. encodeName refused every
+		// empty, "." and ".." level and every "/" inside one, so rel is
+		// then a clean relative path strictly inside Root. Anything else
+		// takes the full check below, which says why it fails.
+		if enc, err := l.encodeName(name); err == nil && enc != nil && l.joinEncoded(enc) == rel {
+			return name, nil
+		}
+	}
 	dir, err := l.MailboxDir(name)
 	if err != nil {
 		var ne *NameError

@@ -139,9 +139,17 @@ func (cl *Client) Counters() (framesIn, framesOut, bytesIn, bytesOut int64) {
 }
 
 func (cl *Client) send(op string, args any) error {
-	raw, err := json.Marshal(args)
-	if err != nil {
-		return err
+	var raw []byte
+	if a, ok := args.(applyRequest); ok {
+		// A no-change sync's plan (an entry per mailbox) without
+		// reflection: the same bytes.
+		raw, _ = appendApplyFast(nil, &a)
+	}
+	if raw == nil {
+		var err error
+		if raw, err = json.Marshal(args); err != nil {
+			return err
+		}
 	}
 	cl.RoundTrips++
 	return cl.c.writeMsg(fRequest, request{Op: op, Args: raw})
@@ -267,7 +275,7 @@ func writeChanges(c *conn, contents map[model.MailboxGUID]*merge.Contents) error
 			ch.Messages, msgs = msgs[:n], msgs[n:]
 			m := min(len(tombs), chunkRecords-n)
 			ch.Tombstones, tombs = tombs[:m], tombs[m:]
-			if err := c.writeMsg(fChunk, ch); err != nil {
+			if err := c.bufferMsg(fChunk, ch); err != nil {
 				return err
 			}
 		}
@@ -295,8 +303,11 @@ type addsChunk struct {
 // readApply reads an apply request and its chunks.
 func readApply(c *conn, raw json.RawMessage) (*merge.SidePlan, error) {
 	var req applyRequest
-	if err := decode(raw, &req); err != nil {
-		return nil, err
+	if !decodeApplyFast(raw, &req) {
+		req = applyRequest{}
+		if err := decode(raw, &req); err != nil {
+			return nil, err
+		}
 	}
 	if req.Chunks < 0 || req.Chunks > maxChunks {
 		return nil, protoErr("apply announces %d chunks (at most %d)", req.Chunks, maxChunks)

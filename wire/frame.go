@@ -23,6 +23,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/twinbox-mail/twinbox/internal/jsonfast"
+	"github.com/twinbox-mail/twinbox/sync/replica"
 )
 
 // Version is the protocol version this build speaks. Version 3 (session 6)
@@ -154,9 +157,43 @@ func (c *conn) readFrame() (byte, []byte, error) {
 // writeMsg writes v as JSON in a frame of type t, split into parts when
 // large, and flushes.
 func (c *conn) writeMsg(t byte, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
+	if err := c.bufferMsg(t, v); err != nil {
 		return err
+	}
+	return c.flush()
+}
+
+// bufferMsg is writeMsg without the flush: the message goes out with the
+// next flush, or earlier when the buffer fills (a stream of chunks that a
+// closing reply flushes: one write for a no-change sync's per-mailbox
+// chunks, not one each).
+func (c *conn) bufferMsg(t byte, v any) error {
+	var b []byte
+	switch m := v.(type) {
+	case *replica.BeginReply:
+		if m == nil {
+			break
+		}
+		// The same bytes as json.Marshal, without reflection: a begin
+		// reply's mailbox list and saved state grow with the mailboxes.
+		b = jsonfast.AppendBeginReply(nil, m)
+	case *replica.ApplyResult:
+		if m != nil {
+			// The same bytes as json.Marshal (an epoch per mailbox).
+			b = jsonfast.AppendApplyResult(nil, m)
+		}
+	case changesChunk:
+		if len(m.Messages) == 0 && len(m.Tombstones) == 0 {
+			// {"guid":"..."}, as json.Marshal writes it: a no-change
+			// sync sends one per mailbox.
+			b = jsonfast.AppendEmptyChunk(nil, &m.GUID)
+		}
+	}
+	if b == nil {
+		var err error
+		if b, err = json.Marshal(v); err != nil {
+			return err
+		}
 	}
 	if len(b) > MaxMessage {
 		return fmt.Errorf("message of %d bytes exceeds %d", len(b), MaxMessage)
@@ -167,10 +204,7 @@ func (c *conn) writeMsg(t byte, v any) error {
 		}
 		b = b[MaxFrame:]
 	}
-	if err := c.writeFrame(t, b); err != nil {
-		return err
-	}
-	return c.flush()
+	return c.writeFrame(t, b)
 }
 
 // readMsg reads the next JSON message, joining parts. It returns the

@@ -1,6 +1,8 @@
 package jsonfast
 
 import (
+	"bytes"
+
 	"github.com/twinbox-mail/twinbox/model"
 	"github.com/twinbox-mail/twinbox/sync/replica"
 )
@@ -32,7 +34,11 @@ func BeginReply(v []byte, r *replica.BeginReply) bool {
 				r.Mailboxes = nil
 				return true
 			}
-			r.Mailboxes = []model.Mailbox{} // ([] is an empty slice, not nil)
+			// ([] is an empty slice, not nil.) Room for the mailboxes the
+			// reply seems to hold, so that the list does not regrow: a
+			// guess (a name may hold the text too), bounded so that a
+			// hostile reply cannot ask for much more than it is long.
+			r.Mailboxes = make([]model.Mailbox, 0, min(bytes.Count(v, []byte(`{"guid":`)), 4096))
 			return p.Array(func() bool {
 				var m model.Mailbox
 				ok := p.Object(func(key []byte) bool {

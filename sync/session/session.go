@@ -283,9 +283,13 @@ func savedState(ra, rb *replica.BeginReply, boxesA, boxesB []model.Mailbox, full
 	if full || pa == nil || pb == nil || pa.SyncID != pb.SyncID || pa.PeerIndexID != rb.Info.IndexID || pb.PeerIndexID != ra.Info.IndexID {
 		return base, sinceA, sinceB
 	}
-	byB := map[model.MailboxGUID]model.Mailbox{}
-	for _, m := range boxesB {
-		byB[m.GUID] = m
+	// (Sized maps: a no-change sync fills them with every mailbox.)
+	base = make(map[model.MailboxGUID]uint32, len(boxesA))
+	sinceA = make(map[model.MailboxGUID]uint64, len(boxesA))
+	sinceB = make(map[model.MailboxGUID]uint64, len(boxesA))
+	byB := make(map[model.MailboxGUID]*model.Mailbox, len(boxesB))
+	for i := range boxesB {
+		byB[boxesB[i].GUID] = &boxesB[i]
 	}
 	for _, ma := range boxesA {
 		mb, ok := byB[ma.GUID]
@@ -429,8 +433,11 @@ func finalBases(a, b []model.Mailbox, plan *merge.Plan, ea, eb map[model.Mailbox
 
 func filterBoxes(in []model.Mailbox, keep func(string) bool) []model.Mailbox {
 	var out []model.Mailbox
-	for _, m := range in {
+	for i, m := range in {
 		if keep(m.Name) {
+			if out == nil { // (room for the rest: no regrowth of a large struct)
+				out = make([]model.Mailbox, 0, len(in)-i)
+			}
 			out = append(out, m)
 		}
 	}
@@ -439,8 +446,11 @@ func filterBoxes(in []model.Mailbox, keep func(string) bool) []model.Mailbox {
 
 func onlyKept(in []model.Mailbox, keep map[model.MailboxGUID]bool) []model.Mailbox {
 	var out []model.Mailbox
-	for _, m := range in {
+	for i, m := range in {
 		if keep[m.GUID] {
+			if out == nil {
+				out = make([]model.Mailbox, 0, len(in)-i)
+			}
 			out = append(out, m)
 		}
 	}
