@@ -434,6 +434,13 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	// by UID.
 	keptGone := map[uint32]bool{}
 
+	// rederive: a flag change or renumbering skipped because the file's
+	// flags differ from the index's, where the index holds that very file
+	// name. A client's STORE since the scan renames the file, and the next
+	// scan sees the new name; an unchanged name with other flags in the
+	// index (an index out of step with itself) would look unchanged to
+	// every scan, and the same plan would come back every sync.
+	rederive := false
 	// 1. Expunges (and, for a reset, everything the source does not have).
 	exp := bp.Expunges
 	if bp.Reset {
@@ -512,6 +519,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 				continue
 			} else if m := oldBy[mv.From]; m != nil && !diskAgrees(f.fn, m.Flags, kw) {
 				skip(res, "mailbox %q UID %d: flags of %s changed since the scan (not renumbered)", name, mv.From, mv.GUID)
+				rederive = rederive || m.File == f.name
 				continue
 			}
 		}
@@ -729,6 +737,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			// Renamed for flags since the scan (a client's STORE through
 			// Dovecot): writing the merged flags would undo that change.
 			skip(res, "mailbox %q UID %d: flags of %s changed since the scan", name, fset.UID, fset.GUID)
+			rederive = rederive || m.File == f.name
 			continue
 		}
 		var fl maildir.Flags
@@ -1202,6 +1211,12 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			b.Stamp = st1
 		} else {
 			b.Stamp.Uidlist = 0
+		}
+		if rederive {
+			// The index holds a file name with flags other than the name
+			// shows (see rederive): the next scan reads every name's flags
+			// again, as after a change of dovecot-keywords.
+			b.Stamp.Keywords = 0
 		}
 		return putBox(tx, b)
 	})

@@ -10,6 +10,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/twinbox-mail/twinbox/maildir"
+	"github.com/twinbox-mail/twinbox/model"
 )
 
 // SetTestHookBeforeUidlistWrite makes applyBox call f after its journaled
@@ -188,5 +189,52 @@ func ForgetMessage(root, name string, uid uint32) error {
 			}
 		}
 		return tx.Bucket(bGUIDs).Delete(guidKey(m.GUID, box.GUID, uid))
+	})
+}
+
+// SetIndexFlags gives the message at uid of mailbox name, in the index at
+// root/twinbox.db, the flags flags (set, T 0) and a new modseq, leaving its
+// file name: an index out of step with itself, for the tests of the heal.
+func SetIndexFlags(root, name string, uid uint32, flags ...string) error {
+	db, err := bolt.Open(filepath.Join(root, DBName), 0o600, nil)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return db.Update(func(tx *bolt.Tx) error {
+		var box *Box
+		err := tx.Bucket(bBoxes).ForEach(func(_, v []byte) error {
+			var b Box
+			if err := json.Unmarshal(v, &b); err != nil {
+				return err
+			}
+			if b.Name == name && !b.Deleted {
+				box = &b
+			}
+			return nil
+		})
+		if err != nil || box == nil {
+			return fmt.Errorf("mailbox %q: %v", name, err)
+		}
+		bt, err := openBoxTx(tx, box)
+		if err != nil {
+			return err
+		}
+		v := bt.bb.uid.Get(u32(uid))
+		if v == nil {
+			return fmt.Errorf("mailbox %q: no UID %d", name, uid)
+		}
+		m, err := decodeMsg(v)
+		if err != nil {
+			return err
+		}
+		m.Flags = model.Flags{}
+		for _, f := range flags {
+			m.Flags[f] = model.FlagVal{Set: true}
+		}
+		if err := bt.put(m); err != nil {
+			return err
+		}
+		return putBox(tx, box)
 	})
 }

@@ -265,3 +265,39 @@ func TestFlagForAMessageNotHereHeals(t *testing.T) {
 	}
 	testmail.Converged(t, a, b)
 }
+
+// TestIndexFlagsOutOfStepWithItsFileHeal: B's index holds a message's
+// file name (":2,a", keyword $A) with no flags (an index out of step with
+// itself; the IMAP stress left one so, session 7). Every scan took the
+// unchanged name for unchanged flags, every sync planned $A for B, and B's
+// apply skipped it as "changed since the scan", for ever. The apply now
+// makes the next scan read the names' flags again, and the replicas
+// converge.
+func TestIndexFlagsOutOfStepWithItsFileHeal(t *testing.T) {
+	a, b := roots(t)
+	testmail.Deliver(t, a, "Box", "first")
+	m := testmail.Deliver(t, a, "Box", "flagged")
+	settle(t, a, b)
+	testmail.WriteKeywords(t, a, "Box", []string{"$A"})
+	testmail.SetFlags(t, a, "Box", m, "a")
+	settle(t, a, b)
+	var uid uint32
+	for _, r := range testmail.Uidlist(t, b, "Box").Records {
+		if r.Base() == m {
+			uid = r.UID
+		}
+	}
+	if err := index.SetIndexFlags(b, "Box", uid); err != nil {
+		t.Fatal(err)
+	}
+	s, err := testmail.TrySync(a, b, session.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Changed {
+		t.Fatalf("the scenario did not happen: B skipped %v", s.ResultB.Skipped)
+	}
+	testmail.SyncUntilQuiet(t, a, b, session.Options{}, 4)
+	testmail.Converged(t, a, b)
+	assertIdle(t, a, b)
+}
