@@ -697,6 +697,28 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		recs[u] = rec
 	}
 
+	// Keywords this apply gives files (flag changes, adds) get their
+	// letters in dovecot-keywords before any file carries them, as Dovecot
+	// does: a file renamed or added with a letter the list does not have
+	// yet (an apply killed before step 5) is read without that keyword by
+	// every scan, and by Dovecot. The same order as steps 3 and 4 gives the
+	// same letters.
+	for _, fset := range bp.Flags {
+		_, _, kw = letters(fset.Flags, kw)
+	}
+	for _, a := range bp.Adds {
+		_, _, kw = letters(a.Msg.Flags, kw)
+	}
+	if len(kw) != kwBefore {
+		if err := lk.Check(); err != nil {
+			return r.errf(name, "not writing dovecot-keywords: %v", err)
+		}
+		if err := maildir.WriteKeywords(dir, kw); err != nil {
+			return r.wrap(name, err)
+		}
+		kwBefore = len(kw)
+	}
+
 	// 3. Flags: rename within cur/ (new/ -> cur/ when flags are set).
 	uidOfMove := map[uint32]uint32{}
 	for _, mv := range moved {

@@ -277,3 +277,46 @@ func TestApplyDoesNotWriteUidlistUnderALostLock(t *testing.T) {
 	testmail.Converged(t, a, b)
 	assertIdle(t, a, b)
 }
+
+// TestKilledApplyLeavesNoUnmappedKeywordLetter: an apply that gives a file
+// a new keyword and is killed before it writes the uidlist has already
+// written the keyword's letter into dovecot-keywords (as Dovecot does, the
+// list first): a file name never carries a letter the list lacks, which
+// every later scan (and Dovecot) would read as no keyword at all.
+func TestKilledApplyLeavesNoUnmappedKeywordLetter(t *testing.T) {
+	a, b := roots(t)
+	testmail.Deliver(t, a, "Box", "first")
+	m := testmail.Deliver(t, a, "Box", "gets a keyword")
+	settle(t, a, b)
+	testmail.WriteKeywords(t, a, "Box", []string{"$Label1"})
+	testmail.SetFlags(t, a, "Box", m, "a")
+	// A renumbering in the same apply, so that the hook runs.
+	testmail.Deliver(t, a, "Box", "on A")
+	testmail.Deliver(t, b, "Box", "on B")
+	killed := false
+	restore := index.SetTestHookBeforeUidlistWrite(func() {
+		killed = true
+		panic("killed")
+	})
+	func() {
+		defer func() { _ = recover() }()
+		_, _ = testmail.TrySync(a, b, session.Options{})
+	}()
+	restore()
+	if !killed {
+		t.Fatal("the apply was not killed")
+	}
+	p := testmail.Find(t, b, "Box", m)
+	if p == "" {
+		t.Fatal("B lost the message")
+	}
+	if !strings.Contains(filepath.Base(p), ":2,a") {
+		t.Fatalf("the killed apply did not give B's file the keyword's letter (%s): the scenario did not happen", filepath.Base(p))
+	}
+	if kw := testmail.Keywords(t, b, "Box"); len(kw) == 0 || kw[0] != "$Label1" {
+		t.Errorf("B's file %s carries letter a, B's dovecot-keywords is %q", filepath.Base(p), kw)
+	}
+	testmail.SyncUntilQuiet(t, a, b, session.Options{}, 5)
+	testmail.Converged(t, a, b)
+	assertIdle(t, a, b)
+}
