@@ -141,26 +141,7 @@ func AddDuplicateRecord(root string, uid, dup uint32, file string) error {
 // an index out of step with its peer's saved state, for the tests of the
 // heal.
 func ForgetMessage(root, name string, uid uint32) error {
-	db, err := bolt.Open(filepath.Join(root, DBName), 0o600, nil)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	return db.Update(func(tx *bolt.Tx) error {
-		var box *Box
-		err := tx.Bucket(bBoxes).ForEach(func(_, v []byte) error {
-			var b Box
-			if err := json.Unmarshal(v, &b); err != nil {
-				return err
-			}
-			if b.Name == name && !b.Deleted {
-				box = &b
-			}
-			return nil
-		})
-		if err != nil || box == nil {
-			return fmt.Errorf("mailbox %q: %v", name, err)
-		}
+	return updateBox(root, name, func(tx *bolt.Tx, box *Box) error {
 		bb, err := buckets(tx, box.GUID, false)
 		if err != nil || bb == nil {
 			return fmt.Errorf("mailbox %q: no messages (%v)", name, err)
@@ -196,26 +177,7 @@ func ForgetMessage(root, name string, uid uint32) error {
 // root/twinbox.db, the flags flags (set, T 0) and a new modseq, leaving its
 // file name: an index out of step with itself, for the tests of the heal.
 func SetIndexFlags(root, name string, uid uint32, flags ...string) error {
-	db, err := bolt.Open(filepath.Join(root, DBName), 0o600, nil)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	return db.Update(func(tx *bolt.Tx) error {
-		var box *Box
-		err := tx.Bucket(bBoxes).ForEach(func(_, v []byte) error {
-			var b Box
-			if err := json.Unmarshal(v, &b); err != nil {
-				return err
-			}
-			if b.Name == name && !b.Deleted {
-				box = &b
-			}
-			return nil
-		})
-		if err != nil || box == nil {
-			return fmt.Errorf("mailbox %q: %v", name, err)
-		}
+	return updateBox(root, name, func(tx *bolt.Tx, box *Box) error {
 		bt, err := openBoxTx(tx, box)
 		if err != nil {
 			return err
@@ -237,4 +199,40 @@ func SetIndexFlags(root, name string, uid uint32, flags ...string) error {
 		}
 		return putBox(tx, box)
 	})
+}
+
+// updateBox runs f in one write transaction of the index at
+// root/twinbox.db, with its live mailbox called name.
+func updateBox(root, name string, f func(tx *bolt.Tx, box *Box) error) error {
+	db, err := bolt.Open(filepath.Join(root, DBName), 0o600, nil)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return db.Update(func(tx *bolt.Tx) error {
+		box, err := liveBoxNamed(tx, name)
+		if err != nil {
+			return err
+		}
+		return f(tx, box)
+	})
+}
+
+// liveBoxNamed finds the live mailbox called name.
+func liveBoxNamed(tx *bolt.Tx, name string) (*Box, error) {
+	var box *Box
+	err := tx.Bucket(bBoxes).ForEach(func(_, v []byte) error {
+		var b Box
+		if err := json.Unmarshal(v, &b); err != nil {
+			return err
+		}
+		if b.Name == name && !b.Deleted {
+			box = &b
+		}
+		return nil
+	})
+	if err != nil || box == nil {
+		return nil, fmt.Errorf("mailbox %q: %v", name, err)
+	}
+	return box, nil
 }

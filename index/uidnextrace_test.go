@@ -37,24 +37,7 @@ func TestMessageSavedDuringQuickScanReaches(t *testing.T) {
 		if saved != "" || d != dir {
 			return
 		}
-		// Dovecot's save, as it does it under its lock: the file into
-		// cur/, then the record.
-		tmpRoot := t.TempDir()
-		m := testmail.Deliver(t, tmpRoot, "X", "saved by Dovecot meanwhile")
-		body, err := os.ReadFile(filepath.Join(testmail.Dir(t, tmpRoot, "X"), "new", m))
-		if err != nil {
-			t.Fatal(err)
-		}
-		saved = "1790000000.M1P1.dovecot,S=" + strings.Split(m, ",S=")[1]
-		if err := os.WriteFile(filepath.Join(d, "cur", saved+":2,S"), body, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		ul := testmail.Uidlist(t, a, "Box")
-		ul.Records = append(ul.Records, maildir.UidRecord{UID: ul.NextUID, FileName: saved})
-		ul.NextUID++
-		if err := maildir.WriteUidlist(d, ul); err != nil {
-			t.Fatal(err)
-		}
+		saved = dovecotSave(t, a, "Box", "1790000000.M1P1.dovecot", "S", "saved by Dovecot meanwhile")
 	})
 	_, err := testmail.TrySync(a, b, session.Options{})
 	restore()
@@ -158,22 +141,7 @@ func TestUnknownRecordMissedByListingReaches(t *testing.T) {
 		if saved != "" || root != a {
 			return
 		}
-		tmpRoot := t.TempDir()
-		m := testmail.Deliver(t, tmpRoot, "X", "saved by Dovecot between scan and apply")
-		body, err := os.ReadFile(filepath.Join(testmail.Dir(t, tmpRoot, "X"), "new", m))
-		if err != nil {
-			t.Fatal(err)
-		}
-		saved = "1790000000.M7P7.dovecot,S=" + strings.Split(m, ",S=")[1]
-		if err := os.WriteFile(filepath.Join(dir, "cur", saved+":2,"), body, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		ul := testmail.Uidlist(t, a, "Box")
-		ul.Records = append(ul.Records, maildir.UidRecord{UID: ul.NextUID, FileName: saved})
-		ul.NextUID++
-		if err := maildir.WriteUidlist(dir, ul); err != nil {
-			t.Fatal(err)
-		}
+		saved = dovecotSave(t, a, "Box", "1790000000.M7P7.dovecot", "", "saved by Dovecot between scan and apply")
 	})
 	_, err := testmail.TrySync(a, b, session.Options{})
 	restore()
@@ -300,4 +268,29 @@ func TestIndexFlagsOutOfStepWithItsFileHeal(t *testing.T) {
 	testmail.SyncUntilQuiet(t, a, b, session.Options{}, 4)
 	testmail.Converged(t, a, b)
 	assertIdle(t, a, b)
+}
+
+// dovecotSave saves a message into mailbox of root as Dovecot does under
+// its lock (the file into cur/ with flag letters, then its record at the
+// uidlist's NEXTUID) and returns its base name (stem plus ",S=").
+func dovecotSave(t *testing.T, root, mailbox, stem, letters, body string) string {
+	t.Helper()
+	tmpRoot := t.TempDir()
+	m := testmail.Deliver(t, tmpRoot, "X", body)
+	data, err := os.ReadFile(filepath.Join(testmail.Dir(t, tmpRoot, "X"), "new", m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := stem + ",S=" + strings.Split(m, ",S=")[1]
+	dir := testmail.Dir(t, root, mailbox)
+	if err := os.WriteFile(filepath.Join(dir, "cur", base+":2,"+letters), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ul := testmail.Uidlist(t, root, mailbox)
+	ul.Records = append(ul.Records, maildir.UidRecord{UID: ul.NextUID, FileName: base})
+	ul.NextUID++
+	if err := maildir.WriteUidlist(dir, ul); err != nil {
+		t.Fatal(err)
+	}
+	return base
 }
