@@ -71,6 +71,10 @@ func (r *Replica) Apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 	switch {
 	case errors.Is(err, maildir.ErrLockTimeout):
 		why = "a Dovecot lock was held longer than the lock timeout"
+	case errors.Is(err, maildir.ErrLockLost):
+		// Taken over by Dovecot as stale, or gone with its folder (a
+		// client's DELETE or RENAME): nothing was written under it.
+		why = "a Dovecot lock was taken over or its folder went away during the sync"
 	case errors.Is(err, fs.ErrNotExist) && r.treeMoved():
 		why = "a folder was deleted or renamed during the sync"
 	case errors.Is(err, fs.ErrNotExist):

@@ -711,7 +711,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	}
 	if len(kw) != kwBefore {
 		if err := lk.Check(); err != nil {
-			return r.errf(name, "not writing dovecot-keywords: %v", err)
+			return r.wrap(name, fmt.Errorf("not writing dovecot-keywords: %w", err))
 		}
 		if err := maildir.WriteKeywords(dir, kw); err != nil {
 			return r.wrap(name, err)
@@ -918,7 +918,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	// lose its records. The renames above are journaled, so the next sync
 	// finishes this mailbox from the disk as it is (design §7.6).
 	if err := lk.Check(); err != nil {
-		return r.errf(name, "not writing dovecot-uidlist: %v", err)
+		return r.wrap(name, fmt.Errorf("not writing dovecot-uidlist: %w", err))
 	}
 	if len(kw) != kwBefore {
 		if err := maildir.WriteKeywords(dir, kw); err != nil {

@@ -257,13 +257,17 @@ func TestApplyDoesNotWriteUidlistUnderALostLock(t *testing.T) {
 		}
 		stolenDir, stolen = dir, string(data)
 	})
-	_, err := testmail.TrySync(a, b, session.Options{})
+	s, err := testmail.TrySync(a, b, session.Options{})
 	restore()
 	if stolen == "" {
 		t.Fatal("the hook did not run: nothing renumbered")
 	}
-	if err == nil || !strings.Contains(err.Error(), "not writing dovecot-uidlist") || !strings.Contains(err.Error(), "INBOX") {
-		t.Fatalf("sync error %v, want the lost lock named with the mailbox", err)
+	if err != nil {
+		t.Fatalf("sync error %v: a lost lock is a change during the sync (exit 2), not a failure", err)
+	}
+	skipped := strings.Join(append(s.ResultA.Skipped, s.ResultB.Skipped...), "\n")
+	if !s.Changed || !strings.Contains(skipped, "not writing dovecot-uidlist") || !strings.Contains(skipped, "INBOX") {
+		t.Fatalf("changed %v, skipped %q: want the lost lock named with the mailbox", s.Changed, skipped)
 	}
 	if data, err := os.ReadFile(filepath.Join(stolenDir, "dovecot-uidlist")); err != nil || string(data) != stolen {
 		t.Errorf("the uidlist changed under the lost lock (%v):\n%s\nwas:\n%s", err, data, stolen)
@@ -319,4 +323,45 @@ func TestKilledApplyLeavesNoUnmappedKeywordLetter(t *testing.T) {
 	testmail.SyncUntilQuiet(t, a, b, session.Options{}, 5)
 	testmail.Converged(t, a, b)
 	assertIdle(t, a, b)
+}
+
+// TestFolderDeletedUnderAnApplyIsAChange: a client deletes the folder
+// while an apply holds its lock (Dovecot's DELETE removes the directory,
+// our lock file with it): the apply stops early as changed during the sync
+// (exit 2), not as a failure (an IMAP stress run met it), and the next
+// syncs replicate the delete.
+func TestFolderDeletedUnderAnApplyIsAChange(t *testing.T) {
+	a, b := roots(t)
+	testmail.Deliver(t, a, "Box", "first")
+	settle(t, a, b)
+	testmail.Deliver(t, a, "Box", "on A")
+	testmail.Deliver(t, b, "Box", "on B")
+	done := false
+	restore := index.SetTestHookBeforeUidlistWrite(func() {
+		if done {
+			return
+		}
+		done = true
+		for _, root := range []string{a, b} {
+			dir := testmail.Dir(t, root, "Box")
+			if _, err := os.Stat(filepath.Join(dir, "dovecot-uidlist.lock")); err == nil {
+				if err := os.RemoveAll(dir); err != nil {
+					t.Error(err)
+				}
+			}
+		}
+	})
+	s, err := testmail.TrySync(a, b, session.Options{})
+	restore()
+	if !done {
+		t.Fatal("the hook did not run")
+	}
+	if err != nil {
+		t.Fatalf("sync error %v: a folder deleted during the sync is a change (exit 2)", err)
+	}
+	if !s.Changed {
+		t.Fatal("the sync did not report the change")
+	}
+	testmail.SyncUntilQuiet(t, a, b, session.Options{}, 5)
+	testmail.Converged(t, a, b)
 }
