@@ -84,12 +84,7 @@ func TestRenumberKilledBeforeUidlistRollsBack(t *testing.T) {
 	testmail.Deliver(t, a, "INBOX", "on A")
 	testmail.Deliver(t, b, "INBOX", "on B")
 	// Stop the apply right after its renames (test hook).
-	restore := index.SetTestHookBeforeUidlistWrite(func() { panic("killed") })
-	func() {
-		defer func() { _ = recover() }()
-		_, _ = testmail.TrySync(a, b, session.Options{})
-	}()
-	restore()
+	syncKilledBeforeUidlistWrite(t, a, b)
 	// The renamed-away names are listed without a file now.
 	orphans := 0
 	for _, root := range []string{a, b} {
@@ -297,19 +292,7 @@ func TestKilledApplyLeavesNoUnmappedKeywordLetter(t *testing.T) {
 	// A renumbering in the same apply, so that the hook runs.
 	testmail.Deliver(t, a, "Box", "on A")
 	testmail.Deliver(t, b, "Box", "on B")
-	killed := false
-	restore := index.SetTestHookBeforeUidlistWrite(func() {
-		killed = true
-		panic("killed")
-	})
-	func() {
-		defer func() { _ = recover() }()
-		_, _ = testmail.TrySync(a, b, session.Options{})
-	}()
-	restore()
-	if !killed {
-		t.Fatal("the apply was not killed")
-	}
+	syncKilledBeforeUidlistWrite(t, a, b)
 	p := testmail.Find(t, b, "Box", m)
 	if p == "" {
 		t.Fatal("B lost the message")
@@ -364,4 +347,24 @@ func TestFolderDeletedUnderAnApplyIsAChange(t *testing.T) {
 	}
 	testmail.SyncUntilQuiet(t, a, b, session.Options{}, 5)
 	testmail.Converged(t, a, b)
+}
+
+// syncKilledBeforeUidlistWrite runs a sync of a and b whose first apply
+// with renames or fresh-name links is killed (a panic in the test hook)
+// before it writes the uidlist; it fails the test if no apply got there.
+func syncKilledBeforeUidlistWrite(t *testing.T, a, b string) {
+	t.Helper()
+	killed := false
+	restore := index.SetTestHookBeforeUidlistWrite(func() {
+		killed = true
+		panic("killed")
+	})
+	func() {
+		defer func() { _ = recover() }()
+		_, _ = testmail.TrySync(a, b, session.Options{})
+	}()
+	restore()
+	if !killed {
+		t.Fatal("the apply was not killed before its uidlist write")
+	}
 }
