@@ -141,11 +141,16 @@ func resolveMailboxes(sides [2]*Side, plan *Plan) []*box {
 				bx.name, bx.nameT = model.NormName(r.Name), r.NameT
 			}
 		}
-		// One GUID with two UIDVALIDITYs: the lower wins, the other side's
-		// UIDs are void.
+		// One GUID with two UIDVALIDITYs: the higher wins, the other
+		// side's UIDs are void. A UIDVALIDITY only ever changes upward (RFC
+		// 3501 2.3.1.1; revalidate's fresh values are above all others),
+		// so the higher one is the later decision: with the lower one
+		// winning, a new value one pair of replicas agreed on was undone
+		// by a third replica that still held the old one, and the pair
+		// that knew why it was needed made a new one again, for ever.
 		switch {
 		case bx.rec[0] != nil && bx.rec[1] != nil && bx.rec[0].UIDValidity != bx.rec[1].UIDValidity:
-			if bx.rec[0].UIDValidity < bx.rec[1].UIDValidity {
+			if bx.rec[0].UIDValidity > bx.rec[1].UIDValidity {
 				bx.uidv, bx.void[1] = bx.rec[0].UIDValidity, true
 			} else {
 				bx.uidv, bx.void[0] = bx.rec[1].UIDValidity, true

@@ -130,8 +130,7 @@ func TestNameAndUIDValidityOfADeletedMailboxGetANewValue(t *testing.T) {
 
 // TestNewUIDValidityAfterAKilledHalf: the sync that gives a mailbox a new
 // UIDVALIDITY stops after one side took it (the other still holds the old
-// one, which is lower, and one GUID with two UIDVALIDITYs takes the
-// lower): the next sync must not settle on the old, clashing value.
+// one): the next sync must not settle on the old, clashing value.
 func TestNewUIDValidityAfterAKilledHalf(t *testing.T) {
 	a, b := roots(t)
 	first := dovecotMakes(t, b, "S2")
@@ -165,4 +164,47 @@ func TestNewUIDValidityAfterAKilledHalf(t *testing.T) {
 	if va != vb || va == first.UIDValidity {
 		t.Fatalf("S2's UIDVALIDITY after the half: A %d, B %d; the deleted S2 had %d", va, vb, first.UIDValidity)
 	}
+}
+
+// TestNewUIDValidityReachesAThirdReplica: only B knows why a mailbox
+// needed a new UIDVALIDITY (B deleted another mailbox of its name with
+// the same value); C, which made it, still holds the old value. Syncs with
+// C must carry the new value there, not take the old one back (which made
+// the A-B pair revalidate again on every round).
+func TestNewUIDValidityReachesAThirdReplica(t *testing.T) {
+	a, b, c := testmail.Roots3(t)
+	testmail.Deliver(t, a, "INBOX", "a")
+	testmail.Deliver(t, b, "INBOX", "b")
+	testmail.Deliver(t, c, "INBOX", "c")
+	first := dovecotMakes(t, b, "S2")
+	testmail.Deliver(t, b, "S2", "in B's S2")
+	sync2(t, b, filepath.Join(t.TempDir(), "scratch")) // B's index knows it
+	testmail.DeleteWithIntent(t, b, "S2")
+	sync2(t, b, filepath.Join(t.TempDir(), "scratch2"))
+
+	dir := testmail.Dir(t, c, "S2")
+	if err := maildir.CreateMailboxDirs(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := maildir.WriteUidlist(dir, &maildir.Uidlist{Version: 3, UIDValidity: first.UIDValidity, NextUID: 1, GUID: maildir.NewGUID()}); err != nil {
+		t.Fatal(err)
+	}
+	msg := testmail.Deliver(t, c, "S2", "in C's S2")
+	for round := 0; round < 3; round++ {
+		for _, p := range [][2]string{{c, a}, {a, b}} {
+			testmail.SyncUntilQuiet(t, p[0], p[1], session.Options{}, 4)
+		}
+	}
+	vs := map[uint32]bool{}
+	for _, r := range []string{a, b, c} {
+		vs[testmail.Uidlist(t, r, "S2").UIDValidity] = true
+		if testmail.Find(t, r, "S2", msg) == "" {
+			t.Fatalf("%s: C's message not in S2", r)
+		}
+	}
+	if len(vs) != 1 || vs[first.UIDValidity] {
+		t.Fatalf("S2's UIDVALIDITYs on A, B, C: %v; B's deleted S2 had %d", vs, first.UIDValidity)
+	}
+	assertIdle(t, c, a)
+	assertIdle(t, a, b)
 }
