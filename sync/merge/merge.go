@@ -898,13 +898,7 @@ func mergeSubs(sides [2]*Side, plan *Plan) {
 // side that holds it live adopts it in place (its UIDs stay; no client
 // knows any under the new value).
 func revalidate(sides [2]*Side, boxes []*box, plan *Plan) {
-	var top uint32
-	for s := 0; s < 2; s++ {
-		top = max(top, sides[s].UIDValidity)
-		for i := range sides[s].Mailboxes {
-			top = max(top, sides[s].Mailboxes[i].UIDValidity)
-		}
-	}
+	top := highestUIDValidity(sides)
 	for _, bx := range boxes {
 		if !bx.alive(0) && !bx.alive(1) {
 			continue // stays deleted
@@ -973,18 +967,27 @@ func aliasOf(side *Side, m *model.Mailbox, g model.MailboxGUID) bool {
 	return false
 }
 
-// raiseCounters asks each side whose UIDVALIDITY counter is below the
-// highest value either side's counter handed out, or any mailbox of either
-// side carries, or the plan gives, to raise it there (SidePlan's
-// UIDValidityFloor): Dovecot then gives a mailbox made later on that side
-// a value no mailbox of either side ever had.
-func raiseCounters(sides [2]*Side, plan *Plan) {
+// highestUIDValidity is the highest value of both sides' counters and of
+// every mailbox record they report.
+func highestUIDValidity(sides [2]*Side) uint32 {
 	var top uint32
 	for s := 0; s < 2; s++ {
 		top = max(top, sides[s].UIDValidity)
 		for i := range sides[s].Mailboxes {
 			top = max(top, sides[s].Mailboxes[i].UIDValidity)
 		}
+	}
+	return top
+}
+
+// raiseCounters asks each side whose UIDVALIDITY counter is below the
+// highest value either side's counter handed out, or any mailbox of either
+// side carries, or the plan gives, to raise it there (SidePlan's
+// UIDValidityFloor): Dovecot then gives a mailbox made later on that side
+// a value no mailbox of either side ever had.
+func raiseCounters(sides [2]*Side, plan *Plan) {
+	top := highestUIDValidity(sides)
+	for s := 0; s < 2; s++ {
 		for _, c := range plan.Sides[s].Creates {
 			top = max(top, c.UIDValidity)
 		}
