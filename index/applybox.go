@@ -180,6 +180,9 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	if testHookBeforeApplyBox != nil {
 		testHookBeforeApplyBox(r.loc.Root)
 	}
+	if r.opt.BeforeApplyBox != nil {
+		r.opt.BeforeApplyBox(dir)
+	}
 	lk, err := r.lockUidlist(ctx, dir)
 	if err != nil && dirGone(dir) {
 		skip(res, "mailbox %q: gone during the sync", name)

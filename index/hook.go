@@ -75,3 +75,21 @@ func (r *Replica) runFlagChangeHook(ctx context.Context) {
 	}
 	r.log.Info("flag-change command ran", "root", r.loc.Root, "mailboxes", len(names), "output", text)
 }
+
+// testHookListing, if set, sees every listing of a mailbox's cur/ or new/
+// (SetListingHook).
+var testHookListing func(dir, sub string, names []string) []string
+
+// SetListingHook makes every listing of a mailbox's cur/ or new/ (the
+// scan's and the apply's; cur/ is read first) pass the names it read
+// through f, with the mailbox directory and "cur" or "new", and go on with
+// the names f returns. f may drop a name (a readdir that missed a file
+// Dovecot renamed meanwhile) or act on the directory (Dovecot moving a
+// file from new/ to cur/ after cur/ was read: both listings miss it).
+// Fault injection for tests of other packages (the property test in
+// sync/session); not safe for concurrent use. It returns the function
+// that removes it.
+func SetListingHook(f func(dir, sub string, names []string) []string) func() {
+	testHookListing = f
+	return func() { testHookListing = nil }
+}

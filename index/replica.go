@@ -62,6 +62,11 @@ type Options struct {
 	// adopt or a backup reset): fault injection for tests (a panic there
 	// stands for a kill).
 	BeforeBoxCommit func(dir string, rewrite bool)
+	// BeforeApplyBox, if set, is called by Apply with a mailbox's
+	// directory before it takes that mailbox's uidlist lock to work in
+	// it: fault injection for tests (Dovecot acting between a sync's scan
+	// and its apply, or while the apply works in other mailboxes).
+	BeforeApplyBox func(dir string)
 }
 
 // Replica is one user's Maildir root and its index, opened for a sync. It

@@ -718,6 +718,9 @@ func listSubs(dir string, cur, nw, lazy bool) (map[string]*diskFile, []string, e
 			}
 			return nil, nil, err
 		}
+		if testHookListing != nil {
+			names = testHookListing(dir, sub, names)
+		}
 		if files == nil {
 			files = make(map[string]*diskFile, len(names))
 		}

@@ -1,0 +1,135 @@
+package session_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/twinbox-mail/twinbox/index"
+	"github.com/twinbox-mail/twinbox/internal/testmail"
+	"github.com/twinbox-mail/twinbox/maildir"
+	"github.com/twinbox-mail/twinbox/sync/merge"
+	"github.com/twinbox-mail/twinbox/sync/replica"
+	"github.com/twinbox-mail/twinbox/sync/session"
+)
+
+// adoptWatch is a replica that notes whether its plan adopts (merges its
+// mailbox into the peer's) before it applies.
+type adoptWatch struct {
+	replica.Replica
+	adopts *bool
+}
+
+func (a *adoptWatch) Apply(ctx context.Context, plan *merge.SidePlan, src replica.BodySource) (*replica.ApplyResult, error) {
+	*a.adopts = len(plan.Adopts) > 0
+	return a.Replica.Apply(ctx, plan, src)
+}
+
+// saveAtNextUID is Dovecot's IMAP APPEND of body into the mailbox at dir:
+// the file into tmp/ and then new/, and under the uidlist lock a record at
+// the uidlist's next UID. It returns the base name and the UID.
+func saveAtNextUID(t *testing.T, dir, base, body string) (string, uint32) {
+	t.Helper()
+	lk, err := maildir.LockUidlist(context.Background(), dir, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lk.Unlock()
+	ul, _, err := maildir.ReadUidlist(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := fmt.Sprintf("Subject: %s\r\n\r\n%s\r\n", body, body)
+	base = fmt.Sprintf("%s,S=%d", base, len(msg))
+	tmp := filepath.Join(dir, "tmp", base)
+	if err := os.WriteFile(tmp, []byte(msg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "new", base)); err != nil {
+		t.Fatal(err)
+	}
+	uid := ul.NextUID
+	ul.Records = append(ul.Records, maildir.UidRecord{UID: uid, FileName: base})
+	ul.NextUID++
+	if err := maildir.WriteUidlist(dir, ul); err != nil {
+		t.Fatal(err)
+	}
+	return base, uid
+}
+
+// TestMergeKeepsNoUIDTheWinnerGaveAnotherMessage: "Work" was made on both
+// replicas before their first sync, so the sync merges them (contract
+// §3.4): the loser's directory takes the winner's GUID and UIDVALIDITY,
+// and its messages get UIDs above the winner's. Dovecot saves a message
+// into the loser's Work after its scan, before the apply adopts, at the
+// next UID of the loser's uidlist. The adopt keeps that record as it is,
+// under the winner's identity, where its UID names another message: the
+// same (mailbox GUID, UIDVALIDITY, UID) names two messages, one on each
+// replica (contract §3.1; the next scan gives it a new UID, "UID used
+// before for another message", but a client of the loser's Dovecot sees
+// the winner's UIDVALIDITY with the other message's UID until then).
+// Found by the property test's mid-sync Dovecot (seed
+// 7491129449190449019).
+func TestMergeKeepsNoUIDTheWinnerGaveAnotherMessage(t *testing.T) {
+	if os.Getenv("TWINBOX_PENDING") == "" {
+		t.Skip("known failure, for the lead (adopt path): set TWINBOX_PENDING=1 to run")
+	}
+	a, b := testmail.Roots(t)
+	for i := range 3 {
+		testmail.Deliver(t, a, "Work", fmt.Sprintf("A's message %d", i))
+	}
+	testmail.Deliver(t, b, "Work", "B's message")
+
+	roots := [2]string{a, b}
+	var adopts [2]bool
+	saved := ""
+	var savedUID uint32
+	var reps [2]*index.Replica
+	for i, root := range roots {
+		r, err := index.Open(context.Background(), testmail.Loc(root), index.Options{LockTimeout: 10 * time.Second,
+			BeforeApplyBox: func(dir string) {
+				if saved != "" || !adopts[i] || dir != testmail.Dir(t, root, "Work") {
+					return
+				}
+				saved, savedUID = saveAtNextUID(t, dir, "1790000000.M1P1.dovecot", "saved by Dovecot before the adopt")
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		reps[i] = r
+	}
+	sum, err := session.Run(context.Background(), &adoptWatch{reps[0], &adopts[0]}, &adoptWatch{reps[1], &adopts[1]}, session.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range reps {
+		r.Close()
+	}
+	if saved == "" {
+		t.Fatalf("no side adopted (merged: %v)", sum.Merged)
+	}
+	loser, winner := a, b
+	if adopts[1] {
+		loser, winner = b, a
+	}
+	t.Logf("Dovecot saved %s at UID %d on the loser %s (merged: %v)", saved, savedUID, loser, sum.Merged)
+	lu, wu := testmail.Uidlist(t, loser, "Work"), testmail.Uidlist(t, winner, "Work")
+	if lu.GUID != wu.GUID || lu.UIDValidity != wu.UIDValidity {
+		return // not adopted (yet): no shared UIDs
+	}
+	named := map[uint32]string{}
+	for _, rec := range wu.Records {
+		named[rec.UID] = rec.GUID()
+	}
+	for _, rec := range lu.Records {
+		if g, ok := named[rec.UID]; ok && g != rec.GUID() {
+			t.Errorf("mailbox Work (%x, UIDVALIDITY %d): UID %d names %s on the winner and %s on the loser", wu.GUID, wu.UIDValidity, rec.UID, g, rec.GUID())
+		}
+	}
+	testmail.SyncUntilQuiet(t, a, b, session.Options{}, 5)
+	testmail.Converged(t, a, b)
+}
