@@ -987,6 +987,11 @@ func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, next uint32,
 		}
 	}
 	if dir != dst && !model.IsInbox(b.Name) && !inUse {
+		// Its parents first (LAYOUT=fs: "a" -> "Archive/2024" needs
+		// "Archive"), as for a plain rename.
+		if err := r.loc.MkdirParents(filepath.Dir(dst)); err != nil {
+			return false, r.wrap(a.Name, err)
+		}
 		if err := r.renameLocked(ctx, dir, dst); err != nil {
 			if errors.Is(err, errSaving) {
 				skip(res, "merge of %q into %q: %v", b.Name, a.Name, err)

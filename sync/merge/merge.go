@@ -55,7 +55,8 @@ func Merge(a, b *Side, opt Options) (*Plan, error) {
 	}
 	plan := &Plan{}
 	boxes := resolveMailboxes(sides, plan)
-	revalidate(sides, boxes, plan)
+	fresh := &freshValues{top: highestUIDValidity(sides), plan: plan}
+	revalidate(sides, boxes, fresh)
 	for _, bx := range boxes {
 		mergeBox(sides, bx, opt, plan)
 	}
@@ -897,8 +898,7 @@ func mergeSubs(sides [2]*Side, plan *Plan) {
 // mailbox, in GUID order). Both sides then hold the mailbox under it: the
 // side that holds it live adopts it in place (its UIDs stay; no client
 // knows any under the new value).
-func revalidate(sides [2]*Side, boxes []*box, plan *Plan) {
-	top := highestUIDValidity(sides)
+func revalidate(sides [2]*Side, boxes []*box, fresh *freshValues) {
 	for _, bx := range boxes {
 		if !bx.alive(0) && !bx.alive(1) {
 			continue // stays deleted
@@ -924,21 +924,35 @@ func revalidate(sides [2]*Side, boxes []*box, plan *Plan) {
 				}
 			}
 		}
-		if clash == "" {
-			continue
+		if clash != "" {
+			fresh.give(bx, clash)
 		}
-		if top == ^uint32(0) {
-			// No value left above them all (never with Dovecot's
-			// counters, which start at the time): keep the old one.
-			continue
-		}
-		top++
-		plan.Revalidated = append(plan.Revalidated, fmt.Sprintf("%s %s %d -> %d (%s)", bx.name, bx.guid, bx.uidv, top, clash))
-		bx.uidv = top
-		for s := 0; s < 2; s++ {
-			if r := bx.rec[s]; r != nil && !r.Deleted && !r.Missing && !bx.void[s] && bx.losers[s] == nil {
-				bx.reval[s] = true
-			}
+	}
+}
+
+// freshValues hands out the fresh UIDVALIDITYs of one plan: above every
+// value either side reports and both counters, one more each time, in the
+// order the boxes are merged (GUID order), so both sides compute the same.
+type freshValues struct {
+	top  uint32
+	plan *Plan
+}
+
+// give gives bx a fresh UIDVALIDITY, why being the reason, and marks the
+// sides that hold it live to adopt it in place (its UIDs stay: no client
+// knows any under the new value).
+func (f *freshValues) give(bx *box, why string) {
+	if f.top == ^uint32(0) {
+		// No value left above them all (never with Dovecot's counters,
+		// which start at the time): keep the old one.
+		return
+	}
+	f.top++
+	f.plan.Revalidated = append(f.plan.Revalidated, fmt.Sprintf("%s %s %d -> %d (%s)", bx.name, bx.guid, bx.uidv, f.top, why))
+	bx.uidv = f.top
+	for s := 0; s < 2; s++ {
+		if r := bx.rec[s]; r != nil && !r.Deleted && !r.Missing && !bx.void[s] && bx.losers[s] == nil {
+			bx.reval[s] = true
 		}
 	}
 }
