@@ -142,19 +142,31 @@ func resolveMailboxes(sides [2]*Side, plan *Plan) []*box {
 				bx.name, bx.nameT = model.NormName(r.Name), r.NameT
 			}
 		}
-		// One GUID with two UIDVALIDITYs: the higher wins, the other
-		// side's UIDs are void. A UIDVALIDITY only ever changes upward (RFC
-		// 3501 2.3.1.1; revalidate's fresh values are above all others),
-		// so the higher one is the later decision: with the lower one
-		// winning, a new value one pair of replicas agreed on was undone
-		// by a third replica that still held the old one, and the pair
-		// that knew why it was needed made a new one again, for ever.
+		// One GUID with two UIDVALIDITYs: the higher wins. A UIDVALIDITY
+		// only ever changes upward (RFC 3501 2.3.1.1; revalidate's fresh
+		// values are above all others), so the higher one is the later
+		// decision: with the lower one winning, a new value one pair of
+		// replicas agreed on was undone by a third replica that still held
+		// the old one, and the pair that knew why it was needed made a new
+		// one again, for ever. The other side's UIDs are void (another UID
+		// space), unless no UID names two messages across the sides: a
+		// fresh value given in place keeps the UIDs (revalidate), and a
+		// sync that stopped halfway through giving it leaves one side
+		// under each value, with one UID space (where the void rule would
+		// let that side's expunges reach only by Born stamps).
+		// (Two UIDVALIDITYs make the session compare in full: the
+		// contents are all there.)
 		switch {
 		case bx.rec[0] != nil && bx.rec[1] != nil && bx.rec[0].UIDValidity != bx.rec[1].UIDValidity:
-			if bx.rec[0].UIDValidity > bx.rec[1].UIDValidity {
-				bx.uidv, bx.void[1] = bx.rec[0].UIDValidity, true
+			hi := 0
+			if bx.rec[1].UIDValidity > bx.rec[0].UIDValidity {
+				hi = 1
+			}
+			bx.uidv = bx.rec[hi].UIDValidity
+			if oneUIDSpace(sides[0].Contents[bx.guid], sides[1].Contents[bx.guid]) && !bx.rec[1-hi].Deleted && !bx.rec[1-hi].Missing {
+				bx.reval[1-hi] = true
 			} else {
-				bx.uidv, bx.void[0] = bx.rec[1].UIDValidity, true
+				bx.void[1-hi] = true
 			}
 		case bx.rec[0] != nil:
 			bx.uidv = bx.rec[0].UIDValidity
@@ -763,6 +775,12 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 		case bx.rec[s] == nil || bx.rec[s].Deleted || bx.rec[s].Missing:
 			sp.Creates = append(sp.Creates, MailboxOp{GUID: bx.guid, Name: bx.name, NameT: bx.nameT, UIDValidity: bx.uidv})
 		case bx.void[s] || bx.reval[s]:
+			if bx.reval[s] && (bx.rec[s].Name != bx.name || bx.rec[s].NameT != bx.nameT) {
+				// Moved with the other renames (they come first, in an
+				// order that frees each target before it is taken), then
+				// given its new value where it stands.
+				sp.Renames = append(sp.Renames, MailboxOp{GUID: bx.guid, Name: bx.name, NameT: bx.nameT, UIDValidity: bx.rec[s].UIDValidity})
+			}
 			sp.Adopts = append(sp.Adopts, Adopt{From: bx.guid, To: bx.guid, Name: bx.name, NameT: bx.nameT, UIDValidity: bx.uidv})
 		case bx.rec[s].Name != bx.name || bx.rec[s].NameT != bx.nameT:
 			sp.Renames = append(sp.Renames, MailboxOp{GUID: bx.guid, Name: bx.name, NameT: bx.nameT, UIDValidity: bx.uidv})
@@ -955,6 +973,33 @@ func (f *freshValues) give(bx *box, why string) {
 			bx.reval[s] = true
 		}
 	}
+}
+
+// oneUIDSpace reports whether two sides' records of one mailbox can be
+// read as one UID space: no UID names two messages across them (records
+// and tombstones alike). Unknown contents are not.
+func oneUIDSpace(a, b *Contents) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	named := make(map[uint32]string, len(a.Messages)+len(a.Tombstones))
+	for _, m := range a.Messages {
+		named[m.UID] = m.GUID
+	}
+	for _, t := range a.Tombstones {
+		named[t.UID] = t.GUID
+	}
+	for _, m := range b.Messages {
+		if g, ok := named[m.UID]; ok && g != m.GUID {
+			return false
+		}
+	}
+	for _, t := range b.Tombstones {
+		if g, ok := named[t.UID]; ok && g != t.GUID {
+			return false
+		}
+	}
+	return true
 }
 
 // aliasOf reports whether side's record m was merged into mailbox g (its
