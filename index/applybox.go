@@ -373,11 +373,21 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			recs[m.UID] = rec
 		}
 	}
+	goneLive := 0
 	for _, rec := range ul.Records {
 		if (adopt != nil || bp.Reset) && files[baseOf(rec.FileName)] == nil {
+			if oldBy[rec.UID] != nil {
+				goneLive++
+			}
 			continue // expunged under the old identity: not carried over
 		}
 		recs[rec.UID] = rec
+	}
+	if goneLive > 0 {
+		// Expunged since the scan (or moved, renamed): the rewrite leaves
+		// them out, and the saved state of this sync must not say that
+		// both sides hold what the plan said.
+		skip(res, "mailbox %q: %d messages went away during the sync", name, goneLive)
 	}
 	// A record's message GUID is what the index recorded for its file (a
 	// copy within the mailbox is known by its own base name, not by its G
@@ -1022,6 +1032,18 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		r.opt.BeforeBoxCommit(dir, rewriting)
 	}
 
+	// A fresh UIDVALIDITY given in place (sync/merge's revalidate: same
+	// GUID, no renumbering) keeps the UID space: a message whose file went
+	// away since the scan (Dovecot expunged it), and which the rewrite
+	// therefore left out, is recorded as expunged, as a scan would record
+	// it (a merge's rewrite leaves it: the loser's UIDs are void).
+	var goneInPlace []*model.Tombstone
+	if adopt != nil && adopt.From == adopt.To && !bp.Reset && len(bp.Moves) == 0 {
+		if goneInPlace, err = r.goneInPlace(dir, &nu, oldBy, expunged); err != nil {
+			return r.wrap(name, err)
+		}
+	}
+
 	// 6. The index.
 	err = r.store.db.Update(func(tx *bolt.Tx) error {
 		if len(renames) > 0 {
@@ -1054,6 +1076,12 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 			bt, err := openBoxTx(tx, b)
 			if err != nil {
 				return err
+			}
+			for _, t := range goneInPlace {
+				t.T = r.store.stamp(tx, 0)
+				if err := bt.drop(t.UID, t); err != nil {
+					return err
+				}
 			}
 			if err := bt.resetMessages(); err != nil {
 				return err
@@ -1559,4 +1587,41 @@ func moveLate(res *ApplyResult, name string, recs map[uint32]maildir.UidRecord, 
 		next++
 	}
 	skip(res, "mailbox %q: %d messages saved since the scan (at UID %d and up) move above the plan's UIDs under the mailbox's new identity", name, len(late), late[0])
+}
+
+// goneInPlace returns the expunge tombstones an in-place rewrite under a
+// fresh UIDVALIDITY must record: the index's messages that the new uidlist
+// nu does not list because their files went away since the scan, other
+// than the plan's expunges (read again here: a listing can miss a file
+// that Dovecot moves from new/ to cur/ meanwhile, and a file that is there
+// is never taken for an expunge).
+func (r *Replica) goneInPlace(dir string, nu *maildir.Uidlist, oldBy map[uint32]*Msg, expunged []merge.Expunge) ([]*model.Tombstone, error) {
+	planned := map[uint32]bool{}
+	for _, e := range expunged {
+		planned[e.UID] = true
+	}
+	listed := make(map[string]bool, len(nu.Records))
+	for _, rec := range nu.Records {
+		listed[baseOf(rec.FileName)] = true
+	}
+	var cand []*Msg
+	for _, m := range oldBy {
+		if !m.Held && !planned[m.UID] && !listed[m.fileBase()] {
+			cand = append(cand, m)
+		}
+	}
+	if len(cand) == 0 {
+		return nil, nil
+	}
+	files, _, err := listFiles(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []*model.Tombstone
+	for _, m := range cand {
+		if files[m.fileBase()] == nil {
+			out = append(out, &model.Tombstone{UID: m.UID, GUID: m.GUID})
+		}
+	}
+	return out, nil
 }
