@@ -23,6 +23,7 @@ type box struct {
 	// the plan replaces with a fresh one (its UIDs stay: no client knows
 	// any under the new value).
 	reval [2]bool
+	fresh bool // given a fresh UIDVALIDITY by this plan
 }
 
 func (b *box) has(s int) bool { return b.rec[s] != nil }
@@ -58,7 +59,7 @@ func Merge(a, b *Side, opt Options) (*Plan, error) {
 	fresh := &freshValues{top: highestUIDValidity(sides), plan: plan}
 	revalidate(sides, boxes, fresh)
 	for _, bx := range boxes {
-		mergeBox(sides, bx, opt, plan)
+		mergeBox(sides, bx, opt, plan, fresh)
 	}
 	mergeSubs(sides, plan)
 	raiseCounters(sides, plan)
@@ -482,7 +483,7 @@ func (sb *sideBox) free(u uint32, g string) bool {
 	return r.inst != nil && r.guid == g
 }
 
-func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
+func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan, fv *freshValues) {
 	var sb [2]*sideBox
 	for s := 0; s < 2; s++ {
 		sb[s] = newSideBox()
@@ -766,6 +767,21 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 		return
 	}
 
+	// Made again on a side that deleted it with intent (kept alive by
+	// mail the deleter never saw): Dovecot may have given UIDs there after
+	// that side's last scan, which no index saw, and under the old
+	// UIDVALIDITY this plan or a later one could give them to other
+	// messages (contract §3.1). As a mailbox made again under its name
+	// after a DELETE gets from Dovecot, a new value. (A directory removed
+	// without a DELETE, rm -rf, is restored under its old value: the same
+	// window exists, but a restore must not cost the other side's clients
+	// the folder; see docs/design.md §6 rule 5a.)
+	for s := 0; s < 2; s++ {
+		if r := bx.rec[s]; r != nil && r.Deleted && bx.losers[s] == nil && !bx.fresh {
+			fv.give(bx, fmt.Sprintf("made again on side %s, which deleted it", sides[s].ReplicaID))
+		}
+	}
+
 	for s := 0; s < 2; s++ {
 		o := 1 - s
 		sp := &plan.Sides[s]
@@ -967,7 +983,7 @@ func (f *freshValues) give(bx *box, why string) {
 	}
 	f.top++
 	f.plan.Revalidated = append(f.plan.Revalidated, fmt.Sprintf("%s %s %d -> %d (%s)", bx.name, bx.guid, bx.uidv, f.top, why))
-	bx.uidv = f.top
+	bx.uidv, bx.fresh = f.top, true
 	for s := 0; s < 2; s++ {
 		if r := bx.rec[s]; r != nil && !r.Deleted && !r.Missing && !bx.void[s] && bx.losers[s] == nil {
 			bx.reval[s] = true
