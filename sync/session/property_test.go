@@ -25,6 +25,23 @@ package session_test
 //     in TestPropertyKilledApplies also a kill of one side's apply after
 //     a mailbox's files and uidlist are written, before its index commit
 //     (also after an adopt's uidlist took the winner's GUID).
+//   - during a sync (drawn with it, up to two per sync): Dovecot on one
+//     side saves a message (the uidlist's next UID, under its dotlock,
+//     the record appended in place or the uidlist rewritten), an MTA
+//     delivers into new/, Dovecot toggles a flag (a rename), moves a file
+//     from new/ to cur/, or expunges one; right after that side's scan,
+//     as its apply starts, or before its apply locks its k-th mailbox
+//     (index.Options.BeforeApplyBox), on a message or mailbox chosen then
+//     (that mailbox's when it has one). And one listing of cur/ or new/ on
+//     one side may miss a file (index.SetListingHook): Dovecot moves it
+//     from new/ to cur/ right after cur/ was read or while new/ is read,
+//     or renames it in cur/ while cur/ is read; the next listing sees it.
+//     The model learns what Dovecot did (a save is a message that must
+//     survive, an expunge dooms one); a sync Dovecot acted in need not
+//     leave the pair identical. knownSeeds recorded before these draws
+//     replay without them (propNoMid). Two failures they found are not
+//     fixed yet: their histories are kept out of the draws (pendingOut)
+//     unless TWINBOX_PENDING=1.
 //
 // Checked after every action (and, for Dovecot's view, also whenever a sync
 // pulls bodies, between a mailbox's create and its adds):
@@ -79,7 +96,8 @@ package session_test
 // mail that arrived on one side of a delete-with-intent that the deleting
 // side never had comes back.
 //
-// Our "Dovecot" is simple: it never rewrites a uidlist. A move therefore
+// Our "Dovecot" is simple: it never drops a record from a uidlist (its
+// saves append one, or rewrite the uidlist with every record). A move therefore
 // never puts a file back under a name its target's uidlist still lists
 // (Dovecot would give it a new UID from its own index, which the test does
 // not model).
@@ -1657,13 +1675,21 @@ func (e midEvent) String() string {
 type missSpec struct {
 	side, k, pick int
 	toCur         bool
+	// saved: only files Dovecot saved (their UIDs came from Dovecot, and
+	// the index may never have seen them) are missed, and only listings
+	// that have one count.
+	saved bool
 }
 
 func (m missSpec) String() string {
-	if m.toCur {
-		return fmt.Sprintf("listing #%d misses a file moved from new/ to cur/", m.k)
+	which := "a file"
+	if m.saved {
+		which = "a file Dovecot saved"
 	}
-	return fmt.Sprintf("cur/ listing #%d misses a file renamed meanwhile", m.k)
+	if m.toCur {
+		return fmt.Sprintf("listing #%d misses %s moved from new/ to cur/", m.k, which)
+	}
+	return fmt.Sprintf("cur/ listing #%d misses %s renamed meanwhile", m.k, which)
 }
 
 func drawMid(t *rapid.T) ([]midEvent, *missSpec) {
@@ -1672,7 +1698,8 @@ func drawMid(t *rapid.T) ([]midEvent, *missSpec) {
 		e := midEvent{
 			side: rapid.IntRange(0, 1).Draw(t, "dovecot side"),
 			when: midWhen(rapid.IntRange(0, 2).Draw(t, "dovecot when")),
-			what: midWhat(rapid.IntRange(0, 4).Draw(t, "dovecot what")),
+			// (saves twice as often: their UIDs are what the index can miss)
+			what: rapid.SampledFrom([]midWhat{midSave, midSave, midDeliver, midFlag, midToCur, midExpunge}).Draw(t, "dovecot what"),
 			pick: rapid.IntRange(0, 99).Draw(t, "dovecot pick"),
 		}
 		if e.when == midBox {
@@ -1682,17 +1709,18 @@ func drawMid(t *rapid.T) ([]midEvent, *missSpec) {
 		case midFlag:
 			e.letter = rapid.SampledFrom(propLetters).Draw(t, "dovecot letter")
 		case midSave:
-			e.letter = rapid.SampledFrom([]byte("-SF")).Draw(t, "dovecot save flag")
+			e.letter = rapid.SampledFrom([]byte("--SF")).Draw(t, "dovecot save flag")
 		}
 		mid = append(mid, e)
 	}
 	var miss *missSpec
-	if rapid.IntRange(0, 2).Draw(t, "listing miss") == 0 {
+	if rapid.Bool().Draw(t, "listing miss") {
 		miss = &missSpec{
 			side:  rapid.IntRange(0, 1).Draw(t, "miss side"),
-			k:     rapid.IntRange(0, 3).Draw(t, "miss listing"),
+			k:     rapid.IntRange(0, 2).Draw(t, "miss listing"),
 			pick:  rapid.IntRange(0, 99).Draw(t, "miss pick"),
 			toCur: rapid.Bool().Draw(t, "miss new->cur"),
+			saved: rapid.Bool().Draw(t, "miss saved"),
 		}
 	}
 	return mid, miss
@@ -1806,6 +1834,9 @@ func (w *propWorld) dovecotActs(r, peer int, e midEvent, dir string) bool {
 	return did
 }
 
+// dovecotSaveHost ends the base names of the messages Dovecot saves.
+const dovecotSaveHost = ".dovecot"
+
 // newToken registers the next message token (it must survive).
 func (w *propWorld) newToken() string {
 	tok := fmt.Sprintf("m%02d", w.next)
@@ -1833,7 +1864,7 @@ func (w *propWorld) dovecotSave(r int, b propBox, e midEvent) bool {
 	tok := w.newToken()
 	n := w.next - 1
 	msg := propBody(tok)
-	base := fmt.Sprintf("%d.M%dP2.dovecot,S=%d", 1700000000+n, n, len(msg))
+	base := fmt.Sprintf("%d.M%dP2%s,S=%d", 1700000000+n, n, dovecotSaveHost, len(msg))
 	tmp := filepath.Join(b.dir, "tmp", base)
 	if err := os.WriteFile(tmp, []byte(msg), 0o600); err != nil {
 		w.rt.Fatal(err)
@@ -1918,7 +1949,7 @@ func (w *propWorld) missHook(r int, miss *missSpec, acted *bool) func(dir, sub s
 		}
 		var cands []string
 		for _, nm := range from {
-			if _, err := maildir.ParseFileName(nm); err == nil {
+			if _, err := maildir.ParseFileName(nm); err == nil && (!miss.saved || strings.Contains(nm, dovecotSaveHost)) {
 				cands = append(cands, nm)
 			}
 		}
