@@ -39,7 +39,8 @@ package session_test
 //     The model learns what Dovecot did (a save is a message that must
 //     survive, an expunge dooms one); a sync Dovecot acted in need not
 //     leave the pair identical. knownSeeds recorded before these draws
-//     replay without them (propNoMid). Two failures they found are not
+//     replay without them, later ones with the draws of their time
+//     (propMid). Two failures they found are not
 //     fixed yet: their histories are kept out of the draws (pendingOut)
 //     unless TWINBOX_PENDING=1.
 //
@@ -245,9 +246,9 @@ var knownSeeds = []struct {
 	// rewrites: a TestPropertyKilledApplies seed recorded with kills of
 	// adopts (propKillRewrites); the earlier kills seeds replay without.
 	rewrites bool
-	// mid: recorded with Dovecot acting during syncs and missed listings
-	// (drawMid); the earlier seeds replay without (propNoMid).
-	mid bool
+	// mid: the version of drawMid (Dovecot acting during syncs, missed
+	// listings) the seed was recorded with; 0: before drawMid (propMid).
+	mid int
 	// pending: a failure not fixed yet (why, and whose); skipped unless
 	// TWINBOX_PENDING=1.
 	pending string
@@ -256,80 +257,88 @@ var knownSeeds = []struct {
 	// folder of the other side, where an older instance of it had been
 	// expunged (moved away): the void-instance kill took the younger copy
 	// too, and the other copy was expunged by the move: lost.
-	{"4647851137266389225", "younger copy in a merging folder survives an older expunge", true, false, false, false, false, ""},
+	{"4647851137266389225", "younger copy in a merging folder survives an older expunge", true, false, false, false, 0, ""},
 	// Found by the Dovecot model (dovecot_model_test.go), issue 3: a sync
 	// made a mailbox on B with the plan's NEXTUID and added its messages
 	// below it later in the apply; a Dovecot reading the uidlist in
 	// between takes them for expunged messages that reappeared.
-	{"1375322980816477217", "a created mailbox shows no NEXTUID above the UIDs still to be added", false, false, false, false, false, ""},
+	{"1375322980816477217", "a created mailbox shows no NEXTUID above the UIDs still to be added", false, false, false, false, 0, ""},
 	// Found by the Dovecot model too: a folder B deleted and made again
 	// (same UIDVALIDITY, so B's Dovecot keeps its index) merged into A's;
 	// a message Lost with B's old directory was put back at its old UID,
 	// below the NEXTUID B's new directory already showed.
-	{"16639578282865253160", "a Lost UID is not refilled below a NEXTUID Dovecot read", false, false, false, false, false, ""},
+	{"16639578282865253160", "a Lost UID is not refilled below a NEXTUID Dovecot read", false, false, false, false, 0, ""},
 	// With Lost UIDs refilled only in the plan that makes the directory
 	// again, and that directory's uidlist started below them: the sync
 	// stopped before the refill, and a delivery took the Lost UID.
-	{"16364029561013211462", "a Lost UID is never given to another message", false, false, false, false, false, ""},
+	{"16364029561013211462", "a Lost UID is never given to another message", false, false, false, false, 0, ""},
 	// Two seeds that failed on main at the start of session 3 (found by
 	// the mergeuids helper) and pass since the merges of that session:
 	// a message whose body the peer could not send was renumbered on
 	// every sync (never converged), and a rename aside met a leftover
 	// `.twinbox-tmp-<guid>` of an interrupted apply ("file exists").
-	{"16639578282865255371", "converges when a body cannot be sent", false, false, false, false, false, ""},
-	{"11022306618245745561", "a rename aside after an interrupted apply", false, false, false, false, false, ""},
+	{"16639578282865255371", "converges when a body cannot be sent", false, false, false, false, 0, ""},
+	{"11022306618245745561", "a rename aside after an interrupted apply", false, false, false, false, 0, ""},
 	// LAYOUT=fs (session 4): a folder renamed aside for a name clash
 	// carried its child directory along, and the sync said it had
 	// converged while the child's name differed on the two replicas.
-	{"7782735647188521255", "LAYOUT=fs: a child carried by its parent's rename aside", false, true, false, false, false, ""},
+	{"7782735647188521255", "LAYOUT=fs: a child carried by its parent's rename aside", false, true, false, false, 0, ""},
 	// LAYOUT=fs: a plan renamed "a" to "a/b", inside its own directory
 	// (rename(2): invalid argument, the sync failed); now via a temporary name.
-	{"7596852706875807560", "LAYOUT=fs: a rename into the mailbox's own directory", false, true, false, false, false, ""},
+	{"7596852706875807560", "LAYOUT=fs: a rename into the mailbox's own directory", false, true, false, false, 0, ""},
 	// Session 5, killed applies: an apply killed after its uidlist gave an
 	// add its UID and before the index recorded it; the folder was then
 	// removed and made again by a delivery, and the uidlist restored from
 	// the index gave the UID to the new message.
-	{"5810530049250559741", "a killed apply's UID is not given again", false, false, true, false, false, ""},
+	{"5810530049250559741", "a killed apply's UID is not given again", false, false, true, false, 0, ""},
 	// The same, with the folder's directory gone at the next scan (the
 	// mailbox becomes Missing) and made again by the sync: its UIDNEXT
 	// takes the journaled one.
-	{"8209712424312482167", "a killed apply's UID is not given again (Missing)", false, false, true, false, false, ""},
+	{"8209712424312482167", "a killed apply's UID is not given again (Missing)", false, false, true, false, 0, ""},
 	// The same with a renumbering killed after its uidlist named the new
 	// UIDs, and the folder deleted with intent before the next scan and
 	// brought back (same GUID and UIDVALIDITY) by the peer's new mail.
-	{"6715225589339491682", "a killed apply's UID is not given again (deleted, back)", false, false, true, false, false, ""},
+	{"6715225589339491682", "a killed apply's UID is not given again (deleted, back)", false, false, true, false, 0, ""},
 	// Found by a TWINBOX_LONG run in session 5 (fails on main fb3f299
 	// too): a mailbox's plan expunged a killed instance of a message and
 	// added the peer's surviving one; the expunge waited for the second
 	// pass, an interrupted apply never got there, and the index kept two
 	// records of one GUID in the mailbox: every later sync failed ("message
 	// GUID listed twice"). Now such an expunge goes with the add.
-	{"5769373144519208670", "an expunge and an add of one GUID in one mailbox commit together", false, false, false, false, false, ""},
+	{"5769373144519208670", "an expunge and an add of one GUID in one mailbox commit together", false, false, false, false, 0, ""},
 	// Session 6, kills of adopts: a merge of INBOX killed after the
 	// uidlist took the winner's GUID, before the index recorded it: the
 	// loser was taken for Missing and restored beside the winner, and INBOX
 	// never converged. The adopt journal completes the merge at the next
 	// scan.
-	{"7466045879350227286", "a killed merge of INBOX converges", false, false, true, true, false, ""},
+	{"7466045879350227286", "a killed merge of INBOX converges", false, false, true, true, 0, ""},
 	// A merge of "a" killed after its uidlist gave UIDs under the winner's
 	// GUID; a client deleted the folder before the next scan. The loser
 	// came back, was merged again below those UIDs, and a delivery took
 	// one of them ("UID 2 named m00, now names m04").
-	{"16866159006981464484", "a killed merge's UIDs are not given again after a delete", false, false, true, true, false, ""},
+	{"16866159006981464484", "a killed merge's UIDs are not given again after a delete", false, false, true, true, 0, ""},
 	// The same, with the folder made again by a client before the next
 	// scan, and the loser under another UIDVALIDITY than the winner: the
 	// scan restored the loser's identity into the new folder (the delete
 	// was logged under the winner's GUID), and merging it again counted
 	// UIDNEXT from the loser's.
-	{"17346408204426553647", "a killed merge's UIDs are not given again after a delete and a new folder", false, false, true, true, false, ""},
-	// Session 8, Dovecot during syncs (drawMid): B deleted "Work" with
+	{"17346408204426553647", "a killed merge's UIDs are not given again after a delete and a new folder", false, false, true, true, 0, ""},
+	// Session 8, Dovecot during syncs (drawMid): the class of session 7's
+	// c1ef861, found with its missedFile rule reverted (they pass with it):
+	// Dovecot saved a message between a scan and an apply that gave the
+	// peer's messages UIDs above it, and the next scan's listing missed its
+	// file (moved from new/ to cur/ between the reads); the message stayed
+	// on one replica ("only in A").
+	{"9203503190314614333", "a message saved between scan and apply, then missed by a listing, reaches the peer", false, false, false, false, 2, ""},
+	{"18295596048633438215", "a message saved between scan and apply, then missed by a listing, reaches the peer (2)", false, false, false, false, 2, ""},
+	// B deleted "Work" with
 	// intent and made a new "Work", which the next sync merged into the
 	// old one's GUID (A still had it); Dovecot saved a message into B's new
 	// Work after B's scan, at UID 1 of its uidlist, and the adopt kept
 	// that record under the winner's GUID and UIDVALIDITY, where UID 1 had
 	// named another message on B ("UID 1 named m05, now names m08").
 	// TestMergeKeepsNoUIDTheWinnerGaveAnotherMessage is the focused test.
-	{"7491129449190449019", "a merge keeps no UID Dovecot gave after the scan under the winner's identity", false, false, false, false, true,
+	{"7491129449190449019", "a merge keeps no UID Dovecot gave after the scan under the winner's identity", false, false, false, false, 1,
 		"the adopt path (lead): TestMergeKeepsNoUIDTheWinnerGaveAnotherMessage"},
 	// Dovecot saved m04 into C's "Work" at UID 1 as C's apply started (C's
 	// index never saw it); a client deleted Work on C; B's new mail (UID 1
@@ -337,7 +346,16 @@ var knownSeeds = []struct {
 	// and UIDVALIDITY: UID 1 named m04 on C, now m00. Only a new
 	// UIDVALIDITY for a mailbox made again where its name's history has
 	// it can keep §3.1 (RFC 3501 2.3.1.1).
-	{"821546861810114919", "a mailbox deleted with intent and brought back by new mail reuses no UID", false, false, false, false, true,
+	{"821546861810114919", "a mailbox deleted with intent and brought back by new mail reuses no UID", false, false, false, false, 1,
+		"UIDVALIDITY of a mailbox made again (lead)"},
+	// The same with an rm -rf of A's "Work" (after Dovecot gave UID 2 there
+	// in a sync whose apply then failed): restored from B, whose message
+	// was renumbered to UID 2.
+	{"11584944848424185758", "a mailbox rm -rf'd and restored reuses no UID", false, false, false, false, 1,
+		"UIDVALIDITY of a mailbox made again (lead)"},
+	// The same with both sides' Dovecot giving UID 1 in "Work" unseen, and
+	// A's DELETE of it.
+	{"701697894836527727", "a mailbox deleted with intent and brought back by mail saved on the peer reuses no UID", false, false, false, false, 1,
 		"UIDVALIDITY of a mailbox made again (lead)"},
 }
 
@@ -358,8 +376,8 @@ func TestPropertyKnownSeeds(t *testing.T) {
 				}
 				t.Cleanup(func() { _ = f.Value.Set(old) })
 			}
-			propLegacy, propNoMid = k.legacy, !k.mid
-			t.Cleanup(func() { propLegacy, propNoMid = false, false })
+			propLegacy, propMid = k.legacy, k.mid
+			t.Cleanup(func() { propLegacy, propMid = false, midVersion })
 			if k.layoutFS {
 				propLayout = maildir.LayoutFS
 				t.Cleanup(func() { propLayout = maildir.LayoutMaildirPP })
@@ -388,7 +406,7 @@ func checkProperty(t *testing.T) {
 		rt.Repeat(w.actions())
 		w.finish()
 	})
-	if !propNoMid && !t.Failed() {
+	if propMid != 0 && !t.Failed() {
 		t.Logf("Dovecot during syncs: %s", midStatsString())
 		// Every kind of event must have happened in a run of this size
 		// (a hook that stopped being called would silently test nothing).
@@ -1516,7 +1534,7 @@ func (w *propWorld) syncAction(t *rapid.T) {
 	}
 	var mid []midEvent
 	var miss *missSpec
-	if !propNoMid {
+	if propMid != 0 {
 		mid, miss = drawMid(t)
 	}
 	w.logf("sync %s %s (%v)%s", w.name(a), w.name(b), f, describeMid(mid, miss, w.name(a), w.name(b)))
@@ -1603,8 +1621,13 @@ func (w *propWorld) finish() {
 // stayed on one replica for good). A sync of the random histories draws
 // up to two such events and, sometimes, one missed listing.
 
-// propNoMid turns those draws off (knownSeeds recorded before them).
-var propNoMid bool
+// propMid is the version of the draws of drawMid: 0 draws nothing
+// (knownSeeds recorded before them), 1 as first written (session 8's
+// first seeds), midVersion as now. A change to what drawMid draws must
+// raise midVersion and keep the earlier versions' draws for their seeds.
+var propMid = midVersion
+
+const midVersion = 2
 
 type midWhen int
 
@@ -1698,10 +1721,14 @@ func drawMid(t *rapid.T) ([]midEvent, *missSpec) {
 		e := midEvent{
 			side: rapid.IntRange(0, 1).Draw(t, "dovecot side"),
 			when: midWhen(rapid.IntRange(0, 2).Draw(t, "dovecot when")),
-			// (saves twice as often: their UIDs are what the index can miss)
-			what: rapid.SampledFrom([]midWhat{midSave, midSave, midDeliver, midFlag, midToCur, midExpunge}).Draw(t, "dovecot what"),
-			pick: rapid.IntRange(0, 99).Draw(t, "dovecot pick"),
 		}
+		if propMid == 1 {
+			e.what = midWhat(rapid.IntRange(0, 4).Draw(t, "dovecot what"))
+		} else {
+			// (saves twice as often: their UIDs are what the index can miss)
+			e.what = rapid.SampledFrom([]midWhat{midSave, midSave, midDeliver, midFlag, midToCur, midExpunge}).Draw(t, "dovecot what")
+		}
+		e.pick = rapid.IntRange(0, 99).Draw(t, "dovecot pick")
 		if e.when == midBox {
 			e.k = rapid.IntRange(0, 3).Draw(t, "dovecot box")
 		}
@@ -1709,11 +1736,26 @@ func drawMid(t *rapid.T) ([]midEvent, *missSpec) {
 		case midFlag:
 			e.letter = rapid.SampledFrom(propLetters).Draw(t, "dovecot letter")
 		case midSave:
-			e.letter = rapid.SampledFrom([]byte("--SF")).Draw(t, "dovecot save flag")
+			saveFlags := []byte("--SF") // into new/ half the time
+			if propMid == 1 {
+				saveFlags = []byte("-SF")
+			}
+			e.letter = rapid.SampledFrom(saveFlags).Draw(t, "dovecot save flag")
 		}
 		mid = append(mid, e)
 	}
 	var miss *missSpec
+	if propMid == 1 {
+		if rapid.IntRange(0, 2).Draw(t, "listing miss") == 0 {
+			miss = &missSpec{
+				side:  rapid.IntRange(0, 1).Draw(t, "miss side"),
+				k:     rapid.IntRange(0, 3).Draw(t, "miss listing"),
+				pick:  rapid.IntRange(0, 99).Draw(t, "miss pick"),
+				toCur: rapid.Bool().Draw(t, "miss new->cur"),
+			}
+		}
+		return mid, miss
+	}
 	if rapid.Bool().Draw(t, "listing miss") {
 		miss = &missSpec{
 			side:  rapid.IntRange(0, 1).Draw(t, "miss side"),
