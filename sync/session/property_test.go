@@ -357,6 +357,20 @@ var knownSeeds = []struct {
 	// A's DELETE of it.
 	{"701697894836527727", "a mailbox deleted with intent and brought back by mail saved on the peer reuses no UID", false, false, false, false, 1,
 		"UIDVALIDITY of a mailbox made again (lead)"},
+	// Found by the TWINBOX_LONG=10 run (session 8), not analysed, and not
+	// deterministic: about one replay in four of the seed fails (half of
+	// the shrunk case's). Three replicas; after a Dovecot expunge during
+	// a sync (before A's apply locked its second mailbox) of m04's copy in
+	// A's INBOX, a copy twinbox had stored under a new base name (G field)
+	// while INBOX's uidlist still listed m04's expunged record at UID 1,
+	// A's next scan sometimes keeps m04 live at UID 3 with no file: every
+	// later sync asks A for its body ("message to send is gone"), renumbers
+	// it on B and C, and never converges ("UID 3: only in A", "UID 10:
+	// only in B"). The scans' logs are the same in failing and passing
+	// replays up to that scan: something in the scan depends on timing or
+	// on map order.
+	{"7543627580053342209", "an expunge during a sync of a copy stored under a new base name is seen by the next scan", false, false, false, false, 2,
+		"not analysed, fails in about a quarter of the replays (prop8's report)"},
 }
 
 func TestPropertyKnownSeeds(t *testing.T) {
