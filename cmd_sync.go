@@ -96,6 +96,9 @@ func report(w io.Writer, s *session.Summary, asJSON bool, rt, code int, verbose 
 	for _, m := range s.Merged {
 		fmt.Fprintf(w, "  merged mailboxes created on both sides: %s\n", m)
 	}
+	for _, m := range s.Revalidated {
+		fmt.Fprintf(w, "  new UIDVALIDITY for a mailbox whose name and UIDVALIDITY named another one: %s\n", m)
+	}
 	for _, h := range s.Held {
 		fmt.Fprintf(w, "  HELD: %d expunges in %s look like a mass expunge and were not replicated; run with --allow-mass-expunge to replicate them\n", h.Count, h.Mailbox)
 	}

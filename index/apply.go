@@ -135,6 +135,9 @@ func (r *Replica) apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 			return res, r.wrap("", err)
 		}
 	}
+	// Dovecot's UIDVALIDITY counter passes every value the mailboxes made
+	// here carry before the first is made (maildir/uidvalidity.go).
+	r.raiseUIDValidity(sp)
 	if err := r.applyRenames(ctx, sp.Renames, res); err != nil {
 		return res, err
 	}
@@ -984,6 +987,11 @@ func (r *Replica) applyAdoptDir(ctx context.Context, a merge.Adopt, next uint32,
 		}
 	}
 	if dir != dst && !model.IsInbox(b.Name) && !inUse {
+		// Its parents first (LAYOUT=fs: "a" -> "Archive/2024" needs
+		// "Archive"), as for a plain rename.
+		if err := r.loc.MkdirParents(filepath.Dir(dst)); err != nil {
+			return false, r.wrap(a.Name, err)
+		}
 		if err := r.renameLocked(ctx, dir, dst); err != nil {
 			if errors.Is(err, errSaving) {
 				skip(res, "merge of %q into %q: %v", b.Name, a.Name, err)
@@ -1632,6 +1640,26 @@ func keepFirst(err, also error) error {
 		return err
 	}
 	return errors.Join(err, also)
+}
+
+// raiseUIDValidity raises the root's UIDVALIDITY counter to the plan's
+// floor and past every UIDVALIDITY the plan gives a mailbox here. A counter
+// that cannot be written is a warning: the mail still syncs, but this
+// host's Dovecot may later give a new mailbox a value one of these had.
+func (r *Replica) raiseUIDValidity(sp *merge.SidePlan) {
+	v := sp.UIDValidityFloor
+	for _, c := range sp.Creates {
+		v = max(v, c.UIDValidity)
+	}
+	for _, a := range sp.Adopts {
+		v = max(v, a.UIDValidity)
+	}
+	if v == 0 || r.opt.DryRun {
+		return
+	}
+	if err := r.loc.RaiseUIDValidity(v); err != nil {
+		r.log.Warn("UIDVALIDITY counter not raised: Dovecot may give a later mailbox a value already used", "err", err)
+	}
 }
 
 // planCreates reports whether the plan makes mailbox g (so that its box

@@ -400,6 +400,9 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		}
 		return baseOf(rec.FileName)
 	}
+	if adopt != nil && !bp.Reset && adopt.UIDValidity != ul.UIDValidity {
+		moveLate(res, name, recs, byBase, oldBy, bp.UIDNext)
+	}
 	diskNext := ul.NextUID
 	rewriting := adopt != nil || bp.Reset
 	// An adopt under the UIDVALIDITY the directory already has keeps its
@@ -1523,4 +1526,37 @@ func knownFiles(dir string, flags []merge.FlagSet, recs map[uint32]*Msg) map[str
 		files[fn.Base] = &diskFile{name: m.File, inNew: m.New, fn: fn}
 	}
 	return files
+}
+
+// moveLate gives new UIDs to the records of an adopting mailbox that the
+// index never saw (Dovecot saved their messages since the scan), before
+// the list is rewritten under another UIDVALIDITY (a merge's winner, or a
+// fresh value): their UIDs were given under the old identity, and under
+// the new one the other side may have given them to other messages
+// (contract §3.1). They move to UIDs at or above next (the plan's UIDNEXT,
+// above every UID either side gave under the new identity) and above
+// every other record, in their old order, as messages arriving after the
+// sync would get; the next sync sends them. The sync reports a change
+// ("run again").
+func moveLate(res *ApplyResult, name string, recs map[uint32]maildir.UidRecord, byBase map[string]string, oldBy map[uint32]*Msg, next uint32) {
+	var late []uint32
+	for u, rec := range recs {
+		if _, known := byBase[baseOf(rec.FileName)]; !known && oldBy[u] == nil {
+			late = append(late, u)
+		} else {
+			next = max(next, u+1)
+		}
+	}
+	if len(late) == 0 {
+		return
+	}
+	slices.Sort(late)
+	for _, u := range late {
+		rec := recs[u]
+		delete(recs, u)
+		rec.UID = next
+		recs[next] = rec
+		next++
+	}
+	skip(res, "mailbox %q: %d messages saved since the scan (at UID %d and up) move above the plan's UIDs under the mailbox's new identity", name, len(late), late[0])
 }

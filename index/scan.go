@@ -464,6 +464,13 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 	if ul == nil && known != nil && !found[known.GUID] {
 		// Restore from the index: same GUID, UIDVALIDITY and UIDs.
 		nu := &maildir.Uidlist{Version: 3, UIDValidity: known.UIDValidity, NextUID: max(known.UIDNext, 1), GUID: [16]byte(known.GUID)}
+		if !r.opt.DryRun {
+			// The counter may never have passed it (an index older than
+			// the counter's upkeep): Dovecot must not hand it out again.
+			if err := r.loc.RaiseUIDValidity(known.UIDValidity); err != nil {
+				r.log.Warn("UIDVALIDITY counter", "mailbox", name, "err", err)
+			}
+		}
 		var msgs []*Msg
 		if err := r.store.db.View(func(tx *bolt.Tx) error {
 			if j := bornJournal(tx, known.GUID); j != nil {
@@ -526,12 +533,21 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 	}
 	ul.Version = 3
 	ul.GUID = maildir.NewGUID()
-	ul.UIDValidity = uint32(r.opt.Now().Unix())
 	if found[model.MailboxGUID(ul.GUID)] {
 		ul.GUID = maildir.NewGUID()
 	}
 	if r.opt.DryRun {
+		cur, _ := r.loc.UIDValidityCounter()
+		ul.UIDValidity = max(uint32(r.opt.Now().Unix()), cur+1)
 		return ul, nil, 0, nil
+	}
+	// From the root's counter, as Dovecot takes one: a value Dovecot gave
+	// (or gives next) to another mailbox of this root, perhaps one of the
+	// same name deleted since, would let a client's cached UIDs of that
+	// one name other messages (contract §3.1).
+	ul.UIDValidity, err = r.loc.NextUIDValidity(r.opt.Now())
+	if err != nil {
+		r.log.Warn("UIDVALIDITY counter", "mailbox", name, "err", err)
 	}
 	// The files get their UIDs in the same write, under the same lock
 	// (assignUIDs, which would write the uidlist a second time, then finds

@@ -45,6 +45,12 @@ func (r *Replica) Begin(ctx context.Context, req replica.BeginRequest) (*replica
 		return nil, err
 	}
 	rep.Held = res.Held
+	if rep.UIDValidity, err = r.loc.UIDValidityCounter(); err != nil {
+		// The peer then takes this side's counter for 0: a UIDVALIDITY
+		// the plan makes up may be at or below it (a warning, not a
+		// reason to stop syncing mail).
+		r.log.Warn("reading the UIDVALIDITY counter", "err", err)
+	}
 	// The scan's last read of the mailbox records came after its last
 	// write, and nothing writes between it and here (the replica's lock
 	// is held): the records are the ones a read now would decode.

@@ -122,7 +122,7 @@ func boxPlanFast(p *jsonfast.Parser, bp *merge.BoxPlan) bool {
 // other list nil), and reports false, appending nothing, for any other.
 func appendApplyFast(dst []byte, req *applyRequest) ([]byte, bool) {
 	sp := &req.Plan
-	if sp.Renames != nil || sp.Creates != nil || sp.Adopts != nil || sp.Deletes != nil || sp.Subs != nil {
+	if sp.Renames != nil || sp.Creates != nil || sp.Adopts != nil || sp.Deletes != nil || sp.Subs != nil || sp.UIDValidityFloor != 0 {
 		return dst, false
 	}
 	for i := range sp.Boxes {

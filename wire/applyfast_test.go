@@ -57,6 +57,8 @@ func randApplyRequest(rng *rand.Rand) applyRequest {
 		sp.Deletes = []merge.MailboxOp{{Name: "d", DeletedT: 5}}
 	case 4:
 		sp.Adopts = []merge.Adopt{{Name: "a"}}
+	case 5:
+		sp.UIDValidityFloor = rng.Uint32()
 	}
 	return req
 }
@@ -92,7 +94,7 @@ func TestDecodeApplyFastMatchesJSON(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		simple := req.Plan.Renames == nil && req.Plan.Creates == nil && req.Plan.Adopts == nil && req.Plan.Deletes == nil && req.Plan.Subs == nil
+		simple := req.Plan.Renames == nil && req.Plan.Creates == nil && req.Plan.Adopts == nil && req.Plan.Deletes == nil && req.Plan.Subs == nil && req.Plan.UIDValidityFloor == 0
 		for _, b := range req.Plan.Boxes {
 			simple = simple && b.Adds == nil && b.Moves == nil && b.Flags == nil && b.Expunges == nil && b.Release == nil && b.Borns == nil
 		}

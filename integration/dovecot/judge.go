@@ -502,6 +502,29 @@ func (j *Judge) Own(root string) error {
 	return j.chownTree(root)
 }
 
+// Doveadm runs one doveadm mail command against root, in place (after
+// Own(root)) and with indexes on disk, as a Dovecot beside twinbox would act
+// on it (a DELETE is recorded in dovecot.mailbox.log): for example
+// "mailbox", "create", "S2". It returns doveadm's output, and an error when
+// doveadm failed or printed a warning.
+func (j *Judge) Doveadm(root string, args ...string) (string, error) {
+	if err := j.Own(root); err != nil {
+		return "", err
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return "", err
+	}
+	res, err := j.run(readOptions{diskIndexes: true}, abs, args...)
+	if err != nil {
+		return "", err
+	}
+	if len(res.warnings) > 0 {
+		return string(res.stdout), fmt.Errorf("dovecot: doveadm %s: %s", strings.Join(args, " "), strings.Join(res.warnings, "; "))
+	}
+	return string(res.stdout), nil
+}
+
 func (j *Judge) chownTree(root string) error {
 	if !j.env.switchTo {
 		return nil

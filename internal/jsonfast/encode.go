@@ -73,6 +73,10 @@ func AppendBeginReply(dst []byte, r *replica.BeginReply) []byte {
 		}
 		dst = append(dst, ']')
 	}
+	if r.UIDValidity != 0 {
+		dst = append(dst, `,"uidvalidity":`...)
+		dst = strconv.AppendUint(dst, uint64(r.UIDValidity), 10)
+	}
 	return append(dst, '}')
 }
 

@@ -59,6 +59,9 @@ func TestAppendBeginReplyIsJSONMarshal(t *testing.T) {
 			case 1:
 				r.Held = append(r.Held, replica.HeldInfo{Mailbox: randString(rng), Count: -rng.IntN(5)})
 			}
+			if rng.IntN(2) == 0 {
+				r.UIDValidity = rng.Uint32()
+			}
 		}
 		want, err := json.Marshal(&r)
 		if err != nil {

@@ -24,7 +24,7 @@ func TestEncodedTypesKeepTheirFields(t *testing.T) {
 		v    any
 		want string
 	}{
-		{replica.BeginReply{}, "info mailboxes subs pair held"},
+		{replica.BeginReply{}, "info mailboxes subs pair held uidvalidity"},
 		{replica.Info{}, "replica_id index_id user root"},
 		{model.Mailbox{}, "guid name name_t uidvalidity uidnext modseq epoch deleted deleted_t special messages missing merged_into"},
 		{model.Subscription{}, "name sub t"},
@@ -32,7 +32,7 @@ func TestEncodedTypesKeepTheirFields(t *testing.T) {
 		{replica.PairState{}, "peer_index_id sync_id boxes"},
 		{replica.PairBoxState{}, "base sent epoch peer_epoch"},
 		{replica.ApplyResult{}, "added linked fetched expunged flagged moved bytes mailbox_ops changed skipped epochs"},
-		{merge.SidePlan{}, "Renames Creates Adopts Boxes Deletes Subs"},
+		{merge.SidePlan{}, "Renames Creates Adopts Boxes Deletes Subs UIDValidityFloor"},
 		{merge.BoxPlan{}, "GUID UIDNext Reset BumpNext Exact Adds add_count Moves Flags Expunges Release Borns"},
 	} {
 		if got := jsonFields(reflect.TypeOf(c.v)); got != c.want {

@@ -86,6 +86,9 @@ func randBegin(rng *rand.Rand) replica.BeginReply {
 	if rng.IntN(4) == 0 {
 		r.Held = []replica.HeldInfo{{Mailbox: pick(), Count: int(rng.Int32())}}
 	}
+	if rng.IntN(2) == 0 {
+		r.UIDValidity = rng.Uint32()
+	}
 	return r
 }
 

@@ -105,6 +105,8 @@ func BeginReply(v []byte, r *replica.BeginReply) bool {
 				r.Held = append(r.Held, h)
 				return ok
 			})
+		case "uidvalidity":
+			return p.Uint32To(&r.UIDValidity)
 		}
 		return false
 	}) && p.End()

@@ -19,6 +19,10 @@ type box struct {
 	// were made under another UIDVALIDITY (a merge, or a GUID seen with two
 	// UIDVALIDITYs).
 	void [2]bool
+	// reval marks a side that holds the mailbox live under the UIDVALIDITY
+	// the plan replaces with a fresh one (its UIDs stay: no client knows
+	// any under the new value).
+	reval [2]bool
 }
 
 func (b *box) has(s int) bool { return b.rec[s] != nil }
@@ -40,14 +44,24 @@ func Merge(a, b *Side, opt Options) (*Plan, error) {
 		}
 	}
 	if opt.Backup {
-		return mergeBackup(sides, opt)
+		plan, err := mergeBackup(sides, opt)
+		if err == nil {
+			// The copy's counter passes the source's values; the source
+			// is never written.
+			raiseCounters(sides, plan)
+			plan.Sides[0].UIDValidityFloor = 0
+		}
+		return plan, err
 	}
 	plan := &Plan{}
 	boxes := resolveMailboxes(sides, plan)
+	fresh := &freshValues{top: highestUIDValidity(sides), plan: plan}
+	revalidate(sides, boxes, fresh)
 	for _, bx := range boxes {
 		mergeBox(sides, bx, opt, plan)
 	}
 	mergeSubs(sides, plan)
+	raiseCounters(sides, plan)
 	return plan, nil
 }
 
@@ -128,14 +142,31 @@ func resolveMailboxes(sides [2]*Side, plan *Plan) []*box {
 				bx.name, bx.nameT = model.NormName(r.Name), r.NameT
 			}
 		}
-		// One GUID with two UIDVALIDITYs: the lower wins, the other side's
-		// UIDs are void.
+		// One GUID with two UIDVALIDITYs: the higher wins. A UIDVALIDITY
+		// only ever changes upward (RFC 3501 2.3.1.1; revalidate's fresh
+		// values are above all others), so the higher one is the later
+		// decision: with the lower one winning, a new value one pair of
+		// replicas agreed on was undone by a third replica that still held
+		// the old one, and the pair that knew why it was needed made a new
+		// one again, for ever. The other side's UIDs are void (another UID
+		// space), unless no UID names two messages across the sides: a
+		// fresh value given in place keeps the UIDs (revalidate), and a
+		// sync that stopped halfway through giving it leaves one side
+		// under each value, with one UID space (where the void rule would
+		// let that side's expunges reach only by Born stamps).
+		// (Two UIDVALIDITYs make the session compare in full: the
+		// contents are all there.)
 		switch {
 		case bx.rec[0] != nil && bx.rec[1] != nil && bx.rec[0].UIDValidity != bx.rec[1].UIDValidity:
-			if bx.rec[0].UIDValidity < bx.rec[1].UIDValidity {
-				bx.uidv, bx.void[1] = bx.rec[0].UIDValidity, true
+			hi := 0
+			if bx.rec[1].UIDValidity > bx.rec[0].UIDValidity {
+				hi = 1
+			}
+			bx.uidv = bx.rec[hi].UIDValidity
+			if oneUIDSpace(sides[0].Contents[bx.guid], sides[1].Contents[bx.guid]) && !bx.rec[1-hi].Deleted && !bx.rec[1-hi].Missing {
+				bx.reval[1-hi] = true
 			} else {
-				bx.uidv, bx.void[0] = bx.rec[1].UIDValidity, true
+				bx.void[1-hi] = true
 			}
 		case bx.rec[0] != nil:
 			bx.uidv = bx.rec[0].UIDValidity
@@ -743,7 +774,13 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 			sp.Adopts = append(sp.Adopts, Adopt{From: bx.losers[s].GUID, To: bx.guid, Name: bx.name, NameT: bx.nameT, UIDValidity: bx.uidv})
 		case bx.rec[s] == nil || bx.rec[s].Deleted || bx.rec[s].Missing:
 			sp.Creates = append(sp.Creates, MailboxOp{GUID: bx.guid, Name: bx.name, NameT: bx.nameT, UIDValidity: bx.uidv})
-		case bx.void[s]:
+		case bx.void[s] || bx.reval[s]:
+			if bx.reval[s] && (bx.rec[s].Name != bx.name || bx.rec[s].NameT != bx.nameT) {
+				// Moved with the other renames (they come first, in an
+				// order that frees each target before it is taken), then
+				// given its new value where it stands.
+				sp.Renames = append(sp.Renames, MailboxOp{GUID: bx.guid, Name: bx.name, NameT: bx.nameT, UIDValidity: bx.rec[s].UIDValidity})
+			}
 			sp.Adopts = append(sp.Adopts, Adopt{From: bx.guid, To: bx.guid, Name: bx.name, NameT: bx.nameT, UIDValidity: bx.uidv})
 		case bx.rec[s].Name != bx.name || bx.rec[s].NameT != bx.nameT:
 			sp.Renames = append(sp.Renames, MailboxOp{GUID: bx.guid, Name: bx.name, NameT: bx.nameT, UIDValidity: bx.uidv})
@@ -752,7 +789,7 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan) {
 		bp := BoxPlan{GUID: bx.guid, UIDNext: next}
 		// A mailbox (re)created here starts with UIDNEXT 1 on disk: give it
 		// the UIDNEXT its records reached, even with nothing to add.
-		if bx.rec[s] == nil || bx.rec[s].Deleted || bx.rec[s].Missing || bx.void[s] || sb[s].next < next {
+		if bx.rec[s] == nil || bx.rec[s].Deleted || bx.rec[s].Missing || bx.void[s] || bx.reval[s] || sb[s].next < next {
 			bp.BumpNext = true
 		}
 		for _, g := range sortedKeys(sb[s].guids) {
@@ -851,6 +888,175 @@ func mergeSubs(sides [2]*Side, plan *Plan) {
 			} else if !ok || c != w {
 				plan.Sides[s].Subs = append(plan.Sides[s].Subs, w)
 			}
+		}
+	}
+}
+
+// revalidate gives a fresh UIDVALIDITY to each final mailbox that would
+// show a side a name and UIDVALIDITY that side knew for another mailbox
+// (contract §3.1: a client that cached UIDs under that name and
+// UIDVALIDITY would take them for this mailbox's messages). Dovecot's
+// per-host counter keeps that from happening on one host, but two hosts'
+// counters hand out the same values, and a mailbox this plan makes on a
+// side carries the other side's value:
+//
+//   - a side that gets a mailbox it never held (created, or merged from
+//     one of its own) must not know another mailbox by that name with that
+//     UIDVALIDITY or a higher one (RFC 3501 2.3.1.1: a mailbox made again
+//     under a name gets a higher value);
+//   - a side that gets back a mailbox it held (restored, revived, renamed
+//     to the name) must not know another one by that name with that very
+//     value (a RENAME keeps its UIDVALIDITY, in Dovecot too).
+//
+// "Knows" is what its index reports: live mailboxes and the records of
+// deleted and merged ones, by their last names.
+//
+// The fresh value is above every UIDVALIDITY either side reports and both
+// sides' counters, the same whichever side started (one more for each such
+// mailbox, in GUID order). Both sides then hold the mailbox under it: the
+// side that holds it live adopts it in place (its UIDs stay; no client
+// knows any under the new value).
+func revalidate(sides [2]*Side, boxes []*box, fresh *freshValues) {
+	for _, bx := range boxes {
+		if !bx.alive(0) && !bx.alive(1) {
+			continue // stays deleted
+		}
+		clash := ""
+		for s := 0; s < 2 && clash == ""; s++ {
+			r, l := bx.rec[s], bx.losers[s]
+			newHere := r == nil || l != nil || bx.void[s]
+			if !newHere && !r.Deleted && !r.Missing && model.NormName(r.Name) == bx.name {
+				continue // held here as it is
+			}
+			for i := range sides[s].Mailboxes {
+				m := &sides[s].Mailboxes[i]
+				if m.GUID == bx.guid || model.NormName(m.Name) != bx.name || aliasOf(sides[s], m, bx.guid) {
+					continue
+				}
+				if l != nil && (m.GUID == l.GUID || aliasOf(sides[s], m, l.GUID)) {
+					continue // the mailbox merging into it, or an alias of that one
+				}
+				if m.UIDValidity == bx.uidv || (newHere && m.UIDValidity > bx.uidv) {
+					clash = fmt.Sprintf("side %s knew %s with UIDVALIDITY %d", sides[s].ReplicaID, m.GUID, m.UIDValidity)
+					break
+				}
+			}
+		}
+		if clash != "" {
+			fresh.give(bx, clash)
+		}
+	}
+}
+
+// freshValues hands out the fresh UIDVALIDITYs of one plan: above every
+// value either side reports and both counters, one more each time, in the
+// order the boxes are merged (GUID order), so both sides compute the same.
+type freshValues struct {
+	top  uint32
+	plan *Plan
+}
+
+// give gives bx a fresh UIDVALIDITY, why being the reason, and marks the
+// sides that hold it live to adopt it in place (its UIDs stay: no client
+// knows any under the new value).
+func (f *freshValues) give(bx *box, why string) {
+	if f.top == ^uint32(0) {
+		// No value left above them all (never with Dovecot's counters,
+		// which start at the time): keep the old one.
+		return
+	}
+	f.top++
+	f.plan.Revalidated = append(f.plan.Revalidated, fmt.Sprintf("%s %s %d -> %d (%s)", bx.name, bx.guid, bx.uidv, f.top, why))
+	bx.uidv = f.top
+	for s := 0; s < 2; s++ {
+		if r := bx.rec[s]; r != nil && !r.Deleted && !r.Missing && !bx.void[s] && bx.losers[s] == nil {
+			bx.reval[s] = true
+		}
+	}
+}
+
+// oneUIDSpace reports whether two sides' records of one mailbox can be
+// read as one UID space: no UID names two messages across them (records
+// and tombstones alike). Unknown contents are not.
+func oneUIDSpace(a, b *Contents) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	named := make(map[uint32]string, len(a.Messages)+len(a.Tombstones))
+	for _, m := range a.Messages {
+		named[m.UID] = m.GUID
+	}
+	for _, t := range a.Tombstones {
+		named[t.UID] = t.GUID
+	}
+	for _, m := range b.Messages {
+		if g, ok := named[m.UID]; ok && g != m.GUID {
+			return false
+		}
+	}
+	for _, t := range b.Tombstones {
+		if g, ok := named[t.UID]; ok && g != t.GUID {
+			return false
+		}
+	}
+	return true
+}
+
+// aliasOf reports whether side's record m was merged into mailbox g (its
+// MergedInto records lead there, in at most 16 hops): its UIDs are g's
+// (a merge moves the loser's messages to UIDs above both mailboxes'
+// UIDNEXT, so the pair's UIDs never name two messages).
+func aliasOf(side *Side, m *model.Mailbox, g model.MailboxGUID) bool {
+	for i := 0; i < 16 && !m.MergedInto.IsZero(); i++ {
+		if m.MergedInto == g {
+			return true
+		}
+		next := m.MergedInto
+		m = nil
+		for j := range side.Mailboxes {
+			if side.Mailboxes[j].GUID == next {
+				m = &side.Mailboxes[j]
+				break
+			}
+		}
+		if m == nil {
+			return false
+		}
+	}
+	return false
+}
+
+// highestUIDValidity is the highest value of both sides' counters and of
+// every mailbox record they report.
+func highestUIDValidity(sides [2]*Side) uint32 {
+	var top uint32
+	for s := 0; s < 2; s++ {
+		top = max(top, sides[s].UIDValidity)
+		for i := range sides[s].Mailboxes {
+			top = max(top, sides[s].Mailboxes[i].UIDValidity)
+		}
+	}
+	return top
+}
+
+// raiseCounters asks each side whose UIDVALIDITY counter is below the
+// highest value either side's counter handed out, or any mailbox of either
+// side carries, or the plan gives, to raise it there (SidePlan's
+// UIDValidityFloor): Dovecot then gives a mailbox made later on that side
+// a value no mailbox of either side ever had.
+func raiseCounters(sides [2]*Side, plan *Plan) {
+	top := highestUIDValidity(sides)
+	for s := 0; s < 2; s++ {
+		for _, c := range plan.Sides[s].Creates {
+			top = max(top, c.UIDValidity)
+		}
+		for _, a := range plan.Sides[s].Adopts {
+			top = max(top, a.UIDValidity)
+		}
+	}
+	for s := 0; s < 2; s++ {
+		if sides[s].UIDValidity < top {
+			plan.Sides[s].UIDValidityFloor = top
 		}
 	}
 }

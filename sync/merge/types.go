@@ -43,6 +43,11 @@ type Side struct {
 	ReplicaID string
 	Mailboxes []model.Mailbox
 	Subs      []model.Subscription
+	// UIDValidity is the last value the replica's UIDVALIDITY counter
+	// handed out (0: unknown). A UIDVALIDITY the plan makes up is above
+	// both sides', and each side's counter is raised past every value the
+	// plan leaves on either side (SidePlan.UIDValidityFloor).
+	UIDValidity uint32
 	// Contents holds, per mailbox GUID, the records to merge: all of them, or
 	// in an incremental sync only those changed since the last sync.
 	Contents map[model.MailboxGUID]*Contents
@@ -73,6 +78,10 @@ type Plan struct {
 	Renumbered int
 	// Merged lists mailbox merges (contract §3.4), as "loser -> winner".
 	Merged []string
+	// Revalidated lists mailboxes given a new UIDVALIDITY because one side
+	// knew another mailbox by their name and UIDVALIDITY, as
+	// "name guid old -> new".
+	Revalidated []string
 }
 
 // SidePlan is one side's part of a plan, in the order it must be applied:
@@ -85,6 +94,13 @@ type SidePlan struct {
 	Boxes   []BoxPlan
 	Deletes []MailboxOp
 	Subs    []model.Subscription
+	// UIDValidityFloor, when not 0, is the value this side's UIDVALIDITY
+	// counter must reach before the apply makes any mailbox: the highest
+	// UIDVALIDITY either side's counter handed out or the plan leaves on
+	// a mailbox, when this side's counter is below it. Dovecot then never
+	// gives a mailbox made later on this side a UIDVALIDITY that another
+	// mailbox had (here or on the peer), perhaps under the same name.
+	UIDValidityFloor uint32 `json:",omitempty"`
 }
 
 // MailboxOp names a mailbox and what it must look like.
@@ -171,7 +187,7 @@ type Expunge struct {
 
 // Empty reports whether the side has nothing to do.
 func (p *SidePlan) Empty() bool {
-	if len(p.Renames)+len(p.Creates)+len(p.Adopts)+len(p.Deletes)+len(p.Subs) > 0 {
+	if len(p.Renames)+len(p.Creates)+len(p.Adopts)+len(p.Deletes)+len(p.Subs) > 0 || p.UIDValidityFloor != 0 {
 		return false
 	}
 	for _, b := range p.Boxes {

@@ -55,6 +55,10 @@ type BeginReply struct {
 	Subs      []model.Subscription `json:"subs"`
 	Pair      *PairState           `json:"pair,omitempty"`
 	Held      []HeldInfo           `json:"held,omitempty"`
+	// UIDValidity is the last value the replica's UIDVALIDITY counter
+	// (Dovecot's dovecot-uidvalidity) handed out; 0 when it has none or
+	// the replica does not say (an older twinbox).
+	UIDValidity uint32 `json:"uidvalidity,omitempty"`
 }
 
 // HeldInfo is a mailbox with expunges held back by the mass-expunge guard.

@@ -190,9 +190,9 @@ func TestKilledBackupResetSameIdentityConverges(t *testing.T) {
 	}
 }
 
-// A mailbox whose UIDVALIDITY changed on one side (its uidlist made again
-// by hand, same GUID) is void there: that side adopts it under the other
-// side's UIDVALIDITY, From == To. Killed after the uidlist rewrite, the
+// A mailbox whose UIDVALIDITY changed on one side to a lower one (its
+// uidlist made again by hand, same GUID) is void there (the higher one
+// wins): that side adopts it under the other side's UIDVALIDITY, From == To. Killed after the uidlist rewrite, the
 // next scan completes it from the journal: the records move to their new
 // UIDs with their Born stamps (without the journal the scan took the new
 // UIDVALIDITY for a reset and stamped them born now), nothing lost, and
@@ -203,7 +203,7 @@ func TestKilledVoidAdoptSameGUIDConverges(t *testing.T) {
 	m2 := testmail.Deliver(t, a, "Work", "M2")
 	settle(t, a, b)
 	ul := testmail.Uidlist(t, b, "Work")
-	ul.UIDValidity += 1000
+	ul.UIDValidity -= 1000
 	if err := maildir.WriteUidlist(testmail.Dir(t, b, "Work"), ul); err != nil {
 		t.Fatal(err)
 	}

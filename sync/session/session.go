@@ -64,12 +64,14 @@ type Summary struct {
 	ResultB    *replica.ApplyResult `json:"applied_b,omitempty"`
 	Renumbered int                  `json:"renumbered"`
 	Merged     []string             `json:"merged,omitempty"`
-	Held       []replica.HeldInfo   `json:"held,omitempty"`
-	Changed    bool                 `json:"changed_during_sync"`
-	Plan       *merge.Plan          `json:"-"`
-	PlanText   []string             `json:"plan,omitempty"`
-	Duration   time.Duration        `json:"duration_ns"`
-	sides      [2]*replica.BeginReply
+	// Revalidated lists mailboxes given a new UIDVALIDITY (merge.Plan).
+	Revalidated []string           `json:"revalidated,omitempty"`
+	Held        []replica.HeldInfo `json:"held,omitempty"`
+	Changed     bool               `json:"changed_during_sync"`
+	Plan        *merge.Plan        `json:"-"`
+	PlanText    []string           `json:"plan,omitempty"`
+	Duration    time.Duration      `json:"duration_ns"`
+	sides       [2]*replica.BeginReply
 }
 
 // Run syncs replicas a and b (both already opened and locked).
@@ -153,8 +155,8 @@ func Run(ctx context.Context, a, b replica.Replica, opt Options) (*Summary, erro
 	}
 
 	// The engine, sides in replica-ID order (backup: the source first).
-	sa := &merge.Side{ReplicaID: ra.Info.ReplicaID, Mailboxes: boxesA, Subs: ra.Subs, Contents: ca}
-	sb := &merge.Side{ReplicaID: rb.Info.ReplicaID, Mailboxes: boxesB, Subs: rb.Subs, Contents: cb}
+	sa := &merge.Side{ReplicaID: ra.Info.ReplicaID, Mailboxes: boxesA, Subs: ra.Subs, Contents: ca, UIDValidity: ra.UIDValidity}
+	sb := &merge.Side{ReplicaID: rb.Info.ReplicaID, Mailboxes: boxesB, Subs: rb.Subs, Contents: cb, UIDValidity: rb.UIDValidity}
 	swap := !opt.Backup && sb.ReplicaID < sa.ReplicaID
 	s0, s1 := sa, sb
 	if swap {
@@ -174,6 +176,7 @@ func Run(ctx context.Context, a, b replica.Replica, opt Options) (*Summary, erro
 	sum.Plan = plan
 	sum.Renumbered = plan.Renumbered
 	sum.Merged = plan.Merged
+	sum.Revalidated = plan.Revalidated
 	if opt.DryRun {
 		names := map[model.MailboxGUID]string{}
 		for _, m := range append(append([]model.Mailbox(nil), boxesA...), boxesB...) {
@@ -530,7 +533,14 @@ func Describe(label string, info replica.Info, p *merge.SidePlan, names map[mode
 		add("create mailbox %q (UIDVALIDITY %d)", op.Name, op.UIDValidity)
 	}
 	for _, a := range p.Adopts {
+		if a.From == a.To {
+			add("give mailbox %s (%s) UIDVALIDITY %d as %q", name(a.From), a.From, a.UIDValidity, a.Name)
+			continue
+		}
 		add("merge mailbox %s (%s) into %s as %q (UIDVALIDITY %d)", name(a.From), a.From, a.To, a.Name, a.UIDValidity)
+	}
+	if p.UIDValidityFloor != 0 {
+		add("raise the UIDVALIDITY counter to %d", p.UIDValidityFloor)
 	}
 	for _, bp := range p.Boxes {
 		var parts []string
