@@ -72,7 +72,10 @@ func saveAtNextUID(t *testing.T, dir, base, body string) (string, uint32) {
 // before for another message", but a client of the loser's Dovecot sees
 // the winner's UIDVALIDITY with the other message's UID until then).
 // Found by the property test's mid-sync Dovecot (seed
-// 7491129449190449019).
+// 7491129449190449019). Since 2fe5561 (moveLate) an adopt under another
+// UIDVALIDITY gives such records new UIDs; here both Works get the same
+// UIDVALIDITY (each root's counter starts from the time), the adopt keeps
+// the UID space, and the record stays (still failing after 2fe5561).
 func TestMergeKeepsNoUIDTheWinnerGaveAnotherMessage(t *testing.T) {
 	if os.Getenv("TWINBOX_PENDING") == "" {
 		t.Skip("known failure, for the lead (adopt path): set TWINBOX_PENDING=1 to run")
