@@ -72,7 +72,10 @@ func saveAtNextUID(t *testing.T, dir, base, body string) (string, uint32) {
 // before for another message", but a client of the loser's Dovecot sees
 // the winner's UIDVALIDITY with the other message's UID until then).
 // Found by the property test's mid-sync Dovecot (seed
-// 7491129449190449019).
+// 7491129449190449019). Since 2fe5561 (moveLate) an adopt under another
+// UIDVALIDITY gives such records new UIDs; here both Works get the same
+// UIDVALIDITY (each root's counter starts from the time), the adopt keeps
+// the UID space, and the record stays (still failing after 2fe5561).
 func TestMergeKeepsNoUIDTheWinnerGaveAnotherMessage(t *testing.T) {
 	if os.Getenv("TWINBOX_PENDING") == "" {
 		t.Skip("known failure, for the lead (adopt path): set TWINBOX_PENDING=1 to run")
@@ -132,4 +135,88 @@ func TestMergeKeepsNoUIDTheWinnerGaveAnotherMessage(t *testing.T) {
 	}
 	testmail.SyncUntilQuiet(t, a, b, session.Options{}, 5)
 	testmail.Converged(t, a, b)
+}
+
+// afterBegin is a replica that calls f right after its scan (Begin).
+type afterBegin struct {
+	replica.Replica
+	f func()
+}
+
+func (a *afterBegin) Begin(ctx context.Context, req replica.BeginRequest) (*replica.BeginReply, error) {
+	rep, err := a.Replica.Begin(ctx, req)
+	if err == nil {
+		a.f()
+	}
+	return rep, err
+}
+
+// TestMailboxMadeAgainReusesNoUIDDovecotGaveUnseen: Dovecot saves a
+// message into A's Work at UID 2 right after A's scan, in a sync that has
+// nothing to do there, so A's index never learns of UID 2. Then Work is
+// removed on A (rm -rf, or a client's DELETE, before any scan sees UID 2),
+// and B's next message in Work, which B's scan numbers 2, brings Work
+// back to A under its GUID and UIDVALIDITY: on A, UID 2 of Work named
+// Dovecot's message and now names B's (contract §3.1; a client that
+// cached Work on A shows the old message under UID 2). Nothing on A
+// remembers UID 2, so only a new UIDVALIDITY for a mailbox made again
+// where its name's history had it can keep §3.1 (RFC 3501 2.3.1.1).
+// Found by the property test's mid-sync Dovecot (seeds 821546861810114919,
+// 11584944848424185758, 701697894836527727).
+func TestMailboxMadeAgainReusesNoUIDDovecotGaveUnseen(t *testing.T) {
+	if os.Getenv("TWINBOX_PENDING") == "" {
+		t.Skip("known failure, for the lead (UIDVALIDITY of a mailbox made again): set TWINBOX_PENDING=1 to run")
+	}
+	for _, how := range []string{"rm -rf", "DELETE"} {
+		t.Run(how, func(t *testing.T) {
+			a, b := testmail.Roots(t)
+			testmail.Deliver(t, a, "Work", "first")
+			testmail.Settle(t, a, b)
+			before := testmail.Uidlist(t, a, "Work")
+
+			ra, err := index.Open(context.Background(), testmail.Loc(a), index.Options{LockTimeout: 10 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rb, err := index.Open(context.Background(), testmail.Loc(b), index.Options{LockTimeout: 10 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			saved := ""
+			var uid uint32
+			wa := &afterBegin{ra, func() {
+				saved, uid = saveAtNextUID(t, testmail.Dir(t, a, "Work"), "1790000000.M1P1.dovecot", "saved by Dovecot after the scan")
+			}}
+			_, err = session.Run(context.Background(), wa, rb, session.Options{})
+			ra.Close()
+			rb.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if saved == "" || uid != 2 {
+				t.Fatalf("Dovecot's save: %q at UID %d", saved, uid)
+			}
+			if how == "rm -rf" {
+				if err := os.RemoveAll(testmail.Dir(t, a, "Work")); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				testmail.DeleteWithIntent(t, a, "Work")
+			}
+			fromB := testmail.Deliver(t, b, "Work", "second, from B")
+			testmail.SyncUntilQuiet(t, a, b, session.Options{}, 5)
+			after := testmail.Uidlist(t, a, "Work")
+			if after.GUID == before.GUID && after.UIDValidity == before.UIDValidity {
+				for _, rec := range after.Records {
+					if rec.UID == uid && rec.GUID() != saved {
+						t.Errorf("Work (%x, UIDVALIDITY %d) on A: UID %d named %s, now names %s", after.GUID, after.UIDValidity, uid, saved, rec.GUID())
+					}
+				}
+			}
+			if testmail.Find(t, a, "Work", fromB) == "" {
+				t.Errorf("A never got %s", fromB)
+			}
+			testmail.Converged(t, a, b)
+		})
+	}
 }
