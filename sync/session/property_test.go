@@ -351,17 +351,15 @@ var knownSeeds = []struct {
 	// and UIDVALIDITY: UID 1 named m04 on C, now m00. Only a new
 	// UIDVALIDITY for a mailbox made again where its name's history has
 	// it can keep §3.1 (RFC 3501 2.3.1.1).
-	{"821546861810114919", "a mailbox deleted with intent and brought back by new mail reuses no UID", false, false, false, false, 1,
-		"UIDVALIDITY of a mailbox made again (lead)", 0},
+	{"821546861810114919", "a mailbox deleted with intent and brought back by new mail reuses no UID", false, false, false, false, 1, "", 0},
 	// The same with an rm -rf of A's "Work" (after Dovecot gave UID 2 there
 	// in a sync whose apply then failed): restored from B, whose message
 	// was renumbered to UID 2.
 	{"11584944848424185758", "a mailbox rm -rf'd and restored reuses no UID", false, false, false, false, 1,
-		"UIDVALIDITY of a mailbox made again (lead)", 0},
+		"an rm -rf'd folder is restored under its UIDVALIDITY (lead's decision, design §6 5a): open", 0},
 	// The same with both sides' Dovecot giving UID 1 in "Work" unseen, and
 	// A's DELETE of it.
-	{"701697894836527727", "a mailbox deleted with intent and brought back by mail saved on the peer reuses no UID", false, false, false, false, 1,
-		"UIDVALIDITY of a mailbox made again (lead)", 0},
+	{"701697894836527727", "a mailbox deleted with intent and brought back by mail saved on the peer reuses no UID", false, false, false, false, 1, "", 0},
 	// Found by the TWINBOX_LONG=10 run (session 8), not analysed, and not
 	// deterministic: about one replay in four of the seed fails (half of
 	// the shrunk case's). Three replicas; after a Dovecot expunge during
@@ -395,8 +393,8 @@ func TestPropertyKnownSeeds(t *testing.T) {
 				}
 				t.Cleanup(func() { _ = f.Value.Set(old) })
 			}
-			propLegacy, propMid, propOut = k.legacy, k.mid, k.out
-			t.Cleanup(func() { propLegacy, propMid, propOut = false, midVersion, pendingClasses })
+			propLegacy, propMid, propOut, propReplay = k.legacy, k.mid, k.out, true
+			t.Cleanup(func() { propLegacy, propMid, propOut, propReplay = false, midVersion, pendingClasses, false })
 			if k.layoutFS {
 				propLayout = maildir.LayoutFS
 				t.Cleanup(func() { propLayout = maildir.LayoutMaildirPP })
@@ -1133,7 +1131,7 @@ func (w *propWorld) deleteIntent(t *rapid.T) {
 	if b.ul == nil || b.ul.GUID == [16]byte{} {
 		t.Skip("no uidlist: Dovecot never knew it")
 	}
-	w.skipUnseen(t, r, b)
+	w.skipUnseen(t, r, b, false)
 	var gone []string
 	for _, m := range w.msgs(r) {
 		if m.box == b.name {
@@ -1173,9 +1171,9 @@ func (w *propWorld) rmrf(t *rapid.T) {
 			}
 		}
 	}
-	w.skipUnseen(t, r, b)
+	w.skipUnseen(t, r, b, true)
 	for _, k := range kids {
-		w.skipUnseen(t, r, k)
+		w.skipUnseen(t, r, k, true)
 	}
 	w.logf("%s: rm -rf %q with %v", w.name(r), b.name, gone)
 	if err := os.RemoveAll(b.dir); err != nil {
@@ -2056,7 +2054,8 @@ func (w *propWorld) missHook(r int, miss *missSpec, acted *bool) func(dir, sub s
 }
 
 // The draws keep out the histories of the known failures not fixed yet
-// (knownSeeds with pending set), unless TWINBOX_PENDING=1. Both come from UIDs Dovecot gives out during a sync
+// (knownSeeds with pending set), unless TWINBOX_PENDING=1 (classes fixed
+// since are let in again: pendingFixed). The first two come from UIDs Dovecot gives out during a sync
 // that no scan of that replica sees: (1) a merge that adopts a mailbox
 // into the peer's keeps such a record under the winner's identity, where
 // its UID may name another message (seed 7491129449190449019, fixed
@@ -2074,8 +2073,22 @@ func (w *propWorld) missHook(r int, miss *missSpec, acted *bool) func(dir, sub s
 // scan; kept out (a guess at its cause): Dovecot expunges during syncs
 // only files named by their message GUID.
 //
-// pendingOut(c) says whether class c is kept out: c <= propOut.
-func pendingOut(class int) bool { return class <= propOut }
+// pendingOut(c) says whether class c is kept out: c <= propOut, and in
+// the current draws (not a knownSeed's replay, which keeps out what was
+// kept out when it was recorded) c is not fixed since (pendingFixed).
+func pendingOut(class int) bool { return class <= propOut && (propReplay || !pendingFixed[class]) }
+
+// pendingFixed: the classes fixed since they were kept out, let into the
+// draws again. Session 8 fixed class 1's recorded seed (moveLate) and
+// class 2's DELETE (a fresh UIDVALIDITY for a mailbox made again after a
+// DELETE; an rm -rf stays out, skipUnseen), but with both let in a default
+// run of TestPropertyLayoutFS failed once (a UID Dovecot gave during a
+// sync named another message later, seed not kept): they stay out until
+// that is understood.
+var pendingFixed = map[int]bool{}
+
+// propReplay is set while a knownSeed replays.
+var propReplay bool
 
 // propOut is the number of pending classes kept out of the draws
 // (pendingOut): all of them unless TWINBOX_PENDING=1 (setPropChecks); a
@@ -2095,10 +2108,12 @@ func (w *propWorld) onPeer(peer int, b propBox) bool {
 	return false
 }
 
-// skipUnseen skips a DELETE or rm -rf of b on r that would remove a UID
-// Dovecot gave out that no scan of r has seen (pendingOut).
-func (w *propWorld) skipUnseen(t *rapid.T, r int, b propBox) {
-	if !pendingOut(2) || len(w.unseen[r]) == 0 {
+// skipUnseen skips a DELETE or rm -rf (rmrf) of b on r that would remove
+// a UID Dovecot gave out that no scan of r has seen (pendingOut; an rm -rf
+// also when class 2 counts as fixed: a directory removed without a DELETE
+// is restored under its old UIDVALIDITY, design §6 5a).
+func (w *propWorld) skipUnseen(t *rapid.T, r int, b propBox, rmrf bool) {
+	if !(pendingOut(2) || (rmrf && 2 <= propOut)) || len(w.unseen[r]) == 0 {
 		return
 	}
 	if fi, err := os.Stat(b.dir); err == nil && w.unseen[r][fi.Sys().(*syscall.Stat_t).Ino] {
