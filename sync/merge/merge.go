@@ -775,9 +775,11 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan, fv *freshValues)
 	// after a DELETE gets from Dovecot, a new value. (A directory removed
 	// without a DELETE, rm -rf, is restored under its old value: the same
 	// window exists, but a restore must not cost the other side's clients
-	// the folder; see docs/design.md §6 rule 5a.)
+	// the folder; see docs/design.md §6 rule 5a.) Also where a folder of
+	// that side merges into it: under the old value the name shows that
+	// side's clients the deleted folder's UIDs again.
 	for s := 0; s < 2; s++ {
-		if r := bx.rec[s]; r != nil && r.Deleted && bx.losers[s] == nil && !bx.fresh {
+		if r := bx.rec[s]; r != nil && r.Deleted && !bx.fresh {
 			fv.give(bx, fmt.Sprintf("made again on side %s, which deleted it", sides[s].ReplicaID))
 		}
 	}
