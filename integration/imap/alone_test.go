@@ -556,8 +556,14 @@ func testDovecotAloneFolderSwappedByRename(t *testing.T, d *dovecot.Install) {
 			_ = c.Unselect().Wait()
 		}
 	}
+	// 2.4.1's processes mostly wait out dotlocks that moved with their
+	// folders (a watchdog each, 10 s): fewer rounds there.
+	maxRounds := 600
+	if srv.Version().Is24() {
+		maxRounds = 150
+	}
 	rounds := 0
-	for round := 0; round < 600; round++ {
+	for round := 0; round < maxRounds; round++ {
 		rounds++
 		var wg sync.WaitGroup
 		// A Dovecot process can wait for a dotlock that moved away
@@ -590,10 +596,9 @@ func testDovecotAloneFolderSwappedByRename(t *testing.T, d *dovecot.Install) {
 	}
 	log := srv.Log()
 	swapped, lost, reappeared := countLines(log, swappedUnderSession), countLines(log, lostLogLine), countLines(log, reappearedLine)
-	t.Logf("Dovecot %s alone, %d rounds of swaps by rename(2): %d swappedUnderSession lines, %d lostLogLine, %d reappearedLine", srv.Version(), rounds, swapped, lost, reappeared)
+	t.Logf("Dovecot %s alone, %d rounds of swaps by rename(2): %d swappedUnderSession lines, %d cacheVanished, %d lostLogLine, %d reappearedLine", srv.Version(), rounds, swapped, countLines(log, cacheVanished), lost, reappeared)
 	if swapped == 0 && !srv.Version().Is24() {
-		// (2.4.1 logged none in 600 rounds, session 8: its processes
-		// mostly waited out dotlocks that moved with their folders.)
+		// (2.4.1 logged none in 600 rounds, session 8.)
 		t.Errorf("Dovecot alone logged no %q in %d rounds of folder swaps by rename(2); log:\n%s", swappedUnderSession, rounds, errorLines(log))
 	}
 	if reappeared > 0 {
