@@ -593,16 +593,22 @@ func testConcurrentClientsAndSyncs(t *testing.T, d *dovecot.Install) {
 	// contract), so the side whose folder adopts the other's tells its
 	// Dovecot processes so ("UIDVALIDITY changed"; a process that has the
 	// folder open at that moment adds "dovecot.index reset, view is now
-	// inconsistent" and ends the client's session). Not Dovecot-alone
+	// inconsistent" and ends the client's session, or, when its view of
+	// the folder was empty, "first_recent_uid unexpectedly shrank": the
+	// reset put the header's first_recent_uid back to 1; forgiven only
+	// after that process's UIDVALIDITY change of that folder,
+	// TestRecentShrankLine). Not Dovecot-alone
 	// lines: the contract's one-UIDVALIDITY rule makes them, and a client
 	// of a folder made on both sides at once cannot be spared them. (3)
 	// "duplicate transaction log sequence" or "Corrupted transaction log
 	// ... indexid changed" of a scratch folder whose directory a sync
 	// replaced (it moved or made a mailbox directory into that name,
 	// replicating the other side's RENAME, DELETE and CREATE or resolving a
-	// name clash) while a client of this side had it open: Dovecot alone
-	// logs these when one client swaps a folder under another
-	// (TestDovecotAloneFolderSwappedUnderSession); the serialisation above
+	// name clash) while a client of this side had it open, and the
+	// cacheVanished line of a scratch folder a sync moved away or into:
+	// Dovecot alone logs these when one client swaps a folder under another
+	// (TestDovecotAloneFolderSwappedUnderSession, TestDovecotAloneFolderSwappedByRename,
+	// TestDovecotAloneRenameRaces); the serialisation above
 	// keeps this side's clients from doing it, the sync cannot be kept from
 	// it. (4) A client's failed APPEND into a folder a sync moved away or
 	// removed as the save began (TestDovecotAloneLogs, TestMovedAwaySaveLine).
@@ -651,6 +657,7 @@ var (
 func (p *pair) checkStressLogs(t testing.TB, expected map[string]int, fails []failedCopy, syncLog string) (clashes, merged, swapped, savesMoved, copiesMoved, dups int) {
 	t.Helper()
 	replaced := movedInto(syncLog)
+	away := map[string]bool{} // by side: see below
 	left := map[string]int{}
 	for k, n := range expected {
 		left[k] = n * childClashLines
@@ -663,7 +670,10 @@ func (p *pair) checkStressLogs(t testing.TB, expected map[string]int, fails []fa
 				changedUV[dir] = true
 			}
 		}
+		away = movedAway(syncLog, s.srv.Root)
+		resets := uvResets{} // the UIDVALIDITY changes logged so far, by process
 		for _, l := range logProblems(s.srv.Log()) {
+			resets.note(s.srv.Root, l)
 			if m := renameChildClash.FindStringSubmatch(l); m != nil && left[s.name+" "+m[1]+" "+m[2]] > 0 {
 				left[s.name+" "+m[1]+" "+m[2]]--
 				clashes++
@@ -677,6 +687,15 @@ func (p *pair) checkStressLogs(t testing.TB, expected map[string]int, fails []fa
 			}
 			if m := indexReset.FindStringSubmatch(l); m != nil && changedUV[m[1]] {
 				if rel, err := filepath.Rel(s.srv.Root, m[1]); err == nil && scratchDir.MatchString(rel) {
+					merged++
+					continue
+				}
+			}
+			if dir, ok := resets.explains(s.srv.Root, l); ok {
+				// The same process reset the folder's index for that
+				// UIDVALIDITY change while it had the folder open
+				// (recentShrank).
+				if rel, err := filepath.Rel(s.srv.Root, dir); err == nil && scratchDir.MatchString(rel) {
 					merged++
 					continue
 				}
@@ -706,6 +725,18 @@ func (p *pair) checkStressLogs(t testing.TB, expected map[string]int, fails []fa
 				// COPY, MOVE and EXPUNGE (TestDovecotAloneCrossFolderDuplicate).
 				dups++
 				continue
+			}
+			if m := cacheVanished.FindStringSubmatch(l); m != nil && (replaced[m[1]] || away[relTo(s.srv.Root, m[1])]) {
+				// A process with the folder open looked for its cache
+				// file at the folder's path after a sync moved the
+				// folder away or another one in: Dovecot alone logs it
+				// when clients RENAME and DELETE folders under each
+				// other (TestDovecotAloneRenameRaces, "index cache
+				// vanished": 11 in 150 rounds on 2.4.1).
+				if rel, err := filepath.Rel(s.srv.Root, m[1]); err == nil && scratchDir.MatchString(rel) {
+					swapped++
+					continue
+				}
 			}
 			if m := swappedUnderSession.FindStringSubmatch(l); m != nil && replaced[m[1]] {
 				if rel, err := filepath.Rel(s.srv.Root, m[1]); err == nil && scratchDir.MatchString(rel) {
@@ -759,6 +790,70 @@ func folderDir(name string) string {
 		return "."
 	}
 	return "." + strings.ReplaceAll(name, "/", ".")
+}
+
+// cacheVanished is what a Dovecot process with a folder open logs when the
+// folder's cache file is not at the folder's path any more (the folder
+// moved away, or another one moved in): the group is the folder's
+// directory. Seen in the stress once (2.4, seed 1795930005538244792:
+// ".S1.Kid/dovecot.index.cache" 0.4 s after a sync moved .S1.Kid aside
+// for a name clash).
+var cacheVanished = regexp.MustCompile(`: Error: Mailbox \S+: stat\(\) failed with file (\S+)/dovecot\.index\.cache: No such file or directory$`)
+
+// relTo is path relative to root ("" when it is not under root).
+func relTo(root, path string) string {
+	rel, err := filepath.Rel(root, path)
+	if err != nil || !filepath.IsLocal(rel) {
+		return ""
+	}
+	return rel
+}
+
+// recentShrank is what a Dovecot process says when a folder it has open
+// gets its index reset under it and the folder's view was empty (else it
+// says indexReset): the reset sets the header's first_recent_uid back to 1
+// (lib-storage index-sync.c, index_sync_update_recent_count). The stress
+// met it once on 2.4 (seed 9206769523143361600: "Mailbox S1/Kid:
+// first_recent_uid unexpectedly shrank: 2 -> 1", right after the same
+// process's "UIDVALIDITY changed" of S1/Kid, a merged scratch folder), so
+// checkStressLogs forgives it only after that process's UIDVALIDITY change
+// of that folder (TestRecentShrankLine). 2.3 and 2.4 name the mailbox.
+var recentShrank = regexp.MustCompile(`: Error: Mailbox (\S+): first_recent_uid unexpectedly shrank: \d+ -> \d+$`)
+
+// uvResets holds "pid directory" for each UIDVALIDITY change a Dovecot log
+// showed so far (uidValidityChanged: the process reset its index of that
+// folder).
+type uvResets map[string]bool
+
+// note records line's UIDVALIDITY change, if it is one.
+func (r uvResets) note(root, line string) {
+	if dir, ok := uidValidityDir(root, line); ok && imapPID(line) != "" {
+		r[imapPID(line)+" "+dir] = true
+	}
+}
+
+// explains reports whether line is a recentShrank line of a process
+// whose UIDVALIDITY change of that folder r noted before, and returns the
+// folder's directory.
+func (r uvResets) explains(root, line string) (string, bool) {
+	m := recentShrank.FindStringSubmatch(line)
+	if m == nil {
+		return "", false
+	}
+	dir := filepath.Join(root, folderDir(m[1]))
+	return dir, r[imapPID(line)+" "+dir]
+}
+
+// imapPIDRe finds the process of a Dovecot mail process's log line
+// ("imap(user)<pid><session>: ...").
+var imapPIDRe = regexp.MustCompile(` imap\([^)]*\)<(\d+)>`)
+
+// imapPID returns the process ID a Dovecot imap log line names, or "".
+func imapPID(line string) string {
+	if m := imapPIDRe.FindStringSubmatch(line); m != nil {
+		return m[1]
+	}
+	return ""
 }
 
 // uidValidityDir returns the directory of the folder whose UIDVALIDITY
@@ -841,10 +936,16 @@ const deletedUnderUs = "Mailbox was deleted under us"
 // while the DELETE ran (a second of slack either side), and then, maybe,
 // on from there, to this folder's directory (racedDirs). Any other folder
 // deleted under the clients is an error. It returns how many it deleted.
-// Not always enough: Dovecot 2.4 once refused that second DELETE with
-// "Mailbox exists" (default seed 5814640188101390164: the DELETE was of
-// S2, which a sync had moved to S3, replicating the other side's RENAME;
-// Dovecot then saw a directory but no mailbox there), and the test fails.
+// Not always enough: Dovecot refuses that second DELETE now and then with
+// "Mailbox exists" (2.4, default seeds 5814640188101390164 and
+// 1795931345913362970: the raced DELETE was of S2, which a sync had moved
+// to S3 replicating the other side's RENAME; 2.3, long seed
+// 1795925586419592957: S1/Kid moved aside to S1/Kid-bdf0121c), and the
+// test fails. Dovecot's Maildir++ list answers so a DELETE of a mailbox it
+// could not open whose directory exists (maildir_list_delete_dir). Not
+// the folder's on-disk state: a fresh Dovecot (2.3, 2.4) on a copy of each
+// kept root DELETEs it at once, while the live server refused it from a
+// new session too (session 8); the cause is not known.
 func (p *pair) redeleteRaced(t testing.TB, raced []failedDelete, syncLog string) int {
 	t.Helper()
 	n := 0
@@ -978,6 +1079,69 @@ func TestScratchDir(t *testing.T) {
 	} {
 		if got := scratchDir.MatchString(dir); got != want {
 			t.Errorf("scratchDir(%q) = %v, want %v", dir, got, want)
+		}
+	}
+}
+
+// TestRecentShrankLine: "first_recent_uid unexpectedly shrank" is explained
+// by the same process's earlier UIDVALIDITY change of the same folder
+// (2.4 names the mailbox, 2.3 the directory), and only by that (lines of
+// the 2.4 run that met it, seed 9206769523143361600).
+func TestRecentShrankLine(t *testing.T) {
+	root := "/tmp/twinbox-dovecot-b-3849765582/mail"
+	const (
+		uv24   = "Nov 29 02:34:38 imap(twinboxtest)<19365><zartIWFhosV/AAAB>: Warning: Mailbox S1/Kid: UIDVALIDITY changed (1795919684 -> 1795919681)"
+		uv23   = "Nov 29 02:34:38 imap(twinboxtest)<19365><zartIWFhosV/AAAB>: Warning: Maildir /tmp/twinbox-dovecot-b-3849765582/mail/.S1.Kid: UIDVALIDITY changed (1795919684 -> 1795919681)"
+		shrank = "Nov 29 02:34:38 imap(twinboxtest)<19365><zartIWFhosV/AAAB>: Error: Mailbox S1/Kid: first_recent_uid unexpectedly shrank: 2 -> 1"
+	)
+	for _, c := range []struct {
+		what   string
+		before []string
+		line   string
+		want   bool
+	}{
+		{"after the same process's change (2.4)", []string{uv24}, shrank, true},
+		{"after the same process's change (2.3)", []string{uv23}, shrank, true},
+		{"no change before", nil, shrank, false},
+		{"another process's change", []string{strings.Replace(uv24, "<19365>", "<19366>", 1)}, shrank, false},
+		{"another folder's change", []string{strings.Replace(uv24, "S1/Kid", "S1", 1)}, shrank, false},
+		{"not the line", []string{uv24}, strings.Replace(shrank, "first_recent_uid unexpectedly shrank", "something else", 1), false},
+	} {
+		r := uvResets{}
+		for _, l := range c.before {
+			r.note(root, l)
+		}
+		dir, got := r.explains(root, c.line)
+		if got != c.want {
+			t.Errorf("%s: explains = %v, want %v", c.what, got, c.want)
+		}
+		if got && dir != root+"/.S1.Kid" {
+			t.Errorf("%s: directory %s", c.what, dir)
+		}
+	}
+}
+
+// TestCacheVanishedLine: the cache line of a folder a sync moved away or
+// into is recognised and names the folder's directory (the line of the run
+// that met it); other cache errors are not.
+func TestCacheVanishedLine(t *testing.T) {
+	line := "Nov 29 05:26:52 imap(twinboxtest)<9153><oYMPimNhuM1/AAAB>: Error: Mailbox S1/Kid: stat() failed with file /tmp/twinbox-dovecot-a-806736545/mail/.S1.Kid/dovecot.index.cache: No such file or directory"
+	m := cacheVanished.FindStringSubmatch(line)
+	if m == nil || m[1] != "/tmp/twinbox-dovecot-a-806736545/mail/.S1.Kid" {
+		t.Fatalf("cacheVanished(%q) = %q", line, m)
+	}
+	if got := relTo("/tmp/twinbox-dovecot-a-806736545/mail", m[1]); got != ".S1.Kid" {
+		t.Errorf("relTo = %q", got)
+	}
+	if got := relTo("/tmp/twinbox-dovecot-a-806736545/mail", "/elsewhere/.S1.Kid"); got != "" {
+		t.Errorf("relTo outside the root = %q", got)
+	}
+	for _, l := range []string{
+		strings.Replace(line, "No such file or directory", "Permission denied", 1),
+		strings.Replace(line, "dovecot.index.cache", "dovecot.index.log", 1),
+	} {
+		if cacheVanished.MatchString(l) {
+			t.Errorf("cacheVanished matched %q", l)
 		}
 	}
 }
