@@ -6,7 +6,6 @@ import (
 
 	"github.com/twinbox-mail/twinbox/index"
 	"github.com/twinbox-mail/twinbox/internal/testmail"
-	"github.com/twinbox-mail/twinbox/maildir"
 	"github.com/twinbox-mail/twinbox/sync/session"
 )
 
@@ -18,26 +17,14 @@ import (
 // bring it to B.
 func TestSaveDuringInPlaceNewUIDValidityIsKept(t *testing.T) {
 	a, b := roots(t)
-	bdir := testmail.Dir(t, b, "S2")
-	if err := maildir.CreateMailboxDirs(bdir); err != nil {
-		t.Fatal(err)
-	}
 	const old = 1_000_000
-	if err := maildir.WriteUidlist(bdir, &maildir.Uidlist{Version: 3, UIDValidity: old, NextUID: 1, GUID: maildir.NewGUID()}); err != nil {
-		t.Fatal(err)
-	}
+	testmail.MakeMailbox(t, b, "S2", old)
 	testmail.Deliver(t, b, "S2", "in B's S2")
 	untilQuiet(t, a, b)
 	testmail.DeleteWithIntent(t, b, "S2")
 	untilQuiet(t, a, b)
 
-	adir := testmail.Dir(t, a, "S2")
-	if err := maildir.CreateMailboxDirs(adir); err != nil {
-		t.Fatal(err)
-	}
-	if err := maildir.WriteUidlist(adir, &maildir.Uidlist{Version: 3, UIDValidity: old, NextUID: 1, GUID: maildir.NewGUID()}); err != nil {
-		t.Fatal(err)
-	}
+	testmail.MakeMailbox(t, a, "S2", old)
 	first := testmail.Deliver(t, a, "S2", "in A's S2")
 	testmail.Sync(t, a, filepath.Join(t.TempDir(), "scratch"), session.Options{}) // UID 1 on A
 

@@ -478,3 +478,18 @@ func WantMailboxes(t testing.TB, want []string, roots ...string) {
 		}
 	}
 }
+
+// MakeMailbox makes mailbox name under root with an empty dovecot-uidlist
+// under a new GUID and the given UIDVALIDITY (a Dovecot CREATE whose
+// counter handed out that value), and returns its directory.
+func MakeMailbox(t testing.TB, root, name string, uidvalidity uint32) string {
+	t.Helper()
+	dir := Dir(t, root, name)
+	if err := maildir.CreateMailboxDirs(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := maildir.WriteUidlist(dir, &maildir.Uidlist{Version: 3, UIDValidity: uidvalidity, NextUID: 1, GUID: maildir.NewGUID()}); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}

@@ -1,6 +1,7 @@
 package session_test
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -15,20 +16,15 @@ import (
 // counter.
 func dovecotMakes(t *testing.T, root, mailbox string) *maildir.Uidlist {
 	t.Helper()
-	loc := testmail.Loc(root)
-	dir := testmail.Dir(t, root, mailbox)
-	if err := maildir.CreateMailboxDirs(dir); err != nil {
+	if err := os.MkdirAll(root, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	v, err := loc.NextUIDValidity(time.Now())
+	v, err := testmail.Loc(root).NextUIDValidity(time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ul := &maildir.Uidlist{Version: 3, UIDValidity: v, NextUID: 1, GUID: maildir.NewGUID()}
-	if err := maildir.WriteUidlist(dir, ul); err != nil {
-		t.Fatal(err)
-	}
-	return ul
+	testmail.MakeMailbox(t, root, mailbox, v)
+	return testmail.Uidlist(t, root, mailbox)
 }
 
 func counter(t *testing.T, root string) uint32 {
@@ -93,13 +89,7 @@ func TestNameAndUIDValidityOfADeletedMailboxGetANewValue(t *testing.T) {
 	testmail.WantMailboxes(t, []string{"INBOX"}, a, b)
 
 	// A makes S2 again with the deleted one's UIDVALIDITY.
-	dir := testmail.Dir(t, a, "S2")
-	if err := maildir.CreateMailboxDirs(dir); err != nil {
-		t.Fatal(err)
-	}
-	if err := maildir.WriteUidlist(dir, &maildir.Uidlist{Version: 3, UIDValidity: first.UIDValidity, NextUID: 1, GUID: maildir.NewGUID()}); err != nil {
-		t.Fatal(err)
-	}
+	testmail.MakeMailbox(t, a, "S2", first.UIDValidity)
 	msg := testmail.Deliver(t, a, "S2", "in the second S2")
 	sync2(t, a, filepath.Join(t.TempDir(), "scratch")) // A's scan gives it UID 1
 	before := testmail.UIDs(t, a, "S2")
@@ -138,13 +128,7 @@ func TestNewUIDValidityAfterAKilledHalf(t *testing.T) {
 	settle(t, a, b)
 	testmail.DeleteWithIntent(t, b, "S2")
 	settle(t, a, b)
-	dir := testmail.Dir(t, a, "S2")
-	if err := maildir.CreateMailboxDirs(dir); err != nil {
-		t.Fatal(err)
-	}
-	if err := maildir.WriteUidlist(dir, &maildir.Uidlist{Version: 3, UIDValidity: first.UIDValidity, NextUID: 1, GUID: maildir.NewGUID()}); err != nil {
-		t.Fatal(err)
-	}
+	dir := testmail.MakeMailbox(t, a, "S2", first.UIDValidity)
 	testmail.Deliver(t, a, "S2", "in the second S2")
 	sync2(t, a, b)
 	sync2(t, a, b)
@@ -182,13 +166,7 @@ func TestNewUIDValidityReachesAThirdReplica(t *testing.T) {
 	testmail.DeleteWithIntent(t, b, "S2")
 	sync2(t, b, filepath.Join(t.TempDir(), "scratch2"))
 
-	dir := testmail.Dir(t, c, "S2")
-	if err := maildir.CreateMailboxDirs(dir); err != nil {
-		t.Fatal(err)
-	}
-	if err := maildir.WriteUidlist(dir, &maildir.Uidlist{Version: 3, UIDValidity: first.UIDValidity, NextUID: 1, GUID: maildir.NewGUID()}); err != nil {
-		t.Fatal(err)
-	}
+	testmail.MakeMailbox(t, c, "S2", first.UIDValidity)
 	msg := testmail.Deliver(t, c, "S2", "in C's S2")
 	for round := 0; round < 3; round++ {
 		for _, p := range [][2]string{{c, a}, {a, b}} {
