@@ -65,9 +65,12 @@ func parseUIDValidityHex(s string) (uint32, bool) {
 }
 
 // uidValidityMarkers returns the highest marker value in the root (0 when
-// there is none) and how many markers there are.
+// there is none, or no root yet) and how many markers there are.
 func (l Location) uidValidityMarkers() (uint32, int, error) {
 	ents, err := os.ReadDir(l.Root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, 0, nil
+	}
 	if err != nil {
 		return 0, 0, err
 	}

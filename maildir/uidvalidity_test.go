@@ -148,3 +148,10 @@ func TestUIDValidityCounterIgnoresJunk(t *testing.T) {
 		t.Fatalf("after a start among junk: counter %d, %v", v, err)
 	}
 }
+
+func TestUIDValidityCounterOfNoRoot(t *testing.T) {
+	loc := Location{Root: filepath.Join(t.TempDir(), "not-yet")}
+	if v, err := loc.UIDValidityCounter(); err != nil || v != 0 {
+		t.Fatalf("a root not made yet: counter %d, %v", v, err)
+	}
+}
