@@ -1015,9 +1015,30 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 			}
 			return ""
 		})
+		// Only the same file at another UID is the same instance
+		// renumbered (Dovecot's "giving a new UID" keeps the name); a file
+		// of another name is a new copy, as when a client moves the
+		// message out and back (Dovecot saves it under a new name with
+		// the GUID in the G field): the old record was expunged, and the
+		// copy is born now. Taken for a renumbering, the copy kept the old
+		// instance's Born and the old UID's path, and the other side's
+		// expunge of the old instance reached it: with the other side's
+		// copy in the folder it had been moved to killed by this side's
+		// move out of it, no copy was left (race8's stress run;
+		// TestMovedOutOnBothSidesAndBackOnOneIsNotLost).
+		oldBase := make(map[string]string, len(old))
+		for _, m := range old {
+			oldBase[m.GUID] = m.fileBase()
+		}
+		baseAt := make(map[uint32]string, len(ul.Records))
+		for _, rec := range ul.Records {
+			baseAt[rec.UID] = baseOf(rec.FileName)
+		}
 		liveAt := map[string]uint32{}
 		for uid, g := range guids {
-			liveAt[g] = uid
+			if b, ok := oldBase[g]; !ok || b == baseAt[uid] {
+				liveAt[g] = uid
+			}
 		}
 		retire := func(m *Msg) *model.Tombstone {
 			t := &model.Tombstone{GUID: m.GUID, T: r.store.stamp(tx, 0)}
