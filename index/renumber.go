@@ -151,6 +151,11 @@ func (r *Replica) replayOne(ctx context.Context, dir string, renames []renumRena
 	for _, rn := range renames {
 		if !listed[baseOf(rn.New)] {
 			undo = append(undo, rn)
+		} else if rn.Old != "" {
+			if r.renumbered == nil {
+				r.renumbered = map[string]string{}
+			}
+			r.renumbered[baseOf(rn.New)] = baseOf(rn.Old)
 		}
 	}
 	undoRenumbers(dir, undo)

@@ -76,7 +76,12 @@ type Replica struct {
 	opt   Options
 	store *Store
 	log   *slog.Logger
-	seq   uint64
+	// renumbered holds, by new base name, the old base name of each file
+	// a killed apply renumbered and its uidlist already lists (the
+	// renumber journal at Open, renumber.go): the scan reads such a file
+	// at its new UID as the same message renumbered, not a new copy.
+	renumbered map[string]string
+	seq        uint64
 	// flagBoxes are the mailboxes whose files an apply renamed for flag
 	// changes and that the flag-change hook has not been told of yet.
 	flagBoxes map[string]bool

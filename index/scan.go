@@ -1036,7 +1036,7 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 		}
 		liveAt := map[string]uint32{}
 		for uid, g := range guids {
-			if b, ok := oldBase[g]; !ok || b == baseAt[uid] {
+			if b, ok := oldBase[g]; !ok || b == baseAt[uid] || r.renumbered[baseAt[uid]] == b {
 				liveAt[g] = uid
 			}
 		}
