@@ -49,7 +49,7 @@ func Merge(a, b *Side, opt Options) (*Plan, error) {
 		if err == nil {
 			// The copy's counter passes the source's values; the source
 			// is never written.
-			raiseCounters(sides, plan)
+			raiseCounters(sides, plan, highestUIDValidity(sides))
 			plan.Sides[0].UIDValidityFloor = 0
 		}
 		return plan, err
@@ -62,7 +62,7 @@ func Merge(a, b *Side, opt Options) (*Plan, error) {
 		mergeBox(sides, bx, opt, plan, fresh)
 	}
 	mergeSubs(sides, plan)
-	raiseCounters(sides, plan)
+	raiseCounters(sides, plan, fresh.top)
 	return plan, nil
 }
 
@@ -1057,21 +1057,13 @@ func highestUIDValidity(sides [2]*Side) uint32 {
 	return top
 }
 
-// raiseCounters asks each side whose UIDVALIDITY counter is below the
-// highest value either side's counter handed out, or any mailbox of either
-// side carries, or the plan gives, to raise it there (SidePlan's
-// UIDValidityFloor): Dovecot then gives a mailbox made later on that side
-// a value no mailbox of either side ever had.
-func raiseCounters(sides [2]*Side, plan *Plan) {
-	top := highestUIDValidity(sides)
-	for s := 0; s < 2; s++ {
-		for _, c := range plan.Sides[s].Creates {
-			top = max(top, c.UIDValidity)
-		}
-		for _, a := range plan.Sides[s].Adopts {
-			top = max(top, a.UIDValidity)
-		}
-	}
+// raiseCounters asks each side whose UIDVALIDITY counter is below top to
+// raise it there (SidePlan's UIDValidityFloor): Dovecot then gives a
+// mailbox made later on that side a value no mailbox of either side ever
+// had. top is the highest value either side's counter handed out, any
+// mailbox of either side carries, or the plan gives (every value a plan
+// gives a mailbox is one of its records' or a fresh one: freshValues.top).
+func raiseCounters(sides [2]*Side, plan *Plan, top uint32) {
 	for s := 0; s < 2; s++ {
 		if sides[s].UIDValidity < top {
 			plan.Sides[s].UIDValidityFloor = top

@@ -75,7 +75,8 @@ func saveAtNextUID(t *testing.T, dir, base, body string) (string, uint32) {
 // value) it keeps its UID and the winner's message at that UID is not
 // added there, and the next sync gives both new UIDs (§3.3), as for any
 // two messages that took one UID on both sides. On each replica a UID
-// names one message, before and after.
+// names one message, before and after. (This setup passes without
+// moveLate too; the regression guard of moveLate is the knownSeed.)
 func TestMergeKeepsNoUIDTheWinnerGaveAnotherMessage(t *testing.T) {
 	for _, apart := range []bool{false, true} {
 		t.Run(fmt.Sprintf("counters-apart=%v", apart), func(t *testing.T) { mergeKeepsNoUID(t, apart) })
