@@ -744,11 +744,7 @@ func (r *Replica) renameOne(ctx context.Context, box *Box, dir, dst string, op m
 		}
 		if r.loc.Layout == maildir.LayoutFS {
 			// Parents that held nothing but this mailbox go with it.
-			for p := filepath.Dir(dir); p != r.loc.Root && strings.HasPrefix(p, r.loc.Root+"/"); p = filepath.Dir(p) {
-				if os.Remove(p) != nil {
-					break
-				}
-			}
+			r.loc.RemoveEmptyParents(dir)
 		}
 	}
 	err := r.store.db.Update(func(tx *bolt.Tx) error {
