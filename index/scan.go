@@ -462,13 +462,29 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 		known = nil
 	}
 	if ul == nil && known != nil && !found[known.GUID] {
-		// Restore from the index: same GUID, UIDVALIDITY and UIDs.
+		// Restore from the index: same GUID and UIDs, under a new
+		// UIDVALIDITY. Dovecot may have given UIDs here after the last
+		// scan that no index saw (a message saved and expunged, or one
+		// whose file went with the uidlist; a folder deleted and made
+		// again within one second of its last DELETE, which the log's
+		// whole seconds hide), and under the old value a later message
+		// could take one (contract §3.1). Dovecot too gives a folder
+		// whose uidlist it lost a new value. The index's records move to
+		// the new value with their UIDs (no client knows any under it);
+		// the peer takes the higher value in place (sync/merge).
 		nu := &maildir.Uidlist{Version: 3, UIDValidity: known.UIDValidity, NextUID: max(known.UIDNext, 1), GUID: [16]byte(known.GUID)}
 		if !r.opt.DryRun {
 			// The counter may never have passed it (an index older than
 			// the counter's upkeep): Dovecot must not hand it out again.
 			if err := r.loc.RaiseUIDValidity(known.UIDValidity); err != nil {
 				r.log.Warn("UIDVALIDITY counter", "mailbox", name, "err", err)
+			}
+			v, err := r.loc.NextUIDValidity(r.opt.Now())
+			if err != nil {
+				r.log.Warn("UIDVALIDITY counter", "mailbox", name, "err", err)
+			}
+			if v > known.UIDValidity {
+				nu.UIDValidity = v
 			}
 		}
 		var msgs []*Msg
@@ -505,7 +521,7 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 			nu.Records = append(nu.Records, rec)
 			nu.NextUID = max(nu.NextUID, m.UID+1)
 		}
-		if len(lost) > 0 {
+		if len(lost) > 0 || nu.UIDValidity != known.UIDValidity {
 			if err := r.store.db.Update(func(tx *bolt.Tx) error {
 				bt, err := openBoxTx(tx, known)
 				if err != nil {
@@ -516,7 +532,8 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 						return err
 					}
 				}
-				known.Epoch = randomUint64() // the peer's records are needed in full
+				known.UIDValidity = nu.UIDValidity // records kept: scanContents resets none
+				known.Epoch = randomUint64()       // the peer's records are needed in full
 				return putBox(tx, known)
 			}); err != nil {
 				return nil, nil, 0, r.wrap(name, err)
@@ -525,7 +542,7 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 		if err := r.writeUidlist(dir, nu); err != nil {
 			return nil, nil, 0, r.wrap(name, err)
 		}
-		r.log.Warn("dovecot-uidlist was missing: restored from the index", "mailbox", name, "missing_messages", len(lost))
+		r.log.Warn("dovecot-uidlist was missing: restored from the index under a new UIDVALIDITY", "mailbox", name, "uidvalidity", nu.UIDValidity, "missing_messages", len(lost))
 		return nu, nil, 0, nil
 	}
 	if ul == nil {
