@@ -302,15 +302,60 @@ func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 }
 
 // deleteTime returns the time of the latest DELETE record for b in this
-// life of the mailbox (zero if none).
+// life of the mailbox (zero if none): a record after b's life mark
+// (Box.Revived, lifeMark).
 func deleteTime(logRecs []maildir.LogRecord, b *Box) time.Time {
 	var delT time.Time
+	markSec, markN := b.Revived-b.Revived%int64(time.Second), b.Revived%int64(time.Second)
+	atMark := int64(0)
 	for _, lr := range logRecs {
-		if lr.Type == maildir.LogDeleteMailbox && lr.GUID == [16]byte(b.GUID) && lr.Time.After(delT) && lr.Time.UnixNano() > b.Revived {
+		if lr.Type != maildir.LogDeleteMailbox || lr.GUID != [16]byte(b.GUID) {
+			continue
+		}
+		sec := lr.Time.Unix() * int64(time.Second)
+		switch {
+		case sec < markSec:
+			continue // an earlier life's
+		case sec == markSec && b.Revived != 0:
+			// Of that second, the first markN records were there when
+			// the mailbox was last found alive; a mark of a whole second
+			// (markN 0, written before session 9) covers them all.
+			if atMark++; markN == 0 || atMark <= markN {
+				continue
+			}
+		}
+		if lr.Time.After(delT) {
 			delT = lr.Time
 		}
 	}
 	return delT
+}
+
+// lifeMark returns what Box.Revived records of the DELETE records for g
+// in logRecs: 0 if none, else the time (Unix ns) of the latest one's
+// second plus the number of records of that second (log times are whole
+// seconds: a DELETE in the same second as the one before the mailbox came
+// back is told apart by the count). Records only ever come after those
+// counted (a rotation drops only older ones, which lowers the count seen
+// later and so errs towards "of an earlier life": a delete read as a
+// vanish, restored from the peer; nothing is lost).
+func lifeMark(logRecs []maildir.LogRecord, g model.MailboxGUID) int64 {
+	var t, n int64
+	for _, lr := range logRecs {
+		if lr.Type != maildir.LogDeleteMailbox || lr.GUID != [16]byte(g) {
+			continue
+		}
+		switch sec := lr.Time.Unix() * int64(time.Second); {
+		case sec > t:
+			t, n = sec, 1
+		case sec == t:
+			n++
+		}
+	}
+	if t <= 0 {
+		return 0
+	}
+	return t + min(n, int64(time.Second)-1)
 }
 
 // vanished handles a mailbox whose directory is gone: a recorded delete
@@ -581,26 +626,17 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 	return ul, &post, given, nil
 }
 
-// lastDelete returns the time (Unix ns) of the latest DELETE record for g
-// in dovecot.mailbox.log, 0 if none. Log times are whole seconds: a
-// DELETE in the same second as an earlier one is taken for the earlier one
-// (the mailbox then comes back from the peer; nothing is lost).
+// lastDelete returns the life mark (lifeMark) of g's DELETE records in
+// dovecot.mailbox.log now: what Box.Revived takes when the mailbox is
+// found alive.
 func (r *Replica) lastDelete(g model.MailboxGUID) int64 {
 	recs, err := maildir.ReadMailboxLog(r.loc.Root)
 	if err != nil {
 		r.log.Warn("reading dovecot.mailbox.log", "err", err)
 	}
-	var t int64
-	for _, lr := range recs {
-		if lr.Type == maildir.LogDeleteMailbox && lr.GUID == [16]byte(g) {
-			t = max(t, lr.Time.UnixNano())
-		}
-	}
-	return t
+	return lifeMark(recs, g)
 }
 
-// deletedInLog reports whether dovecot.mailbox.log records a delete of b in
-// its current life.
 // heldElsewhere reports whether a mailbox directory other than dir has a
 // uidlist naming mailbox g.
 func (r *Replica) heldElsewhere(g model.MailboxGUID, dir string) bool {
@@ -619,6 +655,8 @@ func (r *Replica) heldElsewhere(g model.MailboxGUID, dir string) bool {
 	return false
 }
 
+// deletedInLog reports whether dovecot.mailbox.log records a delete of b in
+// its current life.
 func (r *Replica) deletedInLog(b *Box) bool {
 	recs, err := maildir.ReadMailboxLog(r.loc.Root)
 	if err != nil {

@@ -55,10 +55,13 @@ type Box struct {
 	model.Mailbox
 	Dir      string   `json:"dir,omitempty"` // relative to the root; "" is INBOX
 	Keywords []string `json:"keywords,omitempty"`
-	// Revived is the time (Unix ns) of the latest DELETE record for the
-	// mailbox's GUID in dovecot.mailbox.log when this replica last found
-	// it alive (first seen, made by a sync, adopted by a merge, its
-	// directory back): records up to then are of an earlier life.
+	// Revived marks the DELETE records for the mailbox's GUID in
+	// dovecot.mailbox.log that were there when this replica last found it
+	// alive (first seen, made by a sync, adopted by a merge, its directory
+	// back): those are of an earlier life. It is the latest record's time
+	// (Unix ns, a whole second) plus the number of records of that second
+	// (lifeMark); an index written before session 9 holds the time alone,
+	// which covers every record of that second.
 	Revived int64 `json:"revived,omitempty"`
 	Held    int   `json:"held,omitempty"` // messages held back by the mass-expunge guard
 	Stamp   Stamp `json:"stamp"`

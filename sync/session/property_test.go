@@ -2093,8 +2093,9 @@ func pendingOut(class int) bool { return class <= propOut && (propReplay || !pen
 // first (the property test's clock) is read as a folder that vanished
 // (dovecot.mailbox.log has whole seconds: scan.go lastDelete), restored
 // under its old UIDVALIDITY as after an rm -rf. Session 9 gives a mailbox
-// restored where it went Missing (rm -rf) a new UIDVALIDITY too, which
-// closes both: class 2 is back in, rm -rf included.
+// restored where it went Missing (rm -rf) a new UIDVALIDITY too, and tells
+// a second DELETE in the same second apart by counting the records of
+// that second (index lifeMark): class 2 is back in, rm -rf included.
 var pendingFixed = map[int]bool{1: true, 2: true}
 
 // propReplay is set while a knownSeed replays.
