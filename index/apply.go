@@ -829,7 +829,8 @@ func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, first uin
 	var st Stamp
 	empty := false
 	if len(ul.Records) == 0 {
-		st = stampOf(dir)
+		at := stampClock()
+		st = stampOf(dir).settled(at)
 		empty = st.Keywords == -1 && dirEmpty(filepath.Join(dir, "cur")) && dirEmpty(filepath.Join(dir, "new"))
 	}
 	// Read now, as when each create committed on its own (a client's

@@ -196,8 +196,9 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	// Was the index up to date with this mailbox before we touch it? Then
 	// it can take the mailbox's stamp after our writes (below), and the
 	// next scan need not read the mailbox again.
+	at0 := stampClock()
 	st0 := stampOf(dir)
-	clean := st0 == box.Stamp
+	clean := st0 == box.Stamp.raw()
 	flagOnly := adopt == nil && !bp.Reset && len(bp.Adds)+len(bp.Moves)+len(bp.Expunges)+len(bp.Release) == 0
 	// Flag changes alone, with the uidlist as the index last saw it (same
 	// mtime, size and inode): its records are the index's, so only its
@@ -1164,8 +1165,9 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 				// wrote is in the index: the next scan need not read it
 				// again (as below). Other rewrites leave it to the next
 				// scan.
-				st1 := stampOf(dir)
-				st1.New = st0.New
+				at1 := stampClock()
+				st1 := stampOf(dir).settled(at1)
+				st1.New = st0.settled(at0).New
 				b.Stamp, b.Keywords = st1, kw
 			}
 			return putBox(tx, b)
@@ -1262,8 +1264,9 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		// a delivery): the next scan then lists the mailbox again, and with
 		// the uidlist's stamp matching it needs no uidlist parse (scanKnown).
 		// Else the next scan reads the mailbox in full.
-		if st1 := stampOf(dir); clean {
-			st1.New = st0.New
+		if at1 := stampClock(); clean {
+			st1 := stampOf(dir).settled(at1)
+			st1.New = st0.settled(at0).New
 			b.Stamp = st1
 		} else {
 			b.Stamp.Uidlist = 0

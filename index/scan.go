@@ -112,6 +112,13 @@ func stampAt(rootFD int, rel, dir string, lock bool) (Stamp, bool) {
 		st.UidlistIno = int64(s.Ino)
 	}
 	st.Keywords = mt("dovecot-keywords")
+	if c := testHookFrozenFileClock; c != 0 {
+		for _, p := range []*int64{&st.Cur, &st.New, &st.Uidlist, &st.Keywords} {
+			if *p != -1 {
+				*p = c
+			}
+		}
+	}
 	locked := false
 	if lock {
 		locked = unix.Fstatat(fd, prefix+maildir.UidlistName+".lock", &s, unix.AT_SYMLINK_NOFOLLOW) == nil
@@ -154,6 +161,7 @@ func (r *Replica) Scan(ctx context.Context) (*ScanResult, error) {
 
 func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 	res := &ScanResult{}
+	r.scanAt = stampClock() // before every stamp this scan takes
 	if !r.opt.DryRun && maildir.BreakOrphanSubscriptionsLock(r.loc.Root) {
 		// A killed twinbox's lock would make Dovecot's SUBSCRIBE,
 		// UNSUBSCRIBE and DELETE (and this sync) wait 30 s.
@@ -178,6 +186,8 @@ func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 	byGUID := map[model.MailboxGUID]*Box{}
 	byDir := map[string]*Box{}
 	for _, b := range boxes {
+		// What the scan compares with the disk: racy mtimes trust nothing.
+		b.Stamp = b.Stamp.trusted()
 		byGUID[b.GUID] = b
 		if !b.Deleted && !b.Missing {
 			byDir[b.Dir] = b
@@ -1250,7 +1260,7 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 			}
 		}
 		box.Keywords = kw
-		box.Stamp = st
+		box.Stamp = st.settled(r.scanAt)
 		if unrecorded != 0 && box.UIDNext > unrecorded {
 			// A UIDNEXT above a record the index does not have would go
 			// into the base the sync saves, and the next sync would take
@@ -1625,7 +1635,7 @@ func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st 
 			box.UIDNext = max(box.UIDNext, ul.NextUID)
 			changed = true
 		}
-		box.Stamp = ulStamp
+		box.Stamp = ulStamp.settled(r.scanAt)
 		box.Messages = inCur + matched + added
 		return putBox(tx, box)
 	})
