@@ -833,7 +833,7 @@ func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, first uin
 	var st Stamp
 	empty := false
 	if len(ul.Records) == 0 {
-		st = stampOf(dir)
+		st = stampToKeep(dir)
 		empty = st.Keywords == -1 && dirEmpty(filepath.Join(dir, "cur")) && dirEmpty(filepath.Join(dir, "new"))
 	}
 	// Read now, as when each create committed on its own (a client's

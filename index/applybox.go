@@ -1164,7 +1164,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 				// wrote is in the index: the next scan need not read it
 				// again (as below). Other rewrites leave it to the next
 				// scan.
-				st1 := stampOf(dir)
+				st1 := stampToKeep(dir)
 				st1.New = st0.New
 				b.Stamp, b.Keywords = st1, kw
 			}
@@ -1262,7 +1262,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		// a delivery): the next scan then lists the mailbox again, and with
 		// the uidlist's stamp matching it needs no uidlist parse (scanKnown).
 		// Else the next scan reads the mailbox in full.
-		if st1 := stampOf(dir); clean {
+		if st1 := stampToKeep(dir); clean {
 			st1.New = st0.New
 			b.Stamp = st1
 		} else {

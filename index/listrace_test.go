@@ -3,7 +3,6 @@ package index_test
 import (
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/twinbox-mail/twinbox/index"
@@ -31,8 +30,11 @@ func TestFileMovedToCurDuringListingStays(t *testing.T) {
 	}
 
 	moved := false
+	box := testmail.Dir(t, a, "Box")
 	restore := index.SetTestHookBetweenListings(func(dir string) {
-		if moved || !strings.HasPrefix(dir, a) {
+		// (Box's: a scan also lists a mailbox an apply just wrote, its
+		// stamp being too recent to trust: index settled.)
+		if moved || filepath.Clean(dir) != filepath.Clean(box) {
 			return
 		}
 		moved = true

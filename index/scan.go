@@ -70,6 +70,56 @@ func stampOf(dir string) Stamp {
 	return st
 }
 
+// Racy stamps. A file system stamps a change with a coarse clock (Linux:
+// the time of the last timer tick, 1 to 10 ms; on tmpfs two changes of a
+// directory 0.1 ms apart mostly get one mtime), some with whole seconds.
+// So an mtime read soon after a change proves nothing when it is read
+// again unchanged: a change in the same tick, after the read, left it as
+// it was (property seed 7543627580053342209: Dovecot expunged a message
+// from cur/ right after an apply's rename there and its stamp; cur/ kept
+// its mtime, every later scan took the mailbox for unchanged, and the
+// index kept the message alive for good). Dovecot treats a maildir
+// directory changed in the last second as dirty for the same reason. The
+// index therefore records the mtimes of cur/, new/ and dovecot-keywords
+// only when they were at least racyWindow older (racySeconds for whole-
+// second mtimes) than the clock right after the read (settled); a younger
+// one is recorded as 0, which no mtime equals, so the next scan reads it
+// again. The uidlist's stamp also holds its size and inode, which
+// Dovecot's append or rewrite (a new file renamed over it) changes.
+const (
+	racyWindow  = 50 * time.Millisecond
+	racySeconds = 2 * time.Second
+)
+
+// settled returns st, read at time at (the real clock right after the
+// read, not Options.Now: file times come from the real clock), as the
+// index may record it: each mtime of cur/, new/ or dovecot-keywords that
+// is too recent to prove anything later is 0.
+func settled(st Stamp, at time.Time) Stamp {
+	now := at.UnixNano()
+	old := func(mt int64) int64 {
+		if mt <= 0 {
+			return mt // missing (-1), or unknown
+		}
+		w := racyWindow
+		if mt%int64(time.Second) == 0 {
+			w = racySeconds
+		}
+		if now-mt < int64(w) {
+			return 0
+		}
+		return mt
+	}
+	st.Cur, st.New, st.Keywords = old(st.Cur), old(st.New), old(st.Keywords)
+	return st
+}
+
+// stampToKeep is stampOf for a stamp the index records (settled).
+func stampToKeep(dir string) Stamp {
+	st := stampOf(dir)
+	return settled(st, time.Now())
+}
+
 // stampLock is stampOf that also reports, when asked (lock), whether a
 // dovecot-uidlist.lock is there: the scan looks for one a killed twinbox
 // left in every mailbox, and a stat relative to the open directory is
@@ -361,6 +411,7 @@ func (r *Replica) vanished(b *Box, delT time.Time) error {
 // scanDir identifies the mailbox in one directory and scans its contents.
 func (r *Replica) scanDir(ctx context.Context, rootFD int, name, dir, rel string, byGUID map[model.MailboxGUID]*Box, byDir map[string]*Box, found map[model.MailboxGUID]bool, adopts map[model.MailboxGUID]*adoptEntry, res *ScanResult) (bool, error) {
 	st, locked := stampAt(rootFD, rel, dir, !r.opt.DryRun)
+	at := time.Now() // (the index records st settled at this time)
 	if locked && maildir.BreakOrphanUidlistLock(dir) {
 		// A killed twinbox's lock would make Dovecot wait for 120 s.
 		r.log.Info("removed a dotlock left by a killed twinbox", "mailbox", name)
@@ -371,7 +422,7 @@ func (r *Replica) scanDir(ctx context.Context, rootFD int, name, dir, rel string
 			found[b.GUID] = true
 			return false, nil // nothing changed
 		}
-		if handled, changed, err := r.scanKnown(ctx, b, name, dir, st); err != nil || handled {
+		if handled, changed, err := r.scanKnown(ctx, b, name, dir, st, at); err != nil || handled {
 			if handled {
 				found[b.GUID] = true
 			}
@@ -422,7 +473,7 @@ func (r *Replica) scanDir(ctx context.Context, rootFD int, name, dir, rel string
 		byGUID[g] = box
 		changed = true
 	}
-	changed, err = r.scanContents(ctx, box, name, dir, rel, ul, len(ul.Records)-given, st, changed, unborn, res)
+	changed, err = r.scanContents(ctx, box, name, dir, rel, ul, len(ul.Records)-given, st, at, changed, unborn, res)
 	// A full scan reads every record of the mailbox, changed or not.
 	r.store.touched(box.Messages)
 	return changed, err
@@ -859,7 +910,7 @@ func flagsOf(fn maildir.FileName, kw []string) map[string]bool {
 //
 // The first listed records of ul were listed before this scan (the rest
 // establishUidlist gave out).
-func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel string, ul *maildir.Uidlist, listed int, st Stamp, changed, unborn bool, res *ScanResult) (bool, error) {
+func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel string, ul *maildir.Uidlist, listed int, st Stamp, at time.Time, changed, unborn bool, res *ScanResult) (bool, error) {
 	if box.Deleted || box.Missing {
 		// It is back (restored by hand, or recreated): a new epoch.
 		if box.Deleted {
@@ -1195,7 +1246,7 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 			}
 		}
 		box.Keywords = kw
-		box.Stamp = st
+		box.Stamp = settled(st, at)
 		if unrecorded != 0 && box.UIDNext > unrecorded {
 			// A UIDNEXT above a record the index does not have would go
 			// into the base the sync saves, and the next sync would take
@@ -1369,7 +1420,7 @@ func (r *Replica) refreshKnown(tx *bolt.Tx, bt *boxTx, om *Msg, f *diskFile, wan
 // and new/, a new file at a UID the index holds or retired, a message GUID
 // twice, a dry run with new files) returns handled = false before the index
 // is written (UIDs may have been assigned), and the full scan runs.
-func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st Stamp) (handled, changed bool, err error) {
+func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st Stamp, at time.Time) (handled, changed bool, err error) {
 	if box.NameT == 0 || box.Stamp.Keywords != st.Keywords {
 		return false, false, nil
 	}
@@ -1570,7 +1621,7 @@ func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st 
 			box.UIDNext = max(box.UIDNext, ul.NextUID)
 			changed = true
 		}
-		box.Stamp = ulStamp
+		box.Stamp = settled(ulStamp, at)
 		box.Messages = inCur + matched + added
 		return putBox(tx, box)
 	})

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/twinbox-mail/twinbox/index"
 	"github.com/twinbox-mail/twinbox/internal/testmail"
@@ -249,6 +250,11 @@ func TestIndexFlagsOutOfStepWithItsFileHeal(t *testing.T) {
 	testmail.WriteKeywords(t, a, "Box", []string{"$A"})
 	testmail.SetFlags(t, a, "Box", m, "a")
 	settle(t, a, b)
+	// Stamps the index trusts: a sync once B's files are older than the
+	// index's racy window (50 ms), else the next scan reads B's Box again
+	// (its dovecot-keywords was written just now) and heals it first.
+	time.Sleep(100 * time.Millisecond)
+	sync2(t, a, b)
 	var uid uint32
 	for _, r := range testmail.Uidlist(t, b, "Box").Records {
 		if r.Base() == m {
