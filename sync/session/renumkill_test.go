@@ -42,8 +42,17 @@ func (a *atApply) Apply(ctx context.Context, plan *merge.SidePlan, src replica.B
 // index Replica.renumbered from the journal's completed renames; with its
 // scan condition reverted this test loses m1, on main 8b5503c too). m1
 // survives, at one UID on both replicas. The steps are the seed's shrunk
-// history.
+// history. With "open-without-scan", A is opened and closed once between
+// the kill and that scan (a sync whose peer failed before A's scan): the
+// journal's renames must survive it (they were replayed into memory only
+// and lost, and m1 with them, until the scan of the mailbox cleared them).
 func TestKilledRenumberingAfterItsUidlistKeepsTheMessage(t *testing.T) {
+	for _, reopen := range []bool{false, true} {
+		t.Run(map[bool]string{false: "next-open-scans", true: "open-without-scan"}[reopen], func(t *testing.T) { killedRenumbering(t, reopen) })
+	}
+}
+
+func killedRenumbering(t *testing.T, reopen bool) {
 	a, b := testmail.Roots(t)
 	ctx := context.Background()
 	open := func(root string, o index.Options) *index.Replica {
@@ -100,6 +109,9 @@ func TestKilledRenumberingAfterItsUidlistKeepsTheMessage(t *testing.T) {
 		t.Fatalf("A's apply did not renumber m1 (sync: %v): the scenario did not happen", err)
 	}
 
+	if reopen {
+		open(a, index.Options{}).Close()
+	}
 	// The next sync: A's first listing of INBOX's cur/ misses m1's file
 	// (Dovecot sets \Flagged on it meanwhile), and Dovecot saves m4 after
 	// A's scan.
