@@ -744,11 +744,7 @@ func (r *Replica) renameOne(ctx context.Context, box *Box, dir, dst string, op m
 		}
 		if r.loc.Layout == maildir.LayoutFS {
 			// Parents that held nothing but this mailbox go with it.
-			for p := filepath.Dir(dir); p != r.loc.Root && strings.HasPrefix(p, r.loc.Root+"/"); p = filepath.Dir(p) {
-				if os.Remove(p) != nil {
-					break
-				}
-			}
+			r.loc.RemoveEmptyParents(dir)
 		}
 	}
 	err := r.store.db.Update(func(tx *bolt.Tx) error {
@@ -833,7 +829,8 @@ func (r *Replica) applyCreate(ctx context.Context, op merge.MailboxOp, first uin
 	var st Stamp
 	empty := false
 	if len(ul.Records) == 0 {
-		st = stampToKeep(dir)
+		at := stampClock()
+		st = stampOf(dir).settled(at)
 		empty = st.Keywords == -1 && dirEmpty(filepath.Join(dir, "cur")) && dirEmpty(filepath.Join(dir, "new"))
 	}
 	// Read now, as when each create committed on its own (a client's

@@ -196,9 +196,9 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 	// Was the index up to date with this mailbox before we touch it? Then
 	// it can take the mailbox's stamp after our writes (below), and the
 	// next scan need not read the mailbox again.
+	at0 := stampClock()
 	st0 := stampOf(dir)
-	new0 := settled(st0, time.Now()).New // (new/'s time as the index may keep it)
-	clean := st0 == box.Stamp || box.Messages == 0 && box.Held == 0 && emptySince(st0, box.Stamp, dir)
+	clean := st0 == box.Stamp.raw()
 	flagOnly := adopt == nil && !bp.Reset && len(bp.Adds)+len(bp.Moves)+len(bp.Expunges)+len(bp.Release) == 0
 	// Flag changes alone, with the uidlist as the index last saw it (same
 	// mtime, size and inode): its records are the index's, so only its
@@ -1165,8 +1165,9 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 				// wrote is in the index: the next scan need not read it
 				// again (as below). Other rewrites leave it to the next
 				// scan.
-				st1 := stampToKeep(dir)
-				st1.New = new0
+				at1 := stampClock()
+				st1 := stampOf(dir).settled(at1)
+				st1.New = st0.settled(at0).New
 				b.Stamp, b.Keywords = st1, kw
 			}
 			return putBox(tx, b)
@@ -1263,8 +1264,9 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		// a delivery): the next scan then lists the mailbox again, and with
 		// the uidlist's stamp matching it needs no uidlist parse (scanKnown).
 		// Else the next scan reads the mailbox in full.
-		if st1 := stampToKeep(dir); clean {
-			st1.New = new0
+		if at1 := stampClock(); clean {
+			st1 := stampOf(dir).settled(at1)
+			st1.New = st0.settled(at0).New
 			b.Stamp = st1
 		} else {
 			b.Stamp.Uidlist = 0
@@ -1278,24 +1280,6 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		return putBox(tx, b)
 	})
 	return r.wrap(name, err)
-}
-
-// emptySince reports whether a mailbox the index holds no message of is
-// still as the index recorded it, where its recorded stamp st lacks the
-// times of cur/ or new/ (too recent when recorded: settled): the rest of
-// st0 (read now) is st, and cur/ and new/ are empty (read after st0). A
-// mailbox an apply made empty is recorded so, and the apply that fills it
-// next can then take its stamp after the writes as from a clean one.
-func emptySince(st0, st Stamp, dir string) bool {
-	if st.Cur != 0 && st.New != 0 {
-		return false // (a full stamp: equal or changed)
-	}
-	same := func(now, then int64) bool { return then == 0 || now == then }
-	if !same(st0.Cur, st.Cur) || !same(st0.New, st.New) || st0.Uidlist == -1 || st0.Uidlist != st.Uidlist ||
-		st0.UidlistSize != st.UidlistSize || st0.UidlistIno != st.UidlistIno || st0.Keywords != st.Keywords {
-		return false
-	}
-	return dirEmpty(filepath.Join(dir, "cur")) && dirEmpty(filepath.Join(dir, "new"))
 }
 
 // bornsOnly reports whether a mailbox's plan only teaches Born stamps.

@@ -50,6 +50,13 @@ func stamp(p *jsonfast.Parser, st *Stamp) bool {
 			dst = &st.UidlistSize
 		case "UidlistIno":
 			dst = &st.UidlistIno
+		case "Racy":
+			var v int64
+			if !p.Int64To(&v) || v < 0 || v > 255 {
+				return false
+			}
+			st.Racy = uint8(v)
+			return true
 		default:
 			return false // json.Unmarshal also matches keys without regard to case
 		}

@@ -60,7 +60,7 @@ func TestDecodeBoxFastMatchesJSON(t *testing.T) {
 			b.Keywords = []string{}
 		}
 		b.Revived, b.Held = i64(), rng.IntN(3)
-		b.Stamp = Stamp{Cur: i64(), New: i64(), Uidlist: i64(), Keywords: i64(), UidlistSize: i64(), UidlistIno: i64()}
+		b.Stamp = Stamp{Cur: i64(), New: i64(), Uidlist: i64(), Keywords: i64(), UidlistSize: i64(), UidlistIno: i64(), Racy: uint8(rng.IntN(2) * rng.IntN(8))}
 		v, err := json.Marshal(&b)
 		if err != nil {
 			t.Fatal(err)

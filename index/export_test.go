@@ -236,3 +236,10 @@ func liveBoxNamed(tx *bolt.Tx, name string) (*Box, error) {
 	}
 	return box, nil
 }
+
+// SetTestHookFrozenFileClock makes every mtime a stamp reads, and the time
+// a stamp is taken, ns: a file system whose clock never moves.
+func SetTestHookFrozenFileClock(ns int64) func() {
+	testHookFrozenFileClock = ns
+	return func() { testHookFrozenFileClock = 0 }
+}

@@ -3,6 +3,7 @@ package index_test
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/twinbox-mail/twinbox/index"
@@ -17,6 +18,9 @@ import (
 // reading. The scan must not take it for expunged (the IMAP stress saw
 // such messages go unsent, and known ones would be expunged on the peer).
 func TestFileMovedToCurDuringListingStays(t *testing.T) {
+	// What the scan reads right after a sync (racyWindow re-reads the
+	// directories that sync just wrote): as if the file clock had moved on.
+	defer index.SetTestRacyWindow(0)()
 	a, b := roots(t)
 	m := testmail.Deliver(t, a, "Box", "m")
 	settle(t, a, b)
@@ -30,11 +34,8 @@ func TestFileMovedToCurDuringListingStays(t *testing.T) {
 	}
 
 	moved := false
-	box := testmail.Dir(t, a, "Box")
 	restore := index.SetTestHookBetweenListings(func(dir string) {
-		// (Box's: a scan also lists a mailbox an apply just wrote, its
-		// stamp being too recent to trust: index settled.)
-		if moved || filepath.Clean(dir) != filepath.Clean(box) {
+		if moved || !strings.HasPrefix(dir, a) {
 			return
 		}
 		moved = true

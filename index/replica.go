@@ -76,6 +76,9 @@ type Replica struct {
 	opt   Options
 	store *Store
 	log   *slog.Logger
+	// scanAt is when the running scan began (stampClock): the stamps it
+	// keeps are settled against it.
+	scanAt int64
 	// renumbered holds, by new base name, the old base name of each file
 	// a killed apply renumbered and its uidlist already lists (the
 	// renumber journal at Open, renumber.go): the scan reads such a file

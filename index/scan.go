@@ -70,56 +70,6 @@ func stampOf(dir string) Stamp {
 	return st
 }
 
-// Racy stamps. A file system stamps a change with a coarse clock (Linux:
-// the time of the last timer tick, 1 to 10 ms; on tmpfs two changes of a
-// directory 0.1 ms apart mostly get one mtime), some with whole seconds.
-// So an mtime read soon after a change proves nothing when it is read
-// again unchanged: a change in the same tick, after the read, left it as
-// it was (property seed 7543627580053342209: Dovecot expunged a message
-// from cur/ right after an apply's rename there and its stamp; cur/ kept
-// its mtime, every later scan took the mailbox for unchanged, and the
-// index kept the message alive for good). Dovecot treats a maildir
-// directory changed in the last second as dirty for the same reason. The
-// index therefore records the mtimes of cur/, new/ and dovecot-keywords
-// only when they were at least racyWindow older (racySeconds for whole-
-// second mtimes) than the clock right after the read (settled); a younger
-// one is recorded as 0, which no mtime equals, so the next scan reads it
-// again. The uidlist's stamp also holds its size and inode, which
-// Dovecot's append or rewrite (a new file renamed over it) changes.
-const (
-	racyWindow  = 50 * time.Millisecond
-	racySeconds = 2 * time.Second
-)
-
-// settled returns st, read at time at (the real clock right after the
-// read, not Options.Now: file times come from the real clock), as the
-// index may record it: each mtime of cur/, new/ or dovecot-keywords that
-// is too recent to prove anything later is 0.
-func settled(st Stamp, at time.Time) Stamp {
-	now := at.UnixNano()
-	old := func(mt int64) int64 {
-		if mt <= 0 {
-			return mt // missing (-1), or unknown
-		}
-		w := racyWindow
-		if mt%int64(time.Second) == 0 {
-			w = racySeconds
-		}
-		if now-mt < int64(w) {
-			return 0
-		}
-		return mt
-	}
-	st.Cur, st.New, st.Keywords = old(st.Cur), old(st.New), old(st.Keywords)
-	return st
-}
-
-// stampToKeep is stampOf for a stamp the index records (settled).
-func stampToKeep(dir string) Stamp {
-	st := stampOf(dir)
-	return settled(st, time.Now())
-}
-
 // stampLock is stampOf that also reports, when asked (lock), whether a
 // dovecot-uidlist.lock is there: the scan looks for one a killed twinbox
 // left in every mailbox, and a stat relative to the open directory is
@@ -162,6 +112,13 @@ func stampAt(rootFD int, rel, dir string, lock bool) (Stamp, bool) {
 		st.UidlistIno = int64(s.Ino)
 	}
 	st.Keywords = mt("dovecot-keywords")
+	if c := testHookFrozenFileClock; c != 0 {
+		for _, p := range []*int64{&st.Cur, &st.New, &st.Uidlist, &st.Keywords} {
+			if *p != -1 {
+				*p = c
+			}
+		}
+	}
 	locked := false
 	if lock {
 		locked = unix.Fstatat(fd, prefix+maildir.UidlistName+".lock", &s, unix.AT_SYMLINK_NOFOLLOW) == nil
@@ -204,6 +161,7 @@ func (r *Replica) Scan(ctx context.Context) (*ScanResult, error) {
 
 func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 	res := &ScanResult{}
+	r.scanAt = stampClock() // before every stamp this scan takes
 	if !r.opt.DryRun && maildir.BreakOrphanSubscriptionsLock(r.loc.Root) {
 		// A killed twinbox's lock would make Dovecot's SUBSCRIBE,
 		// UNSUBSCRIBE and DELETE (and this sync) wait 30 s.
@@ -228,6 +186,8 @@ func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 	byGUID := map[model.MailboxGUID]*Box{}
 	byDir := map[string]*Box{}
 	for _, b := range boxes {
+		// What the scan compares with the disk: racy mtimes trust nothing.
+		b.Stamp = b.Stamp.trusted()
 		byGUID[b.GUID] = b
 		if !b.Deleted && !b.Missing {
 			byDir[b.Dir] = b
@@ -352,15 +312,60 @@ func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 }
 
 // deleteTime returns the time of the latest DELETE record for b in this
-// life of the mailbox (zero if none).
+// life of the mailbox (zero if none): a record after b's life mark
+// (Box.Revived, lifeMark).
 func deleteTime(logRecs []maildir.LogRecord, b *Box) time.Time {
 	var delT time.Time
+	markSec, markN := b.Revived-b.Revived%int64(time.Second), b.Revived%int64(time.Second)
+	atMark := int64(0)
 	for _, lr := range logRecs {
-		if lr.Type == maildir.LogDeleteMailbox && lr.GUID == [16]byte(b.GUID) && lr.Time.After(delT) && lr.Time.UnixNano() > b.Revived {
+		if lr.Type != maildir.LogDeleteMailbox || lr.GUID != [16]byte(b.GUID) {
+			continue
+		}
+		sec := lr.Time.Unix() * int64(time.Second)
+		switch {
+		case sec < markSec:
+			continue // an earlier life's
+		case sec == markSec && b.Revived != 0:
+			// Of that second, the first markN records were there when
+			// the mailbox was last found alive; a mark of a whole second
+			// (markN 0, written before session 9) covers them all.
+			if atMark++; markN == 0 || atMark <= markN {
+				continue
+			}
+		}
+		if lr.Time.After(delT) {
 			delT = lr.Time
 		}
 	}
 	return delT
+}
+
+// lifeMark returns what Box.Revived records of the DELETE records for g
+// in logRecs: 0 if none, else the time (Unix ns) of the latest one's
+// second plus the number of records of that second (log times are whole
+// seconds: a DELETE in the same second as the one before the mailbox came
+// back is told apart by the count). Records only ever come after those
+// counted (a rotation drops only older ones, which lowers the count seen
+// later and so errs towards "of an earlier life": a delete read as a
+// vanish, restored from the peer; nothing is lost).
+func lifeMark(logRecs []maildir.LogRecord, g model.MailboxGUID) int64 {
+	var t, n int64
+	for _, lr := range logRecs {
+		if lr.Type != maildir.LogDeleteMailbox || lr.GUID != [16]byte(g) {
+			continue
+		}
+		switch sec := lr.Time.Unix() * int64(time.Second); {
+		case sec > t:
+			t, n = sec, 1
+		case sec == t:
+			n++
+		}
+	}
+	if t <= 0 {
+		return 0
+	}
+	return t + min(n, int64(time.Second)-1)
 }
 
 // vanished handles a mailbox whose directory is gone: a recorded delete
@@ -411,7 +416,6 @@ func (r *Replica) vanished(b *Box, delT time.Time) error {
 // scanDir identifies the mailbox in one directory and scans its contents.
 func (r *Replica) scanDir(ctx context.Context, rootFD int, name, dir, rel string, byGUID map[model.MailboxGUID]*Box, byDir map[string]*Box, found map[model.MailboxGUID]bool, adopts map[model.MailboxGUID]*adoptEntry, res *ScanResult) (bool, error) {
 	st, locked := stampAt(rootFD, rel, dir, !r.opt.DryRun)
-	at := time.Now() // (the index records st settled at this time)
 	if locked && maildir.BreakOrphanUidlistLock(dir) {
 		// A killed twinbox's lock would make Dovecot wait for 120 s.
 		r.log.Info("removed a dotlock left by a killed twinbox", "mailbox", name)
@@ -422,7 +426,7 @@ func (r *Replica) scanDir(ctx context.Context, rootFD int, name, dir, rel string
 			found[b.GUID] = true
 			return false, nil // nothing changed
 		}
-		if handled, changed, err := r.scanKnown(ctx, b, name, dir, st, at); err != nil || handled {
+		if handled, changed, err := r.scanKnown(ctx, b, name, dir, st); err != nil || handled {
 			if handled {
 				found[b.GUID] = true
 			}
@@ -473,7 +477,7 @@ func (r *Replica) scanDir(ctx context.Context, rootFD int, name, dir, rel string
 		byGUID[g] = box
 		changed = true
 	}
-	changed, err = r.scanContents(ctx, box, name, dir, rel, ul, len(ul.Records)-given, st, at, changed, unborn, res)
+	changed, err = r.scanContents(ctx, box, name, dir, rel, ul, len(ul.Records)-given, st, changed, unborn, res)
 	// A full scan reads every record of the mailbox, changed or not.
 	r.store.touched(box.Messages)
 	return changed, err
@@ -513,13 +517,29 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 		known = nil
 	}
 	if ul == nil && known != nil && !found[known.GUID] {
-		// Restore from the index: same GUID, UIDVALIDITY and UIDs.
+		// Restore from the index: same GUID and UIDs, under a new
+		// UIDVALIDITY. Dovecot may have given UIDs here after the last
+		// scan that no index saw (a message saved and expunged, or one
+		// whose file went with the uidlist; a folder deleted and made
+		// again within one second of its last DELETE, which the log's
+		// whole seconds hide), and under the old value a later message
+		// could take one (contract §3.1). Dovecot too gives a folder
+		// whose uidlist it lost a new value. The index's records move to
+		// the new value with their UIDs (no client knows any under it);
+		// the peer takes the higher value in place (sync/merge).
 		nu := &maildir.Uidlist{Version: 3, UIDValidity: known.UIDValidity, NextUID: max(known.UIDNext, 1), GUID: [16]byte(known.GUID)}
 		if !r.opt.DryRun {
 			// The counter may never have passed it (an index older than
 			// the counter's upkeep): Dovecot must not hand it out again.
 			if err := r.loc.RaiseUIDValidity(known.UIDValidity); err != nil {
 				r.log.Warn("UIDVALIDITY counter", "mailbox", name, "err", err)
+			}
+			v, err := r.loc.NextUIDValidity(r.opt.Now())
+			if err != nil {
+				r.log.Warn("UIDVALIDITY counter", "mailbox", name, "err", err)
+			}
+			if v > known.UIDValidity {
+				nu.UIDValidity = v
 			}
 		}
 		var msgs []*Msg
@@ -556,7 +576,7 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 			nu.Records = append(nu.Records, rec)
 			nu.NextUID = max(nu.NextUID, m.UID+1)
 		}
-		if len(lost) > 0 {
+		if len(lost) > 0 || nu.UIDValidity != known.UIDValidity {
 			if err := r.store.db.Update(func(tx *bolt.Tx) error {
 				bt, err := openBoxTx(tx, known)
 				if err != nil {
@@ -567,7 +587,8 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 						return err
 					}
 				}
-				known.Epoch = randomUint64() // the peer's records are needed in full
+				known.UIDValidity = nu.UIDValidity // records kept: scanContents resets none
+				known.Epoch = randomUint64()       // the peer's records are needed in full
 				return putBox(tx, known)
 			}); err != nil {
 				return nil, nil, 0, r.wrap(name, err)
@@ -576,7 +597,7 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 		if err := r.writeUidlist(dir, nu); err != nil {
 			return nil, nil, 0, r.wrap(name, err)
 		}
-		r.log.Warn("dovecot-uidlist was missing: restored from the index", "mailbox", name, "missing_messages", len(lost))
+		r.log.Warn("dovecot-uidlist was missing: restored from the index under a new UIDVALIDITY", "mailbox", name, "uidvalidity", nu.UIDValidity, "missing_messages", len(lost))
 		return nu, nil, 0, nil
 	}
 	if ul == nil {
@@ -615,26 +636,17 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 	return ul, &post, given, nil
 }
 
-// lastDelete returns the time (Unix ns) of the latest DELETE record for g
-// in dovecot.mailbox.log, 0 if none. Log times are whole seconds: a
-// DELETE in the same second as an earlier one is taken for the earlier one
-// (the mailbox then comes back from the peer; nothing is lost).
+// lastDelete returns the life mark (lifeMark) of g's DELETE records in
+// dovecot.mailbox.log now: what Box.Revived takes when the mailbox is
+// found alive.
 func (r *Replica) lastDelete(g model.MailboxGUID) int64 {
 	recs, err := maildir.ReadMailboxLog(r.loc.Root)
 	if err != nil {
 		r.log.Warn("reading dovecot.mailbox.log", "err", err)
 	}
-	var t int64
-	for _, lr := range recs {
-		if lr.Type == maildir.LogDeleteMailbox && lr.GUID == [16]byte(g) {
-			t = max(t, lr.Time.UnixNano())
-		}
-	}
-	return t
+	return lifeMark(recs, g)
 }
 
-// deletedInLog reports whether dovecot.mailbox.log records a delete of b in
-// its current life.
 // heldElsewhere reports whether a mailbox directory other than dir has a
 // uidlist naming mailbox g.
 func (r *Replica) heldElsewhere(g model.MailboxGUID, dir string) bool {
@@ -653,6 +665,8 @@ func (r *Replica) heldElsewhere(g model.MailboxGUID, dir string) bool {
 	return false
 }
 
+// deletedInLog reports whether dovecot.mailbox.log records a delete of b in
+// its current life.
 func (r *Replica) deletedInLog(b *Box) bool {
 	recs, err := maildir.ReadMailboxLog(r.loc.Root)
 	if err != nil {
@@ -910,7 +924,7 @@ func flagsOf(fn maildir.FileName, kw []string) map[string]bool {
 //
 // The first listed records of ul were listed before this scan (the rest
 // establishUidlist gave out).
-func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel string, ul *maildir.Uidlist, listed int, st Stamp, at time.Time, changed, unborn bool, res *ScanResult) (bool, error) {
+func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel string, ul *maildir.Uidlist, listed int, st Stamp, changed, unborn bool, res *ScanResult) (bool, error) {
 	if box.Deleted || box.Missing {
 		// It is back (restored by hand, or recreated): a new epoch.
 		if box.Deleted {
@@ -1253,7 +1267,7 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 			}
 		}
 		box.Keywords = kw
-		box.Stamp = settled(st, at)
+		box.Stamp = st.settled(r.scanAt)
 		if unrecorded != 0 && box.UIDNext > unrecorded {
 			// A UIDNEXT above a record the index does not have would go
 			// into the base the sync saves, and the next sync would take
@@ -1427,7 +1441,7 @@ func (r *Replica) refreshKnown(tx *bolt.Tx, bt *boxTx, om *Msg, f *diskFile, wan
 // and new/, a new file at a UID the index holds or retired, a message GUID
 // twice, a dry run with new files) returns handled = false before the index
 // is written (UIDs may have been assigned), and the full scan runs.
-func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st Stamp, at time.Time) (handled, changed bool, err error) {
+func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st Stamp) (handled, changed bool, err error) {
 	if box.NameT == 0 || box.Stamp.Keywords != st.Keywords {
 		return false, false, nil
 	}
@@ -1628,7 +1642,7 @@ func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st 
 			box.UIDNext = max(box.UIDNext, ul.NextUID)
 			changed = true
 		}
-		box.Stamp = settled(ulStamp, at)
+		box.Stamp = ulStamp.settled(r.scanAt)
 		box.Messages = inCur + matched + added
 		return putBox(tx, box)
 	})

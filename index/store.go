@@ -55,10 +55,13 @@ type Box struct {
 	model.Mailbox
 	Dir      string   `json:"dir,omitempty"` // relative to the root; "" is INBOX
 	Keywords []string `json:"keywords,omitempty"`
-	// Revived is the time (Unix ns) of the latest DELETE record for the
-	// mailbox's GUID in dovecot.mailbox.log when this replica last found
-	// it alive (first seen, made by a sync, adopted by a merge, its
-	// directory back): records up to then are of an earlier life.
+	// Revived marks the DELETE records for the mailbox's GUID in
+	// dovecot.mailbox.log that were there when this replica last found it
+	// alive (first seen, made by a sync, adopted by a merge, its directory
+	// back): those are of an earlier life. It is the latest record's time
+	// (Unix ns, a whole second) plus the number of records of that second
+	// (lifeMark); an index written before session 9 holds the time alone,
+	// which covers every record of that second.
 	Revived int64 `json:"revived,omitempty"`
 	Held    int   `json:"held,omitempty"` // messages held back by the mass-expunge guard
 	Stamp   Stamp `json:"stamp"`
@@ -68,6 +71,93 @@ type Box struct {
 type Stamp struct {
 	Cur, New, Uidlist, Keywords int64 // mtimes in ns, -1 when missing
 	UidlistSize, UidlistIno     int64
+	// Racy marks the directory and keywords mtimes that were too recent
+	// to vouch for what the scan read (settled): bit 0 Cur, 1 New, 2
+	// Keywords. (The uidlist is told by its size and inode as well: a
+	// change rewrites it through a new file or appends to it.)
+	Racy uint8 `json:",omitempty"`
+}
+
+// racyWindow: a stamp's mtime this close to the time the stamp was taken
+// (or later) may be shared by a change made after it. File times come
+// from a coarse clock (Linux before 6.13 stamps with the time of the last
+// timer tick, 1-10 ms; ext3 and many NFS servers keep whole seconds), so
+// a message Dovecot expunged or renamed in the tick of the stamp, after
+// the listing, leaves the directory's mtime as it was, and a scan that
+// trusted it would never see the change. Dovecot's maildir sync keeps
+// the same second's distance (MAILDIR_SYNC_SECS).
+const racyWindow = time.Second
+
+// stampRacy stands, in the stamp a scan compares with (trusted), for an
+// mtime too recent to vouch for the directory: it equals no mtime a stat
+// returns, so the scan reads that part again.
+const stampRacy = -2
+
+// settled returns the stamp to keep: each mtime within racyWindow of at
+// (Unix ns, taken before the stamp) is marked racy.
+func (s Stamp) settled(at int64) Stamp {
+	lim := at - int64(testRacyWindow(racyWindow))
+	for i, v := range [...]int64{s.Cur, s.New, s.Keywords} {
+		if v > lim {
+			s.Racy |= 1 << i
+		}
+	}
+	return s
+}
+
+// trusted is the stamp a scan compares with the disk: the racy mtimes
+// replaced by stampRacy, which no stat returns. (An apply compares the
+// raw stamp: it only asks whether the index read the directory as it is
+// now, and what it keeps is settled again.)
+func (s Stamp) trusted() Stamp {
+	for i, p := range [...]*int64{&s.Cur, &s.New, &s.Keywords} {
+		if s.Racy&(1<<i) != 0 {
+			*p = stampRacy
+		}
+	}
+	s.Racy = 0
+	return s
+}
+
+// raw is the stamp without its racy marks.
+func (s Stamp) raw() Stamp {
+	s.Racy = 0
+	return s
+}
+
+// stampClock is the time a stamp is taken, for settled: the wall clock
+// (file times are the wall clock's, whatever Options.Now says), or a
+// test's frozen file clock.
+func stampClock() int64 {
+	if testHookFrozenFileClock != 0 {
+		return testHookFrozenFileClock
+	}
+	return time.Now().UnixNano()
+}
+
+// testHookFrozenFileClock, when not 0, is every mtime stampAt reports and
+// the time stampClock tells: a file system whose clock never moves (the
+// extreme of a coarse one).
+var testHookFrozenFileClock int64
+
+// testHookRacyWindow, when not nil, replaces racyWindow (SetTestRacyWindow).
+var testHookRacyWindow *time.Duration
+
+// SetTestRacyWindow is for tests of what a scan reads right after a sync
+// wrote (which a real scan reads again, racyWindow): d replaces racyWindow
+// until the returned function is called; 0 makes a stamp racy only where
+// a file changed after it was taken, as if the file clock had moved on.
+// Not safe while a scan runs.
+func SetTestRacyWindow(d time.Duration) (restore func()) {
+	testHookRacyWindow = &d
+	return func() { testHookRacyWindow = nil }
+}
+
+func testRacyWindow(d time.Duration) time.Duration {
+	if testHookRacyWindow != nil {
+		return *testHookRacyWindow
+	}
+	return d
 }
 
 // Msg is the index's record of one message.

@@ -91,3 +91,31 @@ func judgeFS(t *testing.T, j *dovecot.Judge, want map[string]int, roots ...strin
 		}
 	}
 }
+
+// TestLayoutFSSwapKeepsInboxTmp: two folders that swap names (a cycle of
+// renames, which the sync breaks through a hidden name in the root's tmp/,
+// LAYOUT=fs's hidden directory) leave INBOX's tmp/ in place on both sides:
+// the apply's removal of emptied parents stopped at the mail root only and
+// took tmp/ with it (found by the property test, seed 3958361258605212030,
+// an MTA's delivery into INBOX failed).
+func TestLayoutFSSwapKeepsInboxTmp(t *testing.T) {
+	a, b := pair(t)
+	la, lb := "maildir:"+a+":LAYOUT=fs", "maildir:"+b+":LAYOUT=fs"
+	locA := maildir.Location{Root: a, Layout: maildir.LayoutFS}
+	testmail.DeliverAt(t, locA, "INBOX", "in")
+	testmail.DeliverAt(t, locA, "X", "x")
+	testmail.DeliverAt(t, locA, "Y", "y")
+	syncOK(t, "sync", la, lb)
+	for _, mv := range [][2]string{{"X", "T"}, {"Y", "X"}, {"T", "Y"}} {
+		if err := os.Rename(filepath.Join(a, mv[0]), filepath.Join(a, mv[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	syncOK(t, "sync", la, lb)
+	runWant(t, 0, "check", la, lb)
+	for _, root := range []string{a, b} {
+		if fi, err := os.Stat(filepath.Join(root, "tmp")); err != nil || !fi.IsDir() {
+			t.Errorf("%s: INBOX's tmp/ is gone after the swap: %v", root, err)
+		}
+	}
+}

@@ -417,13 +417,23 @@ func (l Location) RemoveMailboxDir(dir string, moved func(hidden string)) error 
 	if l.Layout == LayoutFS {
 		// Parents that held nothing but this mailbox go with it, as
 		// Dovecot's delete does.
-		for p := filepath.Dir(dir); p != root && within(root, p); p = filepath.Dir(p) {
-			if os.Remove(p) != nil {
-				break
-			}
-		}
+		l.RemoveEmptyParents(dir)
 	}
 	return nil
+}
+
+// RemoveEmptyParents removes the parents of dir that are empty, from the
+// nearest up, below the mail root (LAYOUT=fs: a folder's parents that
+// held nothing but it). It stops at the root and at the hidden directory,
+// which for LAYOUT=fs is the root's tmp/, INBOX's tmp/: a mailbox moved
+// through a hidden name leaves it empty, and INBOX must keep it.
+func (l Location) RemoveEmptyParents(dir string) {
+	root, hidden := filepath.Clean(l.Root), l.HiddenDir()
+	for p := filepath.Dir(filepath.Clean(dir)); p != root && p != hidden && within(root, p); p = filepath.Dir(p) {
+		if os.Remove(p) != nil {
+			break
+		}
+	}
 }
 
 func hasChildDirs(dir string) bool {

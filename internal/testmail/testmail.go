@@ -352,13 +352,20 @@ func WriteKeywords(t testing.TB, root, mailbox string, kw []string) {
 // directory goes and dovecot.mailbox.log records the mailbox GUID.
 func DeleteWithIntent(t testing.TB, root, mailbox string) {
 	t.Helper()
+	DeleteWithIntentAt(t, root, mailbox, time.Now())
+}
+
+// DeleteWithIntentAt is DeleteWithIntent with the log record's time (the
+// log has whole seconds).
+func DeleteWithIntentAt(t testing.TB, root, mailbox string, when time.Time) {
+	t.Helper()
 	dir := Dir(t, root, mailbox)
 	ul := Uidlist(t, root, mailbox)
 	// Under LAYOUT=fs child folders stay, as with Dovecot's DELETE.
 	if err := Loc(root).RemoveMailboxDir(dir, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := maildir.AppendMailboxLog(root, []maildir.LogRecord{{Type: 1, GUID: ul.GUID, Time: time.Now()}}); err != nil {
+	if err := maildir.AppendMailboxLog(root, []maildir.LogRecord{{Type: 1, GUID: ul.GUID, Time: when}}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -768,19 +768,25 @@ func mergeBox(sides [2]*Side, bx *box, opt Options, plan *Plan, fv *freshValues)
 	}
 
 	// Made again on a side that deleted it with intent (kept alive by
-	// mail the deleter never saw): Dovecot may have given UIDs there after
-	// that side's last scan, which no index saw, and under the old
-	// UIDVALIDITY this plan or a later one could give them to other
-	// messages (contract §3.1). As a mailbox made again under its name
-	// after a DELETE gets from Dovecot, a new value. (A directory removed
-	// without a DELETE, rm -rf, is restored under its old value: the same
-	// window exists, but a restore must not cost the other side's clients
-	// the folder; see docs/design.md §6 rule 5a.) Also where a folder of
-	// that side merges into it: under the old value the name shows that
-	// side's clients the deleted folder's UIDs again.
+	// mail the deleter never saw), or restored on a side where its
+	// directory vanished without one (rm -rf, Missing): Dovecot may have
+	// given UIDs there after that side's last scan, which no index saw,
+	// and under the old UIDVALIDITY this plan or a later one could give
+	// them to other messages (contract §3.1). As a mailbox made again
+	// under its name gets from Dovecot, a new value. The other side's
+	// clients lose nothing they would have kept: a restored mailbox's
+	// messages come back under new UIDs anyway (a Lost UID is not free,
+	// sideBox.free). Also where a folder of that side merges into it:
+	// under the old value the name shows that side's clients the deleted
+	// folder's UIDs again.
 	for s := 0; s < 2; s++ {
-		if r := bx.rec[s]; r != nil && r.Deleted && !bx.fresh {
+		r := bx.rec[s]
+		switch {
+		case r == nil || bx.fresh:
+		case r.Deleted:
 			fv.give(bx, fmt.Sprintf("made again on side %s, which deleted it", sides[s].ReplicaID))
+		case r.Missing:
+			fv.give(bx, fmt.Sprintf("restored on side %s, where its directory vanished", sides[s].ReplicaID))
 		}
 	}
 

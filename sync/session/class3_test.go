@@ -24,9 +24,8 @@ import (
 // another message from cur/ in the same tick; every later scan took INBOX
 // for unchanged, A's index kept the message alive without its file ("message
 // to send is gone") and the replicas never converged. The index now
-// records an mtime only when it is older than the clock right after it
-// was read by more than a tick (index settled); a younger one makes the
-// next scan read the directory again.
+// marks an mtime too recent to vouch for the directory racy (cb08aad,
+// Stamp.settled), and the next scan reads that directory again.
 //
 // Both ways a stamp is recorded: by the apply after its writes in the
 // mailbox ("apply"), and by the scan before its listing ("scan"). The
@@ -124,16 +123,4 @@ func expungeInTick(t *testing.T, a, id string, setCur func()) {
 	t.Helper()
 	testmail.Expunge(t, a, "INBOX", id)
 	setCur()
-}
-
-// trustStamps syncs a and b once more after the files the last sync wrote
-// have grown older than the index's racy window (50 ms, index settled):
-// that sync's stamps hold, and a test of what a sync skips in a mailbox
-// the index is up to date with (appends instead of rewrites, no listing)
-// finds the index up to date. (The wait is no timed assertion: a slower
-// machine only waits longer than needed.)
-func trustStamps(t *testing.T, a, b string) {
-	t.Helper()
-	time.Sleep(100 * time.Millisecond)
-	testmail.SyncClean(t, a, b)
 }

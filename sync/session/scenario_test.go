@@ -189,20 +189,30 @@ func TestWholeRootRmRfIsRestored(t *testing.T) {
 	}
 }
 
+// A uidlist lost while its directory stays is restored from the index:
+// same GUID and UIDs, under a new UIDVALIDITY on both sides (Dovecot may
+// have given UIDs there that no scan saw; design §6 5a).
 func TestLostUidlistIsRestoredFromIndex(t *testing.T) {
 	a, b := roots(t)
 	testmail.Deliver(t, a, "Work", "1")
 	testmail.Deliver(t, a, "Work", "2")
 	settle(t, a, b)
 	ul := testmail.Uidlist(t, b, "Work")
+	uids := testmail.UIDs(t, b, "Work")
 	if err := os.Remove(filepath.Join(testmail.Dir(t, b, "Work"), "dovecot-uidlist")); err != nil {
 		t.Fatal(err)
 	}
 	settle(t, a, b)
-	nu := testmail.Uidlist(t, b, "Work")
-	if nu.GUID != ul.GUID || nu.UIDValidity != ul.UIDValidity {
-		t.Fatalf("uidlist not restored: GUID %x V %d, was %x V %d", nu.GUID, nu.UIDValidity, ul.GUID, ul.UIDValidity)
+	for _, r := range []string{a, b} {
+		nu := testmail.Uidlist(t, r, "Work")
+		if nu.GUID != ul.GUID || nu.UIDValidity <= ul.UIDValidity {
+			t.Fatalf("%s: uidlist not restored: GUID %x V %d, was %x V %d (want the GUID under a new UIDVALIDITY)", r, nu.GUID, nu.UIDValidity, ul.GUID, ul.UIDValidity)
+		}
+		if u := testmail.UIDs(t, r, "Work"); !reflect.DeepEqual(u, uids) {
+			t.Fatalf("%s: Work UIDs %v, were %v", r, u, uids)
+		}
 	}
+	testmail.Converged(t, a, b)
 }
 
 func TestLostUidlistAndIndexMerges(t *testing.T) {
@@ -498,8 +508,9 @@ func TestEmptyFolderRecreatedOverDeletedOne(t *testing.T) {
 
 // Found by the property test: a folder rm -rf'd on B while its only other
 // copy was gone too (A lost its root). The folder comes back empty with
-// its GUID and UIDVALIDITY, so it must not give UID 1 (which named a
-// message on B) to the next message (contract §3.1).
+// its GUID; B restores it, so under a new UIDVALIDITY (Dovecot may have
+// given UIDs there that no scan saw), and UID 1, which named a message on
+// B, names no other message (contract §3.1).
 func TestRmRfFolderNeverReusesUIDs(t *testing.T) {
 	a, b := roots(t)
 	m0 := testmail.Deliver(t, a, "Work", "0")
@@ -516,10 +527,11 @@ func TestRmRfFolderNeverReusesUIDs(t *testing.T) {
 	settle(t, a, b)
 	for _, r := range []string{a, b} {
 		ul := testmail.Uidlist(t, r, "Work")
-		if ul.GUID != before.GUID || ul.UIDValidity != before.UIDValidity {
-			t.Fatalf("%s: Work is %x/%d, was %x/%d", r, ul.GUID, ul.UIDValidity, before.GUID, before.UIDValidity)
+		if ul.GUID != before.GUID || ul.UIDValidity <= before.UIDValidity {
+			t.Fatalf("%s: Work is %x/%d, was %x/%d: want the same GUID under a new UIDVALIDITY", r, ul.GUID, ul.UIDValidity, before.GUID, before.UIDValidity)
 		}
 		u := testmail.UIDs(t, r, "Work")
+		t.Logf("%s: Work %d %v", r, ul.UIDValidity, u)
 		for uid, g := range u {
 			if uid == 1 && g != m0 {
 				t.Fatalf("%s: UID 1 named %s, now %s (%v)", r, m0, g, u)

@@ -186,3 +186,25 @@ func TestNewUIDValidityReachesAThirdReplica(t *testing.T) {
 	assertIdle(t, c, a)
 	assertIdle(t, a, b)
 }
+
+// TestSecondDeleteInTheSameSecondReplicates: A deletes Work, B's new mail
+// brings it back, and A deletes it again, both DELETE records in one
+// second (dovecot.mailbox.log has whole seconds). The second DELETE is a
+// delete of the mailbox's new life and replicates; it was read as a
+// directory that vanished (the mark of the life compared times only), and
+// Work came back (property class 2, seed 5081928403397643986).
+func TestSecondDeleteInTheSameSecondReplicates(t *testing.T) {
+	a, b := roots(t)
+	testmail.Deliver(t, a, "Work", "first")
+	settle(t, a, b)
+	when := time.Now().Truncate(time.Second)
+	testmail.DeleteWithIntentAt(t, a, "Work", when)
+	fromB := testmail.Deliver(t, b, "Work", "new on B, never seen by A")
+	settle(t, a, b)
+	if testmail.Find(t, a, "Work", fromB) == "" {
+		t.Fatalf("Work did not come back to A with B's new mail")
+	}
+	testmail.DeleteWithIntentAt(t, a, "Work", when)
+	settle(t, a, b)
+	testmail.WantMailboxes(t, []string{"INBOX"}, a, b)
+}
