@@ -1168,6 +1168,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 				at1 := stampClock()
 				st1 := stampOf(dir).settled(at1)
 				st1.New = st0.settled(at0).New
+				st1.Racy |= box.Stamp.Racy // (as below)
 				b.Stamp, b.Keywords = st1, kw
 			}
 			return putBox(tx, b)
@@ -1267,6 +1268,11 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		if at1 := stampClock(); clean {
 			st1 := stampOf(dir).settled(at1)
 			st1.New = st0.settled(at0).New
+			// The racy marks of the stamp the apply was clean against
+			// stay: raw mtimes cannot tell a change made in the tick of
+			// that stamp, and cur/'s unchanged mtime, older than the
+			// window by now, would vouch for it (TestChangeInTheTickOfAStampIsSeen/late-apply).
+			st1.Racy |= box.Stamp.Racy
 			b.Stamp = st1
 		} else {
 			b.Stamp.Uidlist = 0

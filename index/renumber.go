@@ -115,31 +115,39 @@ func (r *Replica) replayRenumbers(ctx context.Context) error {
 			}
 			continue
 		}
-		if err := r.replayOne(ctx, e.dir, e.renames); err != nil {
+		done, err := r.replayOne(ctx, e.dir, e.renames)
+		if err != nil {
 			return err
 		}
-		if err := r.journalRenumbers(e.dir, nil); err != nil {
+		// The renames the uidlist names stay journaled until a scan of
+		// the mailbox has read them (scanContents clears the entry): an
+		// Open without that scan (a sync whose peer failed first) must
+		// not lose them, or the next scan reads the renumbered files as
+		// expunges plus new copies (TestKilledRenumberingAfterItsUidlistKeepsTheMessage).
+		if err := r.journalRenumbers(e.dir, done); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (r *Replica) replayOne(ctx context.Context, dir string, renames []renumRename) error {
+// replayOne rolls back the renames of dir that its uidlist does not name
+// and returns those of renumbered files it names (r.renumbered).
+func (r *Replica) replayOne(ctx context.Context, dir string, renames []renumRename) ([]renumRename, error) {
 	if _, err := os.Stat(dir); err != nil {
-		return nil // the mailbox is gone (deleted or renamed by a client)
+		return nil, nil // the mailbox is gone (deleted or renamed by a client)
 	}
 	lk, err := r.lockUidlist(ctx, dir)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil
+			return nil, nil
 		}
-		return r.wrap(r.rel(dir), err)
+		return nil, r.wrap(r.rel(dir), err)
 	}
 	defer lk.Unlock()
 	ul, _, err := maildir.ReadUidlist(dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return r.wrap(r.rel(dir), err)
+		return nil, r.wrap(r.rel(dir), err)
 	}
 	listed := map[string]bool{}
 	if ul != nil {
@@ -147,7 +155,7 @@ func (r *Replica) replayOne(ctx context.Context, dir string, renames []renumRena
 			listed[rec.Base()] = true
 		}
 	}
-	var undo []renumRename
+	var undo, done []renumRename
 	for _, rn := range renames {
 		if !listed[baseOf(rn.New)] {
 			undo = append(undo, rn)
@@ -156,11 +164,12 @@ func (r *Replica) replayOne(ctx context.Context, dir string, renames []renumRena
 				r.renumbered = map[string]string{}
 			}
 			r.renumbered[baseOf(rn.New)] = baseOf(rn.Old)
+			done = append(done, rn)
 		}
 	}
 	undoRenumbers(dir, undo)
 	if len(undo) > 0 {
 		r.log.Warn("rolled back the renumbering of a killed sync", "mailbox", r.rel(dir), "files", len(undo))
 	}
-	return nil
+	return done, nil
 }

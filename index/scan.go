@@ -1020,6 +1020,13 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 
 	var held int
 	err = r.store.db.Update(func(tx *bolt.Tx) error {
+		if len(r.renumbered) > 0 && !r.opt.DryRun {
+			// This scan reads the renames a killed apply journaled
+			// (renumber.go): their entry goes with its commit.
+			if err := clearRenumbers(tx, dir); err != nil {
+				return err
+			}
+		}
 		if box.UIDValidity != ul.UIDValidity && box.UIDValidity != 0 {
 			// Same GUID under a new UIDVALIDITY: old records mean nothing.
 			bt, err := openBoxTx(tx, box)

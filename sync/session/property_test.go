@@ -361,20 +361,30 @@ var knownSeeds = []struct {
 	// The same with both sides' Dovecot giving UID 1 in "Work" unseen, and
 	// A's DELETE of it.
 	{"701697894836527727", "a mailbox deleted with intent and brought back by mail saved on the peer reuses no UID", false, false, false, false, 1, "", 0},
-	// Found by the TWINBOX_LONG=10 run (session 8), not analysed, and not
-	// deterministic: about one replay in four of the seed fails (half of
-	// the shrunk case's). Three replicas; after a Dovecot expunge during
-	// a sync (before A's apply locked its second mailbox) of m04's copy in
-	// A's INBOX, a copy twinbox had stored under a new base name (G field)
-	// while INBOX's uidlist still listed m04's expunged record at UID 1,
-	// A's next scan sometimes keeps m04 live at UID 3 with no file: every
-	// later sync asks A for its body ("message to send is gone"), renumbers
-	// it on B and C, and never converges ("UID 3: only in A", "UID 10:
-	// only in B"). The scans' logs are the same in failing and passing
-	// replays up to that scan: something in the scan depends on timing or
-	// on map order.
-	{"7543627580053342209", "an expunge during a sync of a copy stored under a new base name is seen by the next scan", false, false, false, false, 2,
-		"not analysed, fails in about a quarter of the replays (prop8's report)", 2},
+	// Found by the TWINBOX_LONG=10 run (session 8), not deterministic
+	// (it failed in half the replays or more on /dev/shm). Three replicas;
+	// A's apply renamed m00's file in INBOX's cur/ (a flag change) and
+	// recorded cur/'s mtime; Dovecot then expunged m04 from cur/ (before
+	// A's apply locked its second mailbox), and the unlink, in the same
+	// tick of the kernel's coarse clock, left cur/'s mtime as it was. Every
+	// later scan took INBOX for unchanged and kept m04 live with no file:
+	// every sync asked A for its body ("message to send is gone"),
+	// renumbered it on B and C, and never converged ("UID 3: only in A").
+	// (That m04's file had a base name twinbox gave it was chance.) Fixed
+	// by racy stamps (cb08aad: the index trusts no mtime from the tick of
+	// its stamp); TestChangeInTheTickOfAStampIsSeen and
+	// TestChangesInTheTickOfAStampAreSeen are the deterministic tests.
+	{"7543627580053342209", "an expunge in the tick of an apply's stamp is seen by the next scan", false, false, false, false, 2, "", 2},
+	// Found by a TWINBOX_LONG=2 run in session 9 (prop9), deterministic,
+	// fails on 8b5503c too; not analysed to the end. A renumbered m00 in
+	// INBOX to UID 5 while Dovecot saved m03 on B at UID 5 after B's scan
+	// (B's apply: "UID 5 taken since the scan", m00 stays at UID 4); in the
+	// next sync B's listings missed m03's file (moved new/ -> cur/ while
+	// read), the pair agreed on everything below UIDNEXT 7, and m03 stays
+	// at B's UID 5, a UID A's index holds for m00 (moved to 6), for good:
+	// "UID 5: only in B (m03)", every later sync plans nothing.
+	{"14445215212692406235", "a message Dovecot saved at a UID the peer renumbered into, missed by a listing, reaches the peer", false, false, false, false, 2,
+		"not fixed (prop9's report)", 0},
 }
 
 func TestPropertyKnownSeeds(t *testing.T) {
@@ -2067,12 +2077,13 @@ func (w *propWorld) missHook(r int, miss *missSpec, acted *bool) func(dir, sub s
 // removed (DELETE, rm -rf) before a scan sees the UID, and a sync makes
 // the mailbox again under its GUID and UIDVALIDITY, where the peer gives
 // the UID to another message (seed 821546861810114919); kept out: no
-// DELETE or rm -rf of such a directory. (3) not analysed (seed
-// 7543627580053342209, not deterministic): a Dovecot expunge during a
-// sync of a copy twinbox stored under a new base name (its uidlist record
-// names the message in a G field) was sometimes not seen by the next
-// scan; kept out (a guess at its cause): Dovecot expunges during syncs
-// only files named by their message GUID.
+// DELETE or rm -rf of such a directory. (3) seed 7543627580053342209
+// (not deterministic): a Dovecot expunge during a sync was sometimes not
+// seen by the next scan; kept out (a guess at its cause, wrong): Dovecot
+// expunges during syncs only files named by their message GUID. The
+// cause was the coarse clock of file times: an expunge in the tick of the
+// apply's stamp of cur/ left cur/'s mtime as recorded (fixed by racy
+// stamps, cb08aad; TestChangeInTheTickOfAStampIsSeen).
 //
 // pendingOut(c) says whether class c is kept out: c <= propOut, and in
 // the current draws (not a knownSeed's replay, which keeps out what was
@@ -2096,7 +2107,9 @@ func pendingOut(class int) bool { return class <= propOut && (propReplay || !pen
 // restored where it went Missing (rm -rf) a new UIDVALIDITY too, and tells
 // a second DELETE in the same second apart by counting the records of
 // that second (index lifeMark): class 2 is back in, rm -rf included.
-var pendingFixed = map[int]bool{1: true, 2: true}
+// Class 3 is back in since session 9 too (racy stamps: the index trusts
+// no directory mtime from the tick of its stamp, cb08aad).
+var pendingFixed = map[int]bool{1: true, 2: true, 3: true}
 
 // propReplay is set while a knownSeed replays.
 var propReplay bool
