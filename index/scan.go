@@ -1027,6 +1027,7 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 				return err
 			}
 		}
+		sameUV := box.UIDValidity == ul.UIDValidity
 		if box.UIDValidity != ul.UIDValidity && box.UIDValidity != 0 {
 			// Same GUID under a new UIDVALIDITY: old records mean nothing.
 			bt, err := openBoxTx(tx, box)
@@ -1201,6 +1202,18 @@ func (r *Replica) scanContents(ctx context.Context, box *Box, name, dir, rel str
 				m.Mtime = fi.ModTime().UnixNano()
 				if f.fn.VSize > 0 {
 					m.VSize = f.fn.VSize
+				}
+				if sameUV && rec.UID < preNext {
+					// A new record below the UIDNEXT the index had: a
+					// message an earlier scan missed (its file moved while
+					// it read, and an apply took the UIDNEXT above it).
+					// A peer's saved state may say both sides agree below
+					// a UIDNEXT above it, and the next merge would take it
+					// for a record the peer has too, for good (property
+					// seed 14445215212692406235). Those states are stale:
+					// the sync compares this mailbox in full.
+					box.Epoch = randomUint64()
+					r.log.Info("a message at a UID below the index's UIDNEXT, unseen before: comparing the mailbox in full", "mailbox", name, "uid", rec.UID)
 				}
 				if err := bt.put(m); err != nil {
 					return err

@@ -229,6 +229,24 @@ var ops = []op{
 		// Restored under a new UIDVALIDITY: Dovecot may have given UIDs
 		// in the removed directory that no sync saw (contract §3.1).
 		revalidates: func(x *opCtx) string { return "Gone-" + x.tag }},
+	// The same with an empty folder: the other side takes the new value in
+	// place with nothing to move in cur/ or new/, and its Dovecot must
+	// still show the new value.
+	{name: "rm-rf-of-an-empty-folder",
+		setup: func(t *testing.T, x *opCtx) {
+			x.must(t, "CREATE", x.c.Create("Empty-"+x.tag, nil).Wait())
+		},
+		do: func(t *testing.T, x *opCtx) {
+			if err := os.RemoveAll(filepath.Join(x.s.root(), ".Empty-"+x.tag)); err != nil {
+				t.Fatal(err)
+			}
+		},
+		check: func(t *testing.T, x *opCtx, v *view) {
+			if b := v.Boxes["Empty-"+x.tag]; b == nil || len(b.Msgs) != 0 {
+				t.Errorf("restored empty folder: %+v", b)
+			}
+		},
+		revalidates: func(x *opCtx) string { return "Empty-" + x.tag }},
 	{name: "SUBSCRIBE",
 		setup: func(t *testing.T, x *opCtx) { x.must(t, "CREATE", x.c.Create("Sub-"+x.tag, nil).Wait()) },
 		do:    func(t *testing.T, x *opCtx) { x.must(t, "SUBSCRIBE", x.c.Subscribe("Sub-"+x.tag).Wait()) },
