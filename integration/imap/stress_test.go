@@ -671,9 +671,16 @@ func (p *pair) checkStressLogs(t testing.TB, expected map[string]int, fails []fa
 			}
 		}
 		away = movedAway(syncLog, s.srv.Root)
-		resets := uvResets{} // the UIDVALIDITY changes logged so far, by process
+		moves := syncMoves(syncLog, s.srv.Root)
+		resets := uvResets{}        // the UIDVALIDITY changes logged so far, by process
+		uvSeen := map[string]bool{} // the directories whose UIDVALIDITY change was logged so far
 		for _, l := range logProblems(s.srv.Log()) {
 			resets.note(s.srv.Root, l)
+			if dir, ok := uidValidityDir(s.srv.Root, l); ok {
+				if rel := relTo(s.srv.Root, dir); rel != "" {
+					uvSeen[rel] = true
+				}
+			}
 			if m := renameChildClash.FindStringSubmatch(l); m != nil && left[s.name+" "+m[1]+" "+m[2]] > 0 {
 				left[s.name+" "+m[1]+" "+m[2]]--
 				clashes++
@@ -690,6 +697,16 @@ func (p *pair) checkStressLogs(t testing.TB, expected map[string]int, fails []fa
 					merged++
 					continue
 				}
+			}
+			if resetSwappedIn(s.srv.Root, l, moves, uvSeen) {
+				// A process that had the folder open met another
+				// folder that a sync moved in at its name (replicating
+				// a RENAME onto a taken name), whose index an earlier
+				// UIDVALIDITY change had reset: Dovecot alone logs the
+				// same for the same rename(2)s
+				// (TestDovecotAloneResetFolderSwappedIn).
+				swapped++
+				continue
 			}
 			if dir, ok := resets.explains(s.srv.Root, l); ok {
 				// The same process reset the folder's index for that
@@ -842,6 +859,44 @@ func (r uvResets) explains(root, line string) (string, bool) {
 	}
 	dir := filepath.Join(root, folderDir(m[1]))
 	return dir, r[imapPID(line)+" "+dir]
+}
+
+// resetSwappedIn reports whether line is an indexReset line about a
+// scratch folder's directory D that a sync moved another scratch folder's
+// directory E into (directly, or through a temporary name that is no
+// mailbox directory: moves, in the syncs' order), where the same Dovecot
+// log showed a UIDVALIDITY change of E before the line (uvSeen, relative
+// to root). That folder's transaction log then starts with a file that
+// resets the index, and a process that had the old folder at D open says
+// the index was reset (TestDovecotAloneResetFolderSwappedIn: one Dovecot,
+// a plain process doing the sync's rename(2)s). The stress met it once on
+// 2.4 (long seed 1795933923744856723: S3, its UIDVALIDITY changed by a
+// merge, moved to S1 replicating the other side's RENAME S3 S1, while a
+// client's MOVE out of S1 ran).
+func resetSwappedIn(root, line string, moves []dirMove, uvSeen map[string]bool) bool {
+	m := indexReset.FindStringSubmatch(line)
+	if m == nil {
+		return false
+	}
+	d := relTo(root, m[1])
+	if d == "" || !scratchDir.MatchString(d) {
+		return false
+	}
+	for i, mv := range moves {
+		if mv.to != d {
+			continue
+		}
+		src := mv.from
+		for j := i - 1; j >= 0 && !strings.HasPrefix(src, "."); j-- {
+			if moves[j].to == src {
+				src = moves[j].from
+			}
+		}
+		if scratchDir.MatchString(src) && uvSeen[src] {
+			return true
+		}
+	}
+	return false
 }
 
 // imapPIDRe finds the process of a Dovecot mail process's log line
@@ -1142,6 +1197,52 @@ func TestCacheVanishedLine(t *testing.T) {
 	} {
 		if cacheVanished.MatchString(l) {
 			t.Errorf("cacheVanished matched %q", l)
+		}
+	}
+}
+
+// TestResetSwappedInLine: the "index reset" line of the 2.4 run that met it
+// (long seed 1795933923744856723) is explained by the sync's move of S3,
+// whose UIDVALIDITY change the log showed before, to S1 through a temporary
+// name, and only by that.
+func TestResetSwappedInLine(t *testing.T) {
+	const root = "/tmp/twinbox-dovecot-a-3271475297/mail"
+	const (
+		uv    = "Nov 29 06:32:04 imap(twinboxtest)<23068><CMaUc2RhfIZ/AAAB>: Warning: Mailbox S3: UIDVALIDITY changed (1795933927 -> 1795933929)"
+		reset = "Nov 29 06:32:04 imap(twinboxtest)<23085><odOVc2RhhoZ/AAAB>: Error: Mailbox S1: /tmp/twinbox-dovecot-a-3271475297/mail/.S1/dovecot.index reset, view is now inconsistent"
+		swap  = `time=2026-11-29T06:32:04.881Z level=DEBUG msg="moved a mailbox directory" from=/tmp/twinbox-dovecot-a-3271475297/mail/.S3 to=/tmp/twinbox-dovecot-a-3271475297/mail/twinbox-tmp-a821211fe4c60b6b305a000083ecc375
+time=2026-11-29T06:32:04.881Z level=DEBUG msg="moved a mailbox directory" from=/tmp/twinbox-dovecot-a-3271475297/mail/.S1 to=/tmp/twinbox-dovecot-a-3271475297/mail/.S1-e0ecbc0c
+time=2026-11-29T06:32:04.882Z level=DEBUG msg="moved a mailbox directory" from=/tmp/twinbox-dovecot-a-3271475297/mail/twinbox-tmp-a821211fe4c60b6b305a000083ecc375 to=/tmp/twinbox-dovecot-a-3271475297/mail/.S1
+`
+	)
+	seen := func(lines ...string) map[string]bool {
+		out := map[string]bool{}
+		for _, l := range lines {
+			if dir, ok := uidValidityDir(root, l); ok {
+				out[relTo(root, dir)] = true
+			}
+		}
+		return out
+	}
+	direct := `time=2026-11-29T06:32:04.881Z level=DEBUG msg="moved a mailbox directory" from=/tmp/twinbox-dovecot-a-3271475297/mail/.S3 to=/tmp/twinbox-dovecot-a-3271475297/mail/.S1` + "\n"
+	made := `time=2026-11-29T06:32:04.495Z level=DEBUG msg="made a mailbox directory" dir=/tmp/twinbox-dovecot-a-3271475297/mail/.S1` + "\n"
+	for _, c := range []struct {
+		what    string
+		syncLog string
+		uv      []string
+		line    string
+		want    bool
+	}{
+		{"swapped in through a temporary name", swap, []string{uv}, reset, true},
+		{"moved in directly", direct, []string{uv}, reset, true},
+		{"no UIDVALIDITY change of the folder moved in", swap, nil, reset, false},
+		{"another folder's UIDVALIDITY change", swap, []string{strings.Replace(uv, "Mailbox S3", "Mailbox S2", 1)}, reset, false},
+		{"only made (no folder moved in)", made, []string{uv}, reset, false},
+		{"a folder that is not a scratch folder", strings.ReplaceAll(swap, "/.S1", "/.Work"), []string{uv}, strings.ReplaceAll(reset, "/.S1/", "/.Work/"), false},
+		{"another line", swap, []string{uv}, strings.Replace(reset, "reset, view is now inconsistent", "something else", 1), false},
+	} {
+		if got := resetSwappedIn(root, c.line, syncMoves(c.syncLog, root), seen(c.uv...)); got != c.want {
+			t.Errorf("%s: resetSwappedIn = %v, want %v", c.what, got, c.want)
 		}
 	}
 }
