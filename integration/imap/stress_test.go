@@ -49,6 +49,16 @@ type ledger struct {
 	// raced are the DELETEs Dovecot answered "Mailbox was deleted under
 	// us" (see redeleteRaced).
 	raced []failedDelete
+	// renames are the clients' RENAMEs of scratch folders (see
+	// childMovedLine).
+	renames []clientRename
+}
+
+// clientRename is a client's RENAME of folder from to to on side, sent at
+// start and answered at end.
+type clientRename struct {
+	side, from, to string
+	start, end     time.Time
 }
 
 // failedDelete is a DELETE of folder name on side that Dovecot refused
@@ -282,7 +292,11 @@ func (sc *stressClient) step() error {
 			return nil
 		}
 		sc.expectChildClash(from, to)
+		sent := time.Now()
 		err = sc.c.Rename(from, to, nil).Wait()
+		sc.l.mu.Lock()
+		sc.l.renames = append(sc.l.renames, clientRename{side: sc.s.name, from: from, to: to, start: sent, end: time.Now()})
+		sc.l.mu.Unlock()
 	case n < 90:
 		op = "delete"
 		what = scratch[sc.rnd.IntN(len(scratch))]
@@ -620,7 +634,13 @@ func testConcurrentClientsAndSyncs(t *testing.T, d *dovecot.Install) {
 	// RENAME (TestDovecotAloneCopyIntoRenamed, copyIntoMovedLine).
 	// (6) "Duplicate file entry": Dovecot logs it with clients alone doing
 	// cross-folder COPY, MOVE and EXPUNGE (TestDovecotAloneCrossFolderDuplicate).
-	clashes, merged, swapped, savesMoved, copiesMoved, dups := p.checkStressLogs(t, l.clashes, l.failedCopies, sl.log.String())
+	// (7) "rename(X.Kid, Y.Kid) failed: No such file or directory" of a
+	// client's RENAME X Y during which a sync moved X.Kid
+	// (childMovedLine, TestDovecotAloneChildMovedDuringRename). (8)
+	// "dovecot.index reset, view is now inconsistent" of a scratch folder
+	// a sync moved another one into whose UIDVALIDITY change the log
+	// showed before (resetSwappedIn, TestDovecotAloneResetFolderSwappedIn).
+	clashes, merged, swapped, savesMoved, copiesMoved, dups := p.checkStressLogs(t, l.clashes, l.failedCopies, l.renames, sl.log.String())
 	clashes /= childClashLines
 	t.Logf("Dovecot's log: %d predicted RENAME child clashes, %d \"UIDVALIDITY changed\" or index reset lines of merged scratch folders, %d transaction log errors of scratch folders a sync replaced, %d failed saves into a folder a sync moved or removed, %d failed COPY/MOVEs into such a folder, %d \"Duplicate file entry\" warnings", clashes, merged, swapped, savesMoved, copiesMoved, dups)
 }
@@ -654,7 +674,7 @@ var (
 // failed-save lines of inherentLine about a folder a sync moved away or
 // removed (movedAway), and (5) the copyIntoMoved line of a COPY or MOVE
 // into such a folder that Dovecot refused (copyIntoMovedLine).
-func (p *pair) checkStressLogs(t testing.TB, expected map[string]int, fails []failedCopy, syncLog string) (clashes, merged, swapped, savesMoved, copiesMoved, dups int) {
+func (p *pair) checkStressLogs(t testing.TB, expected map[string]int, fails []failedCopy, renames []clientRename, syncLog string) (clashes, merged, swapped, savesMoved, copiesMoved, dups int) {
 	t.Helper()
 	replaced := movedInto(syncLog)
 	away := map[string]bool{} // by side: see below
@@ -697,6 +717,16 @@ func (p *pair) checkStressLogs(t testing.TB, expected map[string]int, fails []fa
 					merged++
 					continue
 				}
+			}
+			if childMovedLine(s.srv.Root, l, s.name, renames, moves) {
+				// A client's RENAME of a parent whose child a sync
+				// moved (replicating the other side's RENAME of the
+				// same parent) between Dovecot's listing of the
+				// children and its rename of that child: Dovecot alone
+				// logs the same against any other renamer
+				// (TestDovecotAloneChildMovedDuringRename).
+				swapped++
+				continue
 			}
 			if resetSwappedIn(s.srv.Root, l, moves, uvSeen) {
 				// A process that had the folder open met another
@@ -859,6 +889,43 @@ func (r uvResets) explains(root, line string) (string, bool) {
 	}
 	dir := filepath.Join(root, folderDir(m[1]))
 	return dir, r[imapPID(line)+" "+dir]
+}
+
+// childMovedLine reports whether line is Dovecot's childRenameVanished
+// line about moving a scratch child folder's directory X.C to Y.C where a
+// client of side RENAMEd the folder of X to the folder of Y (renames; the
+// line's side only) and a sync moved X.C away (moves, relative to root)
+// while that RENAME ran (a second of slack either side). Each RENAME
+// explains one line (Dovecot stops at the first child it cannot move):
+// the one it explains is taken out of renames. The stress met it once on
+// 2.4 (long seed 1795933881604217778: B2's RENAME S3 S2 answered NO
+// [SERVERBUG] while a sync moved .S3.Kid to .S2.Kid and .S2 to .S3,
+// replicating A's renames).
+func childMovedLine(root, line, side string, renames []clientRename, moves []dirMove) bool {
+	m := childRenameVanished.FindStringSubmatch(line)
+	if m == nil {
+		return false
+	}
+	oldDir, newDir := relTo(root, m[1]), relTo(root, m[2])
+	if !scratchDir.MatchString(oldDir) || !scratchDir.MatchString(newDir) {
+		return false
+	}
+	for i, r := range renames {
+		if r.side != side {
+			continue
+		}
+		pf := folderDir(r.from) + "."
+		if !strings.HasPrefix(oldDir, pf) || newDir != folderDir(r.to)+"."+strings.TrimPrefix(oldDir, pf) {
+			continue
+		}
+		for _, mv := range moves {
+			if mv.from == oldDir && !mv.at.Before(r.start.Add(-time.Second)) && !mv.at.After(r.end.Add(time.Second)) {
+				renames[i].side = "" // used
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // resetSwappedIn reports whether line is an indexReset line about a
@@ -1244,5 +1311,47 @@ time=2026-11-29T06:32:04.882Z level=DEBUG msg="moved a mailbox directory" from=/
 		if got := resetSwappedIn(root, c.line, syncMoves(c.syncLog, root), seen(c.uv...)); got != c.want {
 			t.Errorf("%s: resetSwappedIn = %v, want %v", c.what, got, c.want)
 		}
+	}
+}
+
+// TestChildMovedLine: the line of the 2.4 run that met it (long seed
+// 1795933881604217778) is explained by B2's RENAME S3 S2 and the sync's
+// move of .S3.Kid during it, once, and not by other renames or moves.
+func TestChildMovedLine(t *testing.T) {
+	const root = "/tmp/twinbox-dovecot-b-4022224431/mail"
+	const line = "Nov 29 06:31:23 imap(twinboxtest)<19348><GuQYcWRh9oB/AAAB>: Error: rename(/tmp/twinbox-dovecot-b-4022224431/mail/.S3.Kid, /tmp/twinbox-dovecot-b-4022224431/mail/.S2.Kid) failed: No such file or directory"
+	const syncLog = `time=2026-11-29T06:31:23.236Z level=DEBUG msg="moved a mailbox directory" from=/tmp/twinbox-dovecot-b-4022224431/mail/.S3.Kid to=/tmp/twinbox-dovecot-b-4022224431/mail/.S2.Kid
+time=2026-11-29T06:31:23.237Z level=DEBUG msg="moved a mailbox directory" from=/tmp/twinbox-dovecot-b-4022224431/mail/.S2 to=/tmp/twinbox-dovecot-b-4022224431/mail/.S3
+`
+	at := func(s string) time.Time {
+		v, err := time.Parse(time.RFC3339Nano, "2026-11-29T"+s+"Z")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	b2 := clientRename{side: "B", from: "S3", to: "S2", start: at("06:31:23.225970"), end: at("06:31:23.240150")}
+	moves := syncMoves(syncLog, root)
+	for _, c := range []struct {
+		what    string
+		renames []clientRename
+		moves   []dirMove
+		line    string
+		want    bool
+	}{
+		{"B2's RENAME with the sync's move during it", []clientRename{b2}, moves, line, true},
+		{"the other side's RENAME", []clientRename{{side: "A", from: b2.from, to: b2.to, start: b2.start, end: b2.end}}, moves, line, false},
+		{"a RENAME of another folder", []clientRename{{side: "B", from: "S1", to: "S2", start: b2.start, end: b2.end}}, moves, line, false},
+		{"a RENAME long before the move", []clientRename{{side: "B", from: "S3", to: "S2", start: at("06:31:20.0"), end: at("06:31:20.1")}}, moves, line, false},
+		{"no sync moved the child", []clientRename{b2}, moves[1:], line, false},
+		{"another error", []clientRename{b2}, moves, strings.Replace(line, "No such file or directory", "Permission denied", 1), false},
+	} {
+		if got := childMovedLine(root, c.line, "B", slices.Clone(c.renames), c.moves); got != c.want {
+			t.Errorf("%s: childMovedLine = %v, want %v", c.what, got, c.want)
+		}
+	}
+	renames := []clientRename{b2}
+	if !childMovedLine(root, line, "B", renames, moves) || childMovedLine(root, line, "B", renames, moves) {
+		t.Errorf("one RENAME explained the line twice (or not once)")
 	}
 }

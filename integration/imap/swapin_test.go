@@ -126,3 +126,80 @@ func testDovecotAloneResetFolderSwappedIn(t *testing.T, d *dovecot.Install) {
 		}
 	}
 }
+
+// childRenameVanished is what Dovecot's Maildir++ RENAME logs when a child
+// folder it listed is gone before it renames it (another renamer moved
+// it meanwhile): the groups are the child's old and new directories.
+var childRenameVanished = regexp.MustCompile(`: Error: rename\((\S+), (\S+)\) failed: No such file or directory$`)
+
+// TestDovecotAloneChildMovedDuringRename: one Dovecot, no twinbox. A
+// client RENAMEs S3 (with a child S3/Kid) to S2 while a plain process,
+// as soon as .S2 exists, renames .S3.Kid to .S2.Kid, as a sync replicating
+// the other side's RENAME S3 S2 does (it moves the parent and the child
+// directories one by one too). Dovecot's RENAME moves the parent, lists
+// its children, then moves each (mailbox-list-maildir.c,
+// maildir_rename_children) with no lock another renamer honours, so when
+// the child goes between the listing and its rename, Dovecot logs
+// "rename(.S3.Kid, .S2.Kid) failed: No such file or directory" and answers
+// NO [SERVERBUG]; the child is at .S2.Kid all the same. The stress test
+// forgives the line exactly for a client's RENAME of that parent during
+// which a sync moved that child (childMovedLine). Bounded: 300 rounds.
+func TestDovecotAloneChildMovedDuringRename(t *testing.T) {
+	dovecot.ForEach(t, testDovecotAloneChildMovedDuringRename)
+}
+
+func testDovecotAloneChildMovedDuringRename(t *testing.T, d *dovecot.Install) {
+	srv := dovecot.StartServer(t, dovecot.ServerOptions{Dovecot: d, Name: "alone"})
+	s := &side{name: "X", srv: srv}
+	c := dial(t, s)
+	defer func() { c.Close() }()
+	r := srv.Root
+	rounds, hit := 0, ""
+	for round := 0; round < 300 && hit == ""; round++ {
+		rounds++
+		for _, n := range []string{"S3", "S3/Kid"} {
+			if err := c.Create(n, nil).Wait(); err != nil {
+				t.Fatalf("round %d: CREATE %s: %v", round, n, err)
+			}
+		}
+		done := make(chan error, 1)
+		go func() {
+			// Spin (bounded: 2 s) until Dovecot has moved the parent.
+			end := time.Now().Add(2 * time.Second)
+			for time.Now().Before(end) {
+				if _, err := os.Stat(filepath.Join(r, ".S2")); err == nil {
+					done <- os.Rename(filepath.Join(r, ".S3.Kid"), filepath.Join(r, ".S2.Kid"))
+					return
+				}
+			}
+			done <- fmt.Errorf("no .S2 within 2 s")
+		}()
+		rerr := c.Rename("S3", "S2", nil).Wait()
+		mvErr := <-done
+		if m := childRenameVanished.FindStringSubmatch(lastLine(srv.Log(), childRenameVanished)); m != nil {
+			hit = fmt.Sprintf("by round %d (the line can come a moment late): RENAME: %v; the plain process's rename: %v; Dovecot logged %s", round, rerr, mvErr, m[0])
+			if m[1] != filepath.Join(r, ".S3.Kid") || m[2] != filepath.Join(r, ".S2.Kid") {
+				t.Errorf("the line names %s and %s", m[1], m[2])
+			}
+		}
+		c = redial(t, s, c)
+		for _, n := range []string{"S2/Kid", "S2", "S3/Kid", "S3"} {
+			_ = c.Delete(n).Wait()
+		}
+	}
+	if hit == "" {
+		t.Fatalf("Dovecot %s alone logged no %q in %d rounds of RENAME against a child's rename(2); log:\n%s", srv.Version(), childRenameVanished, rounds, errorLines(srv.Log()))
+	}
+	t.Logf("Dovecot %s alone: %s", srv.Version(), hit)
+}
+
+// lastLine returns the last line of log that re matches ("" for none).
+func lastLine(log string, re *regexp.Regexp) string {
+	last := ""
+	for _, l := range strings.Split(log, "\n") {
+		if re.MatchString(l) {
+			last = l
+		}
+	}
+	return last
+}
