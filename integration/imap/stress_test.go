@@ -640,6 +640,10 @@ func testConcurrentClientsAndSyncs(t *testing.T, d *dovecot.Install) {
 	// "dovecot.index reset, view is now inconsistent" of a scratch folder
 	// a sync moved another one into whose UIDVALIDITY change the log
 	// showed before (resetSwappedIn, TestDovecotAloneResetFolderSwappedIn).
+	// (9) lostLogLine ("Lost log ... Missing middle file") and its
+	// "fscking" and "Fixed index file" lines of a scratch folder a sync
+	// moved another one into, one of the two reset before (lostLogs,
+	// TestDovecotAloneResetFoldersSwappedLostLog).
 	clashes, merged, swapped, savesMoved, copiesMoved, dups := p.checkStressLogs(t, l.clashes, l.failedCopies, l.renames, sl.log.String())
 	clashes /= childClashLines
 	t.Logf("Dovecot's log: %d predicted RENAME child clashes, %d \"UIDVALIDITY changed\" or index reset lines of merged scratch folders, %d transaction log errors of scratch folders a sync replaced, %d failed saves into a folder a sync moved or removed, %d failed COPY/MOVEs into such a folder, %d \"Duplicate file entry\" warnings", clashes, merged, swapped, savesMoved, copiesMoved, dups)
@@ -694,6 +698,7 @@ func (p *pair) checkStressLogs(t testing.TB, expected map[string]int, fails []fa
 		moves := syncMoves(syncLog, s.srv.Root)
 		resets := uvResets{}        // the UIDVALIDITY changes logged so far, by process
 		uvSeen := map[string]bool{} // the directories whose UIDVALIDITY change was logged so far
+		lost := lostLogs{}          // the lostLogLines forgiven so far, by process and directory
 		for _, l := range logProblems(s.srv.Log()) {
 			resets.note(s.srv.Root, l)
 			if dir, ok := uidValidityDir(s.srv.Root, l); ok {
@@ -725,6 +730,16 @@ func (p *pair) checkStressLogs(t testing.TB, expected map[string]int, fails []fa
 				// children and its rename of that child: Dovecot alone
 				// logs the same against any other renamer
 				// (TestDovecotAloneChildMovedDuringRename).
+				swapped++
+				continue
+			}
+			if lost.explains(s.srv.Root, l, moves, uvSeen) {
+				// A process opened a scratch folder's index just as a
+				// sync moved another folder in at its name, one of the
+				// two reset before by a UIDVALIDITY change, and read the
+				// index and the transaction log from the two folders:
+				// Dovecot alone logs the same for the same rename(2)s
+				// (TestDovecotAloneResetFoldersSwappedLostLog).
 				swapped++
 				continue
 			}
@@ -928,10 +943,92 @@ func childMovedLine(root, line, side string, renames []clientRename, moves []dir
 	return false
 }
 
+// What follows lostLogLine from the same process about the same folder:
+// it checks the index ("fscking"; 2.4 adds "Mailbox NAME: ") and moves its
+// log position back to a log file it has. The group is the folder's
+// directory.
+var (
+	fsckLine        = regexp.MustCompile(`: Warning: (?:Mailbox \S+: )?fscking index file (\S+)/dovecot\.index$`)
+	fixedLogSeqLine = regexp.MustCompile(`: Error: Mailbox \S+: Fixed index file (\S+)/dovecot\.index: log_file_seq \d+ -> \d+$`)
+)
+
+// lostLogs holds "pid directory" for each lostLogLine forgiven so far.
+type lostLogs map[string]bool
+
+// explains reports whether line is (1) a lostLogLine about a scratch
+// folder's directory D into which a sync moved another folder's directory
+// E (through a temporary name or not) in the ten seconds before the line
+// (a second after, for the log's whole seconds), where the same log showed
+// a UIDVALIDITY change (an index reset) of D or of E before the line; or (2)
+// a fsckLine or fixedLogSeqLine of a process whose lostLogLine about the
+// same directory it forgave before. The stress met these once (2.3, long
+// seed 1795933992182288386: a client's MOVE out of S1 while a sync moved
+// S2 in at S1, replicating the other side's RENAME S1 S3 and RENAME S2
+// S1; S1's UIDVALIDITY had changed a second before).
+func (l lostLogs) explains(root, line string, moves []dirMove, uvSeen map[string]bool) bool {
+	pid := imapPID(line)
+	if m := lostLogLine.FindStringSubmatch(line); m != nil {
+		d := relTo(root, m[1])
+		at, ok := dovecotLineTime(line, moves)
+		if d == "" || pid == "" || !ok || !scratchDir.MatchString(d) {
+			return false
+		}
+		for _, src := range movedIntoFrom(d, moves, at.Add(-10*time.Second), at.Add(time.Second)) {
+			if uvSeen[d] || scratchDir.MatchString(src) && uvSeen[src] {
+				l[pid+" "+d] = true
+				return true
+			}
+		}
+		return false
+	}
+	for _, re := range []*regexp.Regexp{fsckLine, fixedLogSeqLine} {
+		if m := re.FindStringSubmatch(line); m != nil {
+			return pid != "" && l[pid+" "+relTo(root, m[1])]
+		}
+	}
+	return false
+}
+
+// movedIntoFrom returns the directories (relative to the mail root) whose
+// mailbox a sync moved into directory d between from and to, following a
+// move through a temporary name (no mailbox directory) back to where it
+// came from.
+func movedIntoFrom(d string, moves []dirMove, from, to time.Time) []string {
+	var out []string
+	for i, mv := range moves {
+		if mv.to != d || mv.at.Before(from) || mv.at.After(to) {
+			continue
+		}
+		src := mv.from
+		for j := i - 1; j >= 0 && !strings.HasPrefix(src, "."); j-- {
+			if moves[j].to == src {
+				src = moves[j].from
+			}
+		}
+		out = append(out, src)
+	}
+	return out
+}
+
+// dovecotLineTime returns the time a Dovecot log line begins with ("Nov 29
+// 06:33:15": local time, as Dovecot writes it; whole seconds), in the
+// year of the syncs' moves (the line has none).
+func dovecotLineTime(line string, moves []dirMove) (time.Time, bool) {
+	if len(line) < 15 || len(moves) == 0 {
+		return time.Time{}, false
+	}
+	t, err := time.ParseInLocation("Jan _2 15:04:05", line[:15], time.Local)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return t.AddDate(moves[0].at.Year(), 0, 0), true
+}
+
 // resetSwappedIn reports whether line is an indexReset line about a
 // scratch folder's directory D that a sync moved another scratch folder's
 // directory E into (directly, or through a temporary name that is no
-// mailbox directory: moves, in the syncs' order), where the same Dovecot
+// mailbox directory: moves, in the syncs' order) in the ten seconds before
+// the line (a second after, for the log's whole seconds), where the same Dovecot
 // log showed a UIDVALIDITY change of E before the line (uvSeen, relative
 // to root). That folder's transaction log then starts with a file that
 // resets the index, and a process that had the old folder at D open says
@@ -946,19 +1043,11 @@ func resetSwappedIn(root, line string, moves []dirMove, uvSeen map[string]bool) 
 		return false
 	}
 	d := relTo(root, m[1])
-	if d == "" || !scratchDir.MatchString(d) {
+	at, ok := dovecotLineTime(line, moves)
+	if d == "" || !ok || !scratchDir.MatchString(d) {
 		return false
 	}
-	for i, mv := range moves {
-		if mv.to != d {
-			continue
-		}
-		src := mv.from
-		for j := i - 1; j >= 0 && !strings.HasPrefix(src, "."); j-- {
-			if moves[j].to == src {
-				src = moves[j].from
-			}
-		}
+	for _, src := range movedIntoFrom(d, moves, at.Add(-10*time.Second), at.Add(time.Second)) {
 		if scratchDir.MatchString(src) && uvSeen[src] {
 			return true
 		}
@@ -1305,6 +1394,7 @@ time=2026-11-29T06:32:04.882Z level=DEBUG msg="moved a mailbox directory" from=/
 		{"no UIDVALIDITY change of the folder moved in", swap, nil, reset, false},
 		{"another folder's UIDVALIDITY change", swap, []string{strings.Replace(uv, "Mailbox S3", "Mailbox S2", 1)}, reset, false},
 		{"only made (no folder moved in)", made, []string{uv}, reset, false},
+		{"moved in a minute before", strings.ReplaceAll(swap, "06:32:04.", "06:31:04."), []string{uv}, reset, false},
 		{"a folder that is not a scratch folder", strings.ReplaceAll(swap, "/.S1", "/.Work"), []string{uv}, strings.ReplaceAll(reset, "/.S1/", "/.Work/"), false},
 		{"another line", swap, []string{uv}, strings.Replace(reset, "reset, view is now inconsistent", "something else", 1), false},
 	} {
@@ -1353,5 +1443,67 @@ time=2026-11-29T06:31:23.237Z level=DEBUG msg="moved a mailbox directory" from=/
 	renames := []clientRename{b2}
 	if !childMovedLine(root, line, "B", renames, moves) || childMovedLine(root, line, "B", renames, moves) {
 		t.Errorf("one RENAME explained the line twice (or not once)")
+	}
+}
+
+// TestLostLogLines: the lost-log lines of the 2.3 run that met them (long
+// seed 1795933992182288386), in their order, are explained by the sync's
+// move of S2 to S1 through a temporary name a moment before, S1's
+// UIDVALIDITY change logged before, and only so; the fscking and fixed
+// lines only after the same process's forgiven lost-log line.
+func TestLostLogLines(t *testing.T) {
+	const root = "/tmp/twinbox-dovecot-b-952719074/mail"
+	const log = `Nov 29 06:33:14 imap(twinboxtest)<28823><3jKsd2Rh7s5/AAAB>: Warning: Maildir /tmp/twinbox-dovecot-b-952719074/mail/.S1: UIDVALIDITY changed (1795933997 -> 1795934001)
+Nov 29 06:33:14 imap(twinboxtest)<28827><Bb6sd2Rh9M5/AAAB>: Warning: Maildir /tmp/twinbox-dovecot-b-952719074/mail/.S1: UIDVALIDITY changed (1795934003 -> 1795934004)
+Nov 29 06:33:15 imap(twinboxtest)<28823><3jKsd2Rh7s5/AAAB>: Error: Mailbox S1: Index /tmp/twinbox-dovecot-b-952719074/mail/.S1/dovecot.index: index not found via open(): Lost log for seq=3 offset=1612: Missing middle file seq=4 (between 3..4294967295, we have seqs 2,3): Log is locked - newer log can't exist (initial_mapped=1) - fscking (reopen_reason: Index not open)
+Nov 29 06:33:15 imap(twinboxtest)<28823><3jKsd2Rh7s5/AAAB>: Warning: fscking index file /tmp/twinbox-dovecot-b-952719074/mail/.S1/dovecot.index
+Nov 29 06:33:15 imap(twinboxtest)<28823><3jKsd2Rh7s5/AAAB>: Error: Mailbox S1: Fixed index file /tmp/twinbox-dovecot-b-952719074/mail/.S1/dovecot.index: log_file_seq 3 -> 2
+Nov 29 06:33:15 imap(twinboxtest)<28823><3jKsd2Rh7s5/AAAB>: Error: Mailbox S1: Index /tmp/twinbox-dovecot-b-952719074/mail/.S1/dovecot.index: Index mapped (file_seq=2): Lost log for seq=2 offset=2300: Missing middle file seq=4 (between 2..4294967295, we have seqs 2,3): Requested newer log than exists: Log inode is unchanged (initial_mapped=1)
+Nov 29 06:33:15 imap(twinboxtest)<28823><3jKsd2Rh7s5/AAAB>: Error: Mailbox S1: Index /tmp/twinbox-dovecot-b-952719074/mail/.S1/dovecot.index: Index mapped (file_seq=2): Lost log for seq=2 offset=2300: Missing middle file seq=4 (between 2..4294967295, we have seqs 2,3): Requested newer log than exists: Log inode is unchanged (initial_mapped=1) - fscking (reopen_reason: index unchanged)
+Nov 29 06:33:15 imap(twinboxtest)<28823><3jKsd2Rh7s5/AAAB>: Warning: fscking index file /tmp/twinbox-dovecot-b-952719074/mail/.S1/dovecot.index
+Nov 29 06:33:15 imap(twinboxtest)<28823><3jKsd2Rh7s5/AAAB>: Error: Mailbox S1: Index /tmp/twinbox-dovecot-b-952719074/mail/.S1/dovecot.index: Index mapped (file_seq=2): Lost log for seq=2 offset=2300: Missing middle file seq=4 (between 2..4294967295, we have seqs 2,3): Requested newer log than exists: Log inode is unchanged (initial_mapped=1)
+`
+	const syncLog = `time=2026-11-29T06:33:15.199Z level=DEBUG msg="moved a mailbox directory" from=/tmp/twinbox-dovecot-b-952719074/mail/.S2 to=/tmp/twinbox-dovecot-b-952719074/mail/twinbox-tmp-70fd55232ac70b6b7a70000083ecc375
+time=2026-11-29T06:33:15.199Z level=DEBUG msg="moved a mailbox directory" from=/tmp/twinbox-dovecot-b-952719074/mail/.S1 to=/tmp/twinbox-dovecot-b-952719074/mail/.S3
+time=2026-11-29T06:33:15.200Z level=DEBUG msg="moved a mailbox directory" from=/tmp/twinbox-dovecot-b-952719074/mail/.S1.Kid to=/tmp/twinbox-dovecot-b-952719074/mail/.S3.Kid
+time=2026-11-29T06:33:15.203Z level=DEBUG msg="moved a mailbox directory" from=/tmp/twinbox-dovecot-b-952719074/mail/twinbox-tmp-70fd55232ac70b6b7a70000083ecc375 to=/tmp/twinbox-dovecot-b-952719074/mail/.S1
+`
+	all := strings.Split(strings.TrimSpace(log), "\n")
+	uvLines, family := all[:2], all[2:]
+	run := func(syncLog string, uv []string, lines []string) []bool {
+		moves := syncMoves(syncLog, root)
+		seen := map[string]bool{}
+		for _, l := range uv {
+			if dir, ok := uidValidityDir(root, l); ok {
+				seen[relTo(root, dir)] = true
+			}
+		}
+		lost := lostLogs{}
+		var out []bool
+		for _, l := range lines {
+			out = append(out, lost.explains(root, l, moves, seen))
+		}
+		return out
+	}
+	all7 := []bool{true, true, true, true, true, true, true}
+	none := []bool{false, false, false, false, false, false, false}
+	if got := run(syncLog, uvLines, family); !slices.Equal(got, all7) {
+		t.Errorf("the run's lines: %v, want all explained", got)
+	}
+	if got := run(syncLog, nil, family); !slices.Equal(got, none) {
+		t.Errorf("without a UIDVALIDITY change: %v, want none explained", got)
+	}
+	if got := run(strings.ReplaceAll(syncLog, "06:33:15.", "06:32:15."), uvLines, family); !slices.Equal(got, none) {
+		t.Errorf("with the moves a minute earlier: %v, want none explained", got)
+	}
+	if got := run(strings.ReplaceAll(syncLog, "to=/tmp/twinbox-dovecot-b-952719074/mail/.S1\n", "to=/tmp/twinbox-dovecot-b-952719074/mail/.S9\n"), uvLines, family); !slices.Equal(got, none) {
+		t.Errorf("with no move into .S1: %v, want none explained", got)
+	}
+	if got := run(syncLog, uvLines, family[1:]); got[0] || got[1] {
+		t.Errorf("fscking and fixed lines without the process's lost-log line before: %v, want not explained", got)
+	}
+	other := strings.Replace(family[0], "<28823>", "<28824>", 1)
+	if got := run(syncLog, uvLines, []string{other, family[1], family[2]}); !got[0] || got[1] || got[2] {
+		t.Errorf("fscking and fixed lines after another process's lost-log line: %v, want only that one explained", got)
 	}
 }
