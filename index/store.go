@@ -80,25 +80,38 @@ type Stamp struct {
 
 // racyWindow: a stamp's mtime this close to the time the stamp was taken
 // (or later) may be shared by a change made after it. File times come
-// from a coarse clock (Linux before 6.13 stamps with the time of the last
-// timer tick, 1-10 ms; ext3 and many NFS servers keep whole seconds), so
-// a message Dovecot expunged or renamed in the tick of the stamp, after
-// the listing, leaves the directory's mtime as it was, and a scan that
-// trusted it would never see the change. Dovecot's maildir sync keeps
-// the same second's distance (MAILDIR_SYNC_SECS).
-const racyWindow = time.Second
+// from a coarse clock: Linux before 6.13 (and tmpfs on later ones) stamps
+// with the time of the last timer tick, 1-10 ms; ext3, FAT and many NFS
+// servers keep whole (FAT: even) seconds. A message Dovecot expunged or
+// renamed in the tick of the stamp, after the listing, leaves the
+// directory's mtime as it was, and a scan that trusted it would never see
+// the change. An mtime with a fraction of a second comes from a file
+// system with sub-second times: 50 ms covers the coarsest tick (and the
+// lag of the coarse clock behind time.Now) with room to spare; a whole
+// second's mtime may come from a whole-second file system: 2 s, as
+// Dovecot's maildir sync keeps a second (MAILDIR_SYNC_SECS) and FAT two.
+// (A whole-second mtime on a fine file system, one in 10^9, costs one
+// more listing.) Clocks of an NFS client and server that drift apart by
+// more than the window are not covered, as they are not for Dovecot.
+const (
+	racyWindow      = 50 * time.Millisecond
+	racyWindowWhole = 2 * time.Second
+)
 
 // stampRacy stands, in the stamp a scan compares with (trusted), for an
 // mtime too recent to vouch for the directory: it equals no mtime a stat
 // returns, so the scan reads that part again.
 const stampRacy = -2
 
-// settled returns the stamp to keep: each mtime within racyWindow of at
-// (Unix ns, taken before the stamp) is marked racy.
+// settled returns the stamp to keep: each mtime within the racy window of
+// at (Unix ns, taken before the stamp) is marked racy.
 func (s Stamp) settled(at int64) Stamp {
-	lim := at - int64(testRacyWindow(racyWindow))
 	for i, v := range [...]int64{s.Cur, s.New, s.Keywords} {
-		if v > lim {
+		w := racyWindow
+		if v%int64(time.Second) == 0 {
+			w = racyWindowWhole
+		}
+		if v > at-int64(testRacyWindow(w)) {
 			s.Racy |= 1 << i
 		}
 	}
