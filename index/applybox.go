@@ -1166,8 +1166,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 				// again (as below). Other rewrites leave it to the next
 				// scan.
 				at1 := stampClock()
-				st1 := stampOf(dir).settled(at1)
-				st1.New = st0.settled(at0).New
+				st1 := stampOf(dir).settled(at1).withNew(st0.settled(at0))
 				st1.Racy |= box.Stamp.Racy // (as below)
 				b.Stamp, b.Keywords = st1, kw
 			}
@@ -1266,8 +1265,7 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		// the uidlist's stamp matching it needs no uidlist parse (scanKnown).
 		// Else the next scan reads the mailbox in full.
 		if at1 := stampClock(); clean {
-			st1 := stampOf(dir).settled(at1)
-			st1.New = st0.settled(at0).New
+			st1 := stampOf(dir).settled(at1).withNew(st0.settled(at0))
 			// The racy marks of the stamp the apply was clean against
 			// stay: raw mtimes cannot tell a change made in the tick of
 			// that stamp, and cur/'s unchanged mtime, older than the

@@ -1614,7 +1614,9 @@ func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st 
 			// UID, and the message's GUID not elsewhere in this mailbox.
 			for _, f := range fresh {
 				rec, listed := uidOf[f.fn.Base]
-				if ul == nil || !listed || bt.bb.uid.Get(u32(rec.UID)) != nil || bt.bb.tomb.Get(u32(rec.UID)) != nil {
+				if ul == nil || !listed || bt.bb.uid.Get(u32(rec.UID)) != nil || bt.bb.tomb.Get(u32(rec.UID)) != nil || rec.UID < box.UIDNext {
+					// (Below the index's UIDNEXT: a message an earlier
+					// scan missed; the full scan makes saved states stale.)
 					full = true
 					return errFullScan
 				}

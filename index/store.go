@@ -132,6 +132,16 @@ func (s Stamp) trusted() Stamp {
 	return s
 }
 
+// withNew is s with o's new/ mtime and racy mark: an apply keeps new/'s
+// time from before its writes (so that a delivery since shows), marked as
+// racy or not by when that time was read.
+func (s Stamp) withNew(o Stamp) Stamp {
+	const newBit = 1 << 1 // the order of settled's fields: Cur, New, Keywords
+	s.New = o.New
+	s.Racy = s.Racy&^newBit | o.Racy&newBit
+	return s
+}
+
 // raw is the stamp without its racy marks.
 func (s Stamp) raw() Stamp {
 	s.Racy = 0
