@@ -103,15 +103,21 @@ const (
 // returns, so the scan reads that part again.
 const stampRacy = -2
 
+// racyTimes are the mtimes a racy mark can cover, in the order of their
+// bits in Stamp.Racy (racyNew is the second).
+func (s *Stamp) racyTimes() [3]*int64 { return [3]*int64{&s.Cur, &s.New, &s.Keywords} }
+
+const racyNew uint8 = 1 << 1
+
 // settled returns the stamp to keep: each mtime within the racy window of
 // at (Unix ns, taken before the stamp) is marked racy.
 func (s Stamp) settled(at int64) Stamp {
-	for i, v := range [...]int64{s.Cur, s.New, s.Keywords} {
+	for i, p := range s.racyTimes() {
 		w := racyWindow
-		if v%int64(time.Second) == 0 {
+		if *p%int64(time.Second) == 0 {
 			w = racyWindowWhole
 		}
-		if v > at-int64(testRacyWindow(w)) {
+		if *p > at-int64(testRacyWindow(w)) {
 			s.Racy |= 1 << i
 		}
 	}
@@ -123,7 +129,7 @@ func (s Stamp) settled(at int64) Stamp {
 // raw stamp: it only asks whether the index read the directory as it is
 // now, and what it keeps is settled again.)
 func (s Stamp) trusted() Stamp {
-	for i, p := range [...]*int64{&s.Cur, &s.New, &s.Keywords} {
+	for i, p := range s.racyTimes() {
 		if s.Racy&(1<<i) != 0 {
 			*p = stampRacy
 		}
@@ -136,9 +142,8 @@ func (s Stamp) trusted() Stamp {
 // time from before its writes (so that a delivery since shows), marked as
 // racy or not by when that time was read.
 func (s Stamp) withNew(o Stamp) Stamp {
-	const newBit = 1 << 1 // the order of settled's fields: Cur, New, Keywords
 	s.New = o.New
-	s.Racy = s.Racy&^newBit | o.Racy&newBit
+	s.Racy = s.Racy&^racyNew | o.Racy&racyNew
 	return s
 }
 
