@@ -566,7 +566,7 @@ func testConcurrentClientsAndSyncs(t *testing.T, d *dovecot.Install) {
 	// (the DELETE raced a sync's move of it): deleted again, as a user
 	// would, then settled.
 	failed := t.Failed()
-	n := p.redeleteRaced(t, l.raced, sl.log.String())
+	n := p.redeleteRaced(t, l.raced, l.renames, sl.log.String())
 	if t.Failed() && !failed {
 		t.Logf("the clients' DELETEs (side, sent-answered, folder, answer):\n  %s", strings.Join(l.deletes, "\n  "))
 	}
@@ -1163,7 +1163,11 @@ const deletedUnderUs = "Mailbox was deleted under us"
 // DELETEd again if one of raced (this side's DELETEs answered "deleted
 // under us") can explain it: a sync moved the DELETE's folder directory
 // while the DELETE ran (a second of slack either side), and then, maybe,
-// on from there, to this folder's directory (racedDirs). Any other folder
+// on from there, to this folder's directory (racedDirs), by later syncs or
+// by this side's clients' RENAMEs (renames; session 10, long seed
+// 1795948907011175213: a sync moved B's S1 to S2 during B's DELETE of S1,
+// then B's client renamed S2 back to S1 and a sync moved S1 aside to
+// S1-46c02917 for a name clash). Any other folder
 // deleted under the clients is an error. It returns how many it deleted.
 // Not always enough: Dovecot refuses that second DELETE now and then with
 // "Mailbox exists" (2.4, default seeds 5814640188101390164 and
@@ -1186,7 +1190,7 @@ const deletedUnderUs = "Mailbox was deleted under us"
 // open what a fresh one opens; a plain process moving the folder aside
 // under both of twinbox's locks during a client's DELETE left no such
 // folder in 20 rounds.
-func (p *pair) redeleteRaced(t testing.TB, raced []failedDelete, syncLog string) int {
+func (p *pair) redeleteRaced(t testing.TB, raced []failedDelete, renames []clientRename, syncLog string) int {
 	t.Helper()
 	n := 0
 	for _, s := range p.sides() {
@@ -1198,7 +1202,7 @@ func (p *pair) redeleteRaced(t testing.TB, raced []failedDelete, syncLog string)
 		explained := map[string]bool{}
 		for _, f := range raced {
 			if f.side == s.name {
-				for d := range racedDirs(f, syncMoves(syncLog, s.srv.Root)) {
+				for d := range racedDirs(f, withClientRenames(syncMoves(syncLog, s.srv.Root), renames, s.name)) {
 					explained[d] = true
 				}
 			}
@@ -1250,6 +1254,7 @@ func (p *pair) redeleteRaced(t testing.TB, raced []failedDelete, syncLog string)
 type dirMove struct {
 	from, to string
 	at       time.Time
+	tree     bool // a client's RENAME: the children's directories move too
 }
 
 var syncMovedDir = regexp.MustCompile(`^time=(\S+) .*msg="moved a mailbox directory" from=(\S+) to=(\S+)`)
@@ -1278,19 +1283,46 @@ func syncMoves(syncLog, root string) []dirMove {
 // Dovecot answered "deleted under us" can be: a sync moved the folder's
 // directory while the DELETE ran (a second of slack either side), then
 // maybe on from there. Nothing if no sync moved it then.
+// withClientRenames returns moves with the directory moves of side's
+// clients' RENAMEs added (each at the time it was answered, children
+// moving with their parent: tree), in time order.
+func withClientRenames(moves []dirMove, renames []clientRename, side string) []dirMove {
+	out := slices.Clone(moves)
+	for _, r := range renames {
+		if r.side == side {
+			out = append(out, dirMove{from: folderDir(r.from), to: folderDir(r.to), at: r.end, tree: true})
+		}
+	}
+	slices.SortStableFunc(out, func(a, b dirMove) int { return a.at.Compare(b.at) })
+	return out
+}
+
 func racedDirs(f failedDelete, moves []dirMove) map[string]bool {
 	at := map[string]bool{folderDir(f.name): true}
 	moved := false
 	for _, m := range moves {
-		if m.at.Before(f.start.Add(-time.Second)) || !at[m.from] {
+		if m.at.Before(f.start.Add(-time.Second)) {
 			continue
 		}
-		if !moved && m.at.After(f.end.Add(time.Second)) {
-			break
+		if !moved && (m.tree || m.at.After(f.end.Add(time.Second))) {
+			// The first move must be a sync's, while the DELETE ran
+			// (this side's RENAMEs wait for this side's DELETEs).
+			if m.at.After(f.end.Add(time.Second)) {
+				break
+			}
+			continue
 		}
-		moved = true
-		delete(at, m.from)
-		at[m.to] = true
+		for _, d := range slices.Collect(maps.Keys(at)) {
+			switch {
+			case d == m.from:
+				delete(at, d)
+				at[m.to] = true
+				moved = true
+			case m.tree && strings.HasPrefix(d, m.from+"."):
+				delete(at, d)
+				at[m.to+strings.TrimPrefix(d, m.from)] = true
+			}
+		}
 	}
 	if !moved {
 		return nil
@@ -1326,6 +1358,36 @@ time=2026-11-29T02:30:56.000Z level=DEBUG msg="moved a mailbox directory" from=/
 	}
 	if got := racedDirs(failedDelete{side: "A", name: "S2", start: at("02:30:52.279"), end: at("02:30:52.320")}, moves); len(got) != 0 {
 		t.Errorf("racedDirs of a DELETE of a folder no sync moved then: %v, want none", got)
+	}
+	// Session 10, long seed 1795948907011175213: a sync's swap moved B's
+	// S1 to S2 (through a temporary name) during B's DELETE of S1; B's
+	// client renamed S2 back to S1 (its child with it); a sync moved S1
+	// aside for a name clash.
+	log2 := `time=2026-11-29T10:41:51.348Z level=DEBUG msg="moved a mailbox directory" from=/r/mail/.S1 to=/r/mail/twinbox-tmp-46c0
+time=2026-11-29T10:41:51.350Z level=DEBUG msg="moved a mailbox directory" from=/r/mail/twinbox-tmp-46c0 to=/r/mail/.S2
+time=2026-11-29T10:41:53.769Z level=DEBUG msg="moved a mailbox directory" from=/r/mail/.S1 to=/r/mail/.S1-46c02917
+`
+	at2 := func(s string) time.Time { return at("10:41:" + s) }
+	renames := []clientRename{
+		{side: "B", from: "S2", to: "S1", start: at2("52.000"), end: at2("52.100")},
+		{side: "A", from: "S1", to: "S3", start: at2("53.000"), end: at2("53.100")},
+	}
+	moves2 := withClientRenames(syncMoves(log2, root), renames, "B")
+	if got := racedDirs(failedDelete{side: "B", name: "S1", start: at2("51.257"), end: at2("51.362")}, moves2); !maps.Equal(got, map[string]bool{".S1-46c02917": true}) {
+		t.Errorf("racedDirs through a client's RENAME: %v, want .S1-46c02917 only", got)
+	}
+	// A child: the DELETE of S2/Kid met a sync's move of .S2.Kid to
+	// .S3.Kid; then this side's client renamed S3 to S4.
+	log3 := `time=2026-11-29T10:41:51.300Z level=DEBUG msg="moved a mailbox directory" from=/r/mail/.S2.Kid to=/r/mail/.S3.Kid
+`
+	moves3 := withClientRenames(syncMoves(log3, root), []clientRename{{side: "B", from: "S3", to: "S4", start: at2("52.000"), end: at2("52.100")}}, "B")
+	if got := racedDirs(failedDelete{side: "B", name: "S2/Kid", start: at2("51.257"), end: at2("51.362")}, moves3); !maps.Equal(got, map[string]bool{".S4.Kid": true}) {
+		t.Errorf("racedDirs of a child through its parent's RENAME: %v, want .S4.Kid only", got)
+	}
+	// A client's RENAME alone explains nothing (this side's RENAMEs wait
+	// for its DELETEs).
+	if got := racedDirs(failedDelete{side: "B", name: "S2", start: at2("51.900"), end: at2("52.050")}, withClientRenames(nil, renames, "B")); len(got) != 0 {
+		t.Errorf("racedDirs of a DELETE only a client's RENAME met: %v, want none", got)
 	}
 }
 
