@@ -204,6 +204,10 @@ func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 		return nil, r.wrap("", err)
 	}
 	found := map[model.MailboxGUID]bool{}
+	// unsure: mailboxes whose directory went away while this scan read it
+	// (a client's RENAME, maybe back again, or a DELETE under way): where
+	// they went is for the next scan to see.
+	unsure := map[model.MailboxGUID]bool{}
 	complete := true // every directory read (for an unborn index)
 	// The root, opened once: each mailbox's stamp is taken relative to it.
 	rootFD := -1
@@ -230,6 +234,9 @@ func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 				// Deleted or renamed (by Dovecot) while we read it: the
 				// next scan sees what became of it.
 				r.log.Info("mailbox vanished during the scan", "mailbox", d.Name, "error", err)
+				if b := byDir[rel]; b != nil {
+					unsure[b.GUID] = true
+				}
 				res.Changed = true
 				complete = false
 				continue
@@ -244,6 +251,15 @@ func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 	logRead := false
 	for _, b := range boxes {
 		if found[b.GUID] || b.Deleted || b.Missing {
+			continue
+		}
+		if unsure[b.GUID] {
+			// Not vanished, not deleted: not known. Taken for vanished
+			// (Missing), the sync restored it from the peer, into the
+			// directory when it came back (a client's RENAME away and
+			// back): a message a client expunged meanwhile came back,
+			// at its old UID (Dovecot: "Expunged message reappeared"),
+			// or under a new UIDVALIDITY (the expunge lost).
 			continue
 		}
 		if !logRead {
