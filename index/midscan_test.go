@@ -75,3 +75,58 @@ func TestFolderAwayDuringItsScanIsNotRestored(t *testing.T) {
 		t.Errorf("B kept the message A's client expunged")
 	}
 }
+
+// TestFolderBackBeforeItsRestore: Box's directory is away when A's scan
+// lists the root (a client's RENAME Box X, with no DELETE: the scan takes
+// Box for vanished and the sync restores it from B under a new
+// UIDVALIDITY), and comes back before A's apply (the client's RENAME X
+// Box). The restore then meets the directory it is to make, holding Box's
+// own uidlist under the old UIDVALIDITY, where A's client expunged a
+// message: the message must not come back at its old UID under that
+// UIDVALIDITY (Dovecot: "Expunged message reappeared").
+func TestFolderBackBeforeItsRestore(t *testing.T) {
+	a, b := roots(t)
+	m1 := testmail.Deliver(t, a, "Box", "one")
+	testmail.Deliver(t, a, "Box", "two")
+	testmail.Deliver(t, a, "Zed", "z")
+	settle(t, a, b)
+	before := testmail.Uidlist(t, a, "Box")
+	uid := uidOfBase(t, a, "Box", m1)
+	testmail.Expunge(t, a, "Box", m1)
+	testmail.Deliver(t, a, "Zed", "z2") // (so that the scan reads Zed)
+
+	dir := testmail.Dir(t, a, "Box")
+	zed := testmail.Dir(t, a, "Zed")
+	away := dir + "-away"
+	if err := os.Rename(dir, away); err != nil {
+		t.Fatal(err)
+	}
+	back := false
+	restore := index.SetTestHookBetweenListings(func(d string) {
+		if !back && d == zed {
+			back = true
+			if err := os.Rename(away, dir); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	_, err := testmail.TrySync(a, b, session.Options{})
+	restore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !back {
+		t.Fatal("the listing hook did not run")
+	}
+	testmail.SyncUntilQuiet(t, a, b, session.Options{}, 6)
+	testmail.Converged(t, a, b)
+	after := testmail.Uidlist(t, a, "Box")
+	t.Logf("Box's UIDVALIDITY %d -> %d; B has the expunged message: %v", before.UIDValidity, after.UIDValidity, testmail.Find(t, b, "Box", m1) != "")
+	if after.UIDValidity == before.UIDValidity {
+		for _, rec := range after.Records {
+			if rec.UID == uid && testmail.FindFile(t, a, "Box", maildir.UidRecord.Base(rec)) != "" {
+				t.Errorf("A's Box lists UID %d again, with a file, under UIDVALIDITY %d, where A's client expunged it: Dovecot says \"Expunged message reappeared\"", uid, after.UIDValidity)
+			}
+		}
+	}
+}
