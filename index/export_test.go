@@ -243,3 +243,11 @@ func SetTestHookFrozenFileClock(ns int64) func() {
 	testHookFrozenFileClock = ns
 	return func() { testHookFrozenFileClock = 0 }
 }
+
+// SetTestHookBeforeMissingRecheck makes a scan call f with the name of the
+// first mailbox it found no directory and no DELETE record for, before it
+// looks again (a client's DELETE logging the delete then).
+func SetTestHookBeforeMissingRecheck(f func(name string)) func() {
+	testHookBeforeMissingRecheck = f
+	return func() { testHookBeforeMissingRecheck = nil }
+}

@@ -2,7 +2,10 @@ package index_test
 
 import (
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/twinbox-mail/twinbox/index"
 	"github.com/twinbox-mail/twinbox/internal/testmail"
@@ -76,38 +79,166 @@ func TestFolderAwayDuringItsScanIsNotRestored(t *testing.T) {
 	}
 }
 
-// TestFolderBackBeforeItsRestore: Box's directory is away when A's scan
-// lists the root (a client's RENAME Box X, with no DELETE: the scan takes
-// Box for vanished and the sync restores it from B under a new
-// UIDVALIDITY), and comes back before A's apply (the client's RENAME X
-// Box). The restore then meets the directory it is to make, holding Box's
-// own uidlist under the old UIDVALIDITY, where A's client expunged a
-// message: the message must not come back at its old UID under that
-// UIDVALIDITY (Dovecot: "Expunged message reappeared").
+// TestFolderBackBeforeItsRestore: Box's directory is away during A's scan
+// (a client's RENAME Box X, with no DELETE, or a listing that missed it
+// while a client renamed it: the scan takes Box for vanished, and the sync
+// restores it from B under a new UIDVALIDITY), and comes back before A's
+// apply (the client's RENAME X Box). The restore then meets the directory
+// it is to make, holding Box's own uidlist under the old UIDVALIDITY,
+// where A's client expunged a message: B's copy must not come back at its
+// old UID under that UIDVALIDITY (the IMAP stress on 2.4, session 10, long
+// seed 1795949568032157517: "Expunged message reappeared, giving a new UID
+// (old uid=1, ...)" on A's S2, which a client had renamed to S3 and back).
 func TestFolderBackBeforeItsRestore(t *testing.T) {
 	a, b := roots(t)
 	m1 := testmail.Deliver(t, a, "Box", "one")
 	testmail.Deliver(t, a, "Box", "two")
-	testmail.Deliver(t, a, "Zed", "z")
 	settle(t, a, b)
 	before := testmail.Uidlist(t, a, "Box")
 	uid := uidOfBase(t, a, "Box", m1)
 	testmail.Expunge(t, a, "Box", m1)
-	testmail.Deliver(t, a, "Zed", "z2") // (so that the scan reads Zed)
+	testmail.Deliver(t, a, "Zed", "z") // (so that B has something to apply)
 
 	dir := testmail.Dir(t, a, "Box")
-	zed := testmail.Dir(t, a, "Zed")
-	away := dir + "-away"
+	away := filepath.Join(t.TempDir(), "unseen") // (where no scan looks: a listing that missed it)
 	if err := os.Rename(dir, away); err != nil {
 		t.Fatal(err)
 	}
 	back := false
-	restore := index.SetTestHookBetweenListings(func(d string) {
-		if !back && d == zed {
+	restore := index.SetTestHookBeforeApplyBox(func(root string) {
+		if !back && root == b {
 			back = true
 			if err := os.Rename(away, dir); err != nil {
 				t.Fatal(err)
 			}
+		}
+	})
+	sum, err := testmail.TrySync(a, b, session.Options{})
+	restore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !back {
+		t.Fatal("the apply hook did not run")
+	}
+	t.Logf("first sync: revalidated %v; A: %+v", sum.Revalidated, sum.ResultA)
+	testmail.SyncUntilQuiet(t, a, b, session.Options{}, 6)
+	testmail.Converged(t, a, b)
+	after := testmail.Uidlist(t, a, "Box")
+	t.Logf("Box's UIDVALIDITY %d -> %d", before.UIDValidity, after.UIDValidity)
+	if after.UIDValidity == before.UIDValidity {
+		for _, rec := range after.Records {
+			if rec.UID == uid && testmail.FindFile(t, a, "Box", maildir.UidRecord.Base(rec)) != "" {
+				t.Errorf("A's Box lists UID %d again, with a file, under UIDVALIDITY %d, where A's client expunged it: Dovecot says \"Expunged message reappeared\"", uid, after.UIDValidity)
+			}
+		}
+	}
+}
+
+// TestFolderBackUnderAnotherNameBeforeItsRestore: as
+// TestFolderBackBeforeItsRestore, but the directory comes back under
+// another name (a client's RENAME X Other): the restore finds the mailbox's
+// GUID there, holding its old UIDVALIDITY, and must not lay the restored
+// messages out there under that UIDVALIDITY.
+func TestFolderBackUnderAnotherNameBeforeItsRestore(t *testing.T) {
+	a, b := roots(t)
+	m1 := testmail.Deliver(t, a, "Box", "one")
+	testmail.Deliver(t, a, "Box", "two")
+	settle(t, a, b)
+	before := testmail.Uidlist(t, a, "Box")
+	uid := uidOfBase(t, a, "Box", m1)
+	testmail.Expunge(t, a, "Box", m1)
+	testmail.Deliver(t, a, "Zed", "z") // (so that B has something to apply)
+
+	dir := testmail.Dir(t, a, "Box")
+	other := testmail.Dir(t, a, "Other")
+	away := filepath.Join(t.TempDir(), "unseen")
+	if err := os.Rename(dir, away); err != nil {
+		t.Fatal(err)
+	}
+	back := false
+	restore := index.SetTestHookBeforeApplyBox(func(root string) {
+		if !back && root == b {
+			back = true
+			if err := os.Rename(away, other); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	sum, err := testmail.TrySync(a, b, session.Options{})
+	restore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !back {
+		t.Fatal("the apply hook did not run")
+	}
+	t.Logf("first sync: revalidated %v; A: %+v", sum.Revalidated, sum.ResultA)
+	for _, d := range []string{other, dir} {
+		ul, _, err := maildir.ReadUidlist(d)
+		if err != nil || ul.UIDValidity != before.UIDValidity {
+			continue
+		}
+		for _, rec := range ul.Records {
+			if rec.UID == uid {
+				if _, err := os.Stat(filepath.Join(d, "cur", rec.FileName)); err == nil {
+					t.Errorf("%s lists UID %d again, with a file, under UIDVALIDITY %d, where A's client expunged it: Dovecot says \"Expunged message reappeared\"", d, uid, ul.UIDValidity)
+				}
+				for _, f := range listCur(t, d) {
+					if maildir.UidRecord.Base(rec) == baseOfName(f) {
+						t.Errorf("%s lists UID %d again, with its file %s, under UIDVALIDITY %d, where A's client expunged it", d, uid, f, ul.UIDValidity)
+					}
+				}
+			}
+		}
+	}
+	testmail.SyncUntilQuiet(t, a, b, session.Options{}, 6)
+	testmail.Converged(t, a, b)
+}
+
+func listCur(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	for _, sub := range []string{"cur", "new"} {
+		es, err := os.ReadDir(filepath.Join(dir, sub))
+		if err != nil {
+			continue
+		}
+		for _, e := range es {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+func baseOfName(n string) string {
+	if i := strings.IndexByte(n, ':'); i >= 0 {
+		return n[:i]
+	}
+	return n
+}
+
+// TestDeleteLoggedAfterItsDirectoryGoes: a client's DELETE of Box on A
+// removes Box's directory and then logs the delete in dovecot.mailbox.log;
+// A's scan runs in between. Box must replicate as deleted, not come back
+// from B as a folder that vanished without a DELETE (the user's DELETE
+// undone, and the restore landing in whatever took Box's name meanwhile).
+func TestDeleteLoggedAfterItsDirectoryGoes(t *testing.T) {
+	a, b := roots(t)
+	testmail.Deliver(t, a, "Box", "one")
+	settle(t, a, b)
+	ul := testmail.Uidlist(t, a, "Box")
+	if err := testmail.Loc(a).RemoveMailboxDir(testmail.Dir(t, a, "Box"), nil); err != nil {
+		t.Fatal(err)
+	}
+	logged := false
+	restore := index.SetTestHookBeforeMissingRecheck(func(name string) {
+		if logged || name != "Box" {
+			return
+		}
+		logged = true
+		if err := maildir.AppendMailboxLog(a, []maildir.LogRecord{{Type: 1, GUID: ul.GUID, Time: time.Now()}}); err != nil {
+			t.Fatal(err)
 		}
 	})
 	_, err := testmail.TrySync(a, b, session.Options{})
@@ -115,18 +246,56 @@ func TestFolderBackBeforeItsRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !back {
-		t.Fatal("the listing hook did not run")
+	if !logged {
+		t.Fatal("the scan did not look again for Box")
 	}
-	testmail.SyncUntilQuiet(t, a, b, session.Options{}, 6)
-	testmail.Converged(t, a, b)
-	after := testmail.Uidlist(t, a, "Box")
-	t.Logf("Box's UIDVALIDITY %d -> %d; B has the expunged message: %v", before.UIDValidity, after.UIDValidity, testmail.Find(t, b, "Box", m1) != "")
-	if after.UIDValidity == before.UIDValidity {
-		for _, rec := range after.Records {
-			if rec.UID == uid && testmail.FindFile(t, a, "Box", maildir.UidRecord.Base(rec)) != "" {
-				t.Errorf("A's Box lists UID %d again, with a file, under UIDVALIDITY %d, where A's client expunged it: Dovecot says \"Expunged message reappeared\"", uid, after.UIDValidity)
+	testmail.SyncUntilQuiet(t, a, b, session.Options{}, 4)
+	testmail.WantMailboxes(t, []string{"INBOX"}, a, b)
+}
+
+// TestFolderMissedByTheListingIsNotRestored: the scan's listing of A's
+// root misses Box's directory (a client renaming it as the listing reads:
+// neither name listed) and it is there again a moment later. The scan
+// must not take Box for vanished: restored from B under a new UIDVALIDITY,
+// a message A's client expunged came back.
+func TestFolderMissedByTheListingIsNotRestored(t *testing.T) {
+	a, b := roots(t)
+	m1 := testmail.Deliver(t, a, "Box", "one")
+	testmail.Deliver(t, a, "Box", "two")
+	settle(t, a, b)
+	before := testmail.Uidlist(t, a, "Box")
+	testmail.Expunge(t, a, "Box", m1)
+	dir := testmail.Dir(t, a, "Box")
+	away := filepath.Join(t.TempDir(), "unseen")
+	if err := os.Rename(dir, away); err != nil {
+		t.Fatal(err)
+	}
+	back := false
+	restore := index.SetTestHookBeforeMissingRecheck(func(name string) {
+		if !back && name == "Box" {
+			back = true
+			if err := os.Rename(away, dir); err != nil {
+				t.Fatal(err)
 			}
 		}
+	})
+	sum, err := testmail.TrySync(a, b, session.Options{})
+	restore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !back {
+		t.Fatal("the scan did not look again for Box")
+	}
+	if len(sum.Revalidated) > 0 {
+		t.Errorf("revalidated %v: Box was taken for vanished", sum.Revalidated)
+	}
+	testmail.SyncUntilQuiet(t, a, b, session.Options{}, 4)
+	testmail.Converged(t, a, b)
+	if got := testmail.Uidlist(t, a, "Box").UIDValidity; got != before.UIDValidity {
+		t.Errorf("Box's UIDVALIDITY %d -> %d", before.UIDValidity, got)
+	}
+	if testmail.Find(t, b, "Box", m1) != "" || testmail.Find(t, a, "Box", m1) != "" {
+		t.Errorf("the message A's client expunged came back")
 	}
 }

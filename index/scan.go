@@ -249,6 +249,7 @@ func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 	// Mailboxes the index knows that no directory holds any more.
 	var logRecs []maildir.LogRecord
 	logRead := false
+	rechecked := false // looked again once for mailboxes not found
 	for _, b := range boxes {
 		if found[b.GUID] || b.Deleted || b.Missing {
 			continue
@@ -270,6 +271,37 @@ func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 			logRead = true
 		}
 		delT := deleteTime(logRecs, b)
+		if delT.IsZero() && adoptOf(adopts, b, byGUID, found) == nil {
+			// No directory holds it and no DELETE is logged: before the
+			// verdict "vanished" (Missing: restored from the peer), look
+			// again a moment later. A client's DELETE removes the
+			// directory first and logs the delete after it, and a listing
+			// can miss a directory a client renames while it reads (on
+			// neither name): taken for vanished, the sync restored the
+			// mailbox the user had just deleted, or into a folder a client
+			// made or renamed to its name meanwhile (the IMAP stress on
+			// 2.4, session 10, long seed 1795949568032157517: "Expunged
+			// message reappeared" on A's S2).
+			if !rechecked {
+				rechecked = true
+				if testHookBeforeMissingRecheck != nil {
+					testHookBeforeMissingRecheck(b.Name)
+				}
+				time.Sleep(missingRecheck)
+				if recs, err := maildir.ReadMailboxLog(r.loc.Root); err == nil {
+					logRecs = recs
+				}
+			}
+			delT = deleteTime(logRecs, b)
+			if delT.IsZero() {
+				if _, err := r.locate(b); err == nil {
+					r.log.Info("mailbox not found by the listing, found again: the next scan sees where", "mailbox", b.Name)
+					res.Changed = true
+					complete = false
+					continue
+				}
+			}
+		}
 		if j := adoptOf(adopts, b, byGUID, found); j != nil && (delT.IsZero() || j.From == j.To) {
 			// The loser of a merge a killed apply did not record, its
 			// directory gone since (adopt.go). (Deleted by a client
@@ -1685,6 +1717,15 @@ func (r *Replica) scanKnown(ctx context.Context, box *Box, name, dir string, st 
 	}
 	return true, changed, nil
 }
+
+// missingRecheck is how long a scan waits before it looks again for
+// mailboxes no directory holds and no DELETE record names (a client's
+// DELETE logs the delete after it removed the directory).
+var missingRecheck = 100 * time.Millisecond
+
+// testHookBeforeMissingRecheck, if set, is called with the first such
+// mailbox's name before the scan looks again.
+var testHookBeforeMissingRecheck func(name string)
 
 // errFullScan rolls back a fast-path scan transaction.
 var errFullScan = errors.New("full scan needed")
