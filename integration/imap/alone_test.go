@@ -40,7 +40,7 @@ var (
 // Dovecot logs without twinbox, about one of the folders in gone (Maildir++
 // directory names under root, ".S1" say).
 func inherentLine(root, line string, gone map[string]bool) bool {
-	for _, re := range []*regexp.Regexp{inherentSaveIntoDeleted, inherentRenameChildExists, inherentSaveIntoDeleted24} {
+	for _, re := range []*regexp.Regexp{inherentSaveIntoDeleted, inherentRenameChildExists, inherentSaveIntoDeleted24, saveRenameSwapped} {
 		m := re.FindStringSubmatch(line)
 		if m == nil {
 			continue
