@@ -15,8 +15,8 @@ import (
 // UIDVALIDITY has its cur/ mtime moved (maildir.NudgeDovecot): Dovecot reads
 // the uidlist again only when new/'s or cur/'s mtime differs from what its
 // index recorded, and a rewrite that renames no file changes neither
-// (integration/imap TestRestoredFolderSettledIndex shows the stale IMAP view
-// without it). The scenarios: the folder vanished (rm -rf) on B and is
+// (integration/imap TestNewUIDValidityInPlaceSettledIndex shows the stale
+// IMAP view without it). The scenarios: the folder vanished (rm -rf) on B and is
 // restored there, A keeps its directory (empty, and with a message); and a
 // folder made on both sides under different GUIDs, merged (one side takes
 // the other's UIDVALIDITY, its message at a UID of the new space).

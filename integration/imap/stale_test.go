@@ -1,0 +1,215 @@
+package imap
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+
+	"github.com/twinbox-mail/twinbox/integration/dovecot"
+)
+
+// Dovecot's maildir sync (maildir-sync.c, maildir_sync_quick_check) decides
+// whether to look at a folder again from the mtimes of its new/ and cur/
+// alone, compared with the ones its index recorded (seconds and
+// nanoseconds, maildir extension header). Only when one of them changed, or
+// when its last look was within a second of a directory's mtime (the
+// "delayed refresh" for changes in the same tick), does it take the uidlist
+// lock and read dovecot-uidlist again; SELECT otherwise answers from the
+// index, UIDVALIDITY included. So a uidlist rewritten in place under a new
+// UIDVALIDITY, with nothing renamed in cur/ or new/, stays unseen by a
+// Dovecot whose index of the folder is settled (its last look two seconds
+// or more after the directories' last change). Stress seed
+// 1795941362355669999 (2.3, long mode): A's Dovecot kept showing the empty
+// folder S2/Kid-90aa5439 at 1795941379 after the syncs gave its mailbox
+// 1795941391 (restored where its directory had vanished). A's directory of
+// it was made at 08:36:08.96 (the mtimes of cur/ and new/ at the end); the
+// index in it (dovecot.index.log, doveadm dump) recorded those mtimes and a
+// last look at 08:36:10, two seconds later, so no delayed refresh was due;
+// sync run 17 rewrote the uidlist in place at 08:36:14.14 (51 bytes, as
+// before); run 24 then moved the directory to S2/Kid-90aa5439 by rename(2),
+// which changes neither mtime. Nothing in cur/ or new/ changed after.
+//
+// The ops case rm-rf-of-an-empty-folder did not show it: its views are read
+// within a second of the sync that makes the folder, and Dovecot's delayed
+// refresh then reads the folder again at the next SELECT.
+
+// settleDovecotLook waits (bounded, no assertion on the time) until the
+// clock is two whole seconds past the mtimes of cur/ and new/ of every
+// folder dir, so that a Dovecot looking at them next records a look from
+// after its delayed-refresh window: its index of them is then settled, as a
+// long-running server's is.
+func settleDovecotLook(t *testing.T, dirs ...string) {
+	t.Helper()
+	var last int64
+	for _, d := range dirs {
+		for _, sub := range []string{"cur", "new"} {
+			st, err := os.Stat(filepath.Join(d, sub))
+			if err != nil {
+				t.Fatal(err)
+			}
+			last = max(last, st.ModTime().Unix())
+		}
+	}
+	for i := 0; time.Now().Unix() < last+2; i++ {
+		if i >= 100 {
+			t.Fatalf("the clock did not pass %d within 5 s", last+2)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// examineUIDValidity answers the UIDVALIDITY a new IMAP session's EXAMINE
+// of mailbox shows on side s.
+func examineUIDValidity(t *testing.T, s *side, mailbox string) uint32 {
+	t.Helper()
+	c := dial(t, s)
+	defer func() { _ = c.Logout().Wait() }()
+	d, err := c.Select(mailbox, &imap.SelectOptions{ReadOnly: true}).Wait()
+	if err != nil {
+		t.Fatalf("%s: EXAMINE %q: %v", s.name, mailbox, err)
+	}
+	return d.UIDValidity
+}
+
+// TestDovecotAloneSettledIndexIgnoresUidlist: one Dovecot, no twinbox. A
+// plain process rewrites a folder's uidlist under a new UIDVALIDITY (as a
+// sync does to the replica that kept a folder the other lost) after Dovecot
+// settled its index of the folder. A new session's EXAMINE still shows the
+// old value; once cur/'s mtime changes (here: set to now), the next EXAMINE
+// shows the new one and Dovecot logs "UIDVALIDITY changed". This is why
+// twinbox moves cur/'s mtime when it gives a folder a new UIDVALIDITY in
+// place (index/applybox.go).
+func TestDovecotAloneSettledIndexIgnoresUidlist(t *testing.T) {
+	dovecot.ForEach(t, func(t *testing.T, d *dovecot.Install) {
+		for _, withMsg := range []bool{false, true} {
+			t.Run(fmt.Sprintf("message=%v", withMsg), func(t *testing.T) {
+				s := &side{name: "A", srv: dovecot.StartServer(t, dovecot.ServerOptions{Name: "a", Dovecot: d})}
+				c := dial(t, s)
+				if err := c.Create("Stale", nil).Wait(); err != nil {
+					t.Fatal(err)
+				}
+				if withMsg {
+					appendMsg(t, c, "Stale", body("stale"), imap.FlagSeen)
+				}
+				_ = c.Logout().Wait()
+				dir := filepath.Join(s.root(), ".Stale")
+				settleDovecotLook(t, dir)
+				old := examineUIDValidity(t, s, "Stale") // Dovecot's settled look
+				v := freshUIDValidity()
+				if !setUIDValidity(t, dir, v) {
+					t.Fatal("uidlist lock not free")
+				}
+				if got := examineUIDValidity(t, s, "Stale"); got != old {
+					t.Fatalf("EXAMINE after the uidlist rewrite shows %d (old %d, uidlist %d): Dovecot read the uidlist without a change in cur/ or new/", got, old, v)
+				}
+				now := time.Now()
+				if err := os.Chtimes(filepath.Join(dir, "cur"), time.Time{}, now); err != nil {
+					t.Fatal(err)
+				}
+				if got := examineUIDValidity(t, s, "Stale"); got != v {
+					t.Fatalf("EXAMINE after cur/'s mtime moved shows %d, want the uidlist's %d (old %d)", got, v, old)
+				}
+				if n := countLines(s.srv.Log(), uidValidityChanged); n == 0 {
+					t.Errorf("no \"UIDVALIDITY changed\" line in Dovecot's log:\n%s", s.srv.Log())
+				}
+				t.Logf("Dovecot %s: EXAMINE showed %d after the rewrite to %d, and %d after cur/'s mtime moved", s.srv.Version(), old, v, v)
+			})
+		}
+	})
+}
+
+// TestNewUIDValidityInPlaceSettledIndex: a folder is settled in both
+// Dovecots' indexes, then the syncs give it a new UIDVALIDITY and rewrite one
+// side's uidlist in place, renaming no file there; that side's Dovecot must
+// show the new value and the messages at their new UIDs too (seed
+// 1795941362355669999). Cases: the folder (empty, or with a message) vanished
+// on B without a recorded delete (rm -rf) and is restored there, A keeping
+// its directory; and an empty folder CREATEd on both sides before a sync,
+// merged (one side takes the other's UIDVALIDITY, contract 3.4). (A merge
+// that adds a message to the side that takes the new value renames into its
+// cur/ and needs no help.) Each case fails without the cur/ mtime nudge in
+// index/applybox.go (maildir.NudgeDovecot).
+func TestNewUIDValidityInPlaceSettledIndex(t *testing.T) {
+	dovecot.ForEach(t, func(t *testing.T, d *dovecot.Install) {
+		for _, c := range []struct {
+			name           string
+			merge, withMsg bool
+		}{
+			{name: "rm-rf-empty"},
+			{name: "rm-rf-with-a-message", withMsg: true},
+			{name: "merged-empty", merge: true},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				p := newPair(t, dovecot.ServerOptions{Dovecot: d})
+				// A's INBOX first, made on B by the syncs: B's Dovecot does
+				// not make another one to merge.
+				_ = dial(t, p.a).Logout().Wait()
+				p.settle(t)
+				makers := []*side{p.a}
+				if c.merge {
+					makers = append(makers, p.b)
+				}
+				for i, s := range makers {
+					cl := dial(t, s)
+					if i > 0 {
+						// B's Dovecot takes one more value from its counter
+						// (which the syncs raised to A's) first, so that its
+						// Stale has another UIDVALIDITY than A's.
+						if err := cl.Create("Bump", nil).Wait(); err != nil {
+							t.Fatal(err)
+						}
+					}
+					if err := cl.Create("Stale", nil).Wait(); err != nil {
+						t.Fatal(err)
+					}
+					if c.withMsg {
+						appendMsg(t, cl, "Stale", body("stale "+c.name), imap.FlagSeen)
+					}
+					_ = cl.Logout().Wait()
+				}
+				if !c.merge {
+					p.settle(t)
+					p.requireSame(t)
+				}
+				// Both Dovecots look again after their delayed-refresh
+				// window: their indexes of the folder are settled.
+				settleDovecotLook(t, filepath.Join(p.a.root(), ".Stale"), filepath.Join(p.b.root(), ".Stale"))
+				old := map[string]uint32{}
+				for _, s := range p.sides() {
+					old[s.name] = readView(t, s).Boxes["Stale"].UIDValidity
+				}
+				if c.merge && old["A"] == old["B"] {
+					t.Fatalf("both Dovecots gave the folder UIDVALIDITY %d: nothing to merge", old["A"])
+				}
+				if !c.merge {
+					// rm -rf on B; A keeps its folder (and its Dovecot index).
+					if err := os.RemoveAll(filepath.Join(p.b.root(), ".Stale")); err != nil {
+						t.Fatal(err)
+					}
+				}
+				p.settle(t)
+				va, _ := p.requireSame(t) // the merged folder's UIDVALIDITY changed on one side
+				got := va.Boxes["Stale"]
+				if got == nil {
+					t.Fatal("folder Stale gone")
+				}
+				if !c.merge && got.UIDValidity <= old["A"] {
+					t.Errorf("folder Stale after the restore: UIDVALIDITY %d, want above %d", got.UIDValidity, old["A"])
+				}
+				want := 0
+				if c.withMsg {
+					want = 1
+				}
+				if len(got.Msgs) != want {
+					t.Errorf("folder Stale: %v, want %d messages", got.Msgs, want)
+				}
+				p.checkLogsRevalidated(t, map[string]bool{".Stale": true})
+				t.Logf("Dovecot %s: UIDVALIDITY A %d, B %d before; %d after on both sides", p.a.srv.Version(), old["A"], old["B"], got.UIDValidity)
+			})
+		}
+	})
+}
