@@ -129,19 +129,26 @@ func TestDovecotAloneSettledIndexIgnoresUidlist(t *testing.T) {
 // 1795941362355669999). Cases: the folder (empty, or with a message) vanished
 // on B without a recorded delete (rm -rf) and is restored there, A keeping
 // its directory; and an empty folder CREATEd on both sides before a sync,
-// merged (one side takes the other's UIDVALIDITY, contract 3.4). (A merge
-// that adds a message to the side that takes the new value renames into its
-// cur/ and needs no help.) Each case fails without the cur/ mtime nudge in
-// index/applybox.go (maildir.NudgeDovecot).
+// merged (one side takes the other's UIDVALIDITY, contract 3.4); and A's
+// uidlist lost, restored by A's scan from twinbox's index under a new value.
+// (A merge that adds a message to the side that takes the new value renames
+// into its cur/ and needs no help.) The first three fail without the cur/
+// mtime nudge in index/applybox.go (maildir.NudgeDovecot): the side that
+// kept its directory shows the old UIDVALIDITY (and, with a message, the
+// message at its old UID with an empty body); uidlist-lost fails without
+// the one in index/scan.go (establishUidlist): A's FETCH makes Dovecot
+// resync mid-session and end it ("dovecot.index reset, view is now
+// inconsistent").
 func TestNewUIDValidityInPlaceSettledIndex(t *testing.T) {
 	dovecot.ForEach(t, func(t *testing.T, d *dovecot.Install) {
 		for _, c := range []struct {
-			name           string
-			merge, withMsg bool
+			name                   string
+			merge, withMsg, lostUL bool
 		}{
 			{name: "rm-rf-empty"},
 			{name: "rm-rf-with-a-message", withMsg: true},
 			{name: "merged-empty", merge: true},
+			{name: "uidlist-lost", withMsg: true, lostUL: true},
 		} {
 			t.Run(c.name, func(t *testing.T) {
 				p := newPair(t, dovecot.ServerOptions{Dovecot: d})
@@ -185,7 +192,13 @@ func TestNewUIDValidityInPlaceSettledIndex(t *testing.T) {
 				if c.merge && old["A"] == old["B"] {
 					t.Fatalf("both Dovecots gave the folder UIDVALIDITY %d: nothing to merge", old["A"])
 				}
-				if !c.merge {
+				switch {
+				case c.lostUL:
+					// A loses the folder's uidlist (Dovecot's index stays).
+					if err := os.Remove(filepath.Join(p.a.root(), ".Stale", "dovecot-uidlist")); err != nil {
+						t.Fatal(err)
+					}
+				case !c.merge:
 					// rm -rf on B; A keeps its folder (and its Dovecot index).
 					if err := os.RemoveAll(filepath.Join(p.b.root(), ".Stale")); err != nil {
 						t.Fatal(err)
