@@ -2,8 +2,10 @@ package imap
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -223,6 +225,107 @@ func TestNewUIDValidityInPlaceSettledIndex(t *testing.T) {
 				p.checkLogsRevalidated(t, map[string]bool{".Stale": true})
 				t.Logf("Dovecot %s: UIDVALIDITY A %d, B %d before; %d after on both sides", p.a.srv.Version(), old["A"], old["B"], got.UIDValidity)
 			})
+		}
+	})
+}
+
+// deleteRetrySecs is Dovecot's MAILBOX_DELETE_RETRY_SECS (mail-storage.c,
+// 2.3 and 2.4): a mailbox whose index says it is being deleted is undeleted
+// by the next read-write open only once its dovecot.index.log has not
+// changed for that long.
+const deleteRetrySecs = 30
+
+// TestDovecotAloneRedeleteWithinRetrySecs: one Dovecot, two IMAP clients, no
+// twinbox. A client DELETEs an empty folder while a plain process renames
+// its directory aside (as a sync replicating a RENAME, or moving a folder
+// aside for a name clash, may): Dovecot's DELETE marks the folder's index
+// deleted (an index-deleted record in dovecot.index.log), then finds the
+// directory gone and answers "Mailbox was deleted under us". The folder at
+// the other name keeps that index: EXAMINE answers "deleted under us"
+// (read-only, it never undeletes), and a DELETE of it is refused with
+// "Mailbox exists" as long as its dovecot.index.log is younger than
+// MAILBOX_DELETE_RETRY_SECS (30 s): mailbox_open undeletes such an index
+// only after that (mailbox_try_undelete), and a mailbox it could not open is
+// deleted as a \Noselect one, which Maildir++ refuses for an existing
+// directory (maildir_list_delete_dir). Once the log is older (here its
+// mtime is set back; with TWINBOX_LONG=1 the test waits the 30 s), the same
+// DELETE removes the folder. This is the stress's class (a): its second
+// DELETE of such a folder came within seconds of the first, and a fresh
+// Dovecot on a cp -a copy, minutes later, deleted it at once (the copy kept
+// the log's old mtime).
+func TestDovecotAloneRedeleteWithinRetrySecs(t *testing.T) {
+	dovecot.ForEach(t, func(t *testing.T, d *dovecot.Install) {
+		s := &side{name: "X", srv: dovecot.StartServer(t, dovecot.ServerOptions{Name: "alone", Dovecot: d})}
+		c, c2 := dial(t, s), dial(t, s)
+		dir, aside := filepath.Join(s.root(), ".S1"), filepath.Join(s.root(), ".S1-aside")
+		rounds, first := 0, ""
+		for ; rounds < 100 && first == ""; rounds++ {
+			if err := c.Create("S1", nil).Wait(); err != nil {
+				t.Fatalf("round %d: CREATE S1: %v", rounds, err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- c.Delete("S1").Wait() }()
+			time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
+			renamed := os.Rename(dir, aside) == nil
+			err := <-done
+			c = redial(t, s, c)
+			if !renamed {
+				continue
+			}
+			// A uidlist lock the DELETE held moved with the directory, and
+			// its process (done now) could not remove it: orphaned, as
+			// Dovecot itself would find after two minutes.
+			if err := os.Remove(filepath.Join(aside, "dovecot-uidlist.lock")); err != nil && !os.IsNotExist(err) {
+				t.Fatal(err)
+			}
+			_, exErr := c2.Select("S1-aside", &imap.SelectOptions{ReadOnly: true}).Wait()
+			c2 = redial(t, s, c2)
+			if err != nil && exErr != nil && strings.Contains(exErr.Error(), deletedUnderUs) {
+				first = fmt.Sprintf("DELETE S1: %v; EXAMINE S1-aside: %v", err, exErr)
+				break
+			}
+			// Not caught in the window: away with it (a plain removal: a
+			// DELETE would wait for the uidlist lock Dovecot may have left
+			// in it).
+			if err := os.RemoveAll(aside); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if first == "" {
+			t.Fatalf("no DELETE left its folder deleted under the clients in %d rounds", rounds)
+		}
+		t.Logf("round %d: %s", rounds, first)
+		logPath := filepath.Join(aside, "dovecot.index.log")
+		st, err := os.Stat(logPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if age := time.Since(st.ModTime()); age >= (deleteRetrySecs-5)*time.Second {
+			t.Fatalf("the index log is already %v old", age)
+		}
+		err = c2.Delete("S1-aside").Wait()
+		if err == nil || !strings.Contains(err.Error(), "Mailbox exists") {
+			t.Fatalf("DELETE S1-aside at once: %v, want NO Mailbox exists", err)
+		}
+		if longMode() {
+			t.Logf("waiting for the index log to be %d s old", deleteRetrySecs)
+			for i := 0; time.Since(st.ModTime()) <= (deleteRetrySecs+1)*time.Second; i++ {
+				if i > 400 {
+					t.Fatal("the clock did not move on")
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		} else {
+			old := time.Now().Add(-(deleteRetrySecs + 10) * time.Second)
+			if err := os.Chtimes(logPath, old, old); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c2.Delete("S1-aside").Wait(); err != nil {
+			t.Fatalf("DELETE S1-aside once its index log is %d s old: %v", deleteRetrySecs, err)
+		}
+		if _, err := os.Stat(aside); !os.IsNotExist(err) {
+			t.Fatalf("S1-aside after its DELETE: %v", err)
 		}
 	})
 }
