@@ -1016,6 +1016,17 @@ func (r *Replica) applyBox(ctx context.Context, bp *merge.BoxPlan, adopt *merge.
 		if err := maildir.WriteUidlist(dir, &nu); err != nil {
 			return r.wrap(name, err)
 		}
+		// A new UIDVALIDITY, or files at other UIDs under their old names
+		// (a rewrite renames none), leaves cur/ and new/ as they were, and
+		// a Dovecot whose index of the mailbox is settled would not read
+		// the uidlist again: it would go on showing the old UIDVALIDITY
+		// (stress seed 1795941362355669999) and messages at their old UIDs.
+		if nu.UIDValidity != ul.UIDValidity || (rewriting && len(moved) > 0) {
+			touched["cur"] = true
+			if err := maildir.NudgeDovecot(dir); err != nil {
+				return r.wrap(name, err)
+			}
+		}
 	}
 	for _, sub := range []string{"cur", "new"} {
 		if !touched[sub] && !rewriting {

@@ -645,6 +645,9 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 		if err := r.writeUidlist(dir, nu); err != nil {
 			return nil, nil, 0, r.wrap(name, err)
 		}
+		if err := r.nudgeDovecot(dir); err != nil {
+			return nil, nil, 0, r.wrap(name, err)
+		}
 		r.log.Warn("dovecot-uidlist was missing: restored from the index under a new UIDVALIDITY", "mailbox", name, "uidvalidity", nu.UIDValidity, "missing_messages", len(lost))
 		return nu, nil, 0, nil
 	}
@@ -678,6 +681,9 @@ func (r *Replica) establishUidlist(ctx context.Context, name, dir string, known 
 	}
 	given := r.giveUIDs(name, ul, files)
 	if err := r.writeUidlist(dir, ul); err != nil {
+		return nil, nil, 0, r.wrap(name, err)
+	}
+	if err := r.nudgeDovecot(dir); err != nil {
 		return nil, nil, 0, r.wrap(name, err)
 	}
 	post := stampOf(dir) // under the lock: the file just written
@@ -2162,6 +2168,27 @@ func (r *Replica) writeUidlist(dir string, ul *maildir.Uidlist) error {
 		testHookUidlistWrite(dir)
 	}
 	return maildir.WriteUidlist(dir, ul)
+}
+
+// nudgeDovecot moves cur/'s mtime after establishUidlist wrote a uidlist
+// under a new UIDVALIDITY in a directory Dovecot has indexed (its uidlist
+// lost, or a copy's taken over by a new identity): Dovecot reads the
+// uidlist again only when new/'s or cur/'s mtime changed
+// (maildir.NudgeDovecot). Only where Dovecot's index of the folder lies in
+// it (the default; not with INDEX= elsewhere): the scan keeps the stamp it
+// took before (the uidlist's parts aside), so a moved cur/ costs the next
+// scan a full listing, which a directory Dovecot never opened (an MTA's, a
+// new replica's) need not pay. A dry run writes nothing.
+func (r *Replica) nudgeDovecot(dir string) error {
+	if r.opt.DryRun {
+		return nil
+	}
+	for _, f := range []string{"dovecot.index.log", "dovecot.index"} {
+		if _, err := os.Lstat(filepath.Join(dir, f)); err == nil {
+			return maildir.NudgeDovecot(dir)
+		}
+	}
+	return nil
 }
 
 // exemptFromMassExpunge reports whether expunges in a mailbox are never
