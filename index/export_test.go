@@ -243,3 +243,11 @@ func SetTestHookFrozenFileClock(ns int64) func() {
 	testHookFrozenFileClock = ns
 	return func() { testHookFrozenFileClock = 0 }
 }
+
+// SetTestHookBeforeDirMove makes a mailbox directory's move or removal
+// call f with the directory right before the rename(2), with all the locks
+// the move takes held.
+func SetTestHookBeforeDirMove(f func(dir string)) func() {
+	testHookBeforeDirMove = f
+	return func() { testHookBeforeDirMove = nil }
+}
