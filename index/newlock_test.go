@@ -1,6 +1,7 @@
 package index_test
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"os"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/twinbox-mail/twinbox/index"
 	"github.com/twinbox-mail/twinbox/internal/testmail"
+	"github.com/twinbox-mail/twinbox/maildir"
 	"github.com/twinbox-mail/twinbox/sync/session"
 )
 
@@ -78,5 +80,40 @@ func TestMoveHoldsDovecotsLogCreationLock(t *testing.T) {
 			}
 			return nil
 		})
+	}
+}
+
+// TestDeleteMailboxHoldsDovecotsLogCreationLock: as
+// TestMoveHoldsDovecotsLogCreationLock for "twinbox delete"
+// (Replica.DeleteMailbox).
+func TestDeleteMailboxHoldsDovecotsLogCreationLock(t *testing.T) {
+	root := t.TempDir()
+	testmail.Deliver(t, root, "S1", "in S1")
+	r, err := index.Open(context.Background(), maildir.Location{Root: root}, index.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	tried, refused := 0, 0
+	restore := index.SetTestHookBeforeDirMove(func(dir string) {
+		tried++
+		f, err := os.OpenFile(filepath.Join(dir, "dovecot.index.log.newlock"), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, fs.ErrExist) {
+			refused++
+		} else if err == nil {
+			f.Close()
+			_ = os.Remove(filepath.Join(dir, "dovecot.index.log.newlock"))
+		}
+	})
+	_, err = r.DeleteMailbox(context.Background(), "S1")
+	restore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tried != 1 || refused != 1 {
+		t.Errorf("the delete's removal: hook called %d times, Dovecot refused the lock %d times; want 1 and 1", tried, refused)
+	}
+	if _, err := os.Stat(testmail.Dir(t, root, "S1")); !os.IsNotExist(err) {
+		t.Errorf("S1 is still there: %v", err)
 	}
 }
