@@ -649,7 +649,9 @@ func testConcurrentClientsAndSyncs(t *testing.T, d *dovecot.Install) {
 	// folder X that a sync moved away or removed, or a client of that side
 	// renamed, within a second of the line: a process was making X's first
 	// transaction log (newlockMovedLine,
-	// TestDovecotAloneFolderMovedWhileLogCreated).
+	// TestDovecotAloneFolderMovedWhileLogCreated); and "dotlock
+	// X/dovecot-uidlist.lock was immediately deleted under us" of such a
+	// folder (the same rule, TestDovecotAloneUidlistLockMovedUnderSession).
 	clashes, merged, swapped, savesMoved, copiesMoved, dups := p.checkStressLogs(t, l.clashes, l.failedCopies, l.renames, sl.log.String())
 	clashes /= childClashLines
 	t.Logf("Dovecot's log: %d predicted RENAME child clashes, %d \"UIDVALIDITY changed\" or index reset lines of merged scratch folders, %d transaction log errors of scratch folders a sync replaced, %d failed saves into a folder a sync moved or removed, %d failed COPY/MOVEs into such a folder, %d \"Duplicate file entry\" warnings", clashes, merged, swapped, savesMoved, copiesMoved, dups)
@@ -959,13 +961,17 @@ func childMovedLine(root, line, side string, renames []clientRename, moves []dir
 	return false
 }
 
-// newlockMovedLine reports whether line is Dovecot's newlockRenameVanished
-// or newlockDeleted line about a scratch folder's directory D (under root)
+// newlockMovedLine reports whether line is Dovecot's newlockRenameVanished,
+// newlockDeleted or uidlistLockVanished line about a scratch folder's
+// directory D (under root)
 // that a sync moved away or removed (gone, see movedAwayAt), or a client of
 // side RENAMEd away (renames), within a second of the line's time (its
 // whole second; a second of slack either side). Dovecot logs the pair when
 // the folder moves while a process makes its first transaction log, and
-// it does so with no twinbox (TestDovecotAloneFolderMovedWhileLogCreated).
+// it does so with no twinbox (TestDovecotAloneFolderMovedWhileLogCreated);
+// and uidlistLockVanished when the folder moves as a process takes its
+// uidlist lock (TestDovecotAloneUidlistLockMovedUnderSession; the stress
+// met it once on 2.4, default seed 1795945612664195781).
 // The stress met it on 2.3 and 2.4 (session 9, default seed
 // 1795945616685085170: B's sync moved .S1 to .S3, replicating A's RENAME,
 // 0.4 s into the line's second; long seed 1795945240376316901: A's sync
@@ -976,6 +982,9 @@ func newlockMovedLine(root, line, side string, renames []clientRename, gone map[
 		m = newlockDeleted.FindStringSubmatch(line)
 	} else if m[1] != m[2] {
 		return false
+	}
+	if m == nil {
+		m = uidlistLockVanished.FindStringSubmatch(line)
 	}
 	if m == nil || len(line) < 15 {
 		return false
@@ -1629,6 +1638,27 @@ func TestNewlockMovedLine(t *testing.T) {
 	} {
 		if got := newlockMovedLine(root, c.line, "B", c.renames, movedAwayAt(c.syncLog, root)); got != c.want {
 			t.Errorf("%s: newlockMovedLine = %v, want %v", c.what, got, c.want)
+		}
+	}
+	// The uidlist lock's line of the 2.4 run that met it (default seed
+	// 1795945612664195781): B's sync moved .S1.Kid to .S3.Kid in its second.
+	const (
+		gone    = "Nov 29 09:46:53 imap(twinboxtest)<17963><DadQLGdhup1/AAAB>: Error: dotlock /tmp/twinbox-dovecot-b-1743633382/mail/.S1.Kid/dovecot-uidlist.lock was immediately deleted under us"
+		kidMove = `time=2026-11-29T09:46:53.351Z level=DEBUG msg="moved a mailbox directory" from=/tmp/twinbox-dovecot-b-1743633382/mail/.S1.Kid to=/tmp/twinbox-dovecot-b-1743633382/mail/.S3.Kid` + "\n"
+		root2   = "/tmp/twinbox-dovecot-b-1743633382/mail"
+	)
+	for _, c := range []struct {
+		what, syncLog, line string
+		want                bool
+	}{
+		{"the sync moved .S1.Kid", kidMove, gone, true},
+		{"nothing moved", "", gone, false},
+		{"moved a minute before", strings.Replace(kidMove, "09:46:53", "09:45:53", 1), gone, false},
+		{"another folder moved", strings.ReplaceAll(kidMove, ".S1.Kid ", ".S2.Kid "), gone, false},
+		{"the keywords lock", kidMove, strings.Replace(gone, "dovecot-uidlist.lock", "dovecot-keywords.lock", 1), false},
+	} {
+		if got := newlockMovedLine(root2, c.line, "B", nil, movedAwayAt(c.syncLog, root2)); got != c.want {
+			t.Errorf("uidlist lock, %s: newlockMovedLine = %v, want %v", c.what, got, c.want)
 		}
 	}
 	// 2.4 writes the same text (TestDovecotAloneFolderMovedWhileLogCreated).
