@@ -69,6 +69,7 @@ var (
 	testHookBeforeDeleteLock   func(dir string)
 	testHookBetweenListings    func(dir string)
 	testHookAfterRename        func(dst string)
+	testHookBeforeDirMove      func(dir string) // a mailbox directory about to move or be removed, all locks held
 	testHookBeforeAdopt        func(dst string)
 	testHookBeforeBoxCommit    func(dir string)
 	testHookAfterListing       func(dir string)
@@ -1414,10 +1415,30 @@ func (r *Replica) applyDelete(ctx context.Context, op merge.MailboxOp, res *Appl
 			lk.Unlock()
 			return r.wrap(b.Name, err)
 		}
+		nl, err := r.lockIndexLogCreation(ctx, dir)
+		if errors.Is(err, errSaving) {
+			ll.Unlock()
+			lk.Unlock()
+			skip(res, "delete of %q: %v", b.Name, err)
+			return nil
+		} else if err != nil {
+			ll.Unlock()
+			lk.Unlock()
+			return r.wrap(b.Name, err)
+		}
+		if testHookBeforeDirMove != nil {
+			testHookBeforeDirMove(dir)
+		}
 		// As Dovecot's DELETE: out of the listing first (renamed to a
-		// hidden name, our lock moving with it), then removed.
+		// hidden name, our locks moving with it), then removed.
 		r.log.Debug("removing a mailbox directory", "dir", dir)
-		err = r.loc.RemoveMailboxDir(dir, lk.Moved)
+		err = r.loc.RemoveMailboxDir(dir, func(d string) {
+			lk.Moved(d)
+			if nl != nil {
+				nl.Moved(d)
+			}
+		})
+		unlockCreation(nl)
 		ll.Unlock()
 		if err != nil {
 			lk.Unlock()

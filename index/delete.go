@@ -61,7 +61,22 @@ func (r *Replica) DeleteMailbox(ctx context.Context, name string) (*DeleteResult
 		lk.Unlock()
 		return nil, r.wrap(name, fmt.Errorf("Dovecot is changing its index, try again: %w", err))
 	}
-	err = r.loc.RemoveMailboxDir(dir, lk.Moved)
+	nl, err := r.lockIndexLogCreation(ctx, dir)
+	if err != nil {
+		ll.Unlock()
+		lk.Unlock()
+		return nil, r.wrap(name, fmt.Errorf("Dovecot is creating its index, try again: %w", err))
+	}
+	if testHookBeforeDirMove != nil {
+		testHookBeforeDirMove(dir)
+	}
+	err = r.loc.RemoveMailboxDir(dir, func(d string) {
+		lk.Moved(d)
+		if nl != nil {
+			nl.Moved(d)
+		}
+	})
+	unlockCreation(nl)
 	ll.Unlock()
 	if err != nil {
 		lk.Unlock()

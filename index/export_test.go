@@ -251,3 +251,11 @@ func SetTestHookBeforeMissingRecheck(f func(name string)) func() {
 	testHookBeforeMissingRecheck = f
 	return func() { testHookBeforeMissingRecheck = nil }
 }
+
+// SetTestHookBeforeDirMove makes a mailbox directory's move or removal
+// call f with the directory right before the rename(2), with all the locks
+// the move takes held.
+func SetTestHookBeforeDirMove(f func(dir string)) func() {
+	testHookBeforeDirMove = f
+	return func() { testHookBeforeDirMove = nil }
+}

@@ -87,6 +87,13 @@ func BreakOrphanUidlistLock(dir string) bool {
 	return breakOrphan(filepath.Join(dir, UidlistName) + ".lock")
 }
 
+// BreakOrphanIndexLogCreationLock is BreakOrphanUidlistLock for dir's
+// dovecot.index.log.newlock (LockIndexLogCreation): a killed twinbox's
+// would make Dovecot wait three minutes to index the folder.
+func BreakOrphanIndexLogCreationLock(dir string) bool {
+	return breakOrphan(filepath.Join(dir, IndexLogName) + ".newlock")
+}
+
 // liveTokens holds the tokens of the dotlocks this process holds.
 var liveTokens sync.Map
 
@@ -111,9 +118,33 @@ func breakOrphan(lockPath string) bool {
 	return os.Remove(lockPath) == nil
 }
 
+// IndexLogNewLockStale is how long Dovecot waits for a mailbox's
+// dovecot.index.log.newlock before it gives up
+// (MAIL_TRANSACTION_LOG_LOCK_TIMEOUT, 3 minutes): one this old, while
+// dovecot.index.log has not changed for as long, is stale.
+const IndexLogNewLockStale = 180 * time.Second
+
+// LockIndexLogCreation takes dir/dovecot.index.log.newlock, the dotlock
+// under which Dovecot creates a mailbox's transaction log file
+// (mail_transaction_log_file_create: it writes the new log as that file and
+// renames it to dovecot.index.log; the folder's first log is made so, with
+// no dovecot.index.log to hold a lock on). Dovecot waits while it exists.
+// As LockUidlistOrphans, for a caller that holds its replica's own lock: a
+// twinbox lock there that this process does not hold is removed at once.
+// The lock file's content is twinbox's, not a log: hold it only while the
+// mailbox directory moves or is removed, then Unlock (after Moved).
+func LockIndexLogCreation(ctx context.Context, dir string, timeout time.Duration) (*Dotlock, error) {
+	p := filepath.Join(dir, IndexLogName)
+	return lockFileAt(ctx, p+".newlock", p, IndexLogNewLockStale, timeout, true)
+}
+
 // lockFile takes protected+".lock".
 func lockFile(ctx context.Context, protected string, stale, timeout time.Duration, orphans bool) (*Dotlock, error) {
-	lockPath := protected + ".lock"
+	return lockFileAt(ctx, protected+".lock", protected, stale, timeout, orphans)
+}
+
+// lockFileAt takes the dotlock lockPath that protects protected.
+func lockFileAt(ctx context.Context, lockPath, protected string, stale, timeout time.Duration, orphans bool) (*Dotlock, error) {
 	deadline := time.Now().Add(timeout)
 	for {
 		if err := ctx.Err(); err != nil {
