@@ -102,7 +102,7 @@ func TestDovecotAloneSettledIndexIgnoresUidlist(t *testing.T) {
 				settleDovecotLook(t, dir)
 				old := examineUIDValidity(t, s, "Stale") // Dovecot's settled look
 				v := freshUIDValidity()
-				if !setUIDValidity(t, dir, v) {
+				if !setUIDValidityNudge(t, dir, v, false) {
 					t.Fatal("uidlist lock not free")
 				}
 				if got := examineUIDValidity(t, s, "Stale"); got != old {
