@@ -1041,6 +1041,11 @@ func newlockMovedLine(root, line, side string, renames []clientRename, gone map[
 var (
 	fsckLine        = regexp.MustCompile(`: Warning: (?:Mailbox \S+: )?fscking index file (\S+)/dovecot\.index$`)
 	fixedLogSeqLine = regexp.MustCompile(`: Error: Mailbox \S+: Fixed index file (\S+)/dovecot\.index: log_file_seq \d+ -> \d+$`)
+	// After the fix, the process's view, still at the log position of the
+	// other folder's log, finds the fixed index behind it (2.3, long seed
+	// 1795950428089552239, session 10: "(2,1424 < 4,1124)" right after
+	// "log_file_seq 4 -> 2").
+	wentBackwardsLine = regexp.MustCompile(`: Error: Mailbox \S+: (\S+)/dovecot\.index log position went backwards \(\d+,\d+ < \d+,\d+\)$`)
 )
 
 // lostLogs holds "pid directory" for each lostLogLine forgiven so far.
@@ -1051,7 +1056,7 @@ type lostLogs map[string]bool
 // E (through a temporary name or not) in the ten seconds before the line
 // (a second after, for the log's whole seconds), where the same log showed
 // a UIDVALIDITY change (an index reset) of D or of E before the line; or (2)
-// a fsckLine or fixedLogSeqLine of a process whose lostLogLine about the
+// a fsckLine, fixedLogSeqLine or wentBackwardsLine of a process whose lostLogLine about the
 // same directory it forgave before. The stress met these once (2.3, long
 // seed 1795933992182288386: a client's MOVE out of S1 while a sync moved
 // S2 in at S1, replicating the other side's RENAME S1 S3 and RENAME S2
@@ -1072,7 +1077,7 @@ func (l lostLogs) explains(root, line string, moves []dirMove, uvSeen map[string
 		}
 		return false
 	}
-	for _, re := range []*regexp.Regexp{fsckLine, fixedLogSeqLine} {
+	for _, re := range []*regexp.Regexp{fsckLine, fixedLogSeqLine, wentBackwardsLine} {
 		if m := re.FindStringSubmatch(line); m != nil {
 			return pid != "" && l[pid+" "+relTo(root, m[1])]
 		}
@@ -1684,6 +1689,14 @@ time=2026-11-29T06:33:15.203Z level=DEBUG msg="moved a mailbox directory" from=/
 	other := strings.Replace(family[0], "<28823>", "<28824>", 1)
 	if got := run(syncLog, uvLines, []string{other, family[1], family[2]}); !got[0] || got[1] || got[2] {
 		t.Errorf("fscking and fixed lines after another process's lost-log line: %v, want only that one explained", got)
+	}
+	// The view's complaint after the fix (session 10's 2.3 run).
+	back := "Nov 29 06:33:15 imap(twinboxtest)<28823><3jKsd2Rh7s5/AAAB>: Error: Mailbox S1: /tmp/twinbox-dovecot-b-952719074/mail/.S1/dovecot.index log position went backwards (2,1424 < 4,1124)"
+	if got := run(syncLog, uvLines, []string{family[0], family[1], family[2], back}); !got[3] {
+		t.Errorf("log position went backwards after the process's lost-log line: not explained")
+	}
+	if got := run(syncLog, uvLines, []string{other, back}); got[1] {
+		t.Errorf("log position went backwards after another process's lost-log line: explained")
 	}
 }
 
