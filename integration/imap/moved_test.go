@@ -115,8 +115,15 @@ func logCreationRaces(t *testing.T, d *dovecot.Install, how string, rounds int) 
 					if _, err := os.Lstat(filepath.Join(dir, "maildirfolder")); err != nil {
 						continue
 					}
+					// As twinbox's move (renameLocked): the uidlist lock
+					// first, then the newlock.
+					ul, err := maildir.LockUidlist(context.Background(), dir, 2*time.Second)
+					if err != nil {
+						continue // (Dovecot holds it: try again)
+					}
 					nl, err := maildir.LockIndexLogCreation(context.Background(), dir, time.Second)
 					if err != nil {
+						_ = ul.Unlock()
 						t.Errorf("taking %s's newlock: %v", from, err)
 						done <- false
 						return
@@ -124,8 +131,10 @@ func logCreationRaces(t *testing.T, d *dovecot.Install, how string, rounds int) 
 					err = os.Rename(dir, filepath.Join(r, "."+to))
 					if err == nil {
 						nl.Moved(filepath.Join(r, "."+to))
+						ul.Moved(filepath.Join(r, "."+to))
 					}
 					_ = nl.Unlock()
+					_ = ul.Unlock()
 					done <- err == nil
 					return
 				}
@@ -153,8 +162,12 @@ func logCreationRaces(t *testing.T, d *dovecot.Install, how string, rounds int) 
 		}
 		// The lock Dovecot could not rename moved with the folder, and
 		// the next process to index the folder would wait for it for
-		// three minutes holding the list's lock.
-		_ = os.Remove(filepath.Join(r, "."+to, "dovecot.index.log.newlock"))
+		// three minutes holding the list's lock. (Not under the newlock:
+		// none is left then, and a live one of a process indexing the
+		// moved folder is not to be removed.)
+		if how != "rename(2) under the newlock" {
+			_ = os.Remove(filepath.Join(r, "."+to, "dovecot.index.log.newlock"))
+		}
 		c1, c2 = redial(t, s, c1), redial(t, s, c2)
 	}
 	if moved > 0 {

@@ -150,60 +150,74 @@ func TestDovecotAloneResetFolderSwappedIn(t *testing.T) {
 }
 
 func testDovecotAloneResetFolderSwappedIn(t *testing.T, d *dovecot.Install) {
-	for _, reset := range []bool{true, false} {
-		srv := dovecot.StartServer(t, dovecot.ServerOptions{Dovecot: d, Name: "alone"})
-		s := &side{name: "X", srv: srv}
-		c1, c2 := dial(t, s), dial(t, s)
-		for _, n := range []string{"S1", "S3", "Work"} {
-			if err := c2.Create(n, nil).Wait(); err != nil {
-				t.Fatal(err)
-			}
-			for i := range 3 {
-				appendMsg(t, c2, n, body(fmt.Sprintf("%s %d", n, i)))
-			}
-		}
-		r := srv.Root
-		if reset {
-			// Twice: each reset starts a new log file, so S3's is
-			// then at a higher sequence than S1's (with one reset the
-			// two can be at the same one, and Dovecot then says
-			// "indexid changed", swappedUnderSession).
-			for range 2 {
-				if !setUIDValidity(t, filepath.Join(r, ".S3"), freshUIDValidity()) {
-					t.Fatal("S3's uidlist lock is taken")
-				}
-				selectBox(t, c2, "S3")
-				if err := c2.Unselect().Wait(); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if !waitLine(srv, uidValidityChanged) {
-				t.Fatalf("Dovecot logged no UIDVALIDITY change of S3; log:\n%s", errorLines(srv.Log()))
-			}
-		}
-		selectBox(t, c1, "S1")
-		for _, mv := range [][2]string{{".S3", "twinbox-tmp-x"}, {".S1", ".S1-aside"}, {"twinbox-tmp-x", ".S1"}} {
-			if err := os.Rename(filepath.Join(r, mv[0]), filepath.Join(r, mv[1])); err != nil {
-				t.Fatal(err)
-			}
-		}
-		_, err := c1.Move(imap.UIDSetNum(2), "Work").Wait()
-		c1.Close()
-		c2.Close()
-		if reset {
-			got := waitLine(srv, indexReset)
-			t.Logf("S3 reset, then swapped in under a session: MOVE: %v; Dovecot alone logged:\n%s", err, errorLines(srv.Log()))
-			if !got {
-				t.Errorf("Dovecot alone logged no %q for a reset folder swapped in under a session", indexReset)
-			}
-			continue
-		}
-		waitLine(srv, swappedUnderSession)
-		t.Logf("S3 not reset, swapped in under a session: MOVE: %v; Dovecot alone logged:\n%s", err, errorLines(srv.Log()))
-		if countLines(srv.Log(), indexReset) > 0 {
-			t.Errorf("Dovecot alone logged %q for a folder swapped in without a reset: resetSwappedIn's condition is too narrow", indexReset)
+	// With the reset, 2.3 now and then says "indexid changed"
+	// (swappedUnderSession) instead (CI, session 10, beside a stress
+	// loop): up to three attempts, each on a new server.
+	for attempt := 0; attempt < 3; attempt++ {
+		if resetSwappedInRound(t, d, true, attempt == 2) {
+			break
 		}
 	}
+	resetSwappedInRound(t, d, false, true)
+}
+
+// resetSwappedInRound is one round of TestDovecotAloneResetFolderSwappedIn
+// (with or without S3's resets); it reports whether Dovecot logged
+// indexReset, and fails the test if it did not on the last attempt (last).
+func resetSwappedInRound(t *testing.T, d *dovecot.Install, reset, last bool) bool {
+	srv := dovecot.StartServer(t, dovecot.ServerOptions{Dovecot: d, Name: "alone"})
+	s := &side{name: "X", srv: srv}
+	c1, c2 := dial(t, s), dial(t, s)
+	for _, n := range []string{"S1", "S3", "Work"} {
+		if err := c2.Create(n, nil).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 3 {
+			appendMsg(t, c2, n, body(fmt.Sprintf("%s %d", n, i)))
+		}
+	}
+	r := srv.Root
+	if reset {
+		// Twice: each reset starts a new log file, so S3's is
+		// then at a higher sequence than S1's (with one reset the
+		// two can be at the same one, and Dovecot then says
+		// "indexid changed", swappedUnderSession).
+		for range 2 {
+			if !setUIDValidity(t, filepath.Join(r, ".S3"), freshUIDValidity()) {
+				t.Fatal("S3's uidlist lock is taken")
+			}
+			selectBox(t, c2, "S3")
+			if err := c2.Unselect().Wait(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !waitLine(srv, uidValidityChanged) {
+			t.Fatalf("Dovecot logged no UIDVALIDITY change of S3; log:\n%s", errorLines(srv.Log()))
+		}
+	}
+	selectBox(t, c1, "S1")
+	for _, mv := range [][2]string{{".S3", "twinbox-tmp-x"}, {".S1", ".S1-aside"}, {"twinbox-tmp-x", ".S1"}} {
+		if err := os.Rename(filepath.Join(r, mv[0]), filepath.Join(r, mv[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := c1.Move(imap.UIDSetNum(2), "Work").Wait()
+	c1.Close()
+	c2.Close()
+	if reset {
+		got := waitLine(srv, indexReset)
+		t.Logf("S3 reset, then swapped in under a session: MOVE: %v; Dovecot alone logged:\n%s", err, errorLines(srv.Log()))
+		if !got && last {
+			t.Errorf("Dovecot alone logged no %q for a reset folder swapped in under a session, in three attempts", indexReset)
+		}
+		return got
+	}
+	waitLine(srv, swappedUnderSession)
+	t.Logf("S3 not reset, swapped in under a session: MOVE: %v; Dovecot alone logged:\n%s", err, errorLines(srv.Log()))
+	if countLines(srv.Log(), indexReset) > 0 {
+		t.Errorf("Dovecot alone logged %q for a folder swapped in without a reset: resetSwappedIn's condition is too narrow", indexReset)
+	}
+	return false
 }
 
 // childRenameVanished is what Dovecot's Maildir++ RENAME logs when a child
