@@ -986,8 +986,9 @@ func childMovedLine(root, line, side string, renames []clientRename, moves []dir
 // newlockMovedLine reports whether line is Dovecot's newlockRenameVanished,
 // newlockDeleted or uidlistLockVanished line about a scratch folder's
 // directory D (under root)
-// that a sync moved away or removed (gone, see movedAwayAt), or a client of
-// side RENAMEd away (renames), within a second of the line's time (its
+// that a client of side RENAMEd away (renames), or (uidlistLockVanished
+// only: a sync's moves hold the newlock since session 10) that a sync
+// moved away or removed (gone, see movedAwayAt), within a second of the line's time (its
 // whole second; a second of slack either side). Dovecot logs the pair when
 // the folder moves while a process makes its first transaction log, and
 // it does so with no twinbox (TestDovecotAloneFolderMovedWhileLogCreated);
@@ -1015,6 +1016,10 @@ func newlockMovedLine(root, line, side string, renames []clientRename, gone map[
 	if d == "" || !scratchDir.MatchString(d) {
 		return false
 	}
+	// The newlock pair of a sync's move is twinbox's fault since its moves
+	// hold the newlock (session 10: none in 121 stress runs after; the
+	// forgiven lines were logged): only a client's RENAME explains it.
+	byClientOnly := !uidlistLockVanished.MatchString(line)
 	lt, err := time.ParseInLocation("Jan _2 15:04:05", line[:15], time.Local)
 	if err != nil {
 		return false
@@ -1026,7 +1031,7 @@ func newlockMovedLine(root, line, side string, renames []clientRename, gone map[
 		return !to.Before(at.Add(-time.Second)) && !from.After(at.Add(2*time.Second))
 	}
 	for _, at := range gone[d] {
-		if near(at, at) {
+		if !byClientOnly && near(at, at) {
 			return true
 		}
 	}
@@ -1733,9 +1738,9 @@ func TestNewlockMovedLine(t *testing.T) {
 		line    string
 		want    bool
 	}{
-		{"the rename line, the sync's move", move, nil, rn, true},
-		{"the warning, the sync's move", move, nil, del, true},
-		{"the sync's removal", rm, nil, rn, true},
+		{"the rename line, the sync's move (it holds the newlock)", move, nil, rn, false},
+		{"the warning, the sync's move", move, nil, del, false},
+		{"the sync's removal", rm, nil, rn, false},
 		{"a client's RENAME of S1 on this side", "", []clientRename{b2}, del, true},
 		{"nothing moved", "", nil, rn, false},
 		{"only made there", made, nil, rn, false},
