@@ -389,6 +389,12 @@ var knownSeeds = []struct {
 	// Passes since the scan takes a new record below the index's UIDNEXT
 	// for a sign of stale saved states (index scanContents: a new epoch).
 	{"14445215212692406235", "a message Dovecot saved at a UID the peer renumbered into, missed by a listing, reaches the peer", false, false, false, false, 2, "", 0},
+	// Session 10's TWINBOX_LONG=1 run (its largest yet: found after 24521
+	// and 1898 cases), on main 5f9545b; both fail on f368c50 (session 9's
+	// end) the same way, so they are older than session 10's changes. Not
+	// analysed yet: for session 11.
+	{"8325892858487023960", "a message gone from every replica does not come back", false, false, false, false, 2, "session 10: found, not analysed (fails on f368c50 too)", 0},
+	{"3638203411513440198", "LAYOUT=fs: a message that must survive stays on some replica", false, true, false, false, 2, "session 10: found, not analysed; a loss (fails on f368c50 too)", 0},
 }
 
 func TestPropertyKnownSeeds(t *testing.T) {
