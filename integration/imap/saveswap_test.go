@@ -12,10 +12,11 @@ import (
 )
 
 // saveRenameSwapped is what Dovecot logs when it moves a message it saved
-// into a folder's tmp/ on to new/ by the folder's path, and another folder
+// into a folder's tmp/ on to new/ (cur/, for a message saved with flags:
+// 2.3 long seed 1795954259770413458) by the folder's path, and another folder
 // is at that path by then (the one it wrote into was moved away): the
 // groups are the two directories.
-var saveRenameSwapped = regexp.MustCompile(`: Error: Mailbox \S+: rename\((\S+)/tmp/[^/)]+, (\S+)/new/[^/)]+\) failed: No such file or directory$`)
+var saveRenameSwapped = regexp.MustCompile(`: Error: Mailbox \S+: rename\((\S+)/tmp/[^/)]+, (\S+)/(?:new|cur)/[^/)]+\) failed: No such file or directory$`)
 
 // TestDovecotAloneSaveIntoFolderSwapped: one Dovecot, no twinbox. A client
 // APPENDs a message to S2; halfway through the literal (Dovecot has begun
@@ -105,5 +106,25 @@ func testDovecotAloneSaveIntoFolderSwapped(t *testing.T, d *dovecot.Install) {
 	m := saveRenameSwapped.FindStringSubmatch(lastLine(srv.Log(), saveRenameSwapped))
 	if m[1] != filepath.Join(r, ".S2") || m[2] != filepath.Join(r, ".S2") {
 		t.Errorf("the line names %s and %s, want .S2 twice", m[1], m[2])
+	}
+}
+
+func TestSaveRenameSwappedLine(t *testing.T) {
+	const root = "/tmp/twinbox-dovecot-b-3051041295/mail"
+	for line, want := range map[string]bool{
+		// The stress's two (2.3): into new/, and into cur/ with flags.
+		"Nov 29 10:53:03 imap(twinboxtest)<17876><LLPUGGhhSrF/AAAB>: Error: Mailbox S2: rename(" + root + "/.S2/tmp/1795949583.M132242P17876.vm, " + root + "/.S2/new/1795949583.M132242P17876.vm,S=166,W=173) failed: No such file or directory":   true,
+		"Nov 29 12:11:04 imap(twinboxtest)<16546><vwu3L2lhIOx/AAAB>: Error: Mailbox S1: rename(" + root + "/.S1/tmp/1795954264.M26880P16546.vm, " + root + "/.S1/cur/1795954264.M26880P16546.vm,S=169,W=176:2,S) failed: No such file or directory": true,
+		// Not a save's move, or another error.
+		"Nov 29 12:11:04 imap(twinboxtest)<16546><vwu3L2lhIOx/AAAB>: Error: Mailbox S1: rename(" + root + "/.S1/cur/a, " + root + "/.S1/cur/b) failed: No such file or directory": false,
+		"Nov 29 12:11:04 imap(twinboxtest)<16546><vwu3L2lhIOx/AAAB>: Error: Mailbox S1: rename(" + root + "/.S1/tmp/a, " + root + "/.S1/cur/a:2,S) failed: Permission denied":     false,
+	} {
+		gone := map[string]bool{".S1": true, ".S2": true}
+		if got := inherentLine(root, line, gone); got != want {
+			t.Errorf("inherentLine(%q) = %v, want %v", line, got, want)
+		}
+		if want && inherentLine(root, line, map[string]bool{".S3": true}) {
+			t.Errorf("forgiven without a sync's move of its folder: %q", line)
+		}
 	}
 }
