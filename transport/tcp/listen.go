@@ -224,12 +224,15 @@ func (c *idleConn) Write(p []byte) (int, error) {
 // lingerClose half-closes c and reads (a little, briefly) what the client
 // still sends, so that closing with unread data does not reset the
 // connection before the client has read the refusal.
-func lingerClose(c net.Conn) {
+func lingerClose(c net.Conn) { lingerCloseN(c, 64<<10) }
+
+// lingerCloseN is lingerClose reading at most n bytes.
+func lingerCloseN(c net.Conn, n int64) {
 	if tcp, ok := c.(interface{ CloseWrite() error }); ok {
 		tcp.CloseWrite()
 	}
 	c.SetReadDeadline(time.Now().Add(time.Second))
-	io.CopyN(io.Discard, c, 64<<10)
+	io.CopyN(io.Discard, c, n)
 }
 
 // serveConn handles one connection: TLS (tcps), the secret handshake,
@@ -330,6 +333,16 @@ func (s *server) serveConn(ctx context.Context, c net.Conn, busy bool) {
 		sess = newRecordConn(ic, info.keys.c2s, info.keys.s2c)
 	}
 	err = s.l.Handle(sctx, info.user, sess)
+	if rc, ok := sess.(*recordConn); ok && err != nil {
+		// A failed session (our alert sent, say, on a record that did
+		// not authenticate) while the client may still be sending: half-
+		// close and read what comes for a moment, so that closing with
+		// its data unread does not reset the connection before the client
+		// has read why (it read "connection reset by peer" instead, now
+		// and then: TestTamperedRecord/during_the_bodies).
+		rc.finishWrites()
+		lingerCloseN(c, 64<<20)
+	}
 	sess.Close()
 	args := []any{"duration", time.Since(start).Round(time.Millisecond)}
 	if err != nil {

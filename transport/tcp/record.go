@@ -236,6 +236,20 @@ func (c *recordConn) CloseWrite() error {
 	return c.werr
 }
 
+// finishWrites sends the close record, unless an alert or a close record
+// ended the writes already or a write is in progress; the connection stays
+// open (Close closes it).
+func (c *recordConn) finishWrites() {
+	if !c.wmu.TryLock() {
+		return
+	}
+	defer c.wmu.Unlock()
+	if !c.closed && c.werr == nil {
+		c.werr = c.writeRecord(recClose, nil)
+	}
+	c.closed = true
+}
+
 // Close sends the close record (when the connection still takes writes
 // and no write is in progress) and closes the connection. A write blocked
 // on a stalled peer does not block Close: the connection is closed under
