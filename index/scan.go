@@ -249,7 +249,8 @@ func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 	// Mailboxes the index knows that no directory holds any more.
 	var logRecs []maildir.LogRecord
 	logRead := false
-	rechecked := false // looked again once for mailboxes not found
+	rechecked := false                        // looked again once for mailboxes not found
+	seenAgain := map[model.MailboxGUID]bool{} // the GUIDs that second look found
 	for _, b := range boxes {
 		if found[b.GUID] || b.Deleted || b.Missing {
 			continue
@@ -291,10 +292,19 @@ func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 				if recs, err := maildir.ReadMailboxLog(r.loc.Root); err == nil {
 					logRecs = recs
 				}
+				// One listing for all the mailboxes not found (a wiped
+				// root misses them all).
+				if dirs, err := r.listDirs(); err == nil {
+					for _, d := range dirs {
+						if h, err := readUidlistHeader(d.Dir); err == nil {
+							seenAgain[model.MailboxGUID(h.GUID)] = true
+						}
+					}
+				}
 			}
 			delT = deleteTime(logRecs, b)
 			if delT.IsZero() {
-				if _, err := r.locate(b); err == nil {
+				if seenAgain[b.GUID] {
 					r.log.Info("mailbox not found by the listing, found again: the next scan sees where", "mailbox", b.Name)
 					res.Changed = true
 					complete = false
