@@ -229,6 +229,43 @@ func TestNewUIDValidityInPlaceSettledIndex(t *testing.T) {
 	})
 }
 
+// renameAfterLogWrite returns when dir's dovecot.index.log has changed
+// (size or mtime) skip+1 times since the call, or at once when done has an
+// answer (it puts the answer back): the moments just after a DELETE's
+// writes to the folder's index, where the stress's syncs met it. A random
+// sleep of up to 3 ms alone missed the window 100 times in a row in a CI
+// run (2.4, beside the other test packages) and hits it within 7 rounds on
+// an idle machine; after the 4th or 5th change of the log (skip 3 or 4)
+// the rename hit it in the first round in 12 of 12 runs (6 each, 2.3 and
+// 2.4, idle), after the 1st or 2nd in rounds 6 to 370.
+func renameAfterLogWrite(dir string, done chan error, skip int) {
+	logPath := filepath.Join(dir, "dovecot.index.log")
+	key := func() [2]int64 {
+		st, err := os.Stat(logPath)
+		if err != nil {
+			return [2]int64{-1, 0}
+		}
+		return [2]int64{st.Size(), st.ModTime().UnixNano()}
+	}
+	last := key()
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-done:
+			done <- err
+			return
+		default:
+		}
+		if k := key(); k != last {
+			if skip == 0 {
+				return
+			}
+			skip--
+			last = k
+		}
+	}
+}
+
 // deleteRetrySecs is Dovecot's MAILBOX_DELETE_RETRY_SECS (mail-storage.c,
 // 2.3 and 2.4): a mailbox whose index says it is being deleted is undeleted
 // by the next read-write open only once its dovecot.index.log has not
@@ -258,14 +295,20 @@ func TestDovecotAloneRedeleteWithinRetrySecs(t *testing.T) {
 		s := &side{name: "X", srv: dovecot.StartServer(t, dovecot.ServerOptions{Name: "alone", Dovecot: d})}
 		c, c2 := dial(t, s), dial(t, s)
 		dir, aside := filepath.Join(s.root(), ".S1"), filepath.Join(s.root(), ".S1-aside")
-		rounds, first := 0, ""
-		for ; rounds < 100 && first == ""; rounds++ {
+		rounds, first, start := 0, "", time.Now()
+		for ; rounds < 400 && time.Since(start) < 40*time.Second && first == ""; rounds++ {
 			if err := c.Create("S1", nil).Wait(); err != nil {
 				t.Fatalf("round %d: CREATE S1: %v", rounds, err)
 			}
 			done := make(chan error, 1)
 			go func() { done <- c.Delete("S1").Wait() }()
-			time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
+			if k := rounds % 4; k < 3 {
+				// Aim at the window: the DELETE's mark is a write to the
+				// folder's index log, and the directory goes soon after.
+				renameAfterLogWrite(dir, done, []int{3, 4, 2}[k])
+			} else {
+				time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
+			}
 			renamed := os.Rename(dir, aside) == nil
 			err := <-done
 			c = redial(t, s, c)
