@@ -194,8 +194,12 @@ func (r *Replica) scan(ctx context.Context) (*ScanResult, error) {
 		}
 	}
 
-	if !r.opt.DryRun {
-		r.bringBack(ctx, dirs, byGUID)
+	if !r.opt.DryRun && r.bringBack(ctx, dirs, byGUID) && r.loc.Layout == maildir.LayoutFS {
+		// Child folders came back inside a parent: listed anew at
+		// their places (they were listed inside the hidden directory).
+		if dirs, err = r.listDirs(); err != nil {
+			return nil, r.wrap("", fmt.Errorf("listing mailboxes: %w", err))
+		}
 	}
 	// Adopts a killed apply may have carried out on disk without
 	// recording them (adopt.go).
@@ -2119,8 +2123,9 @@ func dirGone(dir string) bool {
 // bringBack moves a mailbox that a killed apply left renamed aside (under a
 // hidden name, where Dovecot does not show it) back to the directory of its
 // name, if that is free; dirs is updated. One whose place is taken stays
-// aside, scanned there, until a rename of the plan moves it.
-func (r *Replica) bringBack(ctx context.Context, dirs []maildir.MailboxDir, byGUID map[model.MailboxGUID]*Box) {
+// aside, scanned there, until a rename of the plan moves it. It reports
+// whether it moved any.
+func (r *Replica) bringBack(ctx context.Context, dirs []maildir.MailboxDir, byGUID map[model.MailboxGUID]*Box) (moved bool) {
 	for i, d := range dirs {
 		if !r.loc.IsHidden(d.Dir) {
 			continue
@@ -2149,7 +2154,9 @@ func (r *Replica) bringBack(ctx context.Context, dirs []maildir.MailboxDir, byGU
 		}
 		r.log.Info("moved a mailbox back from a temporary name", "mailbox", b.Name, "from", d.Dir)
 		dirs[i] = maildir.MailboxDir{Name: b.Name, Dir: dst}
+		moved = true
 	}
+	return moved
 }
 
 // lockUidlist takes Dovecot's lock, except in a dry run, which writes

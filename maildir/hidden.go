@@ -86,7 +86,10 @@ func (l Location) newHidden(kind string) string {
 // HiddenMailboxes returns the mailbox directories renamed aside under a
 // hidden name (HiddenPrefix+<GUID>, with a cur/): a crash in a chain of
 // renames can leave one, and its mail must still be found. Name is the
-// directory's base name.
+// directory's base name. Under LAYOUT=fs a folder renamed aside carries its
+// child folders along: they are listed too, named by their path below the
+// hidden directory (HiddenPrefix+<GUID>+"/b"), so that an apply's chain of
+// renames, or the next scan, finds them by their uidlist's GUID.
 func (l Location) HiddenMailboxes() ([]MailboxDir, error) {
 	ents, err := os.ReadDir(l.HiddenDir())
 	if err != nil {
@@ -95,7 +98,18 @@ func (l Location) HiddenMailboxes() ([]MailboxDir, error) {
 		}
 		return nil, fmt.Errorf("listing %s: %w", l.HiddenDir(), err)
 	}
-	return hiddenIn(dirIn{path: l.HiddenDir()}, ents), nil
+	out := hiddenIn(dirIn{path: l.HiddenDir()}, ents)
+	if l.Layout != LayoutFS {
+		return out, nil
+	}
+	for _, h := range out[:len(out):len(out)] {
+		kids, err := l.listFS(l.HiddenDir(), h.Name)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, kids...)
+	}
+	return out, nil
 }
 
 // hiddenIn picks the renamed-aside mailboxes from the entries of hdir.

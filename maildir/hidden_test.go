@@ -366,3 +366,41 @@ func TestRenameDirNoReplace(t *testing.T) {
 		t.Fatalf("not moved: %v", err)
 	}
 }
+
+// Under LAYOUT=fs a folder renamed aside carries its child folders into
+// the hidden directory: HiddenMailboxes lists them too, so that the rest
+// of a chain of renames finds the child by its uidlist (property seed
+// 3638203411513440198: "rename of "Archive/2024/b": directory not found",
+// which left the parent aside for want of the child's move). Maildir++
+// folders are flat: nothing is carried.
+func TestHiddenMailboxesListsCarriedChildren(t *testing.T) {
+	root := t.TempDir()
+	l := Location{Root: root, Layout: LayoutFS}
+	if _, err := l.MakeMailbox(root, nil); err != nil {
+		t.Fatal(err)
+	}
+	aside := filepath.Join(l.HiddenDir(), HiddenPrefix+"0123abcd")
+	for _, d := range []string{aside, filepath.Join(aside, "b"), filepath.Join(aside, "b", "c"), filepath.Join(aside, "x", "y")} {
+		if err := os.MkdirAll(filepath.Join(d, "cur"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := l.HiddenMailboxes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, d := range got {
+		names = append(names, d.Name)
+		if want := filepath.Join(l.HiddenDir(), filepath.FromSlash(d.Name)); d.Dir != want {
+			t.Errorf("%s: dir %s, want %s", d.Name, d.Dir, want)
+		}
+	}
+	want := []string{HiddenPrefix + "0123abcd", HiddenPrefix + "0123abcd/b", HiddenPrefix + "0123abcd/b/c", HiddenPrefix + "0123abcd/x/y"}
+	if strings.Join(names, " ") != strings.Join(want, " ") {
+		t.Errorf("HiddenMailboxes = %v, want %v", names, want)
+	}
+	if all, _ := l.ListMailboxes(); len(all) != 1 {
+		t.Errorf("the listing shows hidden directories: %v", all)
+	}
+}
