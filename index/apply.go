@@ -113,7 +113,7 @@ func (r *Replica) treeMoved() bool {
 	return false
 }
 
-func (r *Replica) apply(ctx context.Context, sp *merge.SidePlan, src replica.BodySource) (*ApplyResult, error) {
+func (r *Replica) apply(ctx context.Context, sp *merge.SidePlan, src replica.BodySource) (_ *ApplyResult, err error) {
 	res := &ApplyResult{}
 	if mailbox, err := r.validatePlan(sp); err != nil {
 		r.fillEpochs(res)
@@ -138,7 +138,16 @@ func (r *Replica) apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 	// Dovecot's UIDVALIDITY counter passes every value the mailboxes made
 	// here carry before the first is made (maildir/uidvalidity.go).
 	r.raiseUIDValidity(sp)
-	if err := r.applyRenames(ctx, sp.Renames, res); err != nil {
+	aside, err := r.applyRenames(ctx, sp.Renames, res)
+	defer func() {
+		if err != nil {
+			// An apply that stops (its peer failed, the connection was
+			// cut) does not leave a folder of this user under a hidden
+			// name until the next sync: back to where it was, if free.
+			r.putBack(aside)
+		}
+	}()
+	if err != nil {
 		return res, err
 	}
 	// The mailboxes made here are recorded in one index commit (one per
@@ -333,6 +342,12 @@ func (r *Replica) apply(ctx context.Context, sp *merge.SidePlan, src replica.Bod
 			return res, err
 		}
 	}
+	// Renames that waited aside for a target that the adopts, creates or
+	// deletes since have freed.
+	if err := r.finishAside(ctx, aside, res); err != nil {
+		return res, err
+	}
+	aside = nil
 	if len(sp.Subs) > 0 {
 		if err := r.applySubs(sp.Subs); err != nil {
 			return res, err
@@ -466,26 +481,52 @@ func (r *Replica) listDirs() ([]maildir.MailboxDir, error) {
 	return append(dirs, aside...), nil
 }
 
-func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *ApplyResult) error {
+// asideMove is a rename of the plan left undone with its mailbox renamed
+// aside (under its hidden name, tmp) for a target that was taken: from is
+// where it was before.
+type asideMove struct {
+	op        merge.MailboxOp
+	box       *Box
+	from, tmp string
+}
+
+// applyRenames carries out the plan's renames. Those whose target was still
+// taken at the end, with their mailbox renamed aside, are returned (no skip
+// recorded yet): finishAside tries them again once the rest of the apply
+// ran, putBack moves them back if the apply stops.
+func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *ApplyResult) (aside []asideMove, err error) {
 	type mv struct {
 		op    merge.MailboxOp
 		box   *Box
 		dir   string
+		from  string // where phase 1 found it, when it renamed it aside
 		dst   string
 		saved bool // not renamed: a client saves into it (skipped)
 	}
 	var mvs []*mv
+	done := make([]bool, 0, len(ops))
+	defer func() {
+		if err == nil {
+			return
+		}
+		// Stopped: what phase 1 renamed aside and no rename took since.
+		for i, m := range mvs {
+			if m.from != "" && !done[i] {
+				aside = append(aside, asideMove{op: m.op, box: m.box, from: m.from, tmp: r.loc.HiddenPath(m.box.GUID.String())})
+			}
+		}
+	}()
 	for _, op := range ops {
 		b, err := r.getBox(op.GUID)
 		if err != nil {
-			return r.wrap(op.Name, err)
+			return nil, r.wrap(op.Name, err)
 		}
 		if b == nil {
-			return r.errf(op.Name, "rename of unknown mailbox %s", op.GUID)
+			return nil, r.errf(op.Name, "rename of unknown mailbox %s", op.GUID)
 		}
 		dst, err := r.loc.MailboxDir(op.Name)
 		if err != nil {
-			return r.wrap(op.Name, err)
+			return nil, r.wrap(op.Name, err)
 		}
 		if model.NormName(op.Name) == model.NormName(b.Name) || model.IsInbox(op.Name) || model.IsInbox(b.Name) {
 			// Only the name's timestamp changes (INBOX is never renamed on
@@ -499,11 +540,12 @@ func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *
 				return putBox(tx, b)
 			})
 			if err != nil {
-				return r.wrap(op.Name, err)
+				return nil, r.wrap(op.Name, err)
 			}
 			continue
 		}
 		mvs = append(mvs, &mv{op: op, box: b, dst: dst})
+		done = append(done, false)
 	}
 	// Phase 1: anything whose target is taken goes to a temporary name.
 	for _, m := range mvs {
@@ -512,7 +554,7 @@ func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *
 			m.dir = ""
 			continue // vanished: the Create path or the next scan handles it
 		} else if err != nil {
-			return r.wrap(m.box.Name, err)
+			return nil, r.wrap(m.box.Name, err)
 		}
 		m.dir = dir
 		_, lerr := os.Lstat(m.dst)
@@ -534,9 +576,9 @@ func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *
 					m.dir = ""
 					continue // renamed or deleted by a client meanwhile
 				}
-				return r.wrap(m.box.Name, fmt.Errorf("renaming aside: %w", err))
+				return nil, r.wrap(m.box.Name, fmt.Errorf("renaming aside: %w", err))
 			}
-			m.dir = tmp
+			m.dir, m.from = tmp, dir
 		}
 	}
 	// Phase 2: renames whose target is free, repeated while that frees
@@ -545,6 +587,7 @@ func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *
 	// moved with its parent) is looked up again by GUID; a child carried
 	// to its new name has only the name left to record.
 	sort.SliceStable(mvs, func(i, j int) bool { return depth(r.rel(mvs[i].dir)) < depth(r.rel(mvs[j].dir)) })
+	// (done is all false still: sorting mvs needs no reordering of it.)
 	fresh := func(m *mv) {
 		if m.dir == "" {
 			return
@@ -558,7 +601,6 @@ func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *
 			m.dir = ""
 		}
 	}
-	done := make([]bool, len(mvs))
 	for progress := true; progress; {
 		progress = false
 		for i, m := range mvs {
@@ -586,7 +628,7 @@ func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *
 					m.dir, m.saved = "", true
 					continue
 				} else if err != nil {
-					return err
+					return nil, err
 				}
 				done[i], progress = true, true
 				res.MailboxOps++
@@ -602,18 +644,91 @@ func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *
 			continue
 		}
 		if m.dir != m.dst {
+			if m.from != "" && m.dir == r.loc.HiddenPath(m.box.GUID.String()) {
+				aside = append(aside, asideMove{op: m.op, box: m.box, from: m.from, tmp: m.dir})
+				done[i] = true // finishAside's now
+				continue
+			}
 			skip(res, "rename of %q to %q: the target exists", m.box.Name, m.op.Name)
 			continue
 		}
 		if err := r.renameOne(ctx, m.box, m.dir, m.dst, m.op); err != nil {
-			return err
+			return nil, err
 		}
+		done[i] = true
 		res.MailboxOps++
 	}
 	if r.loc.Layout == maildir.LayoutFS && len(mvs) > 0 {
-		return r.checkCarried(res)
+		return aside, r.checkCarried(res)
+	}
+	return aside, nil
+}
+
+// finishAside tries the renames applyRenames left aside again, once the
+// rest of the apply ran: an adopt that gives a mailbox a new name, a
+// create, a delete may have freed a target that a rename waited for (a
+// folder "give mailbox X ... as Work-x" leaves "Work" only in the adopts;
+// property seed 8325892858487023960 left the folder that was to take
+// "Work" hidden until the next sync). One whose target is still taken goes
+// back to where it was, if that is free (else it stays aside: the next
+// scan's bringBack or rename moves it); either way the sync ends as "run
+// again".
+func (r *Replica) finishAside(ctx context.Context, aside []asideMove, res *ApplyResult) error {
+	for _, a := range aside {
+		dst, err := r.loc.MailboxDir(a.op.Name)
+		if err != nil {
+			return r.wrap(a.op.Name, err)
+		}
+		if ul, err := readUidlistHeader(a.tmp); err != nil || model.MailboxGUID(ul.GUID) != a.box.GUID {
+			skip(res, "rename of %q: directory not found", a.box.Name)
+			continue
+		}
+		if r.loc.IsBareParent(dst) {
+			if err := r.loc.MoveChildrenInto(dst, a.tmp); err != nil {
+				r.log.Info("rename target is a parent that cannot be emptied", "mailbox", a.box.Name, "target", a.op.Name, "error", err)
+			}
+		}
+		if _, err := os.Lstat(dst); errors.Is(err, fs.ErrNotExist) {
+			err := r.renameOne(ctx, a.box, a.tmp, dst, a.op)
+			if err == nil {
+				res.MailboxOps++
+				continue
+			}
+			if !errors.Is(err, fs.ErrExist) && !errors.Is(err, errSaving) {
+				return err
+			}
+		}
+		skip(res, "rename of %q to %q: the target exists", a.box.Name, a.op.Name)
+		r.putBack([]asideMove{a})
 	}
 	return nil
+}
+
+// putBack moves mailboxes that an apply renamed aside back to where they
+// were, when that is free: a folder is not left hidden from its user
+// until the next sync. It runs also when the apply's context was
+// cancelled: a rename of one's own directory is quick, and the uidlist lock
+// is waited for at most a few seconds.
+func (r *Replica) putBack(aside []asideMove) {
+	for _, a := range aside {
+		if _, err := os.Lstat(a.from); !errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if ul, err := readUidlistHeader(a.tmp); err != nil || model.MailboxGUID(ul.GUID) != a.box.GUID {
+			continue
+		}
+		if err := r.loc.MkdirParents(filepath.Dir(a.from)); err != nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := r.renameLocked(ctx, a.tmp, a.from)
+		cancel()
+		if err != nil {
+			r.log.Warn("moving a mailbox back from a temporary name", "mailbox", a.box.Name, "dir", a.tmp, "error", err)
+			continue
+		}
+		maildir.SyncDir(filepath.Dir(a.from))
+	}
 }
 
 // checkCarried finds, under LAYOUT=fs, child folders that a parent's
