@@ -239,7 +239,7 @@ type syncFlags struct {
 }
 
 // replicaHelp describes the replica arguments.
-const replicaHelp = "A replica is a Maildir root, maildir:PATH[:LAYOUT=fs][:UTF8], exec:COMMAND (a program speaking the protocol on stdio), remote:[LOGIN@]HOST[:PORT] (OpenSSH runs ssh.command: `twinbox serve -u USER` there), or remoteprefix:[LOGIN@]HOST[:PORT] (the same for a `twinbox wrapper` forced command), ssh://[LOGIN@]HOST[:PORT] (the built-in SSH client, host key checked against known_hosts; for `twinbox sshd` or any sshd), tcp:HOST[:PORT] (shared secret, encrypted; port 8946) or tcps:HOST[:PORT] (TLS 1.3 and the shared secret), both to `twinbox listen`. With -u USER the first replica is USER's mail on this host (from the configured user source) and the one argument is the peer (default: peer in the configuration)."
+const replicaHelp = "A replica is a Maildir root, maildir:PATH[:LAYOUT=fs][:UTF8][:INDEX=DIR], exec:COMMAND (a program speaking the protocol on stdio), remote:[LOGIN@]HOST[:PORT] (OpenSSH runs ssh.command: `twinbox serve -u USER` there), or remoteprefix:[LOGIN@]HOST[:PORT] (the same for a `twinbox wrapper` forced command), ssh://[LOGIN@]HOST[:PORT] (the built-in SSH client, host key checked against known_hosts; for `twinbox sshd` or any sshd), tcp:HOST[:PORT] (shared secret, encrypted; port 8946) or tcps:HOST[:PORT] (TLS 1.3 and the shared secret), both to `twinbox listen`. With -u USER the first replica is USER's mail on this host (from the configured user source) and the one argument is the peer (default: peer in the configuration)."
 
 // SyncCmd is `twinbox sync A B` or `twinbox sync -u USER [PEER]`.
 type SyncCmd struct {
@@ -289,7 +289,7 @@ func (c *CheckCmd) Run(g *globals) error { return runCheck(g, c) }
 
 // ServeCmd is `twinbox serve`.
 type ServeCmd struct {
-	Root          string        `help:"The replica to serve: a Maildir root or maildir:PATH[:LAYOUT=fs][:UTF8]." env:"TWINBOX_ROOT" xor:"who"`
+	Root          string        `help:"The replica to serve: a Maildir root or maildir:PATH[:LAYOUT=fs][:UTF8][:INDEX=DIR]." env:"TWINBOX_ROOT" xor:"who"`
 	User          string        `short:"u" help:"Serve this user's replica (from the configured user source); as root, run as the mail's owner." xor:"who" placeholder:"USER"`
 	UserPrefix    bool          `name:"user-prefix" help:"Read the user name from the first line of stdin (remoteprefix:)." xor:"who"`
 	FlagChangeCmd string        `name:"flag-change-command" help:"After a sync that changed flags on the replica, run /bin/sh -c CMD with TWINBOX_ROOT, TWINBOX_USER and TWINBOX_MAILBOXES set (e.g. doveadm force-resync, for maildir_very_dirty_syncs; default flag_change_command in the configuration)." placeholder:"CMD" env:"TWINBOX_FLAG_CHANGE_COMMAND"`

@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/twinbox-mail/twinbox/maildir"
 )
 
 func TestValidUserName(t *testing.T) {
@@ -175,13 +177,36 @@ func TestUserSources(t *testing.T) {
 alice:{PLAIN}x:5000:5001::/home/alice::userdb_mail=maildir:~/Maildir:LAYOUT=fs:INDEX=/var/idx
 bob:{PLAIN}x:5000:5000::/home/bob
 `)
+	// Every option of a userdb mail location reaches ParseLocation: the
+	// UTF-8 folder names (Dovecot's spelling), and CONTROL=, which it
+	// refuses (dropped, twinbox would misread names or write uidlists
+	// Dovecot never reads).
+	pw2 := writeFile(t, dir, "users2", `utf:x:5000:5000::/home/utf::userdb_mail=maildir:~/M:UTF-8
+ctl:x:5000:5000::/home/ctl::userdb_mail=maildir:~/M:CONTROL=~/ctl
+`)
+	c = Default()
+	c.Users.PasswdFile = pw2
+	us, _ = c.UserSource()
+	if u, err := us.Lookup(ctx, "utf"); err != nil || u.Location != "maildir:/home/utf/M:UTF-8" {
+		t.Errorf("utf: %+v %v", u, err)
+	} else if loc, err := maildir.ParseLocation(u.Location); err != nil || !loc.UTF8 {
+		t.Errorf("utf's location %q: %+v, %v", u.Location, loc, err)
+	}
+	if u, err := us.Lookup(ctx, "ctl"); err != nil || u.Location != "maildir:/home/ctl/M:CONTROL=~/ctl" {
+		t.Errorf("ctl: %+v %v", u, err)
+	} else if _, err := maildir.ParseLocation(u.Location); err == nil || !strings.Contains(err.Error(), "CONTROL") {
+		t.Errorf("ctl's location %q: %v, want an error about CONTROL=", u.Location, err)
+	}
 	c = Default()
 	c.Users.PasswdFile = pw
 	c.Users.Path = "%h/Mail"
 	us, _ = c.UserSource()
 	u, err = us.Lookup(ctx, "alice")
-	if err != nil || u.Location != "maildir:/home/alice/Maildir:LAYOUT=fs" || u.UID != 5000 || u.GID != 5001 {
+	if err != nil || u.Location != "maildir:/home/alice/Maildir:LAYOUT=fs:INDEX=/var/idx" || u.UID != 5000 || u.GID != 5001 {
 		t.Errorf("alice: %+v %v", u, err)
+	}
+	if loc, err := maildir.ParseLocation(u.Location); err != nil || loc.Layout != maildir.LayoutFS || loc.Index != "/var/idx" {
+		t.Errorf("alice's location %q: %+v, %v", u.Location, loc, err)
 	}
 	u, err = us.Lookup(ctx, "bob")
 	if err != nil || u.Location != "/home/bob/Mail" {

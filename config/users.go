@@ -54,7 +54,7 @@ func ValidUserName(u string) error {
 type User struct {
 	Name     string
 	Home     string
-	Location string // maildir.ParseLocation syntax: a path or maildir:PATH[:LAYOUT=fs][:UTF8]
+	Location string // maildir.ParseLocation syntax: a path or maildir:PATH[:LAYOUT=fs][:UTF8][:INDEX=DIR]
 	// UID and GID own the mail (-1: unknown; then the mail root's owner).
 	UID, GID int
 }
@@ -233,23 +233,23 @@ func readPasswdFile(path string) (map[string]User, error) {
 }
 
 // dovecotLocation turns a Dovecot mail location (maildir:~/Maildir:INDEX=...)
-// into twinbox's: the path with ~ expanded and the LAYOUT/UTF8 options kept.
+// into twinbox's: the path with ~ expanded, every option kept as given.
+// maildir.ParseLocation then takes those it understands (LAYOUT=, UTF-8,
+// INDEX=) and refuses the others with an error that names the user: an
+// option dropped here unseen would misread the folder names (UTF-8) or
+// work beside control files kept elsewhere (CONTROL=).
 func dovecotLocation(v, home string) string {
 	v = strings.TrimPrefix(v, "maildir:")
-	parts := strings.Split(v, ":")
-	p := parts[0]
+	p, rest, _ := strings.Cut(v, ":")
 	if p == "~" {
 		p = home
 	} else if strings.HasPrefix(p, "~/") {
 		p = filepath.Join(home, p[2:])
 	}
-	loc := "maildir:" + p
-	for _, o := range parts[1:] {
-		if o == "LAYOUT=fs" || o == "UTF8" {
-			loc += ":" + o
-		}
+	if rest == "" {
+		return "maildir:" + p
 	}
-	return loc
+	return "maildir:" + p + ":" + rest
 }
 
 // runUserCommand runs the user-listing command: one user per line, the first

@@ -1,6 +1,7 @@
 package index_test
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twinbox-mail/twinbox/index"
 	"github.com/twinbox-mail/twinbox/internal/testmail"
 	"github.com/twinbox-mail/twinbox/sync/session"
 )
@@ -141,5 +143,64 @@ func dovecotIndexed(t *testing.T, dir string) {
 	t.Helper()
 	if err := os.WriteFile(filepath.Join(dir, "dovecot.index.log"), nil, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// With Dovecot's indexes kept outside the Maildir (INDEX=), no folder shows
+// a sign of them, and the scan cannot tell which folders Dovecot indexed:
+// a uidlist it restores under a new UIDVALIDITY (establishUidlist) moves
+// cur/'s mtime always. The same folder in the default location, without
+// an index in it, keeps cur/'s mtime (no Dovecot read it: no listing to
+// pay for).
+func TestScanNudgesDovecotWithIndexElsewhere(t *testing.T) {
+	long := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, c := range []struct {
+		index string
+		moved bool
+	}{{"/var/idx/%u", true}, {"MEMORY", true}, {"", false}} {
+		t.Run("INDEX="+c.index, func(t *testing.T) {
+			a, b := t.TempDir(), t.TempDir()
+			loc := testmail.Loc(a)
+			loc.Index = c.index
+			run := func() {
+				t.Helper()
+				ctx := context.Background()
+				ra, err := index.Open(ctx, loc, index.Options{LockTimeout: 10 * time.Second})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer ra.Close()
+				rb, err := index.Open(ctx, testmail.Loc(b), index.Options{LockTimeout: 10 * time.Second})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer rb.Close()
+				if _, err := session.Run(ctx, ra, rb, session.Options{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			testmail.MakeMailbox(t, a, "S2", 1_000_000)
+			testmail.Deliver(t, a, "S2", "kept on A")
+			run()
+			run()
+			dir := testmail.Dir(t, a, "S2")
+			if err := os.Remove(filepath.Join(dir, "dovecot-uidlist")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(filepath.Join(dir, "cur"), long, long); err != nil {
+				t.Fatal(err)
+			}
+			run()
+			if uv := testmail.Uidlist(t, a, "S2").UIDValidity; uv == 1_000_000 {
+				t.Fatalf("the restored uidlist kept UIDVALIDITY %d (the test needs a new one)", uv)
+			}
+			st, err := os.Stat(filepath.Join(dir, "cur"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if moved := !st.ModTime().Equal(long); moved != c.moved {
+				t.Errorf("cur/'s mtime moved: %v, want %v", moved, c.moved)
+			}
+		})
 	}
 }

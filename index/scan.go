@@ -2192,13 +2192,17 @@ func (r *Replica) writeUidlist(dir string, ul *maildir.Uidlist) error {
 // lost, or a copy's taken over by a new identity): Dovecot reads the
 // uidlist again only when new/'s or cur/'s mtime changed
 // (maildir.NudgeDovecot). Only where Dovecot's index of the folder lies in
-// it (the default; not with INDEX= elsewhere): the scan keeps the stamp it
+// it (the default), or always when the location keeps Dovecot's indexes
+// elsewhere (INDEX=: no sign of them here): the scan keeps the stamp it
 // took before (the uidlist's parts aside), so a moved cur/ costs the next
 // scan a full listing, which a directory Dovecot never opened (an MTA's, a
 // new replica's) need not pay. A dry run writes nothing.
 func (r *Replica) nudgeDovecot(dir string) error {
 	if r.opt.DryRun {
 		return nil
+	}
+	if r.loc.Index != "" {
+		return maildir.NudgeDovecot(dir)
 	}
 	for _, f := range []string{"dovecot.index.log", "dovecot.index"} {
 		if _, err := os.Lstat(filepath.Join(dir, f)); err == nil {

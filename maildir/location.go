@@ -42,13 +42,20 @@ type Location struct {
 	Root   string // absolute path of the root; INBOX lives here
 	Layout Layout
 	UTF8   bool // folder names on disk are UTF-8, not modified UTF-7
+	// Index is Dovecot's INDEX= (its index files kept outside the Maildir,
+	// or MEMORY), as given; twinbox never reads or writes there. Empty:
+	// in each folder, Dovecot's default.
+	Index string
 }
 
-// ParseLocation parses "PATH" or "maildir:PATH[:LAYOUT=fs][:UTF8]" (Dovecot's
-// mail_location syntax; "::" in PATH stands for a literal ":", and
-// LAYOUT=maildir++ is accepted too). PATH is made absolute. Unknown options,
-// other mailbox formats, an empty PATH and a PATH starting with "~" (which
-// Dovecot would expand but we cannot) are errors.
+// ParseLocation parses "PATH" or
+// "maildir:PATH[:LAYOUT=fs][:UTF8][:INDEX=DIR][:INDEX=DIR]" (Dovecot's mail_location
+// syntax; "::" in PATH stands for a literal ":", LAYOUT=maildir++ is
+// accepted too, and UTF-8, Dovecot's spelling, as UTF8). PATH is made
+// absolute. Other options (CONTROL=, which moves the dovecot-uidlist files
+// twinbox reads and writes out of the folders, among them), other mailbox
+// formats, an empty PATH and a PATH starting with "~" (which Dovecot would
+// expand but we cannot) are errors.
 func ParseLocation(s string) (Location, error) {
 	var loc Location
 	var fields []string
@@ -79,8 +86,12 @@ func ParseLocation(s string) (Location, error) {
 			loc.Layout = LayoutFS
 		case key == "LAYOUT" && hasVal && strings.EqualFold(val, "maildir++"):
 			loc.Layout = LayoutMaildirPP
-		case key == "UTF8" && !hasVal:
+		case (key == "UTF8" || key == "UTF-8") && !hasVal:
 			loc.UTF8 = true
+		case key == "INDEX" && hasVal && val != "":
+			loc.Index = val
+		case key == "CONTROL":
+			return Location{}, fmt.Errorf("mail location %q: %q: Dovecot's control files (dovecot-uidlist, dovecot-keywords) kept outside the Maildir are not supported: twinbox reads and writes them in each folder", s, opt)
 		default:
 			return Location{}, fmt.Errorf("mail location %q: unsupported option %q", s, opt)
 		}
@@ -129,6 +140,9 @@ func (l Location) String() string {
 	}
 	if l.UTF8 {
 		s += ":UTF8"
+	}
+	if l.Index != "" {
+		s += ":INDEX=" + strings.ReplaceAll(l.Index, ":", "::")
 	}
 	return s
 }

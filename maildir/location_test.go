@@ -29,6 +29,11 @@ func TestParseLocation(t *testing.T) {
 		{"maildir:/a::b", Location{Root: "/a:b"}},
 		{"maildir:/a:::UTF8", Location{Root: "/a:", UTF8: true}},
 		{"/plain:path", Location{Root: "/plain:path"}}, // no "maildir:": taken verbatim
+		// Dovecot's own spelling of the UTF-8 option, and INDEX=.
+		{"maildir:/m:LAYOUT=fs:UTF-8", Location{Root: "/m", Layout: LayoutFS, UTF8: true}},
+		{"maildir:/m:INDEX=/var/idx/%u", Location{Root: "/m", Index: "/var/idx/%u"}},
+		{"maildir:/m:INDEX=MEMORY:UTF-8", Location{Root: "/m", UTF8: true, Index: "MEMORY"}},
+		{"maildir:/m:INDEX=/a::b", Location{Root: "/m", Index: "/a:b"}},
 	}
 	for _, tt := range tests {
 		got, err := ParseLocation(tt.in)
@@ -43,7 +48,9 @@ func TestParseLocation(t *testing.T) {
 	}
 	for _, in := range []string{
 		"", "maildir:", "~/Maildir", "maildir:~/Maildir",
-		"maildir:/m:INDEX=/idx", "maildir:/m:LAYOUT=index", "maildir:/m:UTF8=yes",
+		"maildir:/m:INDEX=", "maildir:/m:CONTROL=/ctl", "maildir:/m:CONTROL",
+		"maildir:/m:INBOX=/var/mail/bob", "maildir:/m:VOLATILEDIR=/v", "maildir:/m:UTF-8=yes",
+		"maildir:/m:LAYOUT=index", "maildir:/m:UTF8=yes",
 		"maildir:/m:", "maildir:/m:utf8", "mbox:/var/mail/bob", "sdbox:/m",
 	} {
 		if got, err := ParseLocation(in); err == nil {
