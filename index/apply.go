@@ -674,6 +674,7 @@ func (r *Replica) applyRenames(ctx context.Context, ops []merge.MailboxOp, res *
 // scan's bringBack or rename moves it); either way the sync ends as "run
 // again".
 func (r *Replica) finishAside(ctx context.Context, aside []asideMove, res *ApplyResult) error {
+	renamed := false
 	for _, a := range aside {
 		dst, err := r.loc.MailboxDir(a.op.Name)
 		if err != nil {
@@ -692,6 +693,7 @@ func (r *Replica) finishAside(ctx context.Context, aside []asideMove, res *Apply
 			err := r.renameOne(ctx, a.box, a.tmp, dst, a.op)
 			if err == nil {
 				res.MailboxOps++
+				renamed = true
 				continue
 			}
 			if !errors.Is(err, fs.ErrExist) && !errors.Is(err, errSaving) {
@@ -700,6 +702,10 @@ func (r *Replica) finishAside(ctx context.Context, aside []asideMove, res *Apply
 		}
 		skip(res, "rename of %q to %q: the target exists", a.box.Name, a.op.Name)
 		r.putBack([]asideMove{a})
+	}
+	if renamed && r.loc.Layout == maildir.LayoutFS {
+		// Child folders inside one renamed now moved with it.
+		return r.checkCarried(res)
 	}
 	return nil
 }
