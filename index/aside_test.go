@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/twinbox-mail/twinbox/index"
 	"github.com/twinbox-mail/twinbox/internal/testmail"
@@ -52,17 +51,7 @@ func TestStoppedRenameChainPutsFoldersBack(t *testing.T) {
 				}
 			}
 			run := func(ctx context.Context) (*session.Summary, error) {
-				ra, err := index.Open(ctx, loc(a), index.Options{LockTimeout: 10 * time.Second})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer ra.Close()
-				rb, err := index.Open(ctx, loc(b), index.Options{LockTimeout: 10 * time.Second})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer rb.Close()
-				return session.Run(ctx, ra, rb, session.Options{})
+				return testmail.TrySyncLocs(ctx, loc(a), loc(b), session.Options{})
 			}
 			deliver(a, "S1", "one")
 			deliver(a, "S2", "two")
@@ -178,23 +167,9 @@ func TestKilledChainLeavesParentAsideWithChild(t *testing.T) {
 	}
 	run := func() *session.Summary {
 		t.Helper()
-		ctx := context.Background()
-		ra, err := index.Open(ctx, loc(a), index.Options{LockTimeout: 10 * time.Second})
+		s, err := testmail.TrySyncLocs(context.Background(), loc(a), loc(b), session.Options{})
 		if err != nil {
 			t.Fatal(err)
-		}
-		defer ra.Close()
-		rb, err := index.Open(ctx, loc(b), index.Options{LockTimeout: 10 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rb.Close()
-		s, err := session.Run(ctx, ra, rb, session.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if bad := append(ra.Verify(), rb.Verify()...); len(bad) > 0 {
-			t.Fatalf("index invariants broken: %v", bad)
 		}
 		return s
 	}

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twinbox-mail/twinbox/index"
 	"github.com/twinbox-mail/twinbox/internal/testmail"
 	"github.com/twinbox-mail/twinbox/sync/session"
 )
@@ -164,18 +163,7 @@ func TestScanNudgesDovecotWithIndexElsewhere(t *testing.T) {
 			loc.Index = c.index
 			run := func() {
 				t.Helper()
-				ctx := context.Background()
-				ra, err := index.Open(ctx, loc, index.Options{LockTimeout: 10 * time.Second})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer ra.Close()
-				rb, err := index.Open(ctx, testmail.Loc(b), index.Options{LockTimeout: 10 * time.Second})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer rb.Close()
-				if _, err := session.Run(ctx, ra, rb, session.Options{}); err != nil {
+				if _, err := testmail.TrySyncLocs(context.Background(), loc, testmail.Loc(b), session.Options{}); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -204,13 +204,18 @@ func Sync(t testing.TB, a, b string, opt session.Options) *session.Summary {
 
 // TrySync is Sync returning the error.
 func TrySync(a, b string, opt session.Options) (*session.Summary, error) {
-	ctx := context.Background()
-	ra, err := index.Open(ctx, Loc(a), index.Options{LockTimeout: 10 * time.Second})
+	return TrySyncLocs(context.Background(), Loc(a), Loc(b), opt)
+}
+
+// TrySyncLocs is TrySync of two locations (a layout, an INDEX= of their
+// own) under ctx.
+func TrySyncLocs(ctx context.Context, la, lb maildir.Location, opt session.Options) (*session.Summary, error) {
+	ra, err := index.Open(ctx, la, index.Options{LockTimeout: 10 * time.Second})
 	if err != nil {
 		return nil, err
 	}
 	defer ra.Close()
-	rb, err := index.Open(ctx, Loc(b), index.Options{LockTimeout: 10 * time.Second})
+	rb, err := index.Open(ctx, lb, index.Options{LockTimeout: 10 * time.Second})
 	if err != nil {
 		return nil, err
 	}
