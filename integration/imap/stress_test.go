@@ -713,6 +713,8 @@ func (p *pair) checkStressLogs(t testing.TB, expected map[string]int, fails []fa
 		}
 		away = movedAway(syncLog, s.srv.Root)
 		moves := syncMoves(syncLog, s.srv.Root)
+		arrivals := syncArrivals(syncLog, s.srv.Root)
+		clashUsed := map[int]int{}
 		resets := uvResets{}        // the UIDVALIDITY changes logged so far, by process
 		uvSeen := map[string]bool{} // the directories whose UIDVALIDITY change was logged so far
 		lost := lostLogs{}          // the lostLogLines forgiven so far, by process and directory
@@ -741,6 +743,15 @@ func (p *pair) checkStressLogs(t testing.TB, expected map[string]int, fails []fa
 					merged++
 					continue
 				}
+			}
+			if childClashMovedInLine(s.srv.Root, l, s.name, renames, arrivals, clashUsed) {
+				// A client's RENAME of a parent into whose child
+				// name a sync moved or made a folder while the RENAME
+				// ran (after the clash look, expectChildClash), the
+				// child's target name taken: Dovecot's clash as
+				// Dovecot alone logs it (TestDovecotAloneLogs, part 2).
+				clashes++
+				continue
 			}
 			if childMovedLine(s.srv.Root, l, s.name, renames, moves) {
 				// A client's RENAME of a parent whose child a sync
@@ -976,6 +987,44 @@ func childMovedLine(root, line, side string, renames []clientRename, moves []dir
 		for _, mv := range moves {
 			if mv.from == oldDir && !mv.at.Before(r.start.Add(-time.Second)) && !mv.at.After(r.end.Add(time.Second)) {
 				renames[i].side = "" // used
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// childClashMovedInLine reports whether line is Dovecot's renameChildClash
+// for a child D of a scratch folder that a client of side RENAMEd (renames)
+// while a sync moved or made a mailbox directory into D (arrivals, within
+// the RENAME's time and a second of slack either side): the clash look
+// before the RENAME (expectChildClash) saw no D, and Dovecot, listing the
+// children after it renamed the parent, found the sync's and a taken
+// target. Dovecot alone logs the clash so for any folder in D
+// (TestDovecotAloneLogs, part 2), childClashLines times per RENAME: used
+// counts the lines each RENAME explained. The stress met it on 2.3 (long
+// seed 1795959467039892697: B0's RENAME S1 S3 at 13:37:59.90-.94, B's sync
+// moved .S2.Kid to .S1.Kid at .932, .S3.Kid there since 57.85).
+func childClashMovedInLine(root, line, side string, renames []clientRename, arrivals []dirMove, used map[int]int) bool {
+	m := renameChildClash.FindStringSubmatch(line)
+	if m == nil {
+		return false
+	}
+	oldDir, newDir := relTo(root, m[1]), relTo(root, m[2])
+	if !scratchDir.MatchString(oldDir) || !scratchDir.MatchString(newDir) {
+		return false
+	}
+	for i, r := range renames {
+		if r.side != side || used[i] >= childClashLines {
+			continue
+		}
+		pf := folderDir(r.from) + "."
+		if !strings.HasPrefix(oldDir, pf) || newDir != folderDir(r.to)+"."+strings.TrimPrefix(oldDir, pf) {
+			continue
+		}
+		for _, mv := range arrivals {
+			if mv.to == oldDir && !mv.at.Before(r.start.Add(-time.Second)) && !mv.at.After(r.end.Add(time.Second)) {
+				used[i]++
 				return true
 			}
 		}
@@ -1343,6 +1392,28 @@ type dirMove struct {
 
 var syncMovedDir = regexp.MustCompile(`^time=(\S+) .*msg="moved a mailbox directory" from=(\S+) to=(\S+)`)
 
+// syncMadeDir matches the debug line of a sync that made a mailbox
+// directory.
+var syncMadeDir = regexp.MustCompile(`^time=(\S+) .*msg="made a mailbox directory" dir=(\S+)`)
+
+// syncArrivals is syncMoves with the directories the syncs made (from
+// empty), in the order of the syncs' output.
+func syncArrivals(syncLog, root string) []dirMove {
+	var out []dirMove
+	for _, line := range strings.Split(syncLog, "\n") {
+		if m := syncMadeDir.FindStringSubmatch(line); m != nil {
+			at, err := time.Parse(time.RFC3339Nano, m[1])
+			to, terr := filepath.Rel(root, strings.Trim(m[2], `"`))
+			if err == nil && terr == nil && filepath.IsLocal(to) {
+				out = append(out, dirMove{to: to, at: at})
+			}
+			continue
+		}
+		out = append(out, syncMoves(line, root)...)
+	}
+	return out
+}
+
 // syncMoves returns the syncs' moves of mailbox directories under root,
 // in the order of the log (the syncs ran one after another).
 func syncMoves(syncLog, root string) []dirMove {
@@ -1636,6 +1707,58 @@ time=2026-11-29T06:31:23.237Z level=DEBUG msg="moved a mailbox directory" from=/
 	renames := []clientRename{b2}
 	if !childMovedLine(root, line, "B", renames, moves) || childMovedLine(root, line, "B", renames, moves) {
 		t.Errorf("one RENAME explained the line twice (or not once)")
+	}
+}
+
+// TestChildClashMovedInLine: the clash lines of long seed
+// 1795959467039892697 (2.3) are explained by B0's RENAME S1 S3 and the
+// sync's move of .S2.Kid into .S1.Kid during it, three lines per RENAME;
+// not by another side's, another folder's or an earlier RENAME, nor
+// without the sync's move.
+func TestChildClashMovedInLine(t *testing.T) {
+	const root = "/tmp/twinbox-dovecot-b-2850829847/mail"
+	const line = "Nov 29 13:37:59 imap(twinboxtest)<3596><7JchZmphUpt/AAAB>: Error: rename(/tmp/twinbox-dovecot-b-2850829847/mail/.S1.Kid, /tmp/twinbox-dovecot-b-2850829847/mail/.S3.Kid) failed: Directory not empty"
+	const syncLog = `time=2026-11-29T13:37:57.853Z level=DEBUG msg="made a mailbox directory" dir=/tmp/twinbox-dovecot-b-2850829847/mail/.S3.Kid
+time=2026-11-29T13:37:59.932Z level=DEBUG msg="moved a mailbox directory" from=/tmp/twinbox-dovecot-b-2850829847/mail/.S2.Kid to=/tmp/twinbox-dovecot-b-2850829847/mail/.S1.Kid
+`
+	at := func(s string) time.Time {
+		v, err := time.Parse(time.RFC3339Nano, "2026-11-29T"+s+"Z")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	b0 := clientRename{side: "B", from: "S1", to: "S3", start: at("13:37:59.901805"), end: at("13:37:59.937791")}
+	arrivals := syncArrivals(syncLog, root)
+	if len(arrivals) != 2 || arrivals[0].to != ".S3.Kid" || arrivals[1].to != ".S1.Kid" {
+		t.Fatalf("syncArrivals = %+v", arrivals)
+	}
+	for _, c := range []struct {
+		what     string
+		renames  []clientRename
+		arrivals []dirMove
+		line     string
+		want     bool
+	}{
+		{"B0's RENAME with the sync's move into its child during it", []clientRename{b0}, arrivals, line, true},
+		{"the other side's RENAME", []clientRename{{side: "A", from: b0.from, to: b0.to, start: b0.start, end: b0.end}}, arrivals, line, false},
+		{"a RENAME of another folder", []clientRename{{side: "B", from: "S2", to: "S3", start: b0.start, end: b0.end}}, arrivals, line, false},
+		{"a RENAME long before the move", []clientRename{{side: "B", from: "S1", to: "S3", start: at("13:37:50.0"), end: at("13:37:50.1")}}, arrivals, line, false},
+		{"no sync moved a folder into the child", []clientRename{b0}, arrivals[:1], line, false},
+		{"another error", []clientRename{b0}, arrivals, strings.Replace(line, "Directory not empty", "Permission denied", 1), false},
+	} {
+		if got := childClashMovedInLine(root, c.line, "B", c.renames, c.arrivals, map[int]int{}); got != c.want {
+			t.Errorf("%s: childClashMovedInLine = %v, want %v", c.what, got, c.want)
+		}
+	}
+	used := map[int]int{}
+	for i := 0; i < childClashLines; i++ {
+		if !childClashMovedInLine(root, line, "B", []clientRename{b0}, arrivals, used) {
+			t.Fatalf("line %d of the clash not explained", i+1)
+		}
+	}
+	if childClashMovedInLine(root, line, "B", []clientRename{b0}, arrivals, used) {
+		t.Errorf("one RENAME explained more than %d clash lines", childClashLines)
 	}
 }
 
