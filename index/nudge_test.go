@@ -192,3 +192,59 @@ func TestScanNudgesDovecotWithIndexElsewhere(t *testing.T) {
 		})
 	}
 }
+
+// A folder made on both sides under one UIDVALIDITY (Dovecot takes the
+// first from the clock: two hosts can give the same value in the same
+// second) merges with no UIDVALIDITY change: the loser's uidlist is
+// rewritten under the winner's GUID and its message moves to a UID above
+// the winner's, under its old file name (a rewrite renames none). A Dovecot
+// with a settled index of that side reads the uidlist again only when cur/
+// or new/ changed: the rewrite moves cur/'s mtime (applyBox's nudge for
+// files at other UIDs under the same UIDVALIDITY).
+func TestSameUIDValidityMergeMovesCurMtime(t *testing.T) {
+	long := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	a, b := roots(t)
+	testmail.MakeMailbox(t, a, "S2", 1_000_000)
+	testmail.Deliver(t, a, "S2", "made on A")
+	testmail.MakeMailbox(t, b, "S2", 1_000_000)
+	testmail.Deliver(t, b, "S2", "made on B")
+	// Each side's message gets UID 1 there.
+	for _, r := range []string{a, b} {
+		testmail.Sync(t, r, filepath.Join(t.TempDir(), "scratch"), session.Options{})
+	}
+	uidOf := map[string]map[string]uint32{} // root -> base name -> UID
+	for _, r := range []string{a, b} {
+		uidOf[r] = map[string]uint32{}
+		for _, rec := range testmail.Uidlist(t, r, "S2").Records {
+			uidOf[r][rec.Base()] = rec.UID
+		}
+		if err := os.Chtimes(filepath.Join(testmail.Dir(t, r, "S2"), "cur"), long, long); err != nil {
+			t.Fatal(err)
+		}
+	}
+	untilQuiet(t, a, b)
+	moved := 0
+	for _, r := range []string{a, b} {
+		ul := testmail.Uidlist(t, r, "S2")
+		if ul.UIDValidity != 1_000_000 {
+			t.Fatalf("%s: UIDVALIDITY %d after the merge (the test needs it kept)", r, ul.UIDValidity)
+		}
+		for _, rec := range ul.Records {
+			was, ok := uidOf[r][rec.Base()]
+			if !ok || was == rec.UID {
+				continue
+			}
+			moved++
+			st, err := os.Stat(filepath.Join(testmail.Dir(t, r, "S2"), "cur"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.ModTime().Equal(long) {
+				t.Errorf("%s: %s went from UID %d to %d under UIDVALIDITY %d with cur/'s mtime unmoved: a settled Dovecot would not read it", r, rec.Base(), was, rec.UID, ul.UIDValidity)
+			}
+		}
+	}
+	if moved == 0 {
+		t.Fatal("no message changed UID in place (the test needs one)")
+	}
+}
