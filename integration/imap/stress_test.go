@@ -1502,6 +1502,34 @@ func racedDirs(f failedDelete, moves []dirMove) map[string]bool {
 	return at
 }
 
+// TestRacedDirsThroughHiddenName: long seed 1795960670165506788 (2.3):
+// B's DELETE S2 (answered "Mailbox doesn't exist") while B's sync moved
+// .S2 through its hidden name to .S1 (a name clash moved .S1 aside
+// first); a later sync moved .S1 back to .S2, which EXAMINE then found
+// deleted under us.
+func TestRacedDirsThroughHiddenName(t *testing.T) {
+	const root = "/tmp/twinbox-dovecot-b-2906782089/mail"
+	const log = `time=2026-11-29T13:58:07.403Z level=DEBUG msg="moved a mailbox directory" from=/tmp/twinbox-dovecot-b-2906782089/mail/.S2 to=/tmp/twinbox-dovecot-b-2906782089/mail/twinbox-tmp-60e2882f692f0c6b6f55000083ecc375
+time=2026-11-29T13:58:07.420Z level=DEBUG msg="moved a mailbox directory" from=/tmp/twinbox-dovecot-b-2906782089/mail/.S1 to=/tmp/twinbox-dovecot-b-2906782089/mail/.S1-083dd526
+time=2026-11-29T13:58:07.432Z level=DEBUG msg="moved a mailbox directory" from=/tmp/twinbox-dovecot-b-2906782089/mail/twinbox-tmp-60e2882f692f0c6b6f55000083ecc375 to=/tmp/twinbox-dovecot-b-2906782089/mail/.S1
+time=2026-11-29T13:58:10.415Z level=DEBUG msg="moved a mailbox directory" from=/tmp/twinbox-dovecot-b-2906782089/mail/.S1 to=/tmp/twinbox-dovecot-b-2906782089/mail/.S2
+`
+	at := func(s string) time.Time {
+		v, err := time.Parse(time.RFC3339Nano, "2026-11-29T"+s+"Z")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	del := failedDelete{side: "B", name: "S2", start: at("13:58:07.365"), end: at("13:58:07.409")}
+	if got := racedDirs(del, syncMoves(log, root)); !maps.Equal(got, map[string]bool{".S2": true}) {
+		t.Errorf("racedDirs = %v, want .S2 (through the hidden name and .S1)", got)
+	}
+	if got := racedDirs(del, syncMoves(log, root)[:3]); !maps.Equal(got, map[string]bool{".S1": true}) {
+		t.Errorf("racedDirs before the move back = %v, want .S1", got)
+	}
+}
+
 func TestRacedDirs(t *testing.T) {
 	root := "/r/mail"
 	log := `time=2026-11-29T02:30:51.000Z level=DEBUG msg="moved a mailbox directory" from=/r/mail/.S1 to=/r/mail/.S9
