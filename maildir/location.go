@@ -49,7 +49,7 @@ type Location struct {
 }
 
 // ParseLocation parses "PATH" or
-// "maildir:PATH[:LAYOUT=fs][:UTF8][:INDEX=DIR][:INDEX=DIR]" (Dovecot's mail_location
+// "maildir:PATH[:LAYOUT=fs][:UTF8][:INDEX=DIR]" (Dovecot's mail_location
 // syntax; "::" in PATH stands for a literal ":", LAYOUT=maildir++ is
 // accepted too, and UTF-8, Dovecot's spelling, as UTF8). PATH is made
 // absolute. Other options (CONTROL=, which moves the dovecot-uidlist files
