@@ -252,11 +252,7 @@ func TestDovecotAloneDeleteAnsweredNonexistentLeavesMark(t *testing.T) {
 			}
 			done := make(chan error, 1)
 			go func() { done <- c.Delete("S1").Wait() }()
-			if k := rounds % 8; k < 6 {
-				renameAfterLogWrite(dir, done, k)
-			} else {
-				time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
-			}
+			aimAtDelete(dir, done, rounds, []int{0, 1, 2, 3, 4, 5, -1, -1})
 			moved := os.Rename(dir, hid) == nil
 			if moved {
 				time.Sleep(time.Duration(rand.IntN(30000)) * time.Microsecond)
@@ -295,6 +291,18 @@ func TestDovecotAloneDeleteAnsweredNonexistentLeavesMark(t *testing.T) {
 			t.Fatalf("Dovecot %s alone never answered a DELETE \"Mailbox doesn't exist\" with the folder's index marked deleted in %d rounds", s.srv.Version(), rounds)
 		}
 	})
+}
+
+// aimAtDelete waits for the moment of round's move against a DELETE of
+// the folder in dir whose answer done gets: plan[round%len(plan)] is the
+// number of changes of the folder's index log to let pass first
+// (renameAfterLogWrite), or -1 for a random sleep of up to 3 ms.
+func aimAtDelete(dir string, done chan error, round int, plan []int) {
+	if skip := plan[round%len(plan)]; skip >= 0 {
+		renameAfterLogWrite(dir, done, skip)
+		return
+	}
+	time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
 }
 
 // renameAfterLogWrite returns when dir's dovecot.index.log has changed
@@ -370,13 +378,9 @@ func TestDovecotAloneRedeleteWithinRetrySecs(t *testing.T) {
 			}
 			done := make(chan error, 1)
 			go func() { done <- c.Delete("S1").Wait() }()
-			if k := rounds % 4; k < 3 {
-				// Aim at the window: the DELETE's mark is a write to the
-				// folder's index log, and the directory goes soon after.
-				renameAfterLogWrite(dir, done, []int{3, 4, 2}[k])
-			} else {
-				time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
-			}
+			// Aim at the window: the DELETE's mark is a write to the
+			// folder's index log, and the directory goes soon after.
+			aimAtDelete(dir, done, rounds, []int{3, 4, 2, -1})
 			renamed := os.Rename(dir, aside) == nil
 			err := <-done
 			c = redial(t, s, c)

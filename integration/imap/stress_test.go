@@ -973,12 +973,25 @@ func childMovedLine(root, line, side string, renames []clientRename, moves []dir
 	if m == nil {
 		return false
 	}
-	oldDir, newDir := relTo(root, m[1]), relTo(root, m[2])
-	if !scratchDir.MatchString(oldDir) || !scratchDir.MatchString(newDir) {
+	i := childRenameDuring(relTo(root, m[1]), relTo(root, m[2]), side, renames, moves, func(mv dirMove, oldDir string) bool { return mv.from == oldDir }, nil)
+	if i < 0 {
 		return false
 	}
+	renames[i].side = "" // used
+	return true
+}
+
+// childRenameDuring returns the index in renames of a RENAME by a client of
+// side whose child directory oldDir Dovecot moved to newDir (scratch
+// folders, relative to the mail root) during which (a second of slack
+// either side) one of moves touched oldDir (touched says whether mv did),
+// skipping the RENAMEs skip (nil: none) rules out; -1 if none.
+func childRenameDuring(oldDir, newDir, side string, renames []clientRename, moves []dirMove, touched func(mv dirMove, oldDir string) bool, skip func(i int) bool) int {
+	if !scratchDir.MatchString(oldDir) || !scratchDir.MatchString(newDir) {
+		return -1
+	}
 	for i, r := range renames {
-		if r.side != side {
+		if r.side != side || (skip != nil && skip(i)) {
 			continue
 		}
 		pf := folderDir(r.from) + "."
@@ -986,13 +999,12 @@ func childMovedLine(root, line, side string, renames []clientRename, moves []dir
 			continue
 		}
 		for _, mv := range moves {
-			if mv.from == oldDir && !mv.at.Before(r.start.Add(-time.Second)) && !mv.at.After(r.end.Add(time.Second)) {
-				renames[i].side = "" // used
-				return true
+			if touched(mv, oldDir) && !mv.at.Before(r.start.Add(-time.Second)) && !mv.at.After(r.end.Add(time.Second)) {
+				return i
 			}
 		}
 	}
-	return false
+	return -1
 }
 
 // childClashMovedInLine reports whether line is Dovecot's renameChildClash
@@ -1011,26 +1023,14 @@ func childClashMovedInLine(root, line, side string, renames []clientRename, arri
 	if m == nil {
 		return false
 	}
-	oldDir, newDir := relTo(root, m[1]), relTo(root, m[2])
-	if !scratchDir.MatchString(oldDir) || !scratchDir.MatchString(newDir) {
+	i := childRenameDuring(relTo(root, m[1]), relTo(root, m[2]), side, renames, arrivals,
+		func(mv dirMove, oldDir string) bool { return mv.to == oldDir },
+		func(i int) bool { return used[i] >= childClashLines })
+	if i < 0 {
 		return false
 	}
-	for i, r := range renames {
-		if r.side != side || used[i] >= childClashLines {
-			continue
-		}
-		pf := folderDir(r.from) + "."
-		if !strings.HasPrefix(oldDir, pf) || newDir != folderDir(r.to)+"."+strings.TrimPrefix(oldDir, pf) {
-			continue
-		}
-		for _, mv := range arrivals {
-			if mv.to == oldDir && !mv.at.Before(r.start.Add(-time.Second)) && !mv.at.After(r.end.Add(time.Second)) {
-				used[i]++
-				return true
-			}
-		}
-	}
-	return false
+	used[i]++
+	return true
 }
 
 // newlockMovedLine reports whether line is Dovecot's newlockRenameVanished,
@@ -1415,10 +1415,18 @@ var syncMadeDir = regexp.MustCompile(`^time=(\S+) .*msg="made a mailbox director
 
 // syncArrivals is syncMoves with the directories the syncs made (from
 // empty), in the order of the syncs' output.
-func syncArrivals(syncLog, root string) []dirMove {
+func syncArrivals(syncLog, root string) []dirMove { return syncDirMoves(syncLog, root, true) }
+
+// syncMoves returns the syncs' moves of mailbox directories under root,
+// in the order of the log (the syncs ran one after another).
+func syncMoves(syncLog, root string) []dirMove { return syncDirMoves(syncLog, root, false) }
+
+// syncDirMoves is syncMoves, and with made the directories the syncs made
+// too (a move from "").
+func syncDirMoves(syncLog, root string, made bool) []dirMove {
 	var out []dirMove
 	for _, line := range strings.Split(syncLog, "\n") {
-		if m := syncMadeDir.FindStringSubmatch(line); m != nil {
+		if m := syncMadeDir.FindStringSubmatch(line); made && m != nil {
 			at, err := time.Parse(time.RFC3339Nano, m[1])
 			to, terr := filepath.Rel(root, strings.Trim(m[2], `"`))
 			if err == nil && terr == nil && filepath.IsLocal(to) {
@@ -1426,16 +1434,6 @@ func syncArrivals(syncLog, root string) []dirMove {
 			}
 			continue
 		}
-		out = append(out, syncMoves(line, root)...)
-	}
-	return out
-}
-
-// syncMoves returns the syncs' moves of mailbox directories under root,
-// in the order of the log (the syncs ran one after another).
-func syncMoves(syncLog, root string) []dirMove {
-	var out []dirMove
-	for _, line := range strings.Split(syncLog, "\n") {
 		m := syncMovedDir.FindStringSubmatch(line)
 		if m == nil {
 			continue
